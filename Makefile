@@ -1,0 +1,28 @@
+# graywave: `make demo` and `make test` work on a fresh machine with python3 (3.11+) and make.
+PYTHON ?= python3
+VENV := .venv
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.8
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: install demo test bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Exact versions from uv.lock; --inexact keeps uv itself in the environment.
+install: $(UV)
+	$(UV) sync --frozen --inexact --extra test
+
+demo: install
+	$(VENV)/bin/graywave demo
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+bench: install
+	$(VENV)/bin/python bench/wave_bench.py
+
+clean:
+	rm -rf $(VENV) data bench/out

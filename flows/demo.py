@@ -1,0 +1,109 @@
+"""``graywave demo``: a week of uploads from a few users, processed by real waves, then a report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from graywave.config import Settings
+from graywave.flows.samples import encode, synthetic_photo
+from graywave.flows.wave import WaveSummary, wave_flow
+from graywave.storage.blobs import BlobStore, open_blob_store
+from graywave.storage.lake import Lake
+from graywave.storage.layout import upload_key
+
+DEMO_USERS = {"alice": -0.4, "bruno": -0.1, "chen": 0.0, "dara": 0.2, "emeka": 0.5}
+"""Each demo user's typical brightness, so that their histograms differ."""
+DEMO_SIZE = (1024, 768)
+WAVES = ("morning", "evening")
+
+
+@dataclass(frozen=True)
+class SampleUpload:
+    key: str
+    data: bytes
+
+
+def _oriented_jpeg(rgb, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(rgb, "JPEG", quality=88, exif=exif)
+
+
+def _as_phone_file(rgb: np.ndarray, kind: int, number: int) -> tuple[str, bytes]:
+    """One of the files phones send: plain, progressive or EXIF-rotated JPEG, HEIC, PNG or WebP."""
+    if kind == 0:
+        return "IMG.jpg", encode(rgb, "JPEG", quality=88)
+    if kind == 1:
+        return "IMG.jpg", encode(rgb, "JPEG", quality=85, progressive=True)
+    if kind == 2:
+        return "IMG.jpg", _oriented_jpeg(np.rot90(rgb, 1).copy(), 6)  # stored sideways, shown upright
+    if kind == 3:
+        return "IMG.heic", encode(rgb, "HEIF", quality=80)
+    return ("IMG.png", encode(rgb, "PNG")) if number % 2 else ("IMG.webp", encode(rgb, "WEBP"))
+
+
+def sample_uploads(day: date, wave: str, day_index: int) -> list[SampleUpload]:
+    """The uploads of one wave: one photo per user, in the formats phones produce, plus a few bad files."""
+    uploads = []
+    for number, (user, brightness) in enumerate(DEMO_USERS.items()):
+        seed = day.toordinal() * 100 + number * 10 + WAVES.index(wave)
+        rgb = synthetic_photo(*DEMO_SIZE, seed=seed, brightness=brightness + 0.1 * (day_index % 3 - 1))
+        name, data = _as_phone_file(rgb, (number + day_index + WAVES.index(wave)) % 5, number)
+        uploads.append(SampleUpload(upload_key(day, user, f"{wave}-{name}"), data))
+    if day_index == 2 and wave == "evening":
+        good = encode(rgb, "JPEG", quality=88)
+        uploads += [
+            SampleUpload(upload_key(day, "chen", "half-sent.jpg"), good[: len(good) // 2]),
+            SampleUpload(upload_key(day, "dara", "notes.jpg"), b"this is a text file, not a photo\n"),
+            SampleUpload(upload_key(day, "emeka", "empty.jpg"), b""),
+        ]
+    return uploads
+
+
+def _write(store: BlobStore, uploads: list[SampleUpload]) -> None:
+    for upload in uploads:
+        store.write(upload.key, upload.data, "application/octet-stream")
+
+
+def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary]:
+    """Upload and process ``days`` days of samples, ending today; each wave is a real Prefect flow run."""
+    store = open_blob_store(settings.blob_url)
+    today = settings.today()
+    summaries = []
+    for day_index in range(days):
+        day = today - timedelta(days=days - 1 - day_index)
+        for wave in WAVES:
+            _write(store, sample_uploads(day, wave, day_index))
+            summaries.append(wave_flow(day=day, name=wave))
+    return summaries
+
+
+def demo_report(settings: Settings) -> str:
+    """What the lake holds after the demo, read back with Polars as an analyst would."""
+    lake = Lake(settings.lake_url)
+    images = pl.from_arrow(lake.read("images"))
+    rejects = pl.from_arrow(lake.read("rejects"))
+    per_day = (
+        images.group_by("date")
+        .agg(pl.len().alias("images"), pl.col("user_id").n_unique().alias("users"), pl.col("format").unique().sort().str.join(","))
+        .sort("date")
+    )
+    lines = [
+        f"{images.height} images processed, {rejects.height} uploads rejected.",
+        "",
+        str(per_day),
+        "",
+        "Rejected uploads:",
+        *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects.iter_rows(named=True)),
+        "",
+        f"Processed grayscale images: {settings.blob_url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Parquet lake:               {lake.url}/images and {lake.url}/rejects",
+        "Read it with Polars:",
+        f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",
+    ]
+    return "\n".join(lines)

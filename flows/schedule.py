@@ -1,0 +1,28 @@
+"""``graywave serve``: the wave deployments, scheduled at the two daily upload bursts."""
+
+from __future__ import annotations
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+from graywave.config import Settings
+from graywave.flows.wave import wave_flow
+
+BURSTS = {"morning": 10, "evening": 17}
+"""Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
+
+
+def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
+    """One deployment per burst; each runs at most once at a time and queues a run that would overlap."""
+    return [
+        wave_flow.to_deployment(
+            name=f"wave-{name}",
+            schedules=[Cron(f"0 {hour} * * *", timezone=settings.timezone)],
+            parameters={"name": name},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+            description=f"The {name} wave: uploads of the day and the day before, at {hour}:00 {settings.timezone}.",
+            tags=["graywave"],
+        )
+        for name, hour in BURSTS.items()
+    ]

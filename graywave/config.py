@@ -1,0 +1,86 @@
+"""The one configuration object, read from ``GRAYWAVE_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+"""Wave names start with a letter so that Hive partitioning never reads ``wave=`` as a number."""
+
+
+class Settings(BaseSettings):
+    """Everything graywave can be told, with the embedded defaults (no services needed)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRAYWAVE_", frozen=True)
+
+    blob_url: str = Field("./data/blobs", description="Blob store root: a local folder (S3 comes later).")
+    lake_url: str = Field("./data/lake", description="Parquet lake root: a local folder.")
+    prefect_home: Path = Field(Path("./data/prefect"), description="PREFECT_HOME unless that is set.")
+    timezone: str = Field("UTC", description="Service time zone: upload dates and schedules.")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    bins: int = Field(16, description="Histogram bins; a power of two from 1 to 256.")
+    max_pixels: int = Field(
+        256_000_000, gt=0, description="Uploads with more pixels are rejected (decompression bombs)."
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of the processed grayscale JPEG.")
+    batch_size: int = Field(64, ge=1, description="Largest number of uploads in one Prefect task.")
+    lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Rome") from None
+        return value
+
+    @field_validator("bins")
+    @classmethod
+    def _bins_divide_256(cls, value: int) -> int:
+        if value < 1 or value > 256 or 256 % value:
+            raise ValueError("bins must be a power of two between 1 and 256")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def today(self) -> date:
+        """Today's date in the service time zone."""
+        return datetime.now(self.zone).date()
+
+
+def validate_wave_name(name: str) -> str:
+    if not WAVE_NAME_PATTERN.match(name):
+        raise ValueError(
+            f"wave name {name!r} must start with a letter and use only letters, digits, '_' and '-' (max 32)"
+        )
+    return name
+
+
+def prepare_prefect_environment(settings: Settings) -> None:
+    """Keep Prefect's state under the data folder and its telemetry off, before Prefect is imported.
+
+    Values the operator already set in the environment win.
+    """
+    defaults = {
+        "PREFECT_HOME": str(settings.prefect_home.resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+        "DO_NOT_TRACK": "1",
+        # One line per batch task is noise next to the wave's own progress and summary.
+        "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

@@ -1,0 +1,74 @@
+"""The blob store's key layout: where uploads are found and where processed images go.
+
+    uploads/YYYY-MM-DD/<user_id>/<file name>          written by phones (date in GRAYWAVE_TIMEZONE)
+    processed/YYYY-MM-DD/<user_id>/<image_id>.jpg     written by graywave, same date and user
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import date
+
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UPLOADS = "uploads"
+PROCESSED = "processed"
+PROCESSED_EXTENSION = "jpg"
+PROCESSED_CONTENT_TYPE = "image/jpeg"
+
+
+class BadKey(ValueError):
+    """A key under ``uploads/`` that does not follow the layout."""
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    key: str
+    upload_date: date
+    user_id: str
+    file_name: str
+
+    @property
+    def image_id(self) -> str:
+        return image_id_for(self.key)
+
+    @property
+    def processed_key(self) -> str:
+        return processed_key(self.upload_date, self.user_id, self.image_id)
+
+
+def uploads_prefix(day: date) -> str:
+    return f"{UPLOADS}/{day.isoformat()}/"
+
+
+def upload_key(day: date, user_id: str, file_name: str) -> str:
+    key = f"{uploads_prefix(day)}{user_id}/{file_name}"
+    parse_upload_key(key)
+    return key
+
+
+def parse_upload_key(key: str) -> UploadKey:
+    """Split ``uploads/<date>/<user_id>/<file name>``; raise ``BadKey`` saying what is wrong."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[0] != UPLOADS:
+        raise BadKey(f"{key!r} is not uploads/YYYY-MM-DD/<user_id>/<file name>")
+    _, day, user_id, file_name = parts
+    try:
+        upload_date = date.fromisoformat(day)
+    except ValueError:
+        raise BadKey(f"{day!r} in {key!r} is not a YYYY-MM-DD date") from None
+    if not USER_ID_PATTERN.match(user_id):
+        raise BadKey(f"user id {user_id!r} in {key!r} does not match [A-Za-z0-9_-]{{1,64}}")
+    if not file_name:
+        raise BadKey(f"{key!r} has an empty file name")
+    return UploadKey(key=key, upload_date=upload_date, user_id=user_id, file_name=file_name)
+
+
+def image_id_for(source_key: str) -> str:
+    """A stable id for an upload key: 20 hex digits (80 bits) of its SHA-256."""
+    return hashlib.sha256(source_key.encode()).hexdigest()[:20]
+
+
+def processed_key(upload_date: date, user_id: str, image_id: str) -> str:
+    return f"{PROCESSED}/{upload_date.isoformat()}/{user_id}/{image_id}.{PROCESSED_EXTENSION}"

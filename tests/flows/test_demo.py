@@ -1,0 +1,17 @@
+from graywave.flows.demo import DEMO_USERS, demo_report, run_demo
+from graywave.flows.wave import wave_flow
+from graywave.storage.lake import Lake
+
+
+def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
+    summaries = run_demo(settings, days=3)
+    assert [s.wave for s in summaries] == ["morning", "evening"] * 3
+    lake = Lake(settings.lake_url)
+    images = lake.read("images")
+    assert images.num_rows == 3 * 2 * len(DEMO_USERS)
+    assert set(images.column("format").to_pylist()) == {"JPEG", "HEIF", "PNG", "WEBP"}
+    assert sorted(lake.read("rejects").column("reason").to_pylist()) == ["empty", "not_an_image", "truncated"]
+    report = demo_report(settings)
+    assert "30 images processed, 3 uploads rejected." in report
+    assert "pl.scan_parquet" in report
+    assert wave_flow(day=settings.today(), name="evening").processed == 0  # nothing left pending

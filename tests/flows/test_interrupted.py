@@ -1,0 +1,81 @@
+"""A wave killed with SIGKILL at any point, then run again, ends with every upload exactly once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from graywave.flows.samples import encode, synthetic_photo
+from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.lake import Lake
+
+from .helpers import DAY, put_uploads
+
+pytestmark = pytest.mark.slow
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+
+
+def lake_files(lake: Path) -> int:
+    return sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
+
+
+def start_wave(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def kill_after_new_lake_files(env: dict[str, str], lake: Path, new_files: int) -> None:
+    """Start a wave and SIGKILL it as soon as it has appended ``new_files`` more lake files."""
+    start = lake_files(lake)
+    process = start_wave(env)
+    deadline = time.monotonic() + 120
+    while lake_files(lake) < start + new_files:
+        assert process.poll() is None, f"the wave ended before it could be killed:\n{process.stdout.read()}"
+        assert time.monotonic() < deadline, "the wave made no progress"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_waves_converge_to_exactly_once(tmp_path):
+    blobs, lake = tmp_path / "blobs", tmp_path / "lake"
+    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(36)}
+    files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(4)}
+    keys = put_uploads(blobs, DAY, files)
+    prefect_home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
+    env = os.environ | {
+        "GRAYWAVE_BLOB_URL": str(blobs), "GRAYWAVE_LAKE_URL": str(lake), "GRAYWAVE_WORKERS": "2",
+        "GRAYWAVE_BATCH_SIZE": "2", "GRAYWAVE_LAKE_FLUSH_ROWS": "2", "GRAYWAVE_DEVICE": "cpu",
+        "PREFECT_HOME": str(prefect_home),
+    }
+
+    kill_after_new_lake_files(env, lake, 1)
+    kill_after_new_lake_files(env, lake, 4)
+    assert 0 < len(Lake(lake).read("images")) < 36, "the kills should leave a partly processed wave"
+
+    final = subprocess.run(
+        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert "rejected" in final.stdout
+
+    images = Lake(lake).read("images").to_pylist()
+    rejects = Lake(lake).read("rejects").to_pylist()
+    assert sorted(r["source_key"] for r in images + rejects) == sorted(keys)
+    assert len(rejects) == 4
+    assert {r["reason"] for r in rejects} <= {"corrupt", "truncated"}
+    store = LocalBlobStore(blobs)
+    for row in images:
+        assert len(store.read(row["processed_key"])) == row["processed_bytes"]
+    assert len({r["image_id"] for r in images}) == 36

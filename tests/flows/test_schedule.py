@@ -1,0 +1,28 @@
+from prefect.client.orchestration import get_client
+
+from graywave.config import Settings
+from graywave.flows.schedule import wave_deployments
+
+
+def test_deployments_follow_the_two_bursts_in_the_service_time_zone(monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_TIMEZONE", "Europe/Rome")
+    deployments = wave_deployments(Settings())
+    crons = {d.name: (d.schedules[0].schedule.cron, d.schedules[0].schedule.timezone) for d in deployments}
+    assert crons == {"wave-morning": ("0 10 * * *", "Europe/Rome"), "wave-evening": ("0 17 * * *", "Europe/Rome")}
+    assert {d.name: d.parameters for d in deployments} == {
+        "wave-morning": {"name": "morning"},
+        "wave-evening": {"name": "evening"},
+    }
+    assert all(d.concurrency_limit == 1 for d in deployments)
+
+
+def test_deployments_register_with_the_prefect_api(monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_TIMEZONE", "America/New_York")
+    ids = [deployment.apply() for deployment in wave_deployments(Settings())]
+    with get_client(sync_client=True) as client:
+        stored = [client.read_deployment(i) for i in ids]
+    assert sorted(d.name for d in stored) == ["wave-evening", "wave-morning"]
+    for deployment in stored:
+        assert deployment.schedules[0].schedule.timezone == "America/New_York"
+        assert deployment.global_concurrency_limit is not None
+        assert deployment.global_concurrency_limit.limit == 1

@@ -1,0 +1,111 @@
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+import graywave.flows.wave as wave_module
+from graywave.config import Settings
+from graywave.flows.wave import split_batches, wave_flow
+from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.lake import Lake
+
+from .helpers import DAY, EXPECTED_REJECTS, put_uploads
+
+
+def lake_snapshot(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def assert_exactly_once(settings: Settings, keys: list[str]) -> None:
+    lake = Lake(settings.lake_url)
+    images = lake.read("images").column("source_key").to_pylist()
+    rejects = lake.read("rejects").column("source_key").to_pylist()
+    assert sorted(images + rejects) == sorted(keys)
+
+
+def test_a_wave_handles_every_upload_once_and_a_rerun_changes_nothing(settings, phone_files, data_dir):
+    keys = put_uploads(settings.blob_url, DAY, phone_files)
+    summary = wave_flow(day=DAY, name="morning")
+    assert (summary.processed, summary.rejected, summary.skipped) == (7, 4, 0)
+    assert summary.images_per_s > 0
+    assert_exactly_once(settings, keys)
+
+    lake = Lake(settings.lake_url)
+    rejects = {row["source_key"].split("/", 2)[2]: row for row in lake.read("rejects").to_pylist()}
+    assert {key: row["reason"] for key, row in rejects.items()} == EXPECTED_REJECTS
+    assert all(row["wave"] == "morning" and row["date"] == DAY and row["detail"] for row in rejects.values())
+    images = lake.read("images").to_pylist()
+    processed_dir = Path(settings.blob_url) / "processed" / DAY.isoformat()
+    assert sorted(p.relative_to(Path(settings.blob_url)).as_posix() for p in processed_dir.rglob("*.jpg")) == sorted(
+        row["processed_key"] for row in images
+    )
+
+    before = lake_snapshot(data_dir)
+    again = wave_flow(day=DAY, name="morning")
+    assert (again.processed, again.rejected, again.skipped) == (0, 0, len(keys))
+    assert lake_snapshot(data_dir) == before
+
+
+def test_a_wave_takes_the_day_and_the_day_before_and_never_twice(settings, phone_files):
+    plain = {"ann/a.jpg": phone_files["ann/plain.jpg"]}
+    old = put_uploads(settings.blob_url, DAY - timedelta(days=2), plain)
+    yesterday = put_uploads(settings.blob_url, DAY - timedelta(days=1), plain)
+    today = put_uploads(settings.blob_url, DAY, {"bob/b.jpg": phone_files["bob/rotated.jpg"]})
+
+    first = wave_flow(day=DAY, name="evening")
+    assert first.processed == 2
+    assert_exactly_once(settings, yesterday + today)
+
+    tomorrow = put_uploads(settings.blob_url, DAY + timedelta(days=1), plain)
+    second = wave_flow(day=DAY + timedelta(days=1), name="morning")
+    assert (second.processed, second.skipped) == (1, 1)  # today's upload was handled by the earlier wave
+    assert_exactly_once(settings, yesterday + today + tomorrow)
+    assert old[0] not in Lake(settings.lake_url).source_keys("images", [DAY - timedelta(days=2)])
+
+
+def test_keys_off_the_layout_are_rejected_not_skipped(settings, phone_files):
+    bad = ["uploads/2026-11-25/not.a.user/a.jpg"]
+    LocalBlobStore(settings.blob_url).write(bad[0], phone_files["ann/plain.jpg"], "image/jpeg")
+    summary = wave_flow(day=DAY, name="morning")
+    assert summary.rejected == 1
+    rows = Lake(settings.lake_url).read("rejects").to_pylist()
+    assert [(r["source_key"], r["reason"], r["user_id"]) for r in rows] == [(bad[0], "bad_key", None)]
+
+
+def test_wave_names_must_not_look_like_numbers(settings):
+    with pytest.raises(ValueError, match="must start with a letter"):
+        wave_flow(day=DAY, name="1000")
+
+
+def test_a_failing_batch_fails_the_wave_but_keeps_what_was_done(settings, phone_files, monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_WORKERS", "1")
+    monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "1")
+    files = {f"u{i}/p.jpg": phone_files["ann/plain.jpg"] for i in range(4)}
+    keys = put_uploads(settings.blob_url, DAY, files)
+    real = wave_module.process_uploads
+
+    def fail_on_the_last(uploads, store, settings, device):
+        if uploads[0].key.key == keys[-1]:
+            raise OSError("disk full")
+        return real(uploads, store, settings, device)
+
+    monkeypatch.setattr(wave_module, "process_uploads", fail_on_the_last)
+    with pytest.raises(OSError, match="disk full"):
+        wave_flow(day=DAY, name="morning")
+    done = Lake(settings.lake_url).source_keys("images", [DAY])
+    assert done == set(keys[:-1])
+
+    monkeypatch.setattr(wave_module, "process_uploads", real)
+    rerun = wave_flow(day=DAY, name="morning")
+    assert (rerun.processed, rerun.skipped) == (1, 3)
+    assert_exactly_once(settings, keys)
+
+
+@pytest.mark.parametrize(
+    ("count", "workers", "max_size", "sizes"),
+    [(0, 2, 64, []), (3, 2, 64, [1, 1, 1]), (300, 2, 64, [38] * 7 + [34]), (10_000, 2, 64, [64] * 156 + [16])],
+)
+def test_batches_are_small_enough_to_balance_and_large_enough_to_amortise(count, workers, max_size, sizes):
+    batches = split_batches(list(range(count)), workers, max_size)
+    assert [len(b) for b in batches] == sizes
+    assert [x for b in batches for x in b] == list(range(count))

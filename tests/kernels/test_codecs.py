@@ -1,0 +1,144 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from graywave.flows.samples import encode, synthetic_photo
+from graywave.kernels.codecs import RejectReason, Rejected, decode_luma, encode_luma_jpeg, upright
+
+MAX = 10_000_000
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return synthetic_photo(320, 240, seed=7)
+
+
+def pillow_y_plane(data: bytes) -> np.ndarray:
+    """Independent reference for JPEG: Pillow's own libjpeg decode, asked for the Y plane (draft "L")."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("L", image.size)
+    return np.asarray(image.convert("L"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}, {"quality": 70, "subsampling": 1}],
+    ids=["baseline-420", "progressive", "444", "422"],
+)
+def test_jpeg_decodes_straight_to_the_y_plane(photo, options):
+    data = encode(photo, "JPEG", **options)
+    decoded = decode_luma(data, MAX)
+    assert decoded.format == "JPEG"
+    assert decoded.plane.dtype == np.uint8
+    assert np.array_equal(decoded.plane, pillow_y_plane(data))
+
+
+def test_grayscale_jpeg(photo):
+    gray = np.asarray(Image.fromarray(photo).convert("L"))
+    data = encode(gray, "JPEG", quality=90)
+    assert np.array_equal(decode_luma(data, MAX).plane, np.asarray(Image.open(io.BytesIO(data))))
+
+
+def test_cmyk_jpeg_goes_through_rgb(photo):
+    buffer = io.BytesIO()
+    Image.fromarray(photo).convert("CMYK").save(buffer, "JPEG", quality=95)
+    decoded = decode_luma(buffer.getvalue(), MAX)
+    expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").convert("L"))
+    assert np.array_equal(decoded.plane, expected)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_lossless_rgb_formats_equal_pillow_luma(photo, fmt):
+    options = {"lossless": True} if fmt == "WEBP" else {}
+    decoded = decode_luma(encode(photo, fmt, **options), MAX)
+    assert decoded.format == fmt
+    assert np.array_equal(decoded.plane, np.asarray(Image.fromarray(photo).convert("L")))
+
+
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_heic_and_avif_decode_to_a_close_luma(photo, fmt):
+    decoded = decode_luma(encode(photo, fmt, quality=90), MAX)
+    assert decoded.format == fmt
+    assert decoded.plane.shape == (240, 320)
+    reference = np.asarray(Image.fromarray(photo).convert("L")).astype(int)
+    assert np.abs(decoded.plane.astype(int) - reference).mean() < 4  # lossy codecs
+
+
+def test_transparency_is_composited_over_white(photo):
+    rgba = np.dstack([photo, np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1))])
+    decoded = decode_luma(encode(rgba, "PNG"), MAX)
+    over_white = Image.alpha_composite(Image.new("RGBA", (320, 240), "white"), Image.fromarray(rgba))
+    assert np.array_equal(decoded.plane, np.asarray(over_white.convert("L")))
+    assert decoded.plane[:, 0].min() == 255  # fully transparent column is white
+
+
+def test_palette_png(photo):
+    palette = Image.fromarray(photo).quantize(64)
+    buffer = io.BytesIO()
+    palette.save(buffer, "PNG")
+    decoded = decode_luma(buffer.getvalue(), MAX)
+    assert np.array_equal(decoded.plane, np.asarray(palette.convert("RGB").convert("L")))
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped():
+    values = np.array([[0, 257, 32768, 65535, 1000, 40000]], dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(values).save(buffer, "PNG")
+    decoded = decode_luma(buffer.getvalue(), MAX)
+    assert decoded.plane.tolist() == [[0, 1, 128, 255, 4, 156]]  # round(v * 255 / 65535)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_gives_the_upright_view_like_pillow(photo, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(photo, "JPEG", quality=90, exif=exif)
+    decoded = decode_luma(data, MAX)
+    assert decoded.orientation == orientation
+    reference = Image.open(io.BytesIO(data))
+    reference.draft("L", reference.size)
+    expected = np.asarray(ImageOps.exif_transpose(reference.convert("L")))
+    assert np.array_equal(upright(decoded), expected)
+    assert (decoded.height, decoded.width) == expected.shape
+
+
+def test_encoded_output_is_a_grayscale_jpeg_close_to_the_plane(photo):
+    plane = np.asarray(Image.fromarray(photo).convert("L"))
+    data = encode_luma_jpeg(plane[:, ::-1], quality=90)  # any strides
+    back = Image.open(io.BytesIO(data))
+    assert (back.format, back.mode, back.size) == ("JPEG", "L", (320, 240))
+    error = np.abs(np.asarray(back).astype(int) - plane[:, ::-1]).mean()
+    assert error < 3  # quality 90 on a noisy photo
+    assert np.abs(np.asarray(back).astype(int) - plane).mean() > 4 * error  # the flipped view was encoded
+
+
+def reason_of(data: bytes, max_pixels: int = MAX) -> RejectReason:
+    with pytest.raises(Rejected) as caught:
+        decode_luma(data, max_pixels)
+    assert caught.value.detail
+    return caught.value.reason
+
+
+def test_bad_inputs_get_stable_reasons(photo):
+    jpeg = encode(photo, "JPEG", quality=90)
+    png = encode(photo, "PNG")
+    assert reason_of(b"") == RejectReason.EMPTY
+    assert reason_of(b"hello, this is not an image") == RejectReason.NOT_AN_IMAGE
+    assert reason_of(jpeg[: len(jpeg) // 2]) == RejectReason.TRUNCATED
+    assert reason_of(png[: len(png) // 2]) == RejectReason.TRUNCATED
+    assert reason_of(encode(photo, "GIF")) == RejectReason.UNSUPPORTED_FORMAT
+    assert reason_of(encode(photo, "BMP")) == RejectReason.UNSUPPORTED_FORMAT
+    corrupt = bytearray(jpeg)
+    start = corrupt.index(b"\xff\xda") + 20  # scrambled entropy-coded data after start of scan
+    corrupt[start : start + 2000] = bytes(range(256)) * 7 + bytes(208)
+    assert reason_of(bytes(corrupt)) in (RejectReason.CORRUPT, RejectReason.TRUNCATED)
+    assert reason_of(jpeg[:200]) in (RejectReason.TRUNCATED, RejectReason.CORRUPT)
+
+
+def test_decompression_bombs_are_rejected_from_the_header():
+    bomb = encode(np.zeros((3000, 4000), np.uint8), "PNG")  # small file, 12 MP
+    assert len(bomb) < 100_000
+    assert reason_of(bomb, max_pixels=11_999_999) == RejectReason.TOO_MANY_PIXELS
+    assert decode_luma(bomb, max_pixels=12_000_000).plane.shape == (3000, 4000)

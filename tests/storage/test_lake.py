@@ -1,0 +1,89 @@
+from datetime import UTC, date, datetime
+
+import duckdb
+import polars as pl
+import pytest
+
+from graywave.storage.lake import Lake, LakeBusy
+
+
+def image_row(key: str, user: str = "u1") -> dict:
+    now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    return {
+        "image_id": key[-6:], "user_id": user, "upload_date": date(2026, 11, 25), "file_name": "a.jpg",
+        "source_key": key, "processed_key": "processed/x.jpg", "uploaded_at": now, "processed_at": now,
+        "width": 4, "height": 2, "format": "JPEG", "pixel_count": 8, "source_bytes": 100,
+        "processed_bytes": 50, "histogram": [8] + [0] * 15,
+    }
+
+
+def reject_row(key: str) -> dict:
+    return {"source_key": key, "user_id": None, "reason": "corrupt", "detail": "bad", "uploaded_at": None,
+            "seen_at": datetime.now(UTC), "source_bytes": 3}
+
+
+@pytest.fixture
+def lake(tmp_path) -> Lake:
+    lake = Lake(tmp_path / "lake")
+    lake.append("images", date(2026, 11, 25), "morning", [image_row("k1"), image_row("k2", "u2")])
+    lake.append("images", date(2026, 11, 26), "evening", [image_row("k3")])
+    lake.append("rejects", date(2026, 11, 25), "morning", [reject_row("k4")])
+    return lake
+
+
+def test_rows_round_trip_with_partitions(lake):
+    images = lake.read("images")
+    assert images.num_rows == 3
+    by_key = {row["source_key"]: row for row in images.to_pylist()}
+    assert by_key["k3"]["date"] == date(2026, 11, 26) and by_key["k3"]["wave"] == "evening"
+    assert by_key["k1"]["histogram"] == [8] + [0] * 15
+    assert lake.read("images", [date(2026, 11, 25)]).num_rows == 2
+    assert lake.read("rejects", [date(2026, 1, 1)]).num_rows == 0
+
+
+def test_source_keys_by_day(lake):
+    assert lake.source_keys("images", [date(2026, 11, 25), date(2026, 11, 26)]) == {"k1", "k2", "k3"}
+    assert lake.source_keys("rejects", [date(2026, 11, 25)]) == {"k4"}
+
+
+def test_no_file_for_no_rows_and_partition_layout(lake, tmp_path):
+    assert lake.append("images", date(2026, 11, 27), "morning", []) is None
+    files = sorted(p.relative_to(tmp_path / "lake").as_posix() for p in (tmp_path / "lake").rglob("*.parquet"))
+    assert [f.rsplit("/", 1)[0] for f in files] == [
+        "images/date=2026-11-25/wave=morning",
+        "images/date=2026-11-26/wave=evening",
+        "rejects/date=2026-11-25/wave=morning",
+    ]
+
+
+def test_polars_and_duckdb_read_both_tables_with_hive_partitions(lake):
+    root = lake.url
+    images = pl.scan_parquet(f"{root}/images/**/*.parquet", hive_partitioning=True).collect()
+    assert images.height == 3
+    assert images.schema["date"] == pl.Date and images.schema["wave"] == pl.String
+    assert images.schema["histogram"] == pl.List(pl.Int64)
+    rejects = pl.scan_parquet(f"{root}/rejects/**/*.parquet", hive_partitioning=True).collect()
+    assert rejects.select("reason", "wave").rows() == [("corrupt", "morning")]
+    count = duckdb.sql(
+        f"select count(*), min(date), max(wave) from read_parquet('{root}/images/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+    assert count == [(3, date(2026, 11, 25), "morning")]
+    assert duckdb.sql(
+        f"select reason from read_parquet('{root}/rejects/**/*.parquet', hive_partitioning=true)"
+    ).fetchall() == [("corrupt",)]
+
+
+def test_leftover_temporary_files_are_invisible(lake):
+    partition = lake.partition_dir("images", date(2026, 11, 25), "morning")
+    (partition / ".part-crashed.parquet.tmp").write_bytes(b"half a file")
+    assert lake.read("images").num_rows == 3
+    assert pl.scan_parquet(f"{lake.url}/images/**/*.parquet", hive_partitioning=True).collect().height == 3
+
+
+def test_one_writer_at_a_time(lake):
+    with lake.exclusive():
+        with pytest.raises(LakeBusy, match="another wave"):
+            with Lake(lake.url).exclusive():
+                pass
+    with lake.exclusive():  # released
+        pass

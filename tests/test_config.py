@@ -1,0 +1,56 @@
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
+
+
+def test_defaults_are_the_embedded_deployment(monkeypatch):
+    for key in list(os.environ):
+        if key.startswith("GRAYWAVE_"):
+            monkeypatch.delenv(key)
+    settings = Settings()
+    assert (settings.blob_url, settings.lake_url, settings.timezone) == ("./data/blobs", "./data/lake", "UTC")
+    assert (settings.device, settings.bins, settings.jpeg_quality) == ("auto", 16, 90)
+
+
+def test_environment_variables_configure_and_are_validated(monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_TIMEZONE", "Europe/Rome")
+    monkeypatch.setenv("GRAYWAVE_BINS", "32")
+    assert (Settings().timezone, Settings().bins) == ("Europe/Rome", 32)
+    monkeypatch.setenv("GRAYWAVE_BINS", "10")
+    with pytest.raises(ValidationError, match="power of two"):
+        Settings()
+    monkeypatch.setenv("GRAYWAVE_BINS", "16")
+    monkeypatch.setenv("GRAYWAVE_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ValidationError, match="unknown time zone"):
+        Settings()
+
+
+def test_prefect_stays_local_and_quiet(monkeypatch, tmp_path):
+    for key in ("PREFECT_HOME", "DO_NOT_TRACK", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        monkeypatch.delenv(key, raising=False)
+    prepare_prefect_environment(Settings(prefect_home=tmp_path / "prefect"))
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect")
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    from prefect._internal.analytics.enabled import is_telemetry_enabled
+
+    assert not is_telemetry_enabled()
+
+
+def test_operator_settings_win(monkeypatch, tmp_path):
+    monkeypatch.setenv("PREFECT_HOME", "/somewhere/else")
+    prepare_prefect_environment(Settings(prefect_home=tmp_path))
+    assert os.environ["PREFECT_HOME"] == "/somewhere/else"
+
+
+@pytest.mark.parametrize("name", ["morning", "evening", "w1000", "catch-up_2"])
+def test_wave_names(name):
+    assert validate_wave_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["1000", "", "a/b", "x" * 33, "has space"])
+def test_bad_wave_names(name):
+    with pytest.raises(ValueError):
+        validate_wave_name(name)
