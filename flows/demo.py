@@ -101,7 +101,7 @@ def demo_report(settings: Settings) -> str:
         "Rejected uploads:",
         *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects.iter_rows(named=True)),
         "",
-        f"Processed grayscale images: {settings.blob_url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Processed grayscale images: {open_blob_store(settings.blob_url).url}/processed/<date>/<user>/<image_id>.jpg",
         f"Parquet lake:               {lake.url}/images and {lake.url}/rejects",
         "Read it with Polars:",
         f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",
