@@ -8,7 +8,8 @@ Measured in one run, on photo-like 12 MP JPEGs of about 1, 2 and 10 MB made by t
   (c)  graywave without Prefect: histograms only (decode_luma + histogram), and the whole batch path
        (read the upload from the blob folder, decode, histogram, write the processed JPEG), 1 and 2 workers
   (d)  a whole ``graywave wave run`` (CLI, Prefect, Parquet) of 320 uploads on all cores, its fixed
-       start-up (a run with nothing pending) measured on its own and taken out of the per-image figure
+       start-up (a run with nothing pending) measured on its own and taken out of the per-image figure;
+       with blobs and lake in a local folder, then on a local S3 server (moto's server mode)
 
 Figures are images/s and MP/s; "per core" rows run on one thread. Ratios compare rows of this run.
 """
@@ -37,7 +38,7 @@ from graywave.flows.batch import Upload, process_uploads
 from graywave.flows.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.kernels import histogram, select_device
 from graywave.kernels.codecs import decode_luma, encode_luma_jpeg
-from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.blobs import LocalBlobStore, open_blob_store
 from graywave.storage.layout import parse_upload_key, upload_key
 
 OUT = Path(__file__).with_name("out")
@@ -124,11 +125,11 @@ def graywave_batch_rate(root: Path, images: Sequence[bytes], workers: int, setti
     return best
 
 
-def wave_cli(root: Path, images: Sequence[bytes]) -> tuple[float, float]:
+def wave_cli(blob_url: str, lake_url: str, images: Sequence[bytes], extra_env: dict[str, str]) -> tuple[float, float]:
     """Seconds of a ``graywave wave run`` with nothing pending, and of one with ``WAVE_UPLOADS`` uploads."""
-    env = os.environ | {
-        "GRAYWAVE_BLOB_URL": str(root / "blobs"),
-        "GRAYWAVE_LAKE_URL": str(root / "lake"),
+    env = os.environ | extra_env | {
+        "GRAYWAVE_BLOB_URL": blob_url,
+        "GRAYWAVE_LAKE_URL": lake_url,
         "GRAYWAVE_DEVICE": "cpu",
         "PREFECT_HOME": str(OUT / "prefect"),
     }
@@ -141,13 +142,31 @@ def wave_cli(root: Path, images: Sequence[bytes]) -> tuple[float, float]:
 
     timed("warmup")  # the first run creates Prefect's database under PREFECT_HOME
     startup = min(timed("empty") for _ in range(2))
-    store = LocalBlobStore(root / "blobs")
+    store = open_blob_store(blob_url, extra_env.get("GRAYWAVE_S3_ENDPOINT_URL"))
     for i in range(WAVE_UPLOADS):
         store.write(upload_key(DAY, f"user{i:04d}", "photo.jpg"), images[i % len(images)], "image/jpeg")
     return startup, timed("bench")
 
 
-def markdown(rows: list[tuple[str, float, dict[str, float]]], startup: float, wave_s: float, wave_label: str) -> str:
+def s3_wave(images: Sequence[bytes]) -> tuple[float, float]:
+    """The same wave with blobs and lake on moto's S3 server, on 127.0.0.1 in this process."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    credentials = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    os.environ.update(credentials)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+    try:
+        return wave_cli("s3://bench/blobs", "s3://bench/lake", images, credentials | {"GRAYWAVE_S3_ENDPOINT_URL": endpoint})
+    finally:
+        server.stop()
+
+
+def markdown(rows: list[tuple[str, float, dict[str, float]]], waves: dict[str, tuple[float, float]], wave_label: str) -> str:
     megapixels = PHONE_12MP[0] * PHONE_12MP[1] / 1e6
     lines = [
         "| 12 MP JPEG | (a) naive | (b) decode floor | (b') output floor | (c) histograms only | (c) batch, 1 worker | (c) batch, 2 workers |",
@@ -164,15 +183,21 @@ def markdown(rows: list[tuple[str, float, dict[str, float]]], startup: float, wa
         "| (c) batch with outputs / (a), per core (>= 1.5) | " + " | ".join(f"{f['c'] / f['a']:.2f}" for _, _, f in rows) + " |",
         "| (c) 2 workers / 1 worker (>= 1.8) | " + " | ".join(f"{f['c2'] / f['c']:.2f}" for _, _, f in rows) + " |",
     ]
-    wave_rate = WAVE_UPLOADS / (wave_s - startup)
     floor = dict((label, f) for label, _, f in rows)[wave_label]["b'2"]
     lines += [
         "",
-        f"(d) `graywave wave run` of {WAVE_UPLOADS} uploads of the {wave_label} class on all cores: {wave_s:.1f} s in all, "
-        f"fixed start-up (a run with nothing pending) {startup:.1f} s, so {wave_rate:.1f} img/s "
-        f"({wave_rate * megapixels:.0f} MP/s) per image; (b') on all cores: {floor:.1f} img/s; "
-        f"ratio {wave_rate / floor:.2f} (target >= 0.8).",
+        f"(d) `graywave wave run` of {WAVE_UPLOADS} uploads of the {wave_label} class on all cores; "
+        f"(b') on all cores: {floor:.1f} img/s.",
+        "",
+        "| blobs and lake | wave, in all | fixed start-up (nothing pending) | per image | ratio to (b') (target >= 0.8) |",
+        "|---|---|---|---|---|",
     ]
+    for where, (startup, wave_s) in waves.items():
+        wave_rate = WAVE_UPLOADS / (wave_s - startup)
+        lines.append(
+            f"| {where} | {wave_s:.1f} s | {startup:.1f} s | {wave_rate:.1f} img/s ({wave_rate * megapixels:.0f} MP/s) "
+            f"| {wave_rate / floor:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -199,8 +224,9 @@ def main() -> None:
         print(label, {k: round(v, 2) for k, v in figures.items()}, flush=True)
     wave_label = "2 MB"
     with tempfile.TemporaryDirectory() as tmp:
-        startup, wave_s = wave_cli(Path(tmp), images[wave_label])
-    table = f"Machine: {machine}.\n\n" + markdown(rows, startup, wave_s, wave_label)
+        waves = {"local folder": wave_cli(f"{tmp}/blobs", f"{tmp}/lake", images[wave_label], {})}
+    waves["S3 (moto server on 127.0.0.1)"] = s3_wave(images[wave_label])
+    table = f"Machine: {machine}.\n\n" + markdown(rows, waves, wave_label)
     (OUT / "results.md").write_text(table + "\n")
     print(table)
 

@@ -1,15 +1,19 @@
 """One batch of uploads, processed without Prefect: read, decode to luma, histogram, write.
 
-This is the hot path. Each upload is handled on its own (read, decoded, written and released)
-so a batch never holds more than one photo in memory; a batch runs on one thread, and the wave
-runs one batch per worker. Every upload ends as exactly one image row or one reject row.
+This is the hot path. A batch decodes on one thread (the wave runs one batch per worker) while
+a few I/O threads read the next uploads and write the processed images, so that blob latency
+(S3) hides behind the compute; at most ``io_threads`` uploads are read ahead and at most as many
+processed images wait to be written. Every upload ends as exactly one image row or one reject row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 from graywave.config import Settings
@@ -48,19 +52,16 @@ def reject_row(source_key: str, user_id: str | None, blob: BlobInfo | None, reas
     }
 
 
-def process_upload(upload: Upload, store: BlobStore, settings: Settings, device: Device) -> dict[str, Any]:
-    """Process one upload into an image row; raise ``Rejected`` for bad input."""
+def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Device) -> tuple[dict[str, Any], bytes]:
+    """Decode, histogram and encode one upload: its image row and the processed JPEG.
+
+    Raises ``Rejected`` for bad input.
+    """
     key = upload.key
-    try:
-        data = store.read(key.key)
-    except BlobNotFound:
-        raise Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store") from None
     image = decode_luma(data, settings.max_pixels)
-    del data
     counts = device.get(histogram(device.put(image.plane), settings.bins))
     encoded = encode_luma_jpeg(upright(image), settings.jpeg_quality)
-    store.write(key.processed_key, encoded, PROCESSED_CONTENT_TYPE)
-    return {
+    row = {
         "image_id": key.image_id,
         "user_id": key.user_id,
         "upload_date": key.upload_date,
@@ -77,18 +78,46 @@ def process_upload(upload: Upload, store: BlobStore, settings: Settings, device:
         "processed_bytes": len(encoded),
         "histogram": counts.tolist(),
     }
+    return row, encoded
+
+
+def _prefetched(io: ThreadPoolExecutor, store: BlobStore, uploads: Sequence[Upload], depth: int) -> Iterator[tuple[Upload, Future[bytes]]]:
+    """Each upload with its read in flight, at most ``depth`` reads ahead of the caller."""
+    queue = iter(uploads)
+    ahead = deque((upload, io.submit(store.read, upload.key.key)) for upload in islice(queue, depth))
+    while ahead:
+        following = next(queue, None)
+        if following is not None:
+            ahead.append((following, io.submit(store.read, following.key.key)))
+        yield ahead.popleft()
 
 
 def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Settings, device: Device) -> BatchResult:
+    """Process a batch on this thread, with blob reads and writes overlapped on ``settings.io_threads``.
+
+    An image row is returned only once its processed JPEG is stored; a failed write fails the batch.
+    """
     result = BatchResult()
-    for upload in uploads:
-        try:
-            row = process_upload(upload, store, settings, device)
-        except Rejected as rejected:
-            result.rejects.append(
-                reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail)
-            )
-        else:
+    writes: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
+        for upload, read in _prefetched(io, store, uploads, settings.io_threads):
+            try:
+                try:
+                    data = read.result()
+                except BlobNotFound:
+                    raise Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store") from None
+                row, encoded = process_bytes(upload, data, settings, device)
+                del data
+            except Rejected as rejected:
+                result.rejects.append(
+                    reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail)
+                )
+                continue
+            writes.append(io.submit(store.write, upload.key.processed_key, encoded, PROCESSED_CONTENT_TYPE))
             result.images.append(row)
             result.pixels += row["pixel_count"]
+            while len(writes) > settings.io_threads:  # bound the encoded images waiting to be written
+                writes.popleft().result()
+        for write in writes:
+            write.result()
     return result

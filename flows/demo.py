@@ -72,7 +72,7 @@ def _write(store: BlobStore, uploads: list[SampleUpload]) -> None:
 
 def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary]:
     """Upload and process ``days`` days of samples, ending today; each wave is a real Prefect flow run."""
-    store = open_blob_store(settings.blob_url)
+    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     today = settings.today()
     summaries = []
     for day_index in range(days):
@@ -85,7 +85,7 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary]:
 
 def demo_report(settings: Settings) -> str:
     """What the lake holds after the demo, read back with Polars as an analyst would."""
-    lake = Lake(settings.lake_url)
+    lake = Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url))
     images = pl.from_arrow(lake.read("images"))
     rejects = pl.from_arrow(lake.read("rejects"))
     per_day = (
@@ -101,7 +101,7 @@ def demo_report(settings: Settings) -> str:
         "Rejected uploads:",
         *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects.iter_rows(named=True)),
         "",
-        f"Processed grayscale images: {open_blob_store(settings.blob_url).url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Processed grayscale images: {open_blob_store(settings.blob_url, settings.s3_endpoint_url).url}/processed/<date>/<user>/<image_id>.jpg",
         f"Parquet lake:               {lake.url}/images and {lake.url}/rejects",
         "Read it with Polars:",
         f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",

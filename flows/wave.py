@@ -7,6 +7,7 @@ A wave lists ``uploads/<day-1>/`` and ``uploads/<day>/``, leaves out what the la
 ``workers`` running at once) and appends the rows to the lake as batches finish. Rows are flushed
 every ``GRAYWAVE_LAKE_FLUSH_ROWS`` rows and when the wave ends or fails, so a crash loses at most the
 rows in the buffer, whose uploads the next run processes again (processed images are rewritten).
+With MongoDB configured the rows are upserted there just before they go to the lake.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
 
+from graywave.backends import Backends
 from graywave.config import Settings, validate_wave_name
 from graywave.flows.batch import BatchResult, Upload, process_uploads, reject_row
 from graywave.flows.progress import WaveProgress
@@ -30,6 +32,7 @@ from graywave.kernels import select_device
 from graywave.kernels.codecs import RejectReason
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
+from graywave.storage.mongo import image_document, reject_document
 from graywave.storage.layout import BadKey, parse_upload_key, uploads_prefix
 
 TASKS_PER_WORKER = 4
@@ -98,9 +101,9 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
     return [uploads[i : i + size] for i in range(0, len(uploads), size)]
 
 
-@task(name="process-batch", cache_policy=NO_CACHE, persist_result=False, retries=1)
+@task(name="process-batch", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=2)
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
-    store = open_blob_store(settings.blob_url)
+    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     return process_uploads(uploads, store, settings, select_device(settings.device))
 
 
@@ -119,11 +122,15 @@ def _run_batches(batches: list[Sequence[Upload]], settings: Settings) -> Iterato
         yield finished.result()
 
 
-class _LakeBuffer:
-    """Rows waiting to be appended to the lake."""
+class _Recorder:
+    """Rows waiting to be recorded: in MongoDB first (when configured), then in the lake.
 
-    def __init__(self, lake: Lake, day: date, wave: str, flush_rows: int):
-        self.lake, self.day, self.wave, self.flush_rows = lake, day, wave, flush_rows
+    The lake is the one source of truth for what is handled, so it is written last: a crash in
+    between leaves upserted documents that the rerun upserts again, unchanged in number.
+    """
+
+    def __init__(self, backends: Backends, day: date, wave: str, flush_rows: int):
+        self.backends, self.day, self.wave, self.flush_rows = backends, day, wave, flush_rows
         self.images: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
 
@@ -134,9 +141,15 @@ class _LakeBuffer:
             self.flush()
 
     def flush(self) -> None:
-        self.lake.append("images", self.day, self.wave, self.images)
+        catalog, url_for = self.backends.catalog, self.backends.blobs.url_for
+        if catalog is not None:
+            catalog.upsert(
+                [image_document(row, self.day, self.wave, url_for) for row in self.images]
+                + [reject_document(row, self.day, self.wave, url_for) for row in self.rejects]
+            )
+        self.backends.lake.append("images", self.day, self.wave, self.images)
         self.images = []
-        self.lake.append("rejects", self.day, self.wave, self.rejects)
+        self.backends.lake.append("rejects", self.day, self.wave, self.rejects)
         self.rejects = []
 
 
@@ -144,28 +157,28 @@ def run_wave(settings: Settings, day: date, name: str) -> WaveSummary:
     """The body of the wave flow: it must run inside a Prefect flow run (it submits tasks)."""
     logger = get_run_logger()
     started = time.perf_counter()
-    store = open_blob_store(settings.blob_url)
-    lake = Lake(settings.lake_url)
-    with lake.exclusive():
-        plan = plan_wave(store, lake, day)
+    with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s):
+        if backends.catalog is not None:
+            backends.catalog.ensure_indexes()
+        plan = plan_wave(backends.blobs, backends.lake, day)
         logger.info(
             "wave %s of %s: %d pending, %d already handled, %d bad keys",
             name, day, len(plan.pending), plan.skipped, len(plan.bad_keys),
         )
-        buffer = _LakeBuffer(lake, day, name, settings.lake_flush_rows)
-        buffer.add([], plan.bad_keys)
+        recorder = _Recorder(backends, day, name, settings.lake_flush_rows)
+        recorder.add([], plan.bad_keys)
         processed, rejected, pixels = 0, len(plan.bad_keys), 0
         batches = split_batches(plan.pending, settings.workers, settings.batch_size)
         try:
             with WaveProgress(len(plan.pending), f"wave {name} {day}", logger.info) as progress:
                 for result in _run_batches(batches, settings):
-                    buffer.add(result.images, result.rejects)
+                    recorder.add(result.images, result.rejects)
                     processed += len(result.images)
                     rejected += len(result.rejects)
                     pixels += result.pixels
                     progress.advance(len(result.images) + len(result.rejects))
         finally:
-            buffer.flush()
+            recorder.flush()
     summary = WaveSummary(
         date=day.isoformat(),
         wave=name,

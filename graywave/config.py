@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -21,8 +21,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRAYWAVE_", frozen=True)
 
-    blob_url: str = Field("./data/blobs", description="Blob store root: a local folder (S3 comes later).")
-    lake_url: str = Field("./data/lake", description="Parquet lake root: a local folder.")
+    blob_url: str = Field("./data/blobs", description="Blob store root: a local folder or s3://bucket/prefix.")
+    lake_url: str = Field("./data/lake", description="Parquet lake root: a local folder or s3://bucket/prefix.")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, moto); AWS if unset.")
+    mongodb_uri: SecretStr | None = Field(
+        None, description="MongoDB connection string; when set, images are also recorded there (never printed)."
+    )
+    mongodb_database: str = Field("graywave", description="MongoDB database of the images collection.")
+    backend_retry_s: float = Field(
+        60.0, gt=0, description="How long a backend may stay unreachable before the wave fails."
+    )
+    lock_ttl_s: float = Field(
+        60.0, gt=0, description="Lease of the wave lock on S3: how soon a crashed wave's lock expires."
+    )
     prefect_home: Path = Field(Path("./data/prefect"), description="PREFECT_HOME unless that is set.")
     timezone: str = Field("UTC", description="Service time zone: upload dates and schedules.")
     device: Literal["auto", "cpu", "gpu"] = "auto"
@@ -32,6 +43,9 @@ class Settings(BaseSettings):
     )
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of the processed grayscale JPEG.")
     batch_size: int = Field(64, ge=1, description="Largest number of uploads in one Prefect task.")
+    max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest direct upload a presigned POST allows.")
+    upload_url_expiry_s: int = Field(300, gt=0, le=3600, description="Lifetime of a presigned upload.")
+    io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
 

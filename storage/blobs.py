@@ -1,6 +1,7 @@
-"""Blob stores: where uploads arrive and processed images are written.
+"""Blob stores: where uploads arrive, processed images are written, and the Parquet lake lives.
 
-Every store has the same small interface (``BlobStore``); ``open_blob_store`` picks one from a URL.
+Every store has the same small interface (``BlobStore``); ``open_blob_store`` picks one from a URL:
+a local folder (the embedded default) or ``s3://bucket/prefix`` (see ``storage.s3``).
 Keys are ``/``-separated and relative to the store's root.
 """
 
@@ -9,10 +10,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Protocol
+
+import filelock
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,10 @@ class BlobNotFound(KeyError):
     """The key does not exist (or no longer exists) in the store."""
 
 
+class StoreBusy(RuntimeError):
+    """Another process holds the exclusive lock."""
+
+
 class BlobStore(Protocol):
     url: str
 
@@ -38,6 +47,21 @@ class BlobStore(Protocol):
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` at ``key`` atomically: readers see the old object or the whole new one."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; nothing happens if it does not exist."""
+        ...
+
+    def url_for(self, key: str) -> str:
+        """Where the object lives, as a URL (``file://...`` or ``s3://...``)."""
+        ...
+
+    def exclusive(self, key: str, ttl_s: float) -> AbstractContextManager[None]:
+        """Hold a lock named ``key`` for one process at a time; raise ``StoreBusy`` at once if held.
+
+        A holder that dies without releasing it (kill -9) loses it within ``ttl_s`` at most.
+        """
         ...
 
 
@@ -85,11 +109,40 @@ class LocalBlobStore:
         temp.write_bytes(data)
         os.replace(temp, path)
 
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
-def open_blob_store(url: str) -> BlobStore:
-    """A blob store for ``url``: a local folder path (or ``file://`` URL)."""
+    def url_for(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+    @contextmanager
+    def exclusive(self, key: str, ttl_s: float) -> Iterator[None]:
+        # An OS file lock: the kernel releases it when its holder dies, so ttl_s is not needed.
+        path = self._path(f"{key}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(path)
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            raise StoreBusy(f"{path} is held by another process") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+@cache
+def open_blob_store(url: str, s3_endpoint_url: str | None = None) -> BlobStore:
+    """The blob store for ``url``: ``s3://bucket/prefix``, or a local folder (path or ``file://`` URL).
+
+    Stores are cached per process: an S3 store's client (and its connection pool) is shared.
+    """
+    if url.startswith("s3://"):
+        from graywave.storage.s3 import S3BlobStore
+
+        return S3BlobStore(url, endpoint_url=s3_endpoint_url)
     if url.startswith("file://"):
         return LocalBlobStore(url.removeprefix("file://"))
     if "://" in url:
-        raise ValueError(f"unsupported blob store URL {url!r}: use a local folder")
+        raise ValueError(f"unsupported blob store URL {url!r}: use s3://bucket/prefix or a local folder")
     return LocalBlobStore(url)

@@ -4,23 +4,23 @@
     <lake>/rejects/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet
 
 ``date`` is the day of the wave that handled the upload (in GRAYWAVE_TIMEZONE) and ``wave`` its
-name; both live in the path only. Files appear atomically (written under a dot-name, then renamed),
-so readers never see a partial file: Polars, DuckDB and pyarrow skip dot-files.
+name; both live in the path only. The lake sits on a blob store (a local folder or S3), whose
+writes are atomic, so readers never see a partial file.
 """
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date
-from pathlib import Path
 from typing import Any, Literal
 
-import filelock
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+
+from graywave.storage.blobs import BlobStore, StoreBusy
 
 Table = Literal["images", "rejects"]
 
@@ -61,69 +61,69 @@ REJECTS_SCHEMA = pa.schema(
 SCHEMAS: dict[Table, pa.Schema] = {"images": IMAGES_SCHEMA, "rejects": REJECTS_SCHEMA}
 
 
-class LakeBusy(RuntimeError):
-    """Another writer (a wave) holds the lake."""
+class LakeBusy(StoreBusy):
+    """Another wave holds the lake."""
+
+
+PARTITIONS = pa.schema([pa.field("date", pa.date32()), pa.field("wave", pa.string())])
+WRITER_LOCK = "_locks/writer"
 
 
 class Lake:
-    """A Parquet lake rooted at a local folder."""
+    """The Parquet lake on a blob store."""
 
-    def __init__(self, url: str | Path):
-        self.root = Path(str(url).removeprefix("file://")).resolve()
-        self.url = str(self.root)
+    def __init__(self, store: BlobStore):
+        self.store = store
+        self.url = store.url
 
-    def partition_dir(self, table: Table, day: date, wave: str) -> Path:
-        return self.root / table / f"date={day.isoformat()}" / f"wave={wave}"
+    @staticmethod
+    def partition_prefix(table: Table, day: date, wave: str) -> str:
+        return f"{table}/date={day.isoformat()}/wave={wave}/"
 
-    def append(self, table: Table, day: date, wave: str, rows: Sequence[dict[str, Any]]) -> Path | None:
-        """Write ``rows`` as one new Parquet file in the partition; nothing when there are none."""
+    def append(self, table: Table, day: date, wave: str, rows: Sequence[dict[str, Any]]) -> str | None:
+        """Write ``rows`` as one new Parquet file in the partition and return its key; none for no rows."""
         if not rows:
             return None
-        data = pa.Table.from_pylist(list(rows), schema=SCHEMAS[table])
-        directory = self.partition_dir(table, day, wave)
-        directory.mkdir(parents=True, exist_ok=True)
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        temp = directory / f".{name}.tmp"
-        pq.write_table(data, temp, compression="zstd")
-        final = directory / name
-        temp.rename(final)
-        return final
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), buffer, compression="zstd")
+        key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
+        self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
+        return key
 
-    def _files(self, table: Table, days: Iterable[date] | None) -> list[str]:
-        base = self.root / table
-        dirs = [base] if days is None else [base / f"date={day.isoformat()}" for day in days]
-        return sorted(str(p) for d in dirs if d.is_dir() for p in d.rglob("*.parquet") if not p.name.startswith("."))
+    def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
+        prefixes = [f"{table}/"] if days is None else [f"{table}/date={day.isoformat()}/" for day in days]
+        return sorted(
+            blob.key for prefix in prefixes for blob in self.store.list(prefix) if blob.key.endswith(".parquet")
+        )
 
     def read(self, table: Table, days: Iterable[date] | None = None, columns: list[str] | None = None) -> pa.Table:
         """Rows of ``table`` (all days, or only ``days``) with ``date`` and ``wave`` from the path."""
-        files = self._files(table, days)
-        schema = SCHEMAS[table].append(pa.field("date", pa.date32())).append(pa.field("wave", pa.string()))
-        if not files:
-            return schema.empty_table().select(columns) if columns else schema.empty_table()
-        dataset = ds.dataset(
-            files,
-            format="parquet",
-            schema=schema,
-            partitioning=ds.partitioning(
-                pa.schema([("date", pa.date32()), ("wave", pa.string())]), flavor="hive"
-            ),
-            partition_base_dir=str(self.root / table),
-        )
-        return dataset.to_table(columns=columns)
+        wanted = columns or SCHEMAS[table].names
+        schema = pa.schema([SCHEMAS[table].field(name) for name in wanted if name in SCHEMAS[table].names])
+        parts = []
+        for key in self.files(table, days):
+            part = pq.read_table(pa.BufferReader(self.store.read(key)), columns=schema.names, schema=schema)
+            day, wave = _partition_values(key)
+            part = part.append_column("date", pa.array([day] * part.num_rows, pa.date32()))
+            parts.append(part.append_column("wave", pa.array([wave] * part.num_rows, pa.string())))
+        full = pa.unify_schemas([schema, PARTITIONS])
+        table_ = pa.concat_tables(parts) if parts else full.empty_table()
+        return table_.select([name for name in (columns or full.names)])
 
     def source_keys(self, table: Table, days: Iterable[date]) -> set[str]:
         return set(self.read(table, days, columns=["source_key"]).column("source_key").to_pylist())
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold the lake for one writer; raise ``LakeBusy`` at once if another holds it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(self.root / ".writer.lock")
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            raise LakeBusy(f"another wave is writing to the lake at {self.root}") from None
-        try:
+    def exclusive(self, ttl_s: float = 60.0) -> Iterator[None]:
+        """Hold the lake for one writer (a wave); raise ``LakeBusy`` at once if another holds it."""
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
+            except StoreBusy as busy:
+                raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
             yield
-        finally:
-            lock.release()
+
+
+def _partition_values(key: str) -> tuple[date, str]:
+    _, day_part, wave_part, _ = key.split("/", 3)
+    return date.fromisoformat(day_part.removeprefix("date=")), wave_part.removeprefix("wave=")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +18,12 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="graywave-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
+# The local S3 server accepts any credentials; these keep boto3 away from real ones.
+os.environ.update(
+    AWS_ACCESS_KEY_ID="graywave-test", AWS_SECRET_ACCESS_KEY="graywave-test", AWS_DEFAULT_REGION="us-east-1"
+)
+for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    os.environ.pop(_key, None)
 
 from graywave.config import Settings, prepare_prefect_environment  # noqa: E402
 
@@ -39,3 +50,88 @@ def _quiet_prefect_shutdown() -> Iterator[None]:
     """Prefect's temporary server logs as it stops at exit, after pytest has closed the streams."""
     yield
     logging.raiseExceptions = False
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalS3:
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint), which can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def new_bucket(self) -> str:
+        import boto3
+
+        name = f"graywave-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=self.endpoint).create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def local_s3() -> Iterator[LocalS3]:
+    server = LocalS3()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``GRAYWAVE_TEST_MONGODB_URI`` (a real MongoDB), or a SecantusDB server started on 127.0.0.1."""
+    configured = os.environ.get("GRAYWAVE_TEST_MONGODB_URI")
+    if configured:
+        yield configured
+        return
+    import pymongo
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("secantusd-py")),
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING",
+            "--storage-path", str(tmp_path_factory.mktemp("secantus")), "--enable-test-commands",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            pymongo.MongoClient(uri, serverSelectionTimeoutMS=500).admin.command("ping")
+            break
+        except pymongo.errors.PyMongoError:
+            assert server.poll() is None and time.monotonic() < deadline, "SecantusDB did not start"
+            time.sleep(0.2)
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The production architecture: blobs and lake in a new S3 bucket, images in a new MongoDB database."""
+    bucket = local_s3.new_bucket()
+    monkeypatch.setenv("GRAYWAVE_BLOB_URL", f"s3://{bucket}/blobs")
+    monkeypatch.setenv("GRAYWAVE_LAKE_URL", f"s3://{bucket}/lake")
+    monkeypatch.setenv("GRAYWAVE_S3_ENDPOINT_URL", local_s3.endpoint)
+    monkeypatch.setenv("GRAYWAVE_MONGODB_URI", mongodb_uri)
+    monkeypatch.setenv("GRAYWAVE_MONGODB_DATABASE", f"graywave_{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("GRAYWAVE_WORKERS", "2")
+    monkeypatch.setenv("GRAYWAVE_DEVICE", "cpu")
+    monkeypatch.setenv("GRAYWAVE_LOCK_TTL_S", "3")
+    return Settings()

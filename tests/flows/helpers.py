@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from graywave.flows.samples import encode, synthetic_photo
-from graywave.storage.blobs import LocalBlobStore
+from graywave.config import Settings
+from graywave.storage.blobs import BlobStore, LocalBlobStore, open_blob_store
+from graywave.storage.lake import Lake
 from graywave.storage.layout import upload_key
 
 DAY = date(2026, 11, 25)
@@ -27,8 +30,9 @@ EXPECTED_REJECTS = {
 }
 
 
-def put_uploads(root, day: date, files: dict[str, bytes]) -> list[str]:
-    store = LocalBlobStore(root)
+def put_uploads(target: BlobStore | str | Path, day: date, files: dict[str, bytes]) -> list[str]:
+    """Write ``files`` (``user/file name`` -> bytes) as uploads of ``day``; a path means a local folder."""
+    store = LocalBlobStore(target) if isinstance(target, str | Path) else target
     keys = []
     for path, data in files.items():
         user, name = path.split("/", 1)
@@ -42,3 +46,11 @@ def decode_processed(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def lake_of(settings: Settings) -> Lake:
+    return Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url))
+
+
+def blobs_of(settings: Settings) -> BlobStore:
+    return open_blob_store(settings.blob_url, settings.s3_endpoint_url)

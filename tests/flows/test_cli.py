@@ -1,9 +1,8 @@
 from typer.testing import CliRunner
 
 from graywave.flows.cli import app
-from graywave.storage.lake import Lake
 
-from .helpers import DAY, put_uploads
+from .helpers import DAY, lake_of, put_uploads
 
 runner = CliRunner()
 
@@ -14,7 +13,7 @@ def test_wave_run_prints_a_summary_and_exits_zero_with_rejects(settings, phone_f
     assert result.exit_code == 0, result.output
     assert "7 processed, 4 rejected, 0 skipped" in result.output
     assert "images/s" in result.output
-    assert len(Lake(settings.lake_url).read("images", [DAY])) == 7
+    assert len(lake_of(settings).read("images", [DAY])) == 7
 
 
 def test_bad_arguments_exit_with_usage_errors(settings):
@@ -23,7 +22,7 @@ def test_bad_arguments_exit_with_usage_errors(settings):
 
 
 def test_a_wave_that_cannot_run_exits_non_zero_with_the_reason(settings):
-    with Lake(settings.lake_url).exclusive():
+    with lake_of(settings).exclusive():
         result = runner.invoke(app, ["wave", "run", "--date", DAY.isoformat()])
     assert result.exit_code == 1
     assert "another wave is writing to the lake" in result.output

@@ -1,12 +1,13 @@
 from graywave.flows.demo import DEMO_USERS, demo_report, run_demo
 from graywave.flows.wave import wave_flow
-from graywave.storage.lake import Lake
+
+from .helpers import lake_of
 
 
 def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
     summaries = run_demo(settings, days=3)
     assert [s.wave for s in summaries] == ["morning", "evening"] * 3
-    lake = Lake(settings.lake_url)
+    lake = lake_of(settings)
     images = lake.read("images")
     assert images.num_rows == 3 * 2 * len(DEMO_USERS)
     assert set(images.column("format").to_pylist()) == {"JPEG", "HEIF", "PNG", "WEBP"}

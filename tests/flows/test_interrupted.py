@@ -61,7 +61,7 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
 
     kill_after_new_lake_files(env, lake, 1)
     kill_after_new_lake_files(env, lake, 4)
-    assert 0 < len(Lake(lake).read("images")) < 36, "the kills should leave a partly processed wave"
+    assert 0 < len(Lake(LocalBlobStore(lake)).read("images")) < 36, "the kills should leave a partly processed wave"
 
     final = subprocess.run(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
@@ -70,8 +70,8 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
     assert final.returncode == 0, final.stdout + final.stderr
     assert "rejected" in final.stdout
 
-    images = Lake(lake).read("images").to_pylist()
-    rejects = Lake(lake).read("rejects").to_pylist()
+    images = Lake(LocalBlobStore(lake)).read("images").to_pylist()
+    rejects = Lake(LocalBlobStore(lake)).read("rejects").to_pylist()
     assert sorted(r["source_key"] for r in images + rejects) == sorted(keys)
     assert len(rejects) == 4
     assert {r["reason"] for r in rejects} <= {"corrupt", "truncated"}

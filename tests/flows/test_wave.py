@@ -7,9 +7,8 @@ import graywave.flows.wave as wave_module
 from graywave.config import Settings
 from graywave.flows.wave import split_batches, wave_flow
 from graywave.storage.blobs import LocalBlobStore
-from graywave.storage.lake import Lake
 
-from .helpers import DAY, EXPECTED_REJECTS, put_uploads
+from .helpers import DAY, EXPECTED_REJECTS, lake_of, put_uploads
 
 
 def lake_snapshot(root: Path) -> dict[str, float]:
@@ -17,7 +16,7 @@ def lake_snapshot(root: Path) -> dict[str, float]:
 
 
 def assert_exactly_once(settings: Settings, keys: list[str]) -> None:
-    lake = Lake(settings.lake_url)
+    lake = lake_of(settings)
     images = lake.read("images").column("source_key").to_pylist()
     rejects = lake.read("rejects").column("source_key").to_pylist()
     assert sorted(images + rejects) == sorted(keys)
@@ -30,7 +29,7 @@ def test_a_wave_handles_every_upload_once_and_a_rerun_changes_nothing(settings, 
     assert summary.images_per_s > 0
     assert_exactly_once(settings, keys)
 
-    lake = Lake(settings.lake_url)
+    lake = lake_of(settings)
     rejects = {row["source_key"].split("/", 2)[2]: row for row in lake.read("rejects").to_pylist()}
     assert {key: row["reason"] for key, row in rejects.items()} == EXPECTED_REJECTS
     assert all(row["wave"] == "morning" and row["date"] == DAY and row["detail"] for row in rejects.values())
@@ -60,7 +59,7 @@ def test_a_wave_takes_the_day_and_the_day_before_and_never_twice(settings, phone
     second = wave_flow(day=DAY + timedelta(days=1), name="morning")
     assert (second.processed, second.skipped) == (1, 1)  # today's upload was handled by the earlier wave
     assert_exactly_once(settings, yesterday + today + tomorrow)
-    assert old[0] not in Lake(settings.lake_url).source_keys("images", [DAY - timedelta(days=2)])
+    assert old[0] not in lake_of(settings).source_keys("images", [DAY - timedelta(days=2)])
 
 
 def test_keys_off_the_layout_are_rejected_not_skipped(settings, phone_files):
@@ -68,7 +67,7 @@ def test_keys_off_the_layout_are_rejected_not_skipped(settings, phone_files):
     LocalBlobStore(settings.blob_url).write(bad[0], phone_files["ann/plain.jpg"], "image/jpeg")
     summary = wave_flow(day=DAY, name="morning")
     assert summary.rejected == 1
-    rows = Lake(settings.lake_url).read("rejects").to_pylist()
+    rows = lake_of(settings).read("rejects").to_pylist()
     assert [(r["source_key"], r["reason"], r["user_id"]) for r in rows] == [(bad[0], "bad_key", None)]
 
 
@@ -92,7 +91,7 @@ def test_a_failing_batch_fails_the_wave_but_keeps_what_was_done(settings, phone_
     monkeypatch.setattr(wave_module, "process_uploads", fail_on_the_last)
     with pytest.raises(OSError, match="disk full"):
         wave_flow(day=DAY, name="morning")
-    done = Lake(settings.lake_url).source_keys("images", [DAY])
+    done = lake_of(settings).source_keys("images", [DAY])
     assert done == set(keys[:-1])
 
     monkeypatch.setattr(wave_module, "process_uploads", real)

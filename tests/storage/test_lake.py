@@ -1,10 +1,13 @@
 from datetime import UTC, date, datetime
 
+from pathlib import Path
+
 import duckdb
 import polars as pl
 import pytest
 
-from graywave.storage.lake import Lake, LakeBusy
+from graywave.storage.blobs import LocalBlobStore, StoreBusy
+from graywave.storage.lake import Lake
 
 
 def image_row(key: str, user: str = "u1") -> dict:
@@ -24,7 +27,7 @@ def reject_row(key: str) -> dict:
 
 @pytest.fixture
 def lake(tmp_path) -> Lake:
-    lake = Lake(tmp_path / "lake")
+    lake = Lake(LocalBlobStore(tmp_path / "lake"))
     lake.append("images", date(2026, 11, 25), "morning", [image_row("k1"), image_row("k2", "u2")])
     lake.append("images", date(2026, 11, 26), "evening", [image_row("k3")])
     lake.append("rejects", date(2026, 11, 25), "morning", [reject_row("k4")])
@@ -74,16 +77,16 @@ def test_polars_and_duckdb_read_both_tables_with_hive_partitions(lake):
 
 
 def test_leftover_temporary_files_are_invisible(lake):
-    partition = lake.partition_dir("images", date(2026, 11, 25), "morning")
-    (partition / ".part-crashed.parquet.tmp").write_bytes(b"half a file")
+    partition = Path(lake.url) / lake.partition_prefix("images", date(2026, 11, 25), "morning")
+    (partition / ".graywave-tmp-0123").write_bytes(b"half a file")
     assert lake.read("images").num_rows == 3
     assert pl.scan_parquet(f"{lake.url}/images/**/*.parquet", hive_partitioning=True).collect().height == 3
 
 
 def test_one_writer_at_a_time(lake):
     with lake.exclusive():
-        with pytest.raises(LakeBusy, match="another wave"):
-            with Lake(lake.url).exclusive():
+        with pytest.raises(StoreBusy, match="held by another process"):
+            with Lake(LocalBlobStore(lake.url)).exclusive():
                 pass
     with lake.exclusive():  # released
         pass

@@ -1,0 +1,118 @@
+"""Waves on the production architecture: S3 (moto's server) for blobs and lake, MongoDB (SecantusDB)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from graywave.config import Settings
+from graywave.flows.samples import encode, synthetic_photo
+from graywave.flows.wave import wave_flow
+from graywave.storage.mongo import BackendUnavailable
+
+from .helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
+
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+
+
+def images_collection(settings: Settings):
+    client = pymongo.MongoClient(settings.mongodb_uri.get_secret_value())
+    return client[settings.mongodb_database]["images"]
+
+
+def assert_exactly_once_everywhere(settings: Settings, keys: list[str]) -> None:
+    lake = lake_of(settings)
+    images = lake.read("images").to_pylist()
+    rejects = lake.read("rejects").to_pylist()
+    assert sorted(r["source_key"] for r in images + rejects) == sorted(keys)
+    documents = list(images_collection(settings).find({}, {"source_key": 1, "status": 1, "processed_key": 1}))
+    assert sorted(d["source_key"] for d in documents) == sorted(keys)
+    assert sum(d["status"] == "processed" for d in documents) == len(images)
+    store = blobs_of(settings)
+    for row in images:
+        assert len(store.read(row["processed_key"])) == row["processed_bytes"]
+
+
+def test_a_wave_on_s3_and_mongodb_and_its_rerun(s3_settings, phone_files):
+    keys = put_uploads(blobs_of(s3_settings), DAY, phone_files)
+    summary = wave_flow(day=DAY, name="morning")
+    assert (summary.processed, summary.rejected) == (7, 4)
+    assert_exactly_once_everywhere(s3_settings, keys)
+
+    collection = images_collection(s3_settings)
+    rejected = {d["source_key"].split("/", 2)[2]: d["reason"] for d in collection.find({"status": "rejected"})}
+    assert rejected == EXPECTED_REJECTS
+    heic = collection.find_one({"file_name": "photo.heic"})
+    assert heic["image_url"] == f"{s3_settings.blob_url}/{heic['source_key']}"
+    assert sum(heic["histogram"]) == heic["width"] * heic["height"]
+    assert {"user_time", "day_status"} <= set(collection.index_information())
+
+    lake_files = lake_of(s3_settings).files("images")
+    again = wave_flow(day=DAY, name="morning")
+    assert (again.processed, again.rejected, again.skipped) == (0, 0, len(keys))
+    assert lake_of(s3_settings).files("images") == lake_files
+    assert collection.count_documents({}) == len(keys)
+
+
+def test_a_mongodb_that_stays_down_fails_the_wave_and_loses_nothing(s3_settings, phone_files, monkeypatch):
+    keys = put_uploads(blobs_of(s3_settings), DAY, {"ann/a.jpg": phone_files["ann/plain.jpg"]})
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("GRAYWAVE_MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
+    monkeypatch.setenv("GRAYWAVE_BACKEND_RETRY_S", "1")
+    with pytest.raises(BackendUnavailable, match="MongoDB did not accept"):
+        wave_flow(day=DAY, name="morning")
+    assert lake_of(s3_settings).files("images") == []  # nothing is recorded as handled
+
+    monkeypatch.setenv("GRAYWAVE_MONGODB_URI", s3_settings.mongodb_uri.get_secret_value())
+    assert wave_flow(day=DAY, name="morning").processed == 1
+    assert_exactly_once_everywhere(s3_settings, keys)
+
+
+def test_an_s3_server_that_restarts_mid_wave_is_waited_for(s3_settings, phone_files, local_s3):
+    keys = put_uploads(blobs_of(s3_settings), DAY, {"ann/a.jpg": phone_files["ann/plain.jpg"]})
+    local_s3.stop()
+    restart = threading.Timer(1.5, local_s3.start)
+    restart.start()
+    try:
+        summary = wave_flow(day=DAY, name="morning")  # its first S3 calls fail until the restart
+    finally:
+        restart.join()
+    assert summary.processed == 1
+    assert_exactly_once_everywhere(s3_settings, keys)
+
+
+@pytest.mark.slow
+def test_killed_waves_on_s3_and_mongodb_converge_to_exactly_once(s3_settings, tmp_path):
+    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(30)}
+    files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(3)}
+    keys = put_uploads(blobs_of(s3_settings), DAY, files)
+    env = os.environ | {
+        "GRAYWAVE_BATCH_SIZE": "2", "GRAYWAVE_LAKE_FLUSH_ROWS": "2", "PREFECT_HOME": str(tmp_path / "prefect"),
+    }
+    command = [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"]
+    lake = lake_of(s3_settings)
+    for new_files in (1, 4):
+        before = len(lake.files("images")) + len(lake.files("rejects"))
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while len(lake.files("images")) + len(lake.files("rejects")) < before + new_files:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        time.sleep(s3_settings.lock_ttl_s + 0.5)  # the killed wave's lease on the lake expires
+    assert 0 < len(lake.read("images")) < 30
+
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert_exactly_once_everywhere(s3_settings, keys)

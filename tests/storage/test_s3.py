@@ -1,0 +1,149 @@
+"""The S3 blob store against moto's S3 server on 127.0.0.1."""
+
+import base64
+import json
+import time
+from datetime import UTC, date, datetime
+
+import boto3
+import httpx
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from graywave.storage.blobs import BlobNotFound, StoreBusy, open_blob_store
+from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
+from graywave.storage.uploads import presign_upload
+
+
+@pytest.fixture
+def store(local_s3) -> S3BlobStore:
+    return S3BlobStore(f"s3://{local_s3.new_bucket()}/root/prefix", endpoint_url=local_s3.endpoint)
+
+
+def test_urls_split_into_bucket_and_prefix():
+    assert split_s3_url("s3://b/x/y/") == ("b", "x/y/")
+    assert split_s3_url("s3://b") == ("b", "")
+    with pytest.raises(ValueError):
+        split_s3_url("s3:///x")
+
+
+def test_write_read_list_delete(store):
+    store.write("uploads/2026-11-25/u/a.jpg", b"one", "image/jpeg")
+    store.write("uploads/2026-11-25/v/b.jpg", b"two!", "image/jpeg")
+    store.write("uploads/2026-11-24/u/c.jpg", b"three", "image/jpeg")
+    assert store.read("uploads/2026-11-25/v/b.jpg") == b"two!"
+    listed = list(store.list("uploads/2026-11-25/"))
+    assert [(b.key, b.size) for b in listed] == [("uploads/2026-11-25/u/a.jpg", 3), ("uploads/2026-11-25/v/b.jpg", 4)]
+    assert all(abs((b.modified - datetime.now(UTC)).total_seconds()) < 60 for b in listed)
+    assert store.url_for("a/b.jpg") == f"s3://{store.bucket}/root/prefix/a/b.jpg"
+    store.delete("uploads/2026-11-25/v/b.jpg")
+    with pytest.raises(BlobNotFound):
+        store.read("uploads/2026-11-25/v/b.jpg")
+    # Keys are relative to the prefix: the bucket holds them under it.
+    raw = boto3.client("s3", endpoint_url=store.client.meta.endpoint_url)
+    assert raw.get_object(Bucket=store.bucket, Key="root/prefix/uploads/2026-11-24/u/c.jpg")["Body"].read() == b"three"
+
+
+def test_listing_follows_every_page(store):
+    keys = [f"uploads/2026-11-25/u{i:03d}/p.jpg" for i in range(25)]
+    for key in keys:
+        store.write(key, b"x", "image/jpeg")
+    store.page_size = 7
+    assert [b.key for b in store.list("uploads/")] == keys
+
+
+class _Body:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def stream(self, **_):
+        yield self.data
+
+
+SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+
+
+def test_throttling_and_server_errors_are_retried(store):
+    store.write("a.jpg", b"data", "image/jpeg")
+    failures = {"left": 3}
+
+    def throttle(request, **_):
+        if failures["left"]:
+            failures["left"] -= 1
+            return AWSResponse(request.url, 503, {}, _Body(SLOW_DOWN))
+        return None
+
+    store.client.meta.events.register("before-send.s3.GetObject", throttle)
+    try:
+        assert store.read("a.jpg") == b"data"
+    finally:
+        store.client.meta.events.unregister("before-send.s3.GetObject", throttle)
+    assert failures["left"] == 0
+
+
+def test_open_blob_store_shares_one_client_per_url(local_s3):
+    url = f"s3://{local_s3.new_bucket()}/x"
+    assert open_blob_store(url, local_s3.endpoint) is open_blob_store(url, local_s3.endpoint)
+
+
+def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
+    with store.exclusive("_locks/writer", ttl_s=30):
+        with pytest.raises(StoreBusy, match="held by"):
+            with store.exclusive("_locks/writer", ttl_s=30):
+                pass
+    with store.exclusive("_locks/writer", ttl_s=30):  # released
+        pass
+
+    crashed = _Lease(store, store._key("_locks/writer"), ttl_s=0.6)
+    crashed.acquire()
+    crashed._stop.set()  # the holder dies: no more renewals, no release
+    with pytest.raises(StoreBusy):
+        store.exclusive("_locks/writer", ttl_s=30).__enter__()
+    time.sleep(0.8)
+    with store.exclusive("_locks/writer", ttl_s=30):
+        pass
+
+
+def test_a_held_lease_is_renewed(store):
+    with store.exclusive("_locks/writer", ttl_s=0.6):
+        time.sleep(1.5)  # several lifetimes: still ours
+        with pytest.raises(StoreBusy):
+            store.exclusive("_locks/writer", ttl_s=0.6).__enter__()
+
+
+def test_a_presigned_post_uploads_one_image_with_a_plain_http_client(store):
+    post = presign_upload(store, date(2026, 11, 25), "alice", "image/jpeg", max_bytes=1000, expires_s=120)
+    assert post.key.startswith("uploads/2026-11-25/alice/") and post.key.endswith(".jpg")
+    response = httpx.post(post.url, data=post.fields, files={"file": ("photo.jpg", b"\xff\xd8 a photo", "image/jpeg")})
+    assert response.status_code in (200, 204), response.text
+    assert store.read(post.key) == b"\xff\xd8 a photo"
+
+
+def test_the_presigned_policy_pins_key_size_type_and_expiry(store):
+    before = datetime.now(UTC)
+    post = presign_upload(store, date(2026, 11, 25), "bob", "image/heic", max_bytes=5_000_000, expires_s=300)
+    policy = json.loads(base64.b64decode(post.fields["policy"]))
+    conditions = policy["conditions"]
+    assert {"key": store._key(post.key)} in conditions
+    assert {"bucket": store.bucket} in conditions
+    assert {"Content-Type": "image/heic"} in conditions
+    assert ["content-length-range", 1, 5_000_000] in conditions
+    expiration = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
+    assert 290 <= (expiration - before).total_seconds() <= 310
+    assert post.fields["key"] == store._key(post.key)
+    assert post.fields["Content-Type"] == "image/heic"
+    assert not any(isinstance(c, list) and c[0] == "starts-with" for c in conditions)  # no wildcard keys
+
+
+@pytest.mark.parametrize(
+    ("user", "content_type", "message"),
+    [("../x", "image/jpeg", "does not match"), ("alice", "text/html", "not one of")],
+)
+def test_presigning_refuses_bad_users_and_types(store, user, content_type, message):
+    with pytest.raises(ValueError, match=message):
+        presign_upload(store, date(2026, 11, 25), user, content_type, max_bytes=10, expires_s=60)
+
+
+def test_presigning_needs_s3(tmp_path):
+    with pytest.raises(ValueError, match="need an S3 blob store"):
+        presign_upload(open_blob_store(str(tmp_path)), date(2026, 11, 25), "a", "image/jpeg", 10, 60)
