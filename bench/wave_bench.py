@@ -17,6 +17,7 @@ Figures are images/s and MP/s; "per core" rows run on one thread. Ratios compare
 from __future__ import annotations
 
 import io
+import logging
 import os
 import platform
 import subprocess
@@ -153,6 +154,7 @@ def s3_wave(images: Sequence[bytes]) -> tuple[float, float]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -1,26 +1,29 @@
 """One batch of uploads, processed without Prefect: read, decode to luma, histogram, write.
 
-This is the hot path. A batch decodes on one thread (the wave runs one batch per worker) while
-a few I/O threads read the next uploads and write the processed images, so that blob latency
-(S3) hides behind the compute; at most ``io_threads`` uploads are read ahead and at most as many
-processed images wait to be written. Every upload ends as exactly one image row or one reject row.
+This is the hot path. A batch decodes on one thread (the wave runs one batch per worker). On a
+remote store (S3) a few I/O threads read the next uploads and write the processed images, so that
+latency hides behind the compute; at most ``io_threads`` uploads are read ahead and at most as many
+processed images wait to be written. On local disk the I/O runs inline, one upload at a time. Every upload ends as exactly one image row or one reject row.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from graywave.config import Settings
 from graywave.kernels import Device, histogram
 from graywave.kernels.codecs import Rejected, RejectReason, decode_luma, encode_luma_jpeg, upright
 from graywave.storage.blobs import BlobInfo, BlobNotFound, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,19 @@ def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Devic
     return row, encoded
 
 
-def _prefetched(io: ThreadPoolExecutor, store: BlobStore, uploads: Sequence[Upload], depth: int) -> Iterator[tuple[Upload, Future[bytes]]]:
+class _InlineExecutor(Executor):
+    """Runs each call at once: local disk I/O gains nothing from threads, and would pay for them."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # noqa: BLE001 - handed to the caller through the future
+            future.set_exception(error)
+        return future
+
+
+def _prefetched(io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int) -> Iterator[tuple[Upload, Future[bytes]]]:
     """Each upload with its read in flight, at most ``depth`` reads ahead of the caller."""
     queue = iter(uploads)
     ahead = deque((upload, io.submit(store.read, upload.key.key)) for upload in islice(queue, depth))
@@ -99,8 +114,10 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
     """
     result = BatchResult()
     writes: deque[Future[None]] = deque()
-    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
-        for upload, read in _prefetched(io, store, uploads, settings.io_threads):
+    depth = settings.io_threads if store.remote else 1
+    io = ThreadPoolExecutor(depth, thread_name_prefix="graywave-io") if store.remote else _InlineExecutor()
+    with io:
+        for upload, read in _prefetched(io, store, uploads, depth):
             try:
                 try:
                     data = read.result()
@@ -116,7 +133,7 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
             writes.append(io.submit(store.write, upload.key.processed_key, encoded, PROCESSED_CONTENT_TYPE))
             result.images.append(row)
             result.pixels += row["pixel_count"]
-            while len(writes) > settings.io_threads:  # bound the encoded images waiting to be written
+            while len(writes) > depth:  # bound the encoded images waiting to be written
                 writes.popleft().result()
         for write in writes:
             write.result()

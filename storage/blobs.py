@@ -38,6 +38,8 @@ class StoreBusy(RuntimeError):
 
 class BlobStore(Protocol):
     url: str
+    remote: bool
+    """True when each call crosses a network: callers then overlap calls with their own work."""
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
         """Every object whose key starts with ``prefix``."""
@@ -70,6 +72,8 @@ _TEMP_PREFIX = ".graywave-tmp-"
 
 class LocalBlobStore:
     """A folder on local disk (the embedded default)."""
+
+    remote = False
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()

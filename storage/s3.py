@@ -52,6 +52,7 @@ class PresignedPost:
 
 class S3BlobStore:
     page_size = 1000
+    remote = True
 
     def __init__(self, url: str, endpoint_url: str | None = None, client: Any = None):
         self.bucket, self.prefix = split_s3_url(url)
