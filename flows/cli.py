@@ -1,8 +1,12 @@
 """The ``graywave`` command line.
 
     graywave wave run [--date YYYY-MM-DD] [--name NAME]   process one wave
+    graywave analytics run [--date D] [--top-n N] [--metric M]
+    graywave query weekly USER [--week 2026-W48] [--json]
+    graywave query median [--date D] [--json]
+    graywave query similar USER [-n 5] [--date D] [--metric M] [--json]
     graywave demo                                         a week of sample uploads, processed, reported
-    graywave serve                                        the scheduled waves, on a Prefect server
+    graywave serve                                        the scheduled waves and analytics (Prefect)
     graywave settings                                     the configuration in force
 
 Prefect is imported only after its environment is prepared (state under the data folder,
@@ -23,6 +27,10 @@ from graywave.config import Settings, prepare_prefect_environment, validate_wave
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 wave_app = typer.Typer(no_args_is_help=True, help="Upload waves.")
 app.add_typer(wave_app, name="wave")
+analytics_app = typer.Typer(no_args_is_help=True, help="Daily analytics.")
+app.add_typer(analytics_app, name="analytics")
+query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questions now, from the lake.")
+app.add_typer(query_app, name="query")
 console = Console(soft_wrap=True)
 
 
@@ -68,6 +76,131 @@ def wave_run(
     console.print(summary.line())
 
 
+DayOption = Annotated[
+    datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="Day (default: today in GRAYWAVE_TIMEZONE).")
+]
+MetricOption = Annotated[str, typer.Option("--metric", help="design, l1, chisquare, intersection, hellinger, correlation.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
+
+
+def _check_metric(metric: str) -> str:
+    from graywave.kernels.similarity import METRICS
+
+    if metric not in METRICS:
+        raise typer.BadParameter(f"use one of {', '.join(METRICS)}", param_hint="--metric")
+    return metric
+
+
+@analytics_app.command("run")
+def analytics_run(
+    day: DayOption = None,
+    top_n: Annotated[int, typer.Option("--top-n", min=1, max=100, help="Neighbours per user.")] = 10,
+    metric: MetricOption = "design",
+) -> None:
+    """Compute the day's user histograms, median and similar users into the lake (and MongoDB)."""
+    _check_metric(metric)
+    _settings()
+    from graywave.flows.analytics import analytics_flow
+
+    try:
+        summary = analytics_flow(day=day.date() if day else None, top_n=top_n, metric=metric)
+    except Exception as error:
+        console.print(f"[red]the analytics could not run:[/red] {type(error).__name__}: {error}")
+        raise typer.Exit(1) from None
+    console.print(summary.line())
+
+
+def _print(frame, as_json: bool, title: str) -> None:
+    """A Polars frame as a table, or as JSON records."""
+    import json
+
+    from rich.table import Table
+
+    if as_json:
+        console.print_json(json.dumps(frame.to_dicts(), default=str))
+        return
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(column)
+    for row in frame.iter_rows():
+        table.add_row(*(_cell(value) for value in row))
+    console.print(table)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return " ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def _answer(question):  # noqa: ANN001, ANN202 - a small adapter for the three queries
+    """Run a query against the lake; a question the lake cannot answer exits 1 with the reason."""
+    settings = Settings()
+    from graywave.backends import Backends
+    from graywave.flows.analytics import NoData
+
+    with Backends.open(settings) as backends:
+        try:
+            return question(backends.lake, settings)
+        except (NoData, ValueError) as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(1) from None
+
+
+@query_app.command("weekly")
+def query_weekly(
+    user: str,
+    week: Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
+    from graywave.flows.analytics import iso_week, weekly_histograms
+
+    def question(lake, settings):  # noqa: ANN001, ANN202
+        monday, sunday = iso_week(week, settings.today())
+        return monday, weekly_histograms(lake, user, monday, sunday)
+
+    monday, frame = _answer(question)
+    _print(frame, as_json, f"{user}: images of the week of {monday}")
+
+
+@query_app.command("median")
+def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
+    """The median histogram of a day across all users (normalised, per bin)."""
+    import polars as pl
+
+    from graywave.flows.analytics import daily_histograms, median_row
+
+    def question(lake, settings):  # noqa: ANN001, ANN202
+        when = day.date() if day else settings.today()
+        return when, median_row(daily_histograms(lake, when))
+
+    when, row = _answer(question)
+    _print(pl.DataFrame([row]), as_json, f"median histogram of {when}")
+
+
+@query_app.command("similar")
+def query_similar(
+    user: str,
+    n: Annotated[int, typer.Option("-n", min=1, max=1000, help="How many users.")] = 5,
+    day: DayOption = None,
+    metric: MetricOption = "design",
+    as_json: JsonOption = False,
+) -> None:
+    """The n users whose histograms of the day are nearest to USER's (one against all)."""
+    _check_metric(metric)
+    from graywave.flows.analytics import daily_histograms, similar_to
+
+    def question(lake, settings):  # noqa: ANN001, ANN202
+        when = day.date() if day else settings.today()
+        return when, similar_to(daily_histograms(lake, when), user, n, metric)
+
+    when, frame = _answer(question)
+    _print(frame, as_json, f"users most similar to {user} on {when} ({metric})")
+
+
 @app.command()
 def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample uploads.")] = 7) -> None:
     """Generate a week of sample uploads, run the waves on them, and report where the results are."""
@@ -82,13 +215,13 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
 
 @app.command()
 def serve() -> None:
-    """Register the morning and evening wave deployments and run them on schedule (needs PREFECT_API_URL)."""
+    """Register the wave and analytics deployments and run them on schedule (needs PREFECT_API_URL)."""
     settings = _settings()
     from prefect import serve as prefect_serve
 
-    from graywave.flows.schedule import wave_deployments
+    from graywave.flows.schedule import deployments
 
-    prefect_serve(*wave_deployments(settings))
+    prefect_serve(*deployments(settings))
 
 
 @app.command("settings")

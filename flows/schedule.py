@@ -1,12 +1,15 @@
-"""``graywave serve``: the wave deployments, scheduled at the two daily upload bursts."""
+"""``graywave serve``: the wave deployments at the two daily upload bursts, and the analytics after
+the evening wave."""
 
 from __future__ import annotations
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from graywave.config import Settings
+from graywave.flows.analytics import analytics_flow
 from graywave.flows.wave import wave_flow
 
 BURSTS = {"morning": 10, "evening": 17}
@@ -26,3 +29,23 @@ def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
         )
         for name, hour in BURSTS.items()
     ]
+
+
+def analytics_deployment() -> RunnerDeployment:
+    """The daily analytics, run each time the evening wave's flow run completes."""
+    return analytics_flow.to_deployment(
+        name="analytics-daily",
+        triggers=[
+            DeploymentEventTrigger(
+                expect={"prefect.flow-run.Completed"},
+                match_related={"prefect.resource.role": "deployment", "prefect.resource.name": "wave-evening"},
+            )
+        ],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        description="User histograms, the median and similar users of the day, after the evening wave.",
+        tags=["graywave"],
+    )
+
+
+def deployments(settings: Settings) -> list[RunnerDeployment]:
+    return [*wave_deployments(settings), analytics_deployment()]

@@ -1,7 +1,10 @@
-"""The Parquet lake: one row per processed image and one per rejected upload, Hive-partitioned.
+"""The Parquet lake: the waves' rows and the daily analytics, Hive-partitioned.
 
-    <lake>/images/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet
-    <lake>/rejects/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet
+    <lake>/images/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet     appended by waves
+    <lake>/rejects/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet    appended by waves
+    <lake>/daily_user_histograms/date=YYYY-MM-DD/data.parquet         replaced by the analytics
+    <lake>/daily_median/date=YYYY-MM-DD/data.parquet
+    <lake>/similar_users/date=YYYY-MM-DD/metric=<metric>/data.parquet
 
 ``date`` is the day of the wave that handled the upload (in GRAYWAVE_TIMEZONE) and ``wave`` its
 name; both live in the path only. The lake sits on a blob store (a local folder or S3), whose
@@ -22,7 +25,7 @@ import pyarrow.parquet as pq
 
 from graywave.storage.blobs import BlobStore, StoreBusy
 
-Table = Literal["images", "rejects"]
+Table = Literal["images", "rejects", "daily_user_histograms", "daily_median", "similar_users"]
 
 _UTC = pa.timestamp("us", tz="UTC")
 
@@ -58,14 +61,55 @@ REJECTS_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS: dict[Table, pa.Schema] = {"images": IMAGES_SCHEMA, "rejects": REJECTS_SCHEMA}
+DAILY_USER_HISTOGRAMS_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("images", pa.int64(), nullable=False),
+        pa.field("pixels", pa.int64(), nullable=False),
+        pa.field("counts", pa.list_(pa.int64()), nullable=False),
+        pa.field("histogram", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+
+DAILY_MEDIAN_SCHEMA = pa.schema(
+    [
+        pa.field("users", pa.int64(), nullable=False),
+        pa.field("histogram", pa.list_(pa.float64()), nullable=False),
+    ]
+)
+
+SIMILAR_USERS_SCHEMA = pa.schema(
+    [
+        pa.field("user_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("neighbour_id", pa.string(), nullable=False),
+        pa.field("distance", pa.float64(), nullable=False),
+    ]
+)
+
+SCHEMAS: dict[Table, pa.Schema] = {
+    "images": IMAGES_SCHEMA,
+    "rejects": REJECTS_SCHEMA,
+    "daily_user_histograms": DAILY_USER_HISTOGRAMS_SCHEMA,
+    "daily_median": DAILY_MEDIAN_SCHEMA,
+    "similar_users": SIMILAR_USERS_SCHEMA,
+}
+
+_DATE = pa.field("date", pa.date32())
+PARTITIONS: dict[Table, pa.Schema] = {
+    "images": pa.schema([_DATE, pa.field("wave", pa.string())]),
+    "rejects": pa.schema([_DATE, pa.field("wave", pa.string())]),
+    "daily_user_histograms": pa.schema([_DATE]),
+    "daily_median": pa.schema([_DATE]),
+    "similar_users": pa.schema([_DATE, pa.field("metric", pa.string())]),
+}
+"""Hive partition columns of each table, in path order; they live in the path only."""
 
 
 class LakeBusy(StoreBusy):
     """Another wave holds the lake."""
 
 
-PARTITIONS = pa.schema([pa.field("date", pa.date32()), pa.field("wave", pa.string())])
 WRITER_LOCK = "_locks/writer"
 
 
@@ -77,17 +121,31 @@ class Lake:
         self.url = store.url
 
     @staticmethod
-    def partition_prefix(table: Table, day: date, wave: str) -> str:
-        return f"{table}/date={day.isoformat()}/wave={wave}/"
+    def partition_prefix(table: Table, day: date, *values: str) -> str:
+        """``<table>/date=<day>/<name>=<value>/...`` for the table's partition columns after ``date``."""
+        names = PARTITIONS[table].names[1:]
+        if len(values) != len(names):
+            raise ValueError(f"{table} is partitioned by date and {names}, got {values}")
+        parts = [f"date={day.isoformat()}", *(f"{name}={value}" for name, value in zip(names, values, strict=True))]
+        return f"{table}/{'/'.join(parts)}/"
+
+    def _write(self, key: str, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), buffer, compression="zstd")
+        self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
 
     def append(self, table: Table, day: date, wave: str, rows: Sequence[dict[str, Any]]) -> str | None:
         """Write ``rows`` as one new Parquet file in the partition and return its key; none for no rows."""
         if not rows:
             return None
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), buffer, compression="zstd")
         key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
-        self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
+        self._write(key, table, rows)
+        return key
+
+    def replace(self, table: Table, day: date, *values: str, rows: Sequence[dict[str, Any]]) -> str:
+        """Make ``rows`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
+        key = f"{self.partition_prefix(table, day, *values)}data.parquet"
+        self._write(key, table, rows)
         return key
 
     def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
@@ -100,13 +158,16 @@ class Lake:
         """Rows of ``table`` (all days, or only ``days``) with ``date`` and ``wave`` from the path."""
         wanted = columns or SCHEMAS[table].names
         schema = pa.schema([SCHEMAS[table].field(name) for name in wanted if name in SCHEMAS[table].names])
+        partitions = PARTITIONS[table]
         parts = []
         for key in self.files(table, days):
             part = pq.read_table(pa.BufferReader(self.store.read(key)), columns=schema.names, schema=schema)
-            day, wave = _partition_values(key)
-            part = part.append_column("date", pa.array([day] * part.num_rows, pa.date32()))
-            parts.append(part.append_column("wave", pa.array([wave] * part.num_rows, pa.string())))
-        full = pa.unify_schemas([schema, PARTITIONS])
+            values = _partition_values(key)
+            for field in partitions:
+                value = date.fromisoformat(values[field.name]) if field.name == "date" else values[field.name]
+                part = part.append_column(field, pa.array([value] * part.num_rows, field.type))
+            parts.append(part)
+        full = pa.unify_schemas([schema, partitions])
         table_ = pa.concat_tables(parts) if parts else full.empty_table()
         return table_.select([name for name in (columns or full.names)])
 
@@ -124,6 +185,6 @@ class Lake:
             yield
 
 
-def _partition_values(key: str) -> tuple[date, str]:
-    _, day_part, wave_part, _ = key.split("/", 3)
-    return date.fromisoformat(day_part.removeprefix("date=")), wave_part.removeprefix("wave=")
+def _partition_values(key: str) -> dict[str, str]:
+    """``{"date": "2026-11-25", "wave": "morning"}`` from ``images/date=2026-11-25/wave=morning/part.parquet``."""
+    return dict(part.split("=", 1) for part in key.split("/")[1:-1])

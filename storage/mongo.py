@@ -1,4 +1,4 @@
-"""MongoDB as the serving copy of the image records, through pymongo.
+"""MongoDB as the serving copy of the image records (and the daily analytics), through pymongo.
 
 One collection, ``images``, one document per upload, keyed by its ``image_id`` (``_id``): the design
 document's fields (``user_id``, ``file_name``, ``image_url``, ``timestamp``, ``histogram``) and what
@@ -120,11 +120,12 @@ class MongoCatalog:
 
         self._retrying("index creation", create)
 
-    def upsert(self, documents: Iterable[dict[str, Any]]) -> None:
+    def upsert(self, documents: Iterable[dict[str, Any]], collection: str = COLLECTION) -> None:
         """Insert or replace each document by ``_id``, in one unordered bulk write (retried whole)."""
         operations = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+        target = self.images.database[collection]
         if operations:
-            self._retrying(f"{len(operations)} upserts", lambda: self.images.bulk_write(operations, ordered=False))
+            self._retrying(f"{len(operations)} upserts", lambda: target.bulk_write(operations, ordered=False))
 
     def close(self) -> None:
         self.client.close()

@@ -1,7 +1,7 @@
 from prefect.client.orchestration import get_client
 
 from graywave.config import Settings
-from graywave.flows.schedule import wave_deployments
+from graywave.flows.schedule import deployments, wave_deployments
 
 
 def test_deployments_follow_the_two_bursts_in_the_service_time_zone(monkeypatch):
@@ -26,3 +26,13 @@ def test_deployments_register_with_the_prefect_api(monkeypatch):
         assert deployment.schedules[0].schedule.timezone == "America/New_York"
         assert deployment.global_concurrency_limit is not None
         assert deployment.global_concurrency_limit.limit == 1
+
+
+def test_the_analytics_run_after_each_completed_evening_wave():
+    names = [d.name for d in deployments(Settings())]
+    assert names == ["wave-morning", "wave-evening", "analytics-daily"]
+    analytics = deployments(Settings())[-1]
+    trigger = analytics.triggers[0]
+    assert trigger.expect == {"prefect.flow-run.Completed"}
+    assert trigger.match_related.root == {"prefect.resource.role": "deployment", "prefect.resource.name": "wave-evening"}
+    assert analytics.concurrency_limit == 1

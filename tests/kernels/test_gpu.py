@@ -38,3 +38,14 @@ def test_batch_histogram_gpu_equals_cpu_in_one_launch_and_ragged(cp):
     ragged = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(10, 20), (1, 1), (999, 3)]]
     gpu = histogram_batch([cp.asarray(p) for p in ragged])
     assert np.array_equal(cp.asnumpy(gpu), histogram_batch(ragged))
+
+
+@pytest.mark.parametrize("metric", ["design", "l1", "chisquare", "intersection", "hellinger", "correlation"])
+def test_all_pairs_gpu_equals_cpu(cp, metric):
+    from graywave.kernels.similarity import all_pairs_nearest, normalize
+
+    fractions = normalize(np.random.default_rng(9).gamma(0.5, 1.0, (5000, 16)))
+    cpu_indices, cpu_distances = all_pairs_nearest(fractions, 10, metric)
+    gpu_indices, gpu_distances = all_pairs_nearest(cp.asarray(fractions), 10, metric)
+    assert np.array_equal(gpu_indices, cpu_indices)
+    assert np.array_equal(gpu_distances, cpu_distances)  # both re-scored in float64

@@ -1,0 +1,162 @@
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from graywave.flows.analytics import (
+    NoData,
+    analytics_flow,
+    daily_histograms,
+    iso_week,
+    median_row,
+    similar_to,
+    weekly_histograms,
+)
+from graywave.flows.cli import app
+from graywave.kernels.similarity import nearest
+from graywave.storage.layout import image_id_for
+
+from .helpers import lake_of
+
+DAY = date(2026, 11, 25)  # a Wednesday of ISO week 2026-W48
+
+
+def image_row(user: str, histogram: list[int], upload_date: date = DAY, name: str = "a.jpg") -> dict:
+    key = f"uploads/{upload_date}/{user}/{name}"
+    at = datetime.combine(upload_date, datetime.min.time(), UTC) + timedelta(hours=9)
+    return {
+        "image_id": image_id_for(key), "user_id": user, "upload_date": upload_date, "file_name": name,
+        "source_key": key, "processed_key": f"processed/{upload_date}/{user}/x.jpg", "uploaded_at": at,
+        "processed_at": at, "width": sum(histogram), "height": 1, "format": "JPEG", "pixel_count": sum(histogram),
+        "source_bytes": 1, "processed_bytes": 1, "histogram": histogram,
+    }
+
+
+def spike(bin_: int, total: int = 100, rest: int = 0) -> list[int]:
+    return [total if k == bin_ else rest for k in range(16)]
+
+
+@pytest.fixture
+def day_in_lake(settings):
+    """Five users on DAY: two waves for alice, users with empty bins, and one day before with one user."""
+    lake = lake_of(settings)
+    lake.append("images", DAY, "morning", [
+        image_row("alice", spike(2, 300, 1), name="m.jpg"),
+        image_row("bob", spike(2, 50, 2)),
+        image_row("carol", spike(9, 400)),
+        image_row("dave", spike(9, 400)),  # identical to carol: a tie
+    ])
+    lake.append("images", DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))])
+    lake.append("images", DAY - timedelta(days=1), "evening", [image_row("zoe", spike(0))])
+    return lake
+
+
+def test_daily_histograms_sum_every_image_of_the_day_per_user(day_in_lake):
+    daily = daily_histograms(day_in_lake, DAY)
+    assert daily.users == ["alice", "bob", "carol", "dave", "erin"]
+    alice = daily.table.row(0, named=True)
+    assert alice["images"] == 2
+    expected = np.array(spike(2, 300, 1)) + np.array(spike(3, 100, 1))
+    assert alice["counts"] == expected.tolist()
+    assert alice["pixels"] == expected.sum()
+    np.testing.assert_allclose(alice["histogram"], expected / expected.sum())
+    np.testing.assert_allclose(daily.fractions().sum(axis=1), 1.0)
+
+
+def test_median_over_all_bins_of_an_odd_and_an_even_day(day_in_lake):
+    daily = daily_histograms(day_in_lake, DAY)
+    row = median_row(daily)
+    assert row["users"] == 5 and len(row["histogram"]) == 16
+    np.testing.assert_allclose(row["histogram"], np.median(daily.fractions(), axis=0))
+    np.testing.assert_allclose(row["histogram"][15], sorted(daily.fractions()[:, 15])[2])  # the 16th bin too
+    one = median_row(daily_histograms(day_in_lake, DAY - timedelta(days=1)))
+    assert one == {"users": 1, "histogram": [1.0] + [0.0] * 15}
+    with pytest.raises(NoData):
+        median_row(daily_histograms(day_in_lake, DAY + timedelta(days=3)))
+
+
+def test_similar_users_one_against_all(day_in_lake):
+    daily = daily_histograms(day_in_lake, DAY)
+    frame = similar_to(daily, "carol", 2, "design")
+    assert frame.get_column("neighbour_id").to_list()[0] == "dave"  # identical histogram, distance 0
+    assert frame.get_column("distance").to_list()[0] == 0.0
+    assert "carol" not in frame.get_column("neighbour_id").to_list()
+    dave = similar_to(daily, "dave", 4, "l1")
+    assert dave.get_column("neighbour_id").to_list()[0] == "carol"
+    expected, _ = nearest(daily.fractions(), 0, 4, "l1")
+    assert similar_to(daily, "alice", 4, "l1").get_column("neighbour_id").to_list() == [daily.users[j] for j in expected]
+    with pytest.raises(NoData, match="no images"):
+        similar_to(daily, "zoe", 2, "l1")
+
+
+def test_weekly_histograms_follow_iso_weeks(settings):
+    lake = lake_of(settings)
+    monday, sunday = date(2026, 11, 23), date(2026, 11, 29)
+    lake.append("images", monday, "morning", [image_row("alice", spike(1), monday, "mon.jpg"),
+                                              image_row("alice", spike(1), monday - timedelta(days=1), "prev-sun.jpg")])
+    lake.append("images", sunday + timedelta(days=1), "morning", [image_row("alice", spike(2), sunday, "sun.jpg"),
+                                                                  image_row("alice", spike(3), sunday + timedelta(days=1), "next-mon.jpg")])
+    lake.append("images", DAY, "evening", [image_row("bob", spike(4), DAY, "bob.jpg")])
+    frame = weekly_histograms(lake, "alice", *iso_week("2026-W48", DAY))
+    assert frame.get_column("file_name").to_list() == ["mon.jpg", "sun.jpg"]
+    assert frame.get_column("histogram").to_list()[1] == spike(2)
+    assert iso_week(None, DAY) == (monday, sunday)
+    assert iso_week("2027-W01", DAY) == (date(2027, 1, 4), date(2027, 1, 10))
+    for bad in ("2026-48", "2026-W54", "week"):
+        with pytest.raises(ValueError, match="ISO week"):
+            iso_week(bad, DAY)
+
+
+def test_the_analytics_flow_writes_the_lake_and_a_rerun_replaces_it(day_in_lake, settings):
+    summary = analytics_flow(day=DAY, top_n=3, metric="l1")
+    assert (summary.users, summary.neighbours) == (5, 15)
+    analytics_flow(day=DAY, top_n=3, metric="l1")  # replaced, not appended
+    root = day_in_lake.url
+    daily = pl.scan_parquet(f"{root}/daily_user_histograms/**/*.parquet", hive_partitioning=True).collect()
+    assert daily.height == 5 and daily.get_column("date").unique().to_list() == [DAY]
+    median = pl.scan_parquet(f"{root}/daily_median/**/*.parquet", hive_partitioning=True).collect()
+    assert median.height == 1 and len(median.get_column("histogram")[0]) == 16
+    similar = pl.scan_parquet(f"{root}/similar_users/**/*.parquet", hive_partitioning=True).collect()
+    assert similar.height == 15
+    assert similar.get_column("metric").unique().to_list() == ["l1"]
+    carol = similar.filter(pl.col("user_id") == "carol").sort("rank")
+    assert carol.get_column("neighbour_id").to_list()[0] == "dave"
+    assert (similar.get_column("user_id") != similar.get_column("neighbour_id")).all()
+
+
+def test_analytics_of_days_with_one_user_and_with_none(day_in_lake, settings):
+    one = analytics_flow(day=DAY - timedelta(days=1), top_n=3, metric="design")
+    assert (one.users, one.neighbours) == (1, 0)
+    none = analytics_flow(day=DAY + timedelta(days=5), top_n=3, metric="design")
+    assert (none.users, none.neighbours) == (0, 0)
+
+
+def test_analytics_go_to_mongodb_when_configured(s3_settings):
+    import pymongo
+
+    lake = lake_of(s3_settings)
+    lake.append("images", DAY, "morning", [image_row(u, spike(b)) for u, b in [("a", 1), ("b", 1), ("c", 5)]])
+    analytics_flow(day=DAY, top_n=2, metric="design")
+    database = pymongo.MongoClient(s3_settings.mongodb_uri.get_secret_value())[s3_settings.mongodb_database]
+    assert database["daily_user_histograms"].count_documents({"date": DAY.isoformat()}) == 3
+    assert database["daily_median"].find_one({"_id": DAY.isoformat()})["users"] == 3
+    a = database["similar_users"].find_one({"_id": f"{DAY.isoformat()}/design/a"})
+    assert [n["user_id"] for n in a["neighbours"]] == ["b", "c"]
+    assert a["neighbours"][0]["distance"] == 0.0
+
+
+def test_query_commands(day_in_lake, settings):
+    runner = CliRunner()
+    result = runner.invoke(app, ["query", "similar", "carol", "-n", "2", "--date", str(DAY), "--metric", "l1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["neighbour_id"] for r in json.loads(result.output)][0] == "dave"
+    result = runner.invoke(app, ["query", "median", "--date", str(DAY), "--json"])
+    assert json.loads(result.output)[0]["users"] == 5
+    result = runner.invoke(app, ["query", "weekly", "alice", "--week", "2026-W48"])
+    assert result.exit_code == 0 and "m.jpg" in result.output and "e.jpg" in result.output
+    assert runner.invoke(app, ["query", "similar", "nobody", "--date", str(DAY)]).exit_code == 1
+    assert runner.invoke(app, ["query", "similar", "carol", "--metric", "cosine"]).exit_code == 2
+    assert runner.invoke(app, ["query", "weekly", "alice", "--week", "48"]).exit_code == 1
