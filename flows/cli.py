@@ -5,6 +5,8 @@
     graywave query weekly USER [--week 2026-W48] [--json]
     graywave query median [--date D] [--json]
     graywave query similar USER [-n 5] [--date D] [--metric M] [--json]
+    graywave api [--host 127.0.0.1] [--port 8000]         the REST API (docs at /docs)
+    graywave token issue USER [--admin]                   a bearer token for the API
     graywave demo                                         a week of sample uploads, processed, reported
     graywave serve                                        the scheduled waves and analytics (Prefect)
     graywave settings                                     the configuration in force
@@ -31,6 +33,8 @@ analytics_app = typer.Typer(no_args_is_help=True, help="Daily analytics.")
 app.add_typer(analytics_app, name="analytics")
 query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questions now, from the lake.")
 app.add_typer(query_app, name="query")
+token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the REST API.")
+app.add_typer(token_app, name="token")
 console = Console(soft_wrap=True)
 
 
@@ -199,6 +203,35 @@ def query_similar(
 
     when, frame = _answer(question)
     _print(frame, as_json, f"users most similar to {user} on {when} ({metric})")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the REST API with uvicorn (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    _settings()
+    uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+
+
+@token_app.command("issue")
+def token_issue(
+    label: Annotated[str, typer.Argument(help="The user id the token is for (or a label, with --admin).")],
+    admin: Annotated[bool, typer.Option("--admin", help="A token for every route and every user.")] = False,
+) -> None:
+    """Create a token, store its SHA-256 in GRAYWAVE_API_TOKENS_FILE, and print it (this once)."""
+    from graywave.api.auth import issue_token
+
+    settings = Settings()
+    try:
+        token = issue_token(settings.api_tokens_file, label, admin)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="LABEL") from None
+    typer.echo(token)
 
 
 @app.command()

@@ -32,7 +32,6 @@ from graywave.kernels import select_device
 from graywave.kernels.codecs import RejectReason
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
-from graywave.storage.mongo import image_document, reject_document
 from graywave.storage.layout import BadKey, parse_upload_key, uploads_prefix
 
 TASKS_PER_WORKER = 4
@@ -123,11 +122,7 @@ def _run_batches(batches: list[Sequence[Upload]], settings: Settings) -> Iterato
 
 
 class _Recorder:
-    """Rows waiting to be recorded: in MongoDB first (when configured), then in the lake.
-
-    The lake is the one source of truth for what is handled, so it is written last: a crash in
-    between leaves upserted documents that the rerun upserts again, unchanged in number.
-    """
+    """Rows waiting to be recorded (``Backends.record``), flushed every ``flush_rows`` rows."""
 
     def __init__(self, backends: Backends, day: date, wave: str, flush_rows: int):
         self.backends, self.day, self.wave, self.flush_rows = backends, day, wave, flush_rows
@@ -141,16 +136,8 @@ class _Recorder:
             self.flush()
 
     def flush(self) -> None:
-        catalog, url_for = self.backends.catalog, self.backends.blobs.url_for
-        if catalog is not None:
-            catalog.upsert(
-                [image_document(row, self.day, self.wave, url_for) for row in self.images]
-                + [reject_document(row, self.day, self.wave, url_for) for row in self.rejects]
-            )
-        self.backends.lake.append("images", self.day, self.wave, self.images)
-        self.images = []
-        self.backends.lake.append("rejects", self.day, self.wave, self.rejects)
-        self.rejects = []
+        self.backends.record(self.day, self.wave, self.images, self.rejects)
+        self.images, self.rejects = [], []
 
 
 def run_wave(settings: Settings, day: date, name: str) -> WaveSummary:

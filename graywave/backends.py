@@ -6,13 +6,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
+from typing import Any
 
 from graywave.config import Settings
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
-from graywave.storage.mongo import MongoCatalog
+from graywave.storage.mongo import MongoCatalog, image_document, reject_document
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,30 @@ class Backends:
             lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url)),
             catalog=catalog,
         )
+
+    def record(
+        self, day: date, wave: str, images: Sequence[dict[str, Any]], rejects: Sequence[dict[str, Any]]
+    ) -> None:
+        """Record handled uploads: in MongoDB first (when configured), then in the lake.
+
+        The lake is the one source of truth for what is handled, so it is written last: a crash in
+        between leaves upserted documents that a rerun upserts again, unchanged in number.
+        """
+        if self.catalog is not None:
+            url_for = self.blobs.url_for
+            self.catalog.upsert(
+                [image_document(row, day, wave, url_for) for row in images]
+                + [reject_document(row, day, wave, url_for) for row in rejects]
+            )
+        self.lake.append("images", day, wave, images)
+        self.lake.append("rejects", day, wave, rejects)
+
+    def forget(self, source_keys: set[str]) -> None:
+        """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""
+        for table in ("images", "rejects"):
+            self.lake.remove_rows(table, ["source_key"], source_keys)
+        if self.catalog is not None:
+            self.catalog.delete_sources(source_keys)
 
     def close(self) -> None:
         if self.catalog is not None:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1, description="Largest number of uploads in one Prefect task.")
     max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest direct upload a presigned POST allows.")
     upload_url_expiry_s: int = Field(300, gt=0, le=3600, description="Lifetime of a presigned upload.")
+    api_tokens_file: Path = Field(
+        Path("./data/api-tokens.json"), description="SHA-256 digests of the API's bearer tokens (graywave token issue)."
+    )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)

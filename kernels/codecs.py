@@ -95,8 +95,8 @@ def upright(image: DecodedImage) -> np.ndarray:
     return _UPRIGHT[image.orientation](image.plane)
 
 
-def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode an uploaded photo to its 8-bit BT.601 luma plane, whatever its file name says."""
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+    """Open the container (header only) and check it: an accepted format within the pixel limit."""
     if not data:
         raise Rejected(RejectReason.EMPTY, "the upload has no bytes")
     try:
@@ -105,14 +105,26 @@ def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
         raise Rejected(RejectReason.NOT_AN_IMAGE, "no known image format in the file header") from None
     except Exception as error:  # a recognised header that is broken
         raise _as_rejected(error) from None
-    with image:
-        if image.format not in SUPPORTED_FORMATS:
-            raise Rejected(RejectReason.UNSUPPORTED_FORMAT, f"{image.format} images are not accepted")
-        width, height = image.size
-        if width * height > max_pixels:
-            raise Rejected(
-                RejectReason.TOO_MANY_PIXELS, f"{width}x{height} is above the limit of {max_pixels} pixels"
-            )
+    if image.format not in SUPPORTED_FORMATS:
+        image.close()
+        raise Rejected(RejectReason.UNSUPPORTED_FORMAT, f"{image.format} images are not accepted")
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise Rejected(RejectReason.TOO_MANY_PIXELS, f"{width}x{height} is above the limit of {max_pixels} pixels")
+    return image
+
+
+def identify(data: bytes, max_pixels: int) -> str:
+    """The accepted format of an upload (``JPEG``, ``PNG``, ``WEBP``, ``HEIF``, ``AVIF``), from its header
+    alone; raises ``Rejected`` like ``decode_luma`` for what is not one."""
+    with _open_checked(data, max_pixels) as image:
+        return "JPEG" if image.format == "MPO" else image.format
+
+
+def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode an uploaded photo to its 8-bit BT.601 luma plane, whatever its file name says."""
+    with _open_checked(data, max_pixels) as image:
         orientation = _orientation(image)
         try:
             if image.format in JPEG_FORMATS and image.mode in ("L", "RGB"):

@@ -21,6 +21,7 @@ from datetime import date
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from graywave.storage.blobs import BlobStore, StoreBusy
@@ -170,6 +171,29 @@ class Lake:
         full = pa.unify_schemas([schema, partitions])
         table_ = pa.concat_tables(parts) if parts else full.empty_table()
         return table_.select([name for name in (columns or full.names)])
+
+    def remove_rows(self, table: Table, columns: Sequence[str], values: set[str], days: Iterable[date] | None = None) -> int:
+        """Rewrite the files of ``table`` without the rows whose ``columns`` hold one of ``values``.
+
+        Each file is replaced whole (atomically) or deleted when nothing is left. Returns the rows removed.
+        """
+        removed = 0
+        needle = pa.array(sorted(values), pa.string())
+        for key in self.files(table, days):
+            data = pq.read_table(pa.BufferReader(self.store.read(key)))
+            hit = pc.is_in(data.column(columns[0]), value_set=needle)
+            for column in columns[1:]:
+                hit = pc.or_(hit, pc.is_in(data.column(column), value_set=needle))
+            count = pc.sum(hit).as_py() or 0
+            if not count:
+                continue
+            removed += count
+            kept = data.filter(pc.invert(hit))
+            if kept.num_rows:
+                self._write(key, table, kept.to_pylist())
+            else:
+                self.store.delete(key)
+        return removed
 
     def source_keys(self, table: Table, days: Iterable[date]) -> set[str]:
         return set(self.read(table, days, columns=["source_key"]).column("source_key").to_pylist())

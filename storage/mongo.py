@@ -127,5 +127,24 @@ class MongoCatalog:
         if operations:
             self._retrying(f"{len(operations)} upserts", lambda: target.bulk_write(operations, ordered=False))
 
+    def delete_sources(self, source_keys: set[str]) -> None:
+        """Delete the documents of these uploads."""
+        keys = sorted(source_keys)
+        self._retrying(f"{len(keys)} deletions", lambda: self.images.delete_many({"source_key": {"$in": keys}}))
+
+    def delete_results(self, users: set[str], days: set[str]) -> None:
+        """Delete these users' analytics documents of these days (as users and as neighbours)."""
+        database, users_, days_ = self.images.database, sorted(users), sorted(days)
+        selector = {"user_id": {"$in": users_}, "date": {"$in": days_}}
+
+        def delete() -> None:
+            database["daily_user_histograms"].delete_many(selector)
+            database["similar_users"].delete_many(selector)
+            database["similar_users"].update_many(
+                {"date": {"$in": days_}}, {"$pull": {"neighbours": {"user_id": {"$in": users_}}}}
+            )
+
+        self._retrying("deletions of analytics", delete)
+
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,1 @@
+"""The REST API (FastAPI under uvicorn): uploads, image status, processed images, analytics."""

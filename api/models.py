@@ -1,0 +1,146 @@
+"""The API's response shapes (and their examples in the OpenAPI docs at ``/docs``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+HISTOGRAM_EXAMPLE = [0, 1021, 5400, 90210, 310002, 901233, 1502345, 2100456, 2201000, 1900220, 1500110, 900020, 500101, 200034, 80012, 1002]
+
+
+class Links(BaseModel):
+    self: str
+    processed: str | None = None
+
+
+class Image(BaseModel):
+    """One upload and what became of it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_id": "9f2c1e0b7d6a5c4b3a21",
+                    "user_id": "alice",
+                    "status": "processed",
+                    "file_name": "IMG_0001.HEIC",
+                    "uploaded_at": "2026-11-25T09:58:03Z",
+                    "processed_at": "2026-11-25T10:00:41Z",
+                    "date": "2026-11-25",
+                    "wave": "morning",
+                    "width": 3024,
+                    "height": 4032,
+                    "format": "HEIF",
+                    "pixel_count": 12192768,
+                    "source_bytes": 2310012,
+                    "processed_bytes": 1630221,
+                    "histogram": HISTOGRAM_EXAMPLE,
+                    "links": {
+                        "self": "/images/alice/9f2c1e0b7d6a5c4b3a21",
+                        "processed": "/images/alice/9f2c1e0b7d6a5c4b3a21/processed",
+                    },
+                }
+            ]
+        }
+    )
+
+    image_id: str
+    user_id: str | None
+    status: Literal["pending", "processed", "rejected"]
+    file_name: str
+    uploaded_at: datetime | None = None
+    processed_at: datetime | None = None
+    date: str | None = Field(None, description="Day of the wave that handled it.")
+    wave: str | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    pixel_count: int | None = None
+    source_bytes: int | None = None
+    processed_bytes: int | None = None
+    histogram: list[int] | None = Field(None, description="16 counts (GRAYWAVE_BINS) summing to pixel_count.")
+    reason: str | None = Field(None, description="Why it was rejected: a stable code.")
+    detail: str | None = None
+    links: Links
+
+
+class ImagePage(BaseModel):
+    items: list[Image]
+    total: int
+    limit: int
+    offset: int
+    next: str | None = Field(None, description="The next page, if there is one.")
+
+
+class Count(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"count": 12}]})
+    count: int = Field(description="How many images the request touched.")
+
+
+class PresignedUpload(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "url": "https://photos.s3.amazonaws.com/",
+                    "fields": {"key": "uploads/2026-11-25/alice/5d1c...e2.jpg", "Content-Type": "image/jpeg", "policy": "...", "x-amz-signature": "..."},
+                    "image_id": "0c8e1f2a3b4c5d6e7f80",
+                    "key": "uploads/2026-11-25/alice/5d1c...e2.jpg",
+                    "expires_at": "2026-11-25T10:05:00Z",
+                }
+            ]
+        }
+    )
+    url: str
+    fields: dict[str, str]
+    image_id: str
+    key: str
+    expires_at: datetime
+
+
+class UploadUrlRequest(BaseModel):
+    content_type: str = Field(examples=["image/jpeg", "image/heic"])
+
+
+class Weekly(BaseModel):
+    user_id: str
+    week: str = Field(examples=["2026-W48"])
+    monday: str
+    sunday: str
+    images: list[dict[str, Any]]
+
+
+class Median(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"date": "2026-11-25", "users": 100000, "histogram": [0.0, 0.01, 0.2]}]}
+    )
+    date: str
+    users: int
+    histogram: list[float] = Field(description="Per-bin median of the users' normalised daily histograms.")
+
+
+class Neighbour(BaseModel):
+    rank: int
+    user_id: str
+    distance: float
+
+
+class Similar(BaseModel):
+    user_id: str
+    date: str
+    metric: str
+    neighbours: list[Neighbour]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["image 9f2c1e0b7d6a5c4b3a21 of alice does not exist"])
+    status: int = Field(examples=[404])
+
+
+class Error(BaseModel):
+    """Every error has this shape."""
+
+    error: ErrorBody

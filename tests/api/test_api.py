@@ -1,0 +1,199 @@
+"""Every route, every error and access control across two users, through HTTP."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from graywave.backends import Backends
+from graywave.flows.analytics import analytics_flow
+from graywave.flows.samples import encode, synthetic_photo
+from graywave.storage.layout import image_id_for
+
+PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
+DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)
+
+
+def upload(client, user: str, data: bytes = PHOTO, wait: bool = False, name: str = "IMG_0001.jpg"):
+    return client.post(f"/images/{user}", params={"wait": wait}, files={"file": (name, data, "image/jpeg")})
+
+
+def error_of(response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "status"}
+    assert body["error"]["status"] == response.status_code and body["error"]["message"]
+    return response.status_code, body["error"]["code"]
+
+
+def test_tokens_are_required_and_checked(api):
+    anonymous, forged = api.client(None), api.client(None)
+    forged.headers["Authorization"] = "Bearer gw_not-a-real-token"
+    for client in (anonymous, forged):
+        response = client.get("/images/alice")
+        assert error_of(response) == (401, "unauthorized")
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_user_reaches_only_their_own_images(api):
+    alice, bob, admin = api.client("alice"), api.client("bob"), api.client("admin")
+    created = upload(alice, "alice").json()
+    image = f"/images/alice/{created['image_id']}"
+    for response in (
+        bob.get("/images/alice"), bob.get(image), bob.get(f"{image}/processed"), bob.delete(image),
+        upload(bob, "alice"), bob.put("/images/alice"), bob.delete("/images/alice"),
+        bob.get("/users/alice/weekly"), bob.get("/images/similarity/alice/3"), bob.get("/images"), bob.delete("/images"),
+    ):
+        assert error_of(response) == (403, "forbidden"), response.request.url
+    assert alice.get(image).status_code == 200
+    assert admin.get(image).status_code == 200
+    assert [i["image_id"] for i in admin.get("/images").json()["items"]] == [created["image_id"]]
+    assert bob.get("/images/bob").json()["total"] == 0
+
+
+def test_upload_is_pending_until_a_wave_or_processed_at_once(api):
+    alice = api.client("alice")
+    response = upload(alice, "alice")
+    assert response.status_code == 202
+    pending = response.json()
+    assert pending["status"] == "pending" and pending["links"]["processed"] is None
+    assert alice.get(f"/images/alice/{pending['image_id']}").json()["status"] == "pending"
+
+    response = upload(alice, "alice", wait=True)
+    assert response.status_code == 200
+    done = response.json()
+    assert done["status"] == "processed" and done["format"] == "JPEG"
+    assert sum(done["histogram"]) == done["pixel_count"] == 320 * 240
+    assert (done["width"], done["height"]) == (320, 240)
+    processed = alice.get(done["links"]["processed"], follow_redirects=True)
+    assert processed.status_code == 200
+    assert Image.open(io.BytesIO(processed.content)).mode == "L"
+    if api.settings.blob_url.startswith("s3://"):
+        assert alice.get(done["links"]["processed"]).status_code == 307  # a presigned S3 URL
+    listing = alice.get("/images/alice").json()
+    assert {i["status"] for i in listing["items"]} == {"pending", "processed"} and listing["total"] == 2
+
+
+def test_bad_uploads_get_clear_errors_and_change_nothing(api):
+    alice = api.client("alice")
+    assert error_of(upload(alice, "alice", b"not an image")) == (415, "unsupported_media_type")
+    assert error_of(upload(alice, "alice", encode(synthetic_photo(64, 64, 1), "GIF"))) == (415, "unsupported_media_type")
+    assert error_of(upload(alice, "alice", b"")) == (400, "empty")
+    assert error_of(upload(alice, "alice", b"\xff" * 2_000_001)) == (413, "too_large")
+    assert error_of(upload(alice, "bad.id")) == (400, "invalid_id")
+    assert error_of(alice.post("/images/alice")) == (422, "invalid")  # no file
+    assert alice.get("/images/alice").json()["total"] == 0
+
+
+def test_methods_the_table_does_not_allow(api):
+    admin = api.client("admin")
+    assert error_of(admin.post("/images")) == (405, "method_not_allowed")
+    assert error_of(admin.post("/images/alice/0123456789abcdef0123")) == (405, "method_not_allowed")
+
+
+def test_missing_images_and_invalid_parameters(api):
+    alice = api.client("alice")
+    assert error_of(alice.get("/images/alice/0123456789abcdef0123")) == (404, "not_found")
+    assert error_of(alice.get("/images/alice", params={"limit": 0})) == (422, "invalid")
+    assert error_of(alice.get("/users/alice/similar", params={"metric": "cosine"})) == (422, "invalid")
+    assert error_of(alice.get("/users/alice/weekly", params={"week": "48"})) == (400, "bad_request")
+
+
+def test_lists_paginate(api):
+    alice = api.client("alice")
+    ids = [upload(alice, "alice", name=f"{k}.jpg").json()["image_id"] for k in range(3)]
+    first = alice.get("/images/alice", params={"limit": 2}).json()
+    assert (first["total"], len(first["items"]), first["next"]) == (3, 2, "/images/alice?limit=2&offset=2")
+    second = alice.get(first["next"]).json()
+    assert second["next"] is None
+    assert sorted(i["image_id"] for i in first["items"] + second["items"]) == sorted(ids)
+
+
+def test_put_replaces_an_image_and_reprocesses(api):
+    alice = api.client("alice")
+    bright = upload(alice, "alice", wait=True).json()
+    replaced = alice.put(f"/images/alice/{bright['image_id']}", files={"file": ("x.jpg", DARK, "image/jpeg")})
+    assert replaced.status_code == 200
+    after = replaced.json()
+    assert after["image_id"] == bright["image_id"] and after["histogram"] != bright["histogram"]
+    assert np.average(range(16), weights=after["histogram"]) < np.average(range(16), weights=bright["histogram"])
+    assert alice.put("/images/alice").json() == {"count": 1}
+    assert alice.get("/images/alice").json()["total"] == 1  # reprocessing never duplicates
+    with Backends.open(api.settings) as backends:
+        assert len(backends.lake.read("images")) == 1
+
+
+def test_delete_removes_an_image_everywhere(api):
+    alice = api.client("alice")
+    doc = upload(alice, "alice", wait=True).json()
+    keep = upload(alice, "alice", wait=True, name="keep.jpg").json()
+    with Backends.open(api.settings) as backends:
+        row = next(r for r in backends.lake.read("images").to_pylist() if r["image_id"] == doc["image_id"])
+        assert alice.delete(f"/images/alice/{doc['image_id']}").status_code == 204
+        assert error_of(alice.get(f"/images/alice/{doc['image_id']}")) == (404, "not_found")
+        assert [r["image_id"] for r in backends.lake.read("images").to_pylist()] == [keep["image_id"]]
+        for key in (row["source_key"], row["processed_key"]):
+            assert key not in {b.key for b in backends.blobs.list(key)}
+        if backends.catalog is not None:
+            assert backends.catalog.images.count_documents({"_id": doc["image_id"]}) == 0
+    assert alice.delete("/images/alice").json() == {"count": 1}
+    assert alice.get("/images/alice").json()["total"] == 0
+    upload(api.client("bob"), "bob")
+    assert api.client("admin").delete("/images").json() == {"count": 1}
+
+
+def test_a_running_wave_makes_writes_wait_with_409(api):
+    alice = api.client("alice")
+    with Backends.open(api.settings) as backends, backends.lake.exclusive():
+        assert error_of(upload(alice, "alice", wait=True)) == (409, "conflict")
+
+
+def test_the_analytical_queries_and_their_design_document_aliases(api):
+    alice, bob = api.client("alice"), api.client("bob")
+    upload(alice, "alice", wait=True)
+    upload(bob, "bob", DARK, wait=True)
+    upload(api.client("admin"), "carol", wait=True)
+    day = api.settings.today().isoformat()
+    analytics_flow(day=api.settings.today(), top_n=2, metric="design")
+    weekly = alice.get("/users/alice/weekly").json()
+    assert len(weekly["images"]) == 1 and weekly["user_id"] == "alice"
+    assert alice.get("/images/weekly/alice").json() == weekly
+    median = alice.get("/analytics/median", params={"date": day}).json()
+    assert median["users"] == 3 and len(median["histogram"]) == 16
+    assert bob.get("/images/day/median").json() == median
+    similar = alice.get("/users/alice/similar", params={"n": 2, "metric": "l1"}).json()
+    assert [n["user_id"] for n in similar["neighbours"]] == ["carol", "bob"]  # carol uploaded the same photo
+    assert similar["neighbours"][0]["distance"] == 0.0
+    alias = alice.get("/images/similarity/alice/2", params={"metric": "l1"}).json()
+    assert alias == similar
+    assert error_of(alice.get("/analytics/median", params={"date": "2020-01-01"})) == (404, "not_found")
+
+
+def test_presigned_upload_urls_need_s3(api):
+    alice = api.client("alice")
+    response = alice.post("/images/alice/upload-url", json={"content_type": "image/jpeg"})
+    if not api.settings.blob_url.startswith("s3://"):
+        assert error_of(response) == (400, "not_supported")
+        return
+    post = response.json()
+    assert post["key"].startswith(f"uploads/{api.settings.today().isoformat()}/alice/")
+    assert post["image_id"] == image_id_for(post["key"])
+    import httpx
+
+    sent = httpx.post(post["url"], data=post["fields"], files={"file": ("p.jpg", PHOTO, "image/jpeg")})
+    assert sent.status_code in (200, 204)
+    assert alice.get(f"/images/alice/{post['image_id']}").json()["status"] == "pending"
+    assert error_of(alice.post("/images/alice/upload-url", json={"content_type": "text/html"})) == (415, "unsupported_media_type")
+
+
+def test_openapi_documents_every_route_with_examples(api):
+    client = api.client(None)
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    routes = {(path, method) for path, methods in spec["paths"].items() for method in methods}
+    assert {("/images", "get"), ("/images", "put"), ("/images", "delete"), ("/images/{user_id}", "post"),
+            ("/images/{user_id}/{image_id}", "put"), ("/images/day/median", "get")} <= routes
+    assert all(op.get("summary") for methods in spec["paths"].values() for op in methods.values())
+    assert spec["components"]["schemas"]["Image"]["examples"]
