@@ -25,6 +25,7 @@ bench: install
 	$(UV) sync --frozen --inexact --extra test --extra bench
 	$(VENV)/bin/python bench/wave_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/python bench/similarity_bench.py  # the machine pins an old BLAS kernel otherwise
+	$(VENV)/bin/python bench/api_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out

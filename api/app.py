@@ -25,7 +25,15 @@ from graywave.api.catalog import ImageCatalog
 from graywave.api.models import Count, Error, Image, ImagePage, Median, PresignedUpload, Similar, UploadUrlRequest, Weekly
 from graywave.backends import Backends
 from graywave.config import Settings
-from graywave.flows.analytics import NoData, daily_histograms, iso_week, median_row, similar_to, weekly_histograms
+from graywave.flows.daily import (
+    DailyHistograms,
+    NoData,
+    daily_histograms,
+    iso_week,
+    median_row,
+    similar_to,
+    weekly_histograms,
+)
 from graywave.kernels.codecs import Rejected, RejectReason
 from graywave.kernels.similarity import DEFAULT_METRIC, METRICS
 from graywave.storage.layout import USER_ID_PATTERN, image_id_for
@@ -115,8 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Admin = Annotated[Principal, Depends(admin)]
     Owner = Annotated[str, Depends(owner)]
 
-    def catalog() -> ImageCatalog:
-        return ImageCatalog(backends, settings.today())
+    catalog = ImageCatalog(backends)
 
     def view(doc: dict[str, Any]) -> Image:
         base = f"/images/{doc['user_id']}/{doc['_id']}"
@@ -132,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return ImagePage(items=[view(d) for d in docs[offset : offset + limit]], total=len(docs), limit=limit, offset=offset, next=following)
 
     def one(user_id: str, image_id: str) -> dict[str, Any]:
-        doc = catalog().get(user_id, image_id)
+        doc = catalog.get(settings.today(), user_id, image_id)
         if doc is None:
             raise ApiError(404, f"image {image_id} of {user_id} does not exist")
         return doc
@@ -176,10 +183,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             images=frame.to_dicts(),
         )
 
+    daily_cache: dict[date, tuple[tuple[str, ...], DailyHistograms]] = {}
+
+    def daily(day: date) -> DailyHistograms:
+        """The day's user histograms, computed again only when the day's lake files change."""
+        files = tuple(backends.lake.files("images", [day]))
+        cached = daily_cache.get(day)
+        if cached is None or cached[0] != files:
+            cached = daily_cache[day] = (files, daily_histograms(backends.lake, day))
+        return cached[1]
+
     def median(day: date | None) -> Median:
         when = day or settings.today()
         try:
-            row = median_row(daily_histograms(backends.lake, when))
+            row = median_row(daily(when))
         except NoData as error:
             raise ApiError(404, str(error)) from None
         return Median(date=when.isoformat(), **row)
@@ -187,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def similar(user_id: str, n: int, day: date | None, metric: str) -> Similar:
         when = day or settings.today()
         try:
-            frame = similar_to(daily_histograms(backends.lake, when), user_id, n, metric)
+            frame = similar_to(daily(when), user_id, n, metric)
         except NoData as error:
             raise ApiError(404, str(error)) from None
         neighbours = [{"rank": r["rank"], "user_id": r["neighbour_id"], "distance": r["distance"]} for r in frame.to_dicts()]
@@ -224,18 +241,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/images", response_model=ImagePage, responses=ERRORS, tags=["images"], summary="Every image")
     def list_all(_: Admin, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
-        return page(catalog().documents(), limit, offset, "/images")
+        return page(catalog.documents(settings.today()), limit, offset, "/images")
 
     @app.put("/images", response_model=Count, responses=ERRORS, tags=["images"],
              summary="Reprocess every handled image from its original")
     def reprocess_all(_: Admin) -> Count:
-        keys = [d["source_key"] for d in catalog().documents() if d["status"] != "pending"]
+        keys = [d["source_key"] for d in catalog.documents(settings.today()) if d["status"] != "pending"]
         guarded(lambda: actions.process_now(backends, settings, keys))
         return Count(count=len(keys))
 
     @app.delete("/images", response_model=Count, responses=ERRORS, tags=["images"], summary="Delete every image")
     def delete_all(_: Admin) -> Count:
-        docs = catalog().documents()
+        docs = catalog.documents(settings.today())
         guarded(lambda: actions.delete_images(backends, settings, docs))
         return Count(count=len(docs))
 
@@ -244,7 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/images/{user_id}", response_model=ImagePage, responses=ERRORS, tags=["images"],
              summary="A user's images, oldest first")
     def list_user(user_id: Owner, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
-        return page(catalog().documents(user_id), limit, offset, f"/images/{user_id}")
+        return page(catalog.documents(settings.today(), user_id), limit, offset, f"/images/{user_id}")
 
     @app.post("/images/{user_id}", response_model=Image, status_code=status.HTTP_202_ACCEPTED, tags=["images"],
               responses={**ERRORS, 200: {"model": Image, "description": "Processed now (wait=true)"}, 413: {"model": Error}, 415: {"model": Error}},
@@ -264,14 +281,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.put("/images/{user_id}", response_model=Count, responses=ERRORS, tags=["images"],
              summary="Reprocess every handled image of a user from its original")
     def reprocess_user(user_id: Owner) -> Count:
-        keys = [d["source_key"] for d in catalog().documents(user_id) if d["status"] != "pending"]
+        keys = [d["source_key"] for d in catalog.documents(settings.today(), user_id) if d["status"] != "pending"]
         guarded(lambda: actions.process_now(backends, settings, keys))
         return Count(count=len(keys))
 
     @app.delete("/images/{user_id}", response_model=Count, responses=ERRORS, tags=["images"],
                 summary="Delete every image of a user, everywhere")
     def delete_user(user_id: Owner) -> Count:
-        docs = catalog().documents(user_id)
+        docs = catalog.documents(settings.today(), user_id)
         guarded(lambda: actions.delete_images(backends, settings, docs))
         return Count(count=len(docs))
 

@@ -17,34 +17,49 @@ from graywave.storage.mongo import image_document, reject_document
 
 
 class ImageCatalog:
-    def __init__(self, backends: Backends, today: date):
+    def __init__(self, backends: Backends):
         self.backends = backends
-        self.today = today
+        self._lake_files: tuple[str, ...] | None = None
+        self._lake_documents: list[dict[str, Any]] = []
 
-    def _handled(self, user_id: str | None) -> list[dict[str, Any]]:
+    def _from_lake(self) -> list[dict[str, Any]]:
+        """The lake's rows as documents, read again only when its files change."""
+        lake, url_for = self.backends.lake, self.backends.blobs.url_for
+        files = (*lake.files("images"), *lake.files("rejects"))
+        if files != self._lake_files:
+            self._lake_documents = [
+                image_document(row, row["date"], row["wave"], url_for) for row in lake.read("images").to_pylist()
+            ] + [reject_document(row, row["date"], row["wave"], url_for) for row in lake.read("rejects").to_pylist()]
+            self._lake_files = files
+        return self._lake_documents
+
+    def _handled(self, user_id: str | None, image_id: str | None = None) -> list[dict[str, Any]]:
         catalog = self.backends.catalog
         if catalog is not None:
             query = {} if user_id is None else {"user_id": user_id}
+            if image_id is not None:
+                query["_id"] = image_id
             return list(catalog.images.find(query))
-        lake, url_for = self.backends.lake, self.backends.blobs.url_for
-        documents = [
-            image_document(row, row["date"], row["wave"], url_for) for row in lake.read("images").to_pylist()
-        ] + [reject_document(row, row["date"], row["wave"], url_for) for row in lake.read("rejects").to_pylist()]
-        return [doc for doc in documents if user_id is None or doc["user_id"] == user_id]
+        return [
+            doc for doc in self._from_lake()
+            if (user_id is None or doc["user_id"] == user_id) and (image_id is None or doc["_id"] == image_id)
+        ]
 
-    def _recent_uploads(self, user_id: str | None) -> list[BlobInfo]:
+    def _recent_uploads(self, user_id: str | None, today: date) -> list[BlobInfo]:
         """Uploads that a wave could still pick up: today's and yesterday's."""
         blobs = []
-        for day in (self.today - timedelta(days=1), self.today):
+        for day in (today - timedelta(days=1), today):
             prefix = uploads_prefix(day) + (f"{user_id}/" if user_id else "")
             blobs += self.backends.blobs.list(prefix)
         return blobs
 
-    def _pending(self, user_id: str | None, handled_keys: set[str]) -> list[dict[str, Any]]:
+    def _pending(self, user_id: str | None, today: date) -> list[dict[str, Any]]:
         url_for = self.backends.blobs.url_for
+        recent = self._recent_uploads(user_id, today)
+        handled = {doc["source_key"] for doc in self._handled_sources({blob.key for blob in recent})}
         documents = []
-        for blob in self._recent_uploads(user_id):
-            if blob.key in handled_keys:
+        for blob in recent:
+            if blob.key in handled:
                 continue
             try:
                 key = parse_upload_key(blob.key)
@@ -65,14 +80,18 @@ class ImageCatalog:
             )
         return documents
 
-    def documents(self, user_id: str | None = None) -> list[dict[str, Any]]:
-        """Every image (of one user, or of all), oldest upload first."""
-        handled = self._handled(user_id)
-        pending = self._pending(user_id, {doc["source_key"] for doc in handled})
-        return sorted(handled + pending, key=lambda doc: (doc["timestamp"] is None, doc["timestamp"], doc["_id"]))
+    def _handled_sources(self, keys: set[str]) -> list[dict[str, Any]]:
+        if self.backends.catalog is not None:
+            return list(self.backends.catalog.images.find({"source_key": {"$in": sorted(keys)}}, {"source_key": 1}))
+        return [doc for doc in self._from_lake() if doc["source_key"] in keys]
 
-    def get(self, user_id: str, image_id: str) -> dict[str, Any] | None:
-        for doc in self.documents(user_id):
-            if doc["_id"] == image_id:
-                return doc
-        return None
+    def documents(self, today: date, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Every image (of one user, or of all), oldest upload first."""
+        documents = self._handled(user_id) + self._pending(user_id, today)
+        return sorted(documents, key=lambda doc: (doc["timestamp"] is None, doc["timestamp"], doc["_id"]))
+
+    def get(self, today: date, user_id: str, image_id: str) -> dict[str, Any] | None:
+        handled = self._handled(user_id, image_id)
+        if handled:
+            return handled[0]
+        return next((doc for doc in self._pending(user_id, today) if doc["_id"] == image_id), None)

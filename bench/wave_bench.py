@@ -38,7 +38,7 @@ from graywave.config import Settings
 from graywave.flows.batch import Upload, process_uploads
 from graywave.flows.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.kernels import histogram, select_device
-from graywave.kernels.codecs import decode_luma, encode_luma_jpeg
+from graywave.kernels.codecs import decode_luma
 from graywave.storage.blobs import LocalBlobStore, open_blob_store
 from graywave.storage.layout import parse_upload_key, upload_key
 

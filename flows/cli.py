@@ -143,7 +143,7 @@ def _answer(question):  # noqa: ANN001, ANN202 - a small adapter for the three q
     """Run a query against the lake; a question the lake cannot answer exits 1 with the reason."""
     settings = Settings()
     from graywave.backends import Backends
-    from graywave.flows.analytics import NoData
+    from graywave.flows.daily import NoData
 
     with Backends.open(settings) as backends:
         try:
@@ -160,7 +160,7 @@ def query_weekly(
     as_json: JsonOption = False,
 ) -> None:
     """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
-    from graywave.flows.analytics import iso_week, weekly_histograms
+    from graywave.flows.daily import iso_week, weekly_histograms
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         monday, sunday = iso_week(week, settings.today())
@@ -175,7 +175,7 @@ def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
     """The median histogram of a day across all users (normalised, per bin)."""
     import polars as pl
 
-    from graywave.flows.analytics import daily_histograms, median_row
+    from graywave.flows.daily import daily_histograms, median_row
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         when = day.date() if day else settings.today()
@@ -195,7 +195,7 @@ def query_similar(
 ) -> None:
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
     _check_metric(metric)
-    from graywave.flows.analytics import daily_histograms, similar_to
+    from graywave.flows.daily import daily_histograms, similar_to
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         when = day.date() if day else settings.today()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from graywave.backends import Backends
@@ -120,6 +119,7 @@ def test_put_replaces_an_image_and_reprocesses(api):
     assert after["image_id"] == bright["image_id"] and after["histogram"] != bright["histogram"]
     assert np.average(range(16), weights=after["histogram"]) < np.average(range(16), weights=bright["histogram"])
     assert alice.put("/images/alice").json() == {"count": 1}
+    assert api.client("admin").put("/images").json() == {"count": 1}
     assert alice.get("/images/alice").json()["total"] == 1  # reprocessing never duplicates
     with Backends.open(api.settings) as backends:
         assert len(backends.lake.read("images")) == 1

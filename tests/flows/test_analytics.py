@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from graywave.flows.analytics import (
+from graywave.flows.analytics import analytics_flow
+from graywave.flows.daily import (
     NoData,
-    analytics_flow,
     daily_histograms,
     iso_week,
     median_row,
