@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import date, timedelta
 from itertools import islice
 from typing import Any
@@ -59,9 +59,6 @@ class WaveSummary:
     @property
     def images_per_s(self) -> float:
         return (self.processed + self.rejected) / self.seconds if self.seconds else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"images_per_s": round(self.images_per_s, 2)}
 
     def line(self) -> str:
         return (

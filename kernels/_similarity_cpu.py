@@ -157,14 +157,3 @@ def top_n_all_pairs(xt: np.ndarray, n: int, metric: int, tiny: float) -> tuple[n
                     indices[i0 + r, rank] = j
                     distances[i0 + r, rank] = best_d[r, order[rank]]
     return indices, distances
-
-
-@numba.njit(nogil=True, cache=True)
-def one_against_all(xt: np.ndarray, i: int, metric: int, tiny: float) -> np.ndarray:
-    """Distances from row ``i`` to every row (itself included), with the same arithmetic as all-pairs."""
-    total = xt.shape[1]
-    out = np.empty(total, dtype=xt.dtype)
-    for j0 in range(0, total, TILE):
-        j1 = min(total, j0 + TILE)
-        _row_to_tile(xt, i, j0, j1, metric, tiny, out[j0:j1])
-    return out

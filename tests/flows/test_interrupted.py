@@ -29,7 +29,7 @@ def lake_files(lake: Path) -> int:
 def start_wave(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
 
 
@@ -42,7 +42,7 @@ def kill_after_new_lake_files(env: dict[str, str], lake: Path, new_files: int) -
         assert process.poll() is None, f"the wave ended before it could be killed:\n{process.stdout.read()}"
         assert time.monotonic() < deadline, "the wave made no progress"
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the wave and its Prefect server, as in a machine crash
     process.wait()
 
 

@@ -102,13 +102,15 @@ def test_killed_waves_on_s3_and_mongodb_converge_to_exactly_once(s3_settings, tm
     lake = lake_of(s3_settings)
     for new_files in (1, 4):
         before = len(lake.files("images")) + len(lake.files("rejects"))
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while len(lake.files("images")) + len(lake.files("rejects")) < before + new_files:
             assert process.poll() is None, process.stdout.read()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # the wave and its Prefect server, as in a machine crash
         process.wait()
         time.sleep(s3_settings.lock_ttl_s + 0.5)  # the killed wave's lease on the lake expires
     assert 0 < len(lake.read("images")) < 30
