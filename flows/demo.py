@@ -1,4 +1,4 @@
-"""``graywave demo``: a week of uploads from a few users, processed by real waves, then a report."""
+"""``graywave demo``: a week of uploads from a few users, processed by real waves and analytics, then a report."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from PIL import Image
 
 from graywave.config import Settings
 from graywave.flows.samples import encode, synthetic_photo
+from graywave.flows.analytics import AnalyticsSummary, analytics_flow
 from graywave.flows.wave import WaveSummary, wave_flow
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
@@ -70,16 +71,18 @@ def _write(store: BlobStore, uploads: list[SampleUpload]) -> None:
         store.write(upload.key, upload.data, "application/octet-stream")
 
 
-def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary]:
-    """Upload and process ``days`` days of samples, ending today; each wave is a real Prefect flow run."""
+def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsSummary]:
+    """Upload and process ``days`` days of samples, ending today, as ``graywave serve`` would: each
+    day's two waves, then that day's analytics, each a real Prefect flow run."""
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     today = settings.today()
-    summaries = []
+    summaries: list[WaveSummary | AnalyticsSummary] = []
     for day_index in range(days):
         day = today - timedelta(days=days - 1 - day_index)
         for wave in WAVES:
             _write(store, sample_uploads(day, wave, day_index))
             summaries.append(wave_flow(day=day, name=wave))
+        summaries.append(analytics_flow(day=day, top_n=2, metric="design"))
     return summaries
 
 
@@ -93,6 +96,11 @@ def demo_report(settings: Settings) -> str:
         .agg(pl.len().alias("images"), pl.col("user_id").n_unique().alias("users"), pl.col("format").unique().sort().str.join(","))
         .sort("date")
     )
+    today = settings.today()
+    median = lake.read("daily_median", [today]).column("histogram")[0].as_py()
+    similar: dict[str, list[tuple[str, float]]] = {}
+    for row in lake.read("similar_users", [today]).sort_by([("user_id", "ascending"), ("rank", "ascending")]).to_pylist():
+        similar.setdefault(row["user_id"], []).append((row["neighbour_id"], row["distance"]))
     lines = [
         f"{images.height} images processed, {rejects.height} uploads rejected.",
         "",
@@ -101,8 +109,12 @@ def demo_report(settings: Settings) -> str:
         "Rejected uploads:",
         *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects.iter_rows(named=True)),
         "",
+        f"Analytics of {today}: the median histogram (fractions of pixels per bin) and each user's 2 nearest:",
+        "  " + " ".join(f"{value:.3f}" for value in median),
+        *(f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}" for user, neighbours in similar.items()),
+        "",
         f"Processed grayscale images: {open_blob_store(settings.blob_url, settings.s3_endpoint_url).url}/processed/<date>/<user>/<image_id>.jpg",
-        f"Parquet lake:               {lake.url}/images and {lake.url}/rejects",
+        f"Parquet lake:               {lake.url}/ (images, rejects, daily_user_histograms, daily_median, similar_users)",
         "Read it with Polars:",
         f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",
     ]

@@ -6,7 +6,7 @@ from .helpers import lake_of
 
 def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
     summaries = run_demo(settings, days=3)
-    assert [s.wave for s in summaries] == ["morning", "evening"] * 3
+    assert [getattr(s, "wave", "analytics") for s in summaries] == ["morning", "evening", "analytics"] * 3
     lake = lake_of(settings)
     images = lake.read("images")
     assert images.num_rows == 3 * 2 * len(DEMO_USERS)
@@ -15,4 +15,6 @@ def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
     report = demo_report(settings)
     assert "30 images processed, 3 uploads rejected." in report
     assert "pl.scan_parquet" in report
+    assert f"Analytics of {settings.today()}" in report
+    assert all(f"  {user}: " in report for user in DEMO_USERS)  # each user's nearest users
     assert wave_flow(day=settings.today(), name="evening").processed == 0  # nothing left pending
