@@ -13,12 +13,21 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from graywave.config import Settings
-from graywave.kernels import Device, histogram
-from graywave.kernels.codecs import Rejected, RejectReason, decode_luma, encode_luma_jpeg, upright
+from graywave.kernels import Device, histogram, histogram_batch
+from graywave.kernels.codecs import (
+    DecodedImage,
+    Rejected,
+    RejectReason,
+    decode_luma,
+    encode_luma_jpeg,
+    read_header,
+    upright,
+)
 from graywave.storage.blobs import BlobInfo, BlobNotFound, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
 
@@ -55,16 +64,9 @@ def reject_row(source_key: str, user_id: str | None, blob: BlobInfo | None, reas
     }
 
 
-def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Device) -> tuple[dict[str, Any], bytes]:
-    """Decode, histogram and encode one upload: its image row and the processed JPEG.
-
-    Raises ``Rejected`` for bad input.
-    """
+def _image_row(upload: Upload, image: DecodedImage, counts: list[int], processed_bytes: int) -> dict[str, Any]:
     key = upload.key
-    image = decode_luma(data, settings.max_pixels)
-    counts = device.get(histogram(device.put(image.plane), settings.bins))
-    encoded = encode_luma_jpeg(upright(image), settings.jpeg_quality)
-    row = {
+    return {
         "image_id": key.image_id,
         "user_id": key.user_id,
         "upload_date": key.upload_date,
@@ -78,10 +80,20 @@ def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Devic
         "format": image.format,
         "pixel_count": image.plane.size,
         "source_bytes": upload.blob.size,
-        "processed_bytes": len(encoded),
-        "histogram": counts.tolist(),
+        "processed_bytes": processed_bytes,
+        "histogram": counts,
     }
-    return row, encoded
+
+
+def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Device) -> tuple[dict[str, Any], bytes]:
+    """Decode, histogram and encode one upload: its image row and the processed JPEG.
+
+    Raises ``Rejected`` for bad input.
+    """
+    image = decode_luma(data, settings.max_pixels)
+    counts = device.get(histogram(device.put(image.plane), settings.bins))
+    encoded = encode_luma_jpeg(upright(image), settings.jpeg_quality)
+    return _image_row(upload, image, counts.tolist(), len(encoded)), encoded
 
 
 class _InlineExecutor(Executor):
@@ -138,3 +150,81 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
         for write in writes:
             write.result()
     return result
+
+
+class LumaBatchCodec(Protocol):
+    """Decodes plain JPEGs to luma planes and encodes planes to grayscale JPEGs, a batch at a time,
+    on a device (``kernels.gpu_codecs.NvImageCodecLuma``). ``None`` marks what it could not do."""
+
+    def decode(self, datas: Sequence[bytes]) -> list[Any | None]: ...
+
+    def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]: ...
+
+
+def _read_all(store: BlobStore, uploads: Sequence[Upload], threads: int) -> list[bytes | None]:
+    """Every upload's bytes (None if it vanished), read concurrently."""
+
+    def read(upload: Upload) -> bytes | None:
+        try:
+            return store.read(upload.key.key)
+        except BlobNotFound:
+            return None
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="graywave-io") as io:
+        return list(io.map(read, uploads))
+
+
+def process_uploads_batched(
+    uploads: Sequence[Upload], store: BlobStore, settings: Settings, device: Device, codec: LumaBatchCodec
+) -> BatchResult:
+    """The batch path of a GPU: the plain JPEGs decoded together by ``codec``, every plane's histogram
+    in one kernel launch, the processed images encoded together; what the codec cannot decode or
+    encode goes through the CPU codecs, one image at a time. The whole batch is held in memory.
+    """
+    result = BatchResult()
+    datas = _read_all(store, uploads, settings.io_threads)
+    images: dict[int, DecodedImage] = {}
+    headers = {}
+    for i, (upload, data) in enumerate(zip(uploads, datas, strict=True)):
+        try:
+            if data is None:
+                raise Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store")
+            headers[i] = read_header(data, settings.max_pixels)
+        except Rejected as rejected:
+            result.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+    plain = [i for i, header in headers.items() if header.plain_jpeg]
+    for i, plane in zip(plain, codec.decode([datas[i] for i in plain]), strict=True):
+        if plane is not None:
+            images[i] = DecodedImage(plane=plane, format="JPEG", orientation=headers[i].orientation)
+    for i in headers:
+        if i in images:
+            continue
+        try:
+            decoded = decode_luma(datas[i], settings.max_pixels)
+        except Rejected as rejected:
+            upload = uploads[i]
+            result.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+            continue
+        images[i] = DecodedImage(device.put(decoded.plane), decoded.format, decoded.orientation)
+    order = sorted(images)
+    counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
+    shown = [upright(images[i]) for i in order]
+    encoded = codec.encode(shown, settings.jpeg_quality)
+    outputs = [data if data is not None else encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
+               for data, plane in zip(encoded, shown, strict=True)]
+    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
+        list(io.map(lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE), range(len(order))))
+    for k, i in enumerate(order):
+        result.images.append(_image_row(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
+        result.pixels += images[i].plane.size
+    return result
+
+
+@cache
+def luma_batch_codec(device: Device) -> LumaBatchCodec | None:
+    """The batch codec of ``device``: nvImageCodec on a GPU where it is installed, else none."""
+    from graywave.kernels.gpu_codecs import NvImageCodecLuma, nvimgcodec_available
+
+    if device.name == "gpu" and nvimgcodec_available():
+        return NvImageCodecLuma()
+    return None

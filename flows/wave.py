@@ -26,7 +26,14 @@ from prefect.futures import PrefectFuture, as_completed
 
 from graywave.backends import Backends
 from graywave.config import Settings, validate_wave_name
-from graywave.flows.batch import BatchResult, Upload, process_uploads, reject_row
+from graywave.flows.batch import (
+    BatchResult,
+    Upload,
+    luma_batch_codec,
+    process_uploads,
+    process_uploads_batched,
+    reject_row,
+)
 from graywave.flows.progress import WaveProgress
 from graywave.kernels import select_device
 from graywave.kernels.codecs import RejectReason
@@ -100,7 +107,11 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
 @task(name="process-batch", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=2)
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
-    return process_uploads(uploads, store, settings, select_device(settings.device))
+    device = select_device(settings.device)
+    codec = luma_batch_codec(device)
+    if codec is None:
+        return process_uploads(uploads, store, settings, device)
+    return process_uploads_batched(uploads, store, settings, device, codec)
 
 
 def _run_batches(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:

@@ -75,21 +75,23 @@ def histogram(plane: Any, bins: int = 16) -> Any:
 
 
 def histogram_batch(planes: Any | Sequence[Any], bins: int = 16) -> Any:
-    """Histograms of many planes: a ``(n, h, w)`` array, one launch on the GPU, or a sequence of
-    planes of any shapes. Returns ``(n, bins)`` int64 counts on the planes' device.
+    """Histograms of many planes: a ``(n, h, w)`` array or a sequence of planes of any shapes (one
+    kernel launch on the GPU either way). Returns ``(n, bins)`` int64 counts on the planes' device.
     """
     width = _check_bins(bins)
     if hasattr(planes, "ndim") and planes.ndim == 3:
         _check_uint8(planes, "planes")
         return _impl(planes).counts256_batch(planes).reshape(-1, bins, width).sum(axis=2)
-    rows = [histogram(plane, bins) for plane in planes]
-    if not rows:
+    planes = list(planes)
+    if not planes:
         return np.zeros((0, bins), np.int64)
-    if is_gpu_array(rows[0]):
-        import cupy
+    if is_gpu_array(planes[0]):
+        from graywave.kernels import _gpu
 
-        return cupy.stack(rows)
-    return np.stack(rows)
+        for plane in planes:
+            _check_uint8(plane, "planes")
+        return _gpu.counts256_planes(planes).reshape(-1, bins, width).sum(axis=2)  # one launch
+    return np.stack([histogram(plane, bins) for plane in planes])
 
 
 def warm_up(device: Device) -> None:

@@ -11,16 +11,17 @@ _luma = cp.ElementwiseKernel(
     "graywave_luma",
 )
 
-# One block row per image (blockIdx.y); each block counts its share of the image into
-# shared-memory bins, then adds them to the image's global bins once.
+# One block row per image (blockIdx.y), whatever the images' sizes: each block counts its share of
+# an image into shared-memory bins, then adds them to the image's global bins once.
 _counts256_kernel = cp.RawKernel(
     r"""
 extern "C" __global__
-void graywave_counts256(const unsigned char* planes, long long plane_size, unsigned long long* out) {
+void graywave_counts256(const unsigned long long* planes, const long long* sizes, unsigned long long* out) {
     __shared__ unsigned int local[256];
     for (int i = threadIdx.x; i < 256; i += blockDim.x) local[i] = 0;
     __syncthreads();
-    const unsigned char* p = planes + (long long)blockIdx.y * plane_size;
+    const unsigned char* p = (const unsigned char*)planes[blockIdx.y];
+    const long long plane_size = sizes[blockIdx.y];
     long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < plane_size; i += stride) {
         atomicAdd(&local[p[i]], 1u);
@@ -37,19 +38,25 @@ void graywave_counts256(const unsigned char* planes, long long plane_size, unsig
 _THREADS = 256
 
 
-def counts256_batch(planes: cp.ndarray) -> cp.ndarray:
-    planes = cp.ascontiguousarray(planes, dtype=cp.uint8)
-    n = planes.shape[0]
-    plane_size = planes[0].size if n else 0
-    out = cp.zeros((n, 256), cp.uint64)
-    if n and plane_size:
-        blocks = min(max(plane_size // (_THREADS * 64), 1), 1024)
-        _counts256_kernel((blocks, n), (_THREADS,), (planes, cp.int64(plane_size), out))
+def counts256_planes(planes: list[cp.ndarray]) -> cp.ndarray:
+    """256-bin counts of each plane (any shapes), in one kernel launch: (n, 256) int64."""
+    contiguous = [cp.ascontiguousarray(plane) for plane in planes]
+    out = cp.zeros((len(contiguous), 256), cp.uint64)
+    largest = max((plane.size for plane in contiguous), default=0)
+    if largest:
+        pointers = cp.asarray([plane.data.ptr for plane in contiguous], dtype=cp.uint64)
+        sizes = cp.asarray([plane.size for plane in contiguous], dtype=cp.int64)
+        blocks = min(max(largest // (_THREADS * 64), 1), 1024)
+        _counts256_kernel((blocks, len(contiguous)), (_THREADS,), (pointers, sizes, out))
     return out.astype(cp.int64)
 
 
+def counts256_batch(planes: cp.ndarray) -> cp.ndarray:
+    return counts256_planes(list(cp.ascontiguousarray(planes)))
+
+
 def counts256(plane: cp.ndarray) -> cp.ndarray:
-    return counts256_batch(plane[None])[0]
+    return counts256_planes([plane])[0]
 
 
 def luma_from_rgb(rgb: cp.ndarray) -> cp.ndarray:

@@ -115,11 +115,31 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
+@dataclass(frozen=True)
+class Header:
+    """What the container says, read without decoding pixels."""
+
+    format: str
+    mode: str
+    orientation: int
+
+    @property
+    def plain_jpeg(self) -> bool:
+        """A JPEG whose luma is its Y plane (YCbCr or grayscale): what a JPEG decoder can give directly."""
+        return self.format == "JPEG" and self.mode in ("L", "RGB")
+
+
+def read_header(data: bytes, max_pixels: int) -> Header:
+    """The format, colour mode and EXIF orientation of an upload; raises ``Rejected`` like ``decode_luma``."""
+    with _open_checked(data, max_pixels) as image:
+        fmt = "JPEG" if image.format == "MPO" else image.format
+        return Header(format=fmt, mode=image.mode, orientation=_orientation(image))
+
+
 def identify(data: bytes, max_pixels: int) -> str:
     """The accepted format of an upload (``JPEG``, ``PNG``, ``WEBP``, ``HEIF``, ``AVIF``), from its header
     alone; raises ``Rejected`` like ``decode_luma`` for what is not one."""
-    with _open_checked(data, max_pixels) as image:
-        return "JPEG" if image.format == "MPO" else image.format
+    return read_header(data, max_pixels).format
 
 
 def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
