@@ -33,3 +33,29 @@ def test_settings_shows_the_configuration(settings):
     assert result.exit_code == 0
     assert f"GRAYWAVE_BLOB_URL={settings.blob_url}" in result.output
     assert "GRAYWAVE_BINS=16" in result.output
+
+
+def test_token_issue_prints_a_token_and_stores_only_its_digest(settings, tmp_path, monkeypatch):
+    import hashlib
+    import json
+
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    result = runner.invoke(app, ["token", "issue", "alice"])
+    assert result.exit_code == 0
+    token = result.output.strip()
+    stored = (tmp_path / "tokens.json").read_text()
+    assert token not in stored
+    entry = json.loads(stored)["tokens"][0]
+    assert entry == {"sha256": hashlib.sha256(token.encode()).hexdigest(), "label": "alice", "user_id": "alice", "admin": False}
+    assert (tmp_path / "tokens.json").stat().st_mode & 0o077 == 0
+    assert runner.invoke(app, ["token", "issue", "ops", "--admin"]).exit_code == 0
+    assert runner.invoke(app, ["token", "issue", "not/a/user"]).exit_code == 2
+
+
+def test_analytics_run_from_the_command_line(settings, phone_files):
+    put_uploads(settings.blob_url, DAY, phone_files)
+    assert runner.invoke(app, ["wave", "run", "--date", DAY.isoformat()]).exit_code == 0
+    result = runner.invoke(app, ["analytics", "run", "--date", DAY.isoformat(), "--top-n", "2", "--metric", "l1"])
+    assert result.exit_code == 0, result.output
+    assert f"analytics of {DAY.isoformat()}: 4 users" in result.output
+    assert runner.invoke(app, ["analytics", "run", "--metric", "cosine"]).exit_code == 2
