@@ -134,9 +134,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             **{key: value for key, value in doc.items() if key in Image.model_fields and key not in ("links",)},
         )
 
-    def page(docs: list[dict[str, Any]], limit: int, offset: int, path: str) -> ImagePage:
-        following = f"{path}?limit={limit}&offset={offset + limit}" if offset + limit < len(docs) else None
-        return ImagePage(items=[view(d) for d in docs[offset : offset + limit]], total=len(docs), limit=limit, offset=offset, next=following)
+    def page(user_id: str | None, limit: int, offset: int, path: str) -> ImagePage:
+        docs, total = catalog.page(settings.today(), user_id, offset, limit)
+        following = f"{path}?limit={limit}&offset={offset + limit}" if offset + limit < total else None
+        return ImagePage(items=[view(d) for d in docs], total=total, limit=limit, offset=offset, next=following)
 
     def one(user_id: str, image_id: str) -> dict[str, Any]:
         doc = catalog.get(settings.today(), user_id, image_id)
@@ -241,7 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/images", response_model=ImagePage, responses=ERRORS, tags=["images"], summary="Every image")
     def list_all(_: Admin, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
-        return page(catalog.documents(settings.today()), limit, offset, "/images")
+        return page(None, limit, offset, "/images")
 
     @app.put("/images", response_model=Count, responses=ERRORS, tags=["images"],
              summary="Reprocess every handled image from its original")
@@ -261,7 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/images/{user_id}", response_model=ImagePage, responses=ERRORS, tags=["images"],
              summary="A user's images, oldest first")
     def list_user(user_id: Owner, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
-        return page(catalog.documents(settings.today(), user_id), limit, offset, f"/images/{user_id}")
+        return page(user_id, limit, offset, f"/images/{user_id}")
 
     @app.post("/images/{user_id}", response_model=Image, status_code=status.HTTP_202_ACCEPTED, tags=["images"],
               responses={**ERRORS, 200: {"model": Image, "description": "Processed now (wait=true)"}, 413: {"model": Error}, 415: {"model": Error}},

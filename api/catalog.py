@@ -86,12 +86,31 @@ class ImageCatalog:
         return [doc for doc in self._from_lake() if doc["source_key"] in keys]
 
     def documents(self, today: date, user_id: str | None = None) -> list[dict[str, Any]]:
-        """Every image (of one user, or of all), oldest upload first."""
-        documents = self._handled(user_id) + self._pending(user_id, today)
-        return sorted(documents, key=lambda doc: (doc["timestamp"] is None, doc["timestamp"], doc["_id"]))
+        """Every image (of one user, or of all): the handled ones oldest upload first, then the pending."""
+        return sorted(self._handled(user_id), key=_upload_order) + self._pending(user_id, today)
+
+    def page(self, today: date, user_id: str | None, offset: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """One page of ``documents`` and the total, the handled part paged by MongoDB when it is there."""
+        pending = self._pending(user_id, today)
+        catalog = self.backends.catalog
+        if catalog is not None:
+            query = {} if user_id is None else {"user_id": user_id}
+            handled_total = catalog.images.count_documents(query)
+            cursor = catalog.images.find(query).sort([("timestamp", 1), ("_id", 1)]).skip(offset).limit(limit)
+            handled = list(cursor)
+        else:
+            everything = sorted(self._handled(user_id), key=_upload_order)
+            handled_total, handled = len(everything), everything[offset : offset + limit]
+        start = max(0, offset - handled_total)
+        return handled + pending[start : start + limit - len(handled)], handled_total + len(pending)
 
     def get(self, today: date, user_id: str, image_id: str) -> dict[str, Any] | None:
         handled = self._handled(user_id, image_id)
         if handled:
             return handled[0]
         return next((doc for doc in self._pending(user_id, today) if doc["_id"] == image_id), None)
+
+
+def _upload_order(doc: dict[str, Any]) -> tuple[Any, ...]:
+    """Oldest upload first; bad-key rejects (no time) first of all; then by id."""
+    return (doc["timestamp"] is not None, doc["timestamp"] or 0, doc["_id"])

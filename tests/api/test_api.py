@@ -197,3 +197,16 @@ def test_openapi_documents_every_route_with_examples(api):
             ("/images/{user_id}/{image_id}", "put"), ("/images/day/median", "get")} <= routes
     assert all(op.get("summary") for methods in spec["paths"].values() for op in methods.values())
     assert spec["components"]["schemas"]["Image"]["examples"]
+
+
+def test_pages_run_through_handled_then_pending_images(api):
+    bob = api.client("bob")
+    handled = [upload(bob, "bob", wait=True, name=f"h{k}.jpg").json()["image_id"] for k in range(2)]
+    pending = [upload(bob, "bob", name=f"p{k}.jpg").json()["image_id"] for k in range(2)]
+    first = bob.get("/images/bob", params={"limit": 3}).json()
+    assert first["total"] == 4
+    assert [i["status"] for i in first["items"]] == ["processed", "processed", "pending"]
+    second = bob.get(first["next"]).json()
+    assert second["next"] is None and [i["status"] for i in second["items"]] == ["pending"]
+    seen = [i["image_id"] for i in first["items"] + second["items"]]
+    assert sorted(seen[:2]) == sorted(handled) and sorted(seen[2:]) == sorted(pending)  # S3 times are in seconds
