@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from graywave.backends import Backends
 from graywave.config import Settings
 from graywave.flows.daily import DailyHistograms, daily_histograms, median_row, similar_users_table
-from graywave.kernels.similarity import DEFAULT_METRIC, METRICS, Metric
+from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 
 
 @task(name="daily-histograms", cache_policy=NO_CACHE, persist_result=False)
@@ -79,8 +79,7 @@ def _record(backends: Backends, daily: DailyHistograms, median: dict[str, Any] |
 @flow(name="graywave-analytics")
 def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
     """The day's user histograms, median and top-n similar users, into the lake (and MongoDB)."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    check_metric(metric)
     if top_n < 1:
         raise ValueError("top_n must be at least 1")
     settings = Settings()

@@ -51,6 +51,9 @@ class BatchResult:
     rejects: list[dict[str, Any]] = field(default_factory=list)
     pixels: int = 0
 
+    def reject(self, upload: Upload, rejected: Rejected) -> None:
+        self.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+
 
 def reject_row(source_key: str, user_id: str | None, blob: BlobInfo | None, reason: RejectReason, detail: str) -> dict[str, Any]:
     return {
@@ -62,6 +65,10 @@ def reject_row(source_key: str, user_id: str | None, blob: BlobInfo | None, reas
         "seen_at": datetime.now(UTC),
         "source_bytes": blob.size if blob else None,
     }
+
+
+def _vanished() -> Rejected:
+    return Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store")
 
 
 def _image_row(upload: Upload, image: DecodedImage, counts: list[int], processed_bytes: int) -> dict[str, Any]:
@@ -134,13 +141,11 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
                 try:
                     data = read.result()
                 except BlobNotFound:
-                    raise Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store") from None
+                    raise _vanished() from None
                 row, encoded = process_bytes(upload, data, settings, device)
                 del data
             except Rejected as rejected:
-                result.rejects.append(
-                    reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail)
-                )
+                result.reject(upload, rejected)
                 continue
             writes.append(io.submit(store.write, upload.key.processed_key, encoded, PROCESSED_CONTENT_TYPE))
             result.images.append(row)
@@ -188,10 +193,10 @@ def process_uploads_batched(
     for i, (upload, data) in enumerate(zip(uploads, datas, strict=True)):
         try:
             if data is None:
-                raise Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store")
+                raise _vanished()
             headers[i] = read_header(data, settings.max_pixels)
         except Rejected as rejected:
-            result.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+            result.reject(upload, rejected)
     plain = [i for i, header in headers.items() if header.plain_jpeg]
     for i, plane in zip(plain, codec.decode([datas[i] for i in plain]), strict=True):
         if plane is not None:
@@ -202,8 +207,7 @@ def process_uploads_batched(
         try:
             decoded = decode_luma(datas[i], settings.max_pixels)
         except Rejected as rejected:
-            upload = uploads[i]
-            result.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+            result.reject(uploads[i], rejected)
             continue
         images[i] = DecodedImage(device.put(decoded.plane), decoded.format, decoded.orientation)
     order = sorted(images)

@@ -88,10 +88,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a tabl
 
 
 def _check_metric(metric: str) -> str:
-    from graywave.kernels.similarity import METRICS
+    from graywave.kernels.similarity import check_metric
 
-    if metric not in METRICS:
-        raise typer.BadParameter(f"use one of {', '.join(METRICS)}", param_hint="--metric")
+    try:
+        check_metric(metric)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--metric") from None
     return metric
 
 

@@ -40,7 +40,8 @@ EXTRA_CANDIDATES = 6
 RESCORE_ROWS = 2048
 
 
-def _check_metric(metric: str) -> None:
+def check_metric(metric: str) -> None:
+    """Raise ``ValueError`` naming the metrics when ``metric`` is not one of them."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
 
@@ -63,7 +64,7 @@ def pair_distances(p: np.ndarray, others: np.ndarray, metric: Metric = DEFAULT_M
       sqrt(1 - sum sqrt(p q)), OpenCV's HISTCMP_BHATTACHARYYA, without its cancellation near 0 (0 .. 1)
     - correlation: 1 - Pearson r (OpenCV's HISTCMP_CORREL; r = 0 when a row is constant; 0 .. 2)
     """
-    _check_metric(metric)
+    check_metric(metric)
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(others, dtype=np.float64)
     if metric in ("design", "chisquare"):
@@ -122,7 +123,7 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
     A CuPy input runs the candidate search on the GPU. Rows with fewer than n others are padded
     with -1 / inf. Memory is O(N * n).
     """
-    _check_metric(metric)
+    check_metric(metric)
     if n < 1:
         raise ValueError("n must be at least 1")
     on_gpu = is_gpu_array(fractions)

@@ -130,23 +130,27 @@ class Lake:
         parts = [f"date={day.isoformat()}", *(f"{name}={value}" for name, value in zip(names, values, strict=True))]
         return f"{table}/{'/'.join(parts)}/"
 
-    def _write(self, key: str, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    def _write(self, key: str, data: pa.Table) -> None:
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(list(rows), schema=SCHEMAS[table]), buffer, compression="zstd")
+        pq.write_table(data, buffer, compression="zstd")
         self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
+
+    @staticmethod
+    def _table(table: Table, rows: Sequence[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist(list(rows), schema=SCHEMAS[table])
 
     def append(self, table: Table, day: date, wave: str, rows: Sequence[dict[str, Any]]) -> str | None:
         """Write ``rows`` as one new Parquet file in the partition and return its key; none for no rows."""
         if not rows:
             return None
         key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
-        self._write(key, table, rows)
+        self._write(key, self._table(table, rows))
         return key
 
     def replace(self, table: Table, day: date, *values: str, rows: Sequence[dict[str, Any]]) -> str:
         """Make ``rows`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
         key = f"{self.partition_prefix(table, day, *values)}data.parquet"
-        self._write(key, table, rows)
+        self._write(key, self._table(table, rows))
         return key
 
     def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
@@ -180,7 +184,7 @@ class Lake:
         removed = 0
         needle = pa.array(sorted(values), pa.string())
         for key in self.files(table, days):
-            data = pq.read_table(pa.BufferReader(self.store.read(key)))
+            data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
             hit = pc.is_in(data.column(columns[0]), value_set=needle)
             for column in columns[1:]:
                 hit = pc.or_(hit, pc.is_in(data.column(column), value_set=needle))
@@ -190,7 +194,7 @@ class Lake:
             removed += count
             kept = data.filter(pc.invert(hit))
             if kept.num_rows:
-                self._write(key, table, kept.to_pylist())
+                self._write(key, kept)  # read with the table's schema: written back unchanged
             else:
                 self.store.delete(key)
         return removed
