@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from graywave.records import ImageRecord, RejectRecord
+from graywave.service.images import ImageEntry
+
 HISTOGRAM_EXAMPLE = [0, 1021, 5400, 90210, 310002, 901233, 1502345, 2100456, 2201000, 1900220, 1500110, 900020, 500101, 200034, 80012, 1002]
 
 
@@ -64,6 +67,30 @@ class Image(BaseModel):
     reason: str | None = Field(None, description="Why it was rejected: a stable code.")
     detail: str | None = None
     links: Links
+
+    @classmethod
+    def of(cls, entry: ImageEntry) -> Image:
+        """The HTTP view of what the catalog knows of one upload."""
+        base = f"/images/{entry.user_id}/{entry.image_id}"
+        record = entry.record
+        fields: dict[str, Any] = {}
+        if isinstance(record, ImageRecord):
+            fields = {name: getattr(record, name) for name in (
+                "processed_at", "width", "height", "format", "pixel_count", "processed_bytes", "histogram")}
+        elif isinstance(record, RejectRecord):
+            fields = {"reason": record.reason, "detail": record.detail}
+        return cls(
+            image_id=entry.image_id,
+            user_id=entry.user_id,
+            status=entry.status,
+            file_name=entry.file_name,
+            uploaded_at=entry.uploaded_at,
+            date=entry.date.isoformat() if entry.date else None,
+            wave=entry.wave,
+            source_bytes=entry.source_bytes,
+            links=Links(self=base, processed=f"{base}/processed" if entry.status == "processed" else None),
+            **fields,
+        )
 
 
 class ImagePage(BaseModel):

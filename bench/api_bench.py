@@ -21,11 +21,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from graywave.api.auth import issue_token
+from graywave.service.tokens import issue_token
 from graywave.config import Settings
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-from graywave.storage.layout import image_id_for, upload_key
+from graywave.records import ImageRecord, image_id_for
+from graywave.storage.layout import upload_key
 
 USERS = 1_000
 CLIENTS = 50
@@ -41,14 +42,14 @@ def seed_lake(lake: Lake, day) -> list[tuple[str, str]]:
         user = f"user{u:04d}"
         key = upload_key(day, user, "IMG_0001.jpg")
         histogram = rng.multinomial(12_000_000, rng.dirichlet(np.ones(16))).tolist()
-        rows.append({
-            "image_id": image_id_for(key), "user_id": user, "upload_date": day, "file_name": "IMG_0001.jpg",
-            "source_key": key, "processed_key": f"processed/{day}/{user}/{image_id_for(key)}.jpg",
-            "uploaded_at": now, "processed_at": now, "width": 4000, "height": 3000, "format": "JPEG",
-            "pixel_count": 12_000_000, "source_bytes": 2_000_000, "processed_bytes": 1_500_000, "histogram": histogram,
-        })
+        rows.append(ImageRecord(
+            image_id=image_id_for(key), user_id=user, upload_date=day, file_name="IMG_0001.jpg",
+            source_key=key, processed_key=f"processed/{day}/{user}/{image_id_for(key)}.jpg",
+            uploaded_at=now, processed_at=now, width=4000, height=3000, format="JPEG",
+            pixel_count=12_000_000, source_bytes=2_000_000, processed_bytes=1_500_000, histogram=tuple(histogram),
+        ))
         ids.append((user, image_id_for(key)))
-    lake.append("images", day, "morning", rows)
+    lake.append("images", ImageRecord.to_arrow(rows), day=day, wave="morning")
     return ids
 
 

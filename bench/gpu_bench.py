@@ -25,7 +25,7 @@ from similarity_bench import synthetic_day  # noqa: E402
 from wave_bench import DAY, PHONE_12MP, samples  # noqa: E402
 
 from graywave.config import Settings  # noqa: E402
-from graywave.flows.batch import Upload, luma_batch_codec, process_uploads, process_uploads_batched  # noqa: E402
+from graywave.service.batch import Upload, luma_batch_codec, process_uploads, process_uploads_batched  # noqa: E402
 from graywave.kernels import select_device  # noqa: E402
 from graywave.kernels.similarity import all_pairs_nearest  # noqa: E402
 from graywave.storage.blobs import LocalBlobStore  # noqa: E402

@@ -35,8 +35,8 @@ import simplejpeg
 from PIL import Image
 
 from graywave.config import Settings
-from graywave.flows.batch import Upload, process_uploads
-from graywave.flows.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
+from graywave.service.batch import Upload, process_uploads
+from graywave.service.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.kernels import histogram, select_device
 from graywave.kernels.codecs import decode_luma
 from graywave.storage.blobs import LocalBlobStore, open_blob_store

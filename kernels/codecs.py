@@ -20,13 +20,13 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 import pillow_heif
 import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from graywave.errors import Rejected, RejectReason
 from graywave.kernels import luma_from_rgb
 
 pillow_heif.register_heif_opener()
@@ -35,28 +35,6 @@ Image.MAX_IMAGE_PIXELS = None
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG", "WEBP", "HEIF", "AVIF"}
-
-
-class RejectReason(StrEnum):
-    """Stable short codes for uploads that cannot be processed."""
-
-    EMPTY = "empty"
-    NOT_AN_IMAGE = "not_an_image"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    TRUNCATED = "truncated"
-    CORRUPT = "corrupt"
-    BAD_KEY = "bad_key"
-    VANISHED = "vanished"
-
-
-class Rejected(Exception):
-    """An upload that cannot become a processed image, with a reason code and a human detail."""
-
-    def __init__(self, reason: RejectReason, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from functools import cache
 from types import ModuleType
 from typing import Any, Literal
 
+from graywave.errors import DeviceUnavailable
+
 
 @cache
 def gpu_available() -> bool:
@@ -56,7 +58,7 @@ def select_device(requested: Literal["auto", "cpu", "gpu"]) -> Device:
     if gpu_available():
         return Device("gpu")
     if requested == "gpu":
-        raise RuntimeError(
+        raise DeviceUnavailable(
             "GRAYWAVE_DEVICE=gpu but no CUDA GPU is usable: install the 'gpu' extra "
             "(pip install 'graywave[gpu]') on a machine with an NVIDIA GPU, or use GRAYWAVE_DEVICE=auto|cpu"
         )

@@ -16,10 +16,11 @@ results are the float64 answer: neighbours sorted by (distance, index), ties bro
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
+from graywave.errors import InvalidInput
 from graywave.kernels import _similarity_cpu as cpu
 from graywave.kernels.device import is_gpu_array
 
@@ -40,10 +41,11 @@ EXTRA_CANDIDATES = 6
 RESCORE_ROWS = 2048
 
 
-def check_metric(metric: str) -> None:
-    """Raise ``ValueError`` naming the metrics when ``metric`` is not one of them."""
+def check_metric(metric: str) -> Metric:
+    """``metric`` as a ``Metric``; ``InvalidInput`` naming the metrics when it is not one of them."""
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+        raise InvalidInput(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    return cast(Metric, metric)
 
 
 def normalize(counts: Any) -> np.ndarray:

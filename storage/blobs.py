@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 import filelock
+import pyarrow.fs as pafs
+
+from graywave.errors import BlobNotFound, StoreBusy
 
 
 @dataclass(frozen=True)
@@ -26,14 +29,6 @@ class BlobInfo:
     size: int
     modified: datetime
     """When the object was stored (UTC)."""
-
-
-class BlobNotFound(KeyError):
-    """The key does not exist (or no longer exists) in the store."""
-
-
-class StoreBusy(RuntimeError):
-    """Another process holds the exclusive lock."""
 
 
 class BlobStore(Protocol):
@@ -64,6 +59,11 @@ class BlobStore(Protocol):
 
         A holder that dies without releasing it (kill -9) loses it within ``ttl_s`` at most.
         """
+        ...
+
+    def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """The same objects as a pyarrow filesystem and the path of the store's root in it, for
+        readers that scan many files at once (``pyarrow.dataset``)."""
         ...
 
 
@@ -118,6 +118,9 @@ class LocalBlobStore:
 
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()
+
+    def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
+        return pafs.LocalFileSystem(), self.root.as_posix()
 
     @contextmanager
     def exclusive(self, key: str, ttl_s: float) -> Iterator[None]:

@@ -6,61 +6,42 @@
     <lake>/daily_median/date=YYYY-MM-DD/data.parquet
     <lake>/similar_users/date=YYYY-MM-DD/metric=<metric>/data.parquet
 
+    <lake>/_generation                                                a token every write changes
+
 ``date`` is the day of the wave that handled the upload (in GRAYWAVE_TIMEZONE) and ``wave`` its
 name; both live in the path only. The lake sits on a blob store (a local folder or S3), whose
 writes are atomic, so readers never see a partial file.
+
+Writes take Arrow tables (``append``, ``replace``) and go through the blob store. Reads go through
+``pyarrow.dataset`` (``scan``): only the partitions asked for are listed, only the columns asked
+for are read, and row filters are pushed down to the Parquet row groups. Image rows are written
+sorted by user, in row groups of ``IMAGE_ROW_GROUP`` rows, so that a filter on ``user_id`` skips
+most of each file by its statistics. Every write then changes ``_generation``: a reader that
+caches what it read (the API does) keys its cache on ``generation()`` and never serves rows that
+a write (an append, a rewrite, a deletion) has changed since.
 """
 
 from __future__ import annotations
 
 import io
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date
-from typing import Any, Literal
+from threading import Lock
+from typing import Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from graywave.storage.blobs import BlobStore, StoreBusy
+from graywave.errors import BlobNotFound, LakeBusy, StoreBusy
+from graywave.records import ImageRecord, RejectRecord
+from graywave.storage.blobs import BlobStore
 
 Table = Literal["images", "rejects", "daily_user_histograms", "daily_median", "similar_users"]
-
-_UTC = pa.timestamp("us", tz="UTC")
-
-IMAGES_SCHEMA = pa.schema(
-    [
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=False),
-        pa.field("upload_date", pa.date32(), nullable=False),
-        pa.field("file_name", pa.string(), nullable=False),
-        pa.field("source_key", pa.string(), nullable=False),
-        pa.field("processed_key", pa.string(), nullable=False),
-        pa.field("uploaded_at", _UTC, nullable=False),
-        pa.field("processed_at", _UTC, nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("format", pa.string(), nullable=False),
-        pa.field("pixel_count", pa.int64(), nullable=False),
-        pa.field("source_bytes", pa.int64(), nullable=False),
-        pa.field("processed_bytes", pa.int64(), nullable=False),
-        pa.field("histogram", pa.list_(pa.int64()), nullable=False),
-    ]
-)
-
-REJECTS_SCHEMA = pa.schema(
-    [
-        pa.field("source_key", pa.string(), nullable=False),
-        pa.field("user_id", pa.string(), nullable=True),
-        pa.field("reason", pa.string(), nullable=False),
-        pa.field("detail", pa.string(), nullable=False),
-        pa.field("uploaded_at", _UTC, nullable=True),
-        pa.field("seen_at", _UTC, nullable=False),
-        pa.field("source_bytes", pa.int64(), nullable=True),
-    ]
-)
 
 DAILY_USER_HISTOGRAMS_SCHEMA = pa.schema(
     [
@@ -89,8 +70,8 @@ SIMILAR_USERS_SCHEMA = pa.schema(
 )
 
 SCHEMAS: dict[Table, pa.Schema] = {
-    "images": IMAGES_SCHEMA,
-    "rejects": REJECTS_SCHEMA,
+    "images": ImageRecord.ARROW_SCHEMA,
+    "rejects": RejectRecord.ARROW_SCHEMA,
     "daily_user_histograms": DAILY_USER_HISTOGRAMS_SCHEMA,
     "daily_median": DAILY_MEDIAN_SCHEMA,
     "similar_users": SIMILAR_USERS_SCHEMA,
@@ -106,12 +87,18 @@ PARTITIONS: dict[Table, pa.Schema] = {
 }
 """Hive partition columns of each table, in path order; they live in the path only."""
 
+SORT_KEYS: dict[Table, list[tuple[str, str]]] = {
+    "images": [("user_id", "ascending"), ("uploaded_at", "ascending")],
+    "rejects": [("source_key", "ascending")],
+}
+"""Appended files are sorted so that row-group statistics serve the reads that filter by these."""
 
-class LakeBusy(StoreBusy):
-    """Another wave holds the lake."""
-
+IMAGE_ROW_GROUP = 1024
+"""Rows per row group of appended files: small enough that a filter on one user reads little."""
 
 WRITER_LOCK = "_locks/writer"
+GENERATION = "_generation"
+_DATASETS_CACHED = 32
 
 
 class Lake:
@@ -120,6 +107,9 @@ class Lake:
     def __init__(self, store: BlobStore):
         self.store = store
         self.url = store.url
+        self._datasets: OrderedDict[tuple[Table, tuple[date, ...] | None], tuple[str, ds.Dataset]] = OrderedDict()
+        self._datasets_lock = Lock()
+        self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
 
     @staticmethod
     def partition_prefix(table: Table, day: date, *values: str) -> str:
@@ -130,77 +120,148 @@ class Lake:
         parts = [f"date={day.isoformat()}", *(f"{name}={value}" for name, value in zip(names, values, strict=True))]
         return f"{table}/{'/'.join(parts)}/"
 
-    def _write(self, key: str, data: pa.Table) -> None:
+    # --- writes -----------------------------------------------------------------------------------
+
+    def generation(self) -> str:
+        """A token that every write to the lake changes (any table): equal tokens, equal content."""
+        try:
+            return self.store.read(GENERATION).decode()
+        except BlobNotFound:
+            return "0"
+
+    def _changed(self) -> None:
+        self.store.write(GENERATION, uuid.uuid4().hex.encode(), "text/plain")
+
+    def _write(self, table: Table, key: str, data: pa.Table) -> None:
+        data = data.cast(SCHEMAS[table])  # refuse a wrong shape before anything is written
+        if table in SORT_KEYS and data.num_rows > 1:
+            data = data.sort_by(SORT_KEYS[table])
         buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd")
+        pq.write_table(data, buffer, compression="zstd", row_group_size=IMAGE_ROW_GROUP)
         self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
 
-    @staticmethod
-    def _table(table: Table, rows: Sequence[dict[str, Any]]) -> pa.Table:
-        return pa.Table.from_pylist(list(rows), schema=SCHEMAS[table])
-
-    def append(self, table: Table, day: date, wave: str, rows: Sequence[dict[str, Any]]) -> str | None:
-        """Write ``rows`` as one new Parquet file in the partition and return its key; none for no rows."""
-        if not rows:
+    def append(self, table: Table, data: pa.Table, *, day: date, wave: str) -> str | None:
+        """Write ``data`` as one new Parquet file in the partition and return its key; none for no rows."""
+        if not data.num_rows:
             return None
         key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
-        self._write(key, self._table(table, rows))
+        self._write(table, key, data)
+        self._changed()
         return key
 
-    def replace(self, table: Table, day: date, *values: str, rows: Sequence[dict[str, Any]]) -> str:
-        """Make ``rows`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
-        key = f"{self.partition_prefix(table, day, *values)}data.parquet"
-        self._write(key, self._table(table, rows))
+    def replace(self, table: Table, data: pa.Table, *, day: date, partition: Sequence[str] = ()) -> str:
+        """Make ``data`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
+        key = f"{self.partition_prefix(table, day, *partition)}data.parquet"
+        self._write(table, key, data)
+        self._changed()
         return key
 
-    def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
-        prefixes = [f"{table}/"] if days is None else [f"{table}/date={day.isoformat()}/" for day in days]
-        return sorted(
-            blob.key for prefix in prefixes for blob in self.store.list(prefix) if blob.key.endswith(".parquet")
-        )
-
-    def read(self, table: Table, days: Iterable[date] | None = None, columns: list[str] | None = None) -> pa.Table:
-        """Rows of ``table`` (all days, or only ``days``) with ``date`` and ``wave`` from the path."""
-        wanted = columns or SCHEMAS[table].names
-        schema = pa.schema([SCHEMAS[table].field(name) for name in wanted if name in SCHEMAS[table].names])
-        partitions = PARTITIONS[table]
-        parts = []
-        for key in self.files(table, days):
-            part = pq.read_table(pa.BufferReader(self.store.read(key)), columns=schema.names, schema=schema)
-            values = _partition_values(key)
-            for field in partitions:
-                value = date.fromisoformat(values[field.name]) if field.name == "date" else values[field.name]
-                part = part.append_column(field, pa.array([value] * part.num_rows, field.type))
-            parts.append(part)
-        full = pa.unify_schemas([schema, partitions])
-        table_ = pa.concat_tables(parts) if parts else full.empty_table()
-        return table_.select([name for name in (columns or full.names)])
-
-    def remove_rows(self, table: Table, columns: Sequence[str], values: set[str], days: Iterable[date] | None = None) -> int:
+    def remove_rows(
+        self, table: Table, columns: Sequence[str], values: Iterable[str], *, days: Iterable[date] | None = None
+    ) -> int:
         """Rewrite the files of ``table`` without the rows whose ``columns`` hold one of ``values``.
 
-        Each file is replaced whole (atomically) or deleted when nothing is left. Returns the rows removed.
+        Only the files that hold such rows are touched (found by a pushed-down filter); each is
+        replaced whole (atomically) or deleted when nothing is left. Returns the rows removed.
         """
+        needle = pa.array(sorted(set(values)), pa.string())
+        if not len(needle):
+            return 0
+        hit = ds.field(columns[0]).isin(needle)
+        for column in columns[1:]:
+            hit = hit | ds.field(column).isin(needle)
+        dataset = self._dataset(table, days)
+        files = set(dataset.to_table(columns=["__filename"], filter=hit).column("__filename").to_pylist())
+        _, base = self._filesystem()
         removed = 0
-        needle = pa.array(sorted(values), pa.string())
-        for key in self.files(table, days):
+        for path in sorted(files):
+            key = path[len(base) + 1 :]
             data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
-            hit = pc.is_in(data.column(columns[0]), value_set=needle)
-            for column in columns[1:]:
-                hit = pc.or_(hit, pc.is_in(data.column(column), value_set=needle))
-            count = pc.sum(hit).as_py() or 0
-            if not count:
-                continue
-            removed += count
-            kept = data.filter(pc.invert(hit))
+            kept = data.filter(~hit)
+            removed += data.num_rows - kept.num_rows
             if kept.num_rows:
-                self._write(key, kept)  # read with the table's schema: written back unchanged
+                self._write(table, key, kept)
             else:
                 self.store.delete(key)
+        if files:
+            self._changed()
         return removed
 
+    # --- reads ------------------------------------------------------------------------------------
+
+    def _filesystem(self) -> tuple[pafs.FileSystem, str]:
+        if self._arrow_fs is None:
+            self._arrow_fs = self.store.arrow_filesystem()
+        return self._arrow_fs
+
+    def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
+        """The keys of the table's Parquet files (of ``days`` only, if given), listing only those partitions."""
+        _, base = self._filesystem()
+        return sorted(path[len(base) + 1 :] for path in self._paths(table, None if days is None else tuple(days)))
+
+    def _paths(self, table: Table, days: tuple[date, ...] | None) -> list[str]:
+        fs, base = self._filesystem()
+        roots = [f"{base}/{table}"] if days is None else [f"{base}/{table}/date={day.isoformat()}" for day in sorted(set(days))]
+        return sorted(
+            info.path
+            for root in roots
+            for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+            if info.type == pafs.FileType.File
+            and info.path.endswith(".parquet")
+            and not info.base_name.startswith((".", "_"))
+        )
+
+    def _dataset(self, table: Table, days: Iterable[date] | None) -> ds.Dataset:
+        """The table's files as a dataset, discovered again only when the lake's generation changed."""
+        wanted = None if days is None else tuple(sorted(set(days)))
+        generation = self.generation()
+        with self._datasets_lock:
+            cached = self._datasets.get((table, wanted))
+            if cached is not None and cached[0] == generation:
+                self._datasets.move_to_end((table, wanted))
+                return cached[1]
+        fs, base = self._filesystem()
+        dataset = ds.dataset(
+            self._paths(table, wanted),
+            schema=pa.unify_schemas([SCHEMAS[table], PARTITIONS[table]]),
+            format="parquet",
+            filesystem=fs,
+            partitioning=ds.partitioning(PARTITIONS[table], flavor="hive"),
+            partition_base_dir=f"{base}/{table}",
+        )
+        with self._datasets_lock:
+            self._datasets[(table, wanted)] = (generation, dataset)
+            while len(self._datasets) > _DATASETS_CACHED:
+                self._datasets.popitem(last=False)
+        return dataset
+
+    def scan(
+        self,
+        table: Table,
+        *,
+        days: Iterable[date] | None = None,
+        columns: Sequence[str] | None = None,
+        filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name for it
+    ) -> pa.Table:
+        """Rows of ``table`` (all days, or only ``days``), with its partition columns from the path.
+
+        ``columns`` are the only ones read; ``filter`` (a ``pyarrow.dataset`` expression, e.g.
+        ``ds.field("user_id") == "alice"``) is pushed down to the files' row groups.
+        """
+        days = None if days is None else tuple(days)
+        try:
+            return self._dataset(table, days).to_table(columns=columns, filter=filter)
+        except FileNotFoundError:  # a file rewritten or removed since the dataset was discovered
+            with self._datasets_lock:
+                self._datasets.clear()
+            return self._dataset(table, days).to_table(columns=columns, filter=filter)
+
+    def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""
+        return self.scan(table, days=days, columns=columns)
+
     def source_keys(self, table: Table, days: Iterable[date]) -> set[str]:
-        return set(self.read(table, days, columns=["source_key"]).column("source_key").to_pylist())
+        return set(self.scan(table, days=days, columns=["source_key"]).column("source_key").to_pylist())
 
     @contextmanager
     def exclusive(self, ttl_s: float = 60.0) -> Iterator[None]:
@@ -212,7 +273,3 @@ class Lake:
                 raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
             yield
 
-
-def _partition_values(key: str) -> dict[str, str]:
-    """``{"date": "2026-11-25", "wave": "morning"}`` from ``images/date=2026-11-25/wave=morning/part.parquet``."""
-    return dict(part.split("=", 1) for part in key.split("/")[1:-1])

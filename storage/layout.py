@@ -6,20 +6,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date
+
+from graywave.errors import BadKey
+from graywave.records import image_id_for
 
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 UPLOADS = "uploads"
 PROCESSED = "processed"
 PROCESSED_EXTENSION = "jpg"
 PROCESSED_CONTENT_TYPE = "image/jpeg"
-
-
-class BadKey(ValueError):
-    """A key under ``uploads/`` that does not follow the layout."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +61,6 @@ def parse_upload_key(key: str) -> UploadKey:
     if not file_name:
         raise BadKey(f"{key!r} has an empty file name")
     return UploadKey(key=key, upload_date=upload_date, user_id=user_id, file_name=file_name)
-
-
-def image_id_for(source_key: str) -> str:
-    """A stable id for an upload key: 20 hex digits (80 bits) of its SHA-256."""
-    return hashlib.sha256(source_key.encode()).hexdigest()[:20]
 
 
 def processed_key(upload_date: date, user_id: str, image_id: str) -> str:

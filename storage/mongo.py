@@ -4,7 +4,8 @@ One collection, ``images``, one document per upload, keyed by its ``image_id`` (
 document's fields (``user_id``, ``file_name``, ``image_url``, ``timestamp``, ``histogram``) and what
 the API needs (status, sizes, keys, the wave). Rejected uploads are documents too, with
 ``status: "rejected"`` and the reason. Writes are unordered bulk upserts by ``_id``: replaying them
-changes nothing, so a rerun never duplicates.
+changes nothing, so a rerun never duplicates. The documents are made by the records
+(``graywave.records.ImageRecord.to_document``); this module only stores and finds them.
 
     {"_id": "9f2c...", "user_id": "alice", "file_name": "IMG_0001.HEIC",
      "image_url": "s3://photos/uploads/2026-11-25/alice/IMG_0001.HEIC",
@@ -18,72 +19,24 @@ changes nothing, so a rerun never duplicates.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReplaceOne
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from graywave.storage.layout import image_id_for
+from graywave.errors import BackendUnavailable
 
 COLLECTION = "images"
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend stayed unreachable for longer than the wave is willing to wait."""
+UPLOAD_ORDER = [("timestamp", ASCENDING), ("_id", ASCENDING)]
+"""A user's images oldest upload first (served by the ``user_time`` index), then by id."""
 
 
 def _transient(error: BaseException) -> bool:
     return isinstance(error, ConnectionFailure) or (
         isinstance(error, PyMongoError) and error.has_error_label("RetryableWriteError")
     )
-
-
-def image_document(row: dict[str, Any], day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
-    return {
-        "_id": row["image_id"],
-        "user_id": row["user_id"],
-        "file_name": row["file_name"],
-        "image_url": url_for(row["source_key"]),
-        "timestamp": row["uploaded_at"],
-        "histogram": row["histogram"],
-        "status": "processed",
-        "date": day.isoformat(),
-        "wave": wave,
-        "upload_date": row["upload_date"].isoformat(),
-        "source_key": row["source_key"],
-        "processed_key": row["processed_key"],
-        "processed_url": url_for(row["processed_key"]),
-        "processed_at": row["processed_at"],
-        "width": row["width"],
-        "height": row["height"],
-        "pixel_count": row["pixel_count"],
-        "format": row["format"],
-        "source_bytes": row["source_bytes"],
-        "processed_bytes": row["processed_bytes"],
-    }
-
-
-def reject_document(row: dict[str, Any], day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
-    key = row["source_key"]
-    parts = key.split("/")
-    return {
-        "_id": image_id_for(key),
-        "user_id": row["user_id"],
-        "file_name": parts[-1],
-        "image_url": url_for(key),
-        "timestamp": row["uploaded_at"],
-        "status": "rejected",
-        "reason": row["reason"],
-        "detail": row["detail"],
-        "date": day.isoformat(),
-        "wave": wave,
-        "source_key": key,
-        "source_bytes": row["source_bytes"],
-        "seen_at": row["seen_at"],
-    }
 
 
 class MongoCatalog:
@@ -126,6 +79,18 @@ class MongoCatalog:
         target = self.images.database[collection]
         if operations:
             self._retrying(f"{len(operations)} upserts", lambda: target.bulk_write(operations, ordered=False))
+
+    def find(self, query: Mapping[str, Any], skip: int = 0, limit: int = 0) -> list[dict[str, Any]]:
+        """The ``images`` documents that match ``query``, oldest upload first."""
+        return list(self.images.find(dict(query)).sort(UPLOAD_ORDER).skip(skip).limit(limit))
+
+    def count(self, query: Mapping[str, Any]) -> int:
+        return self.images.count_documents(dict(query))
+
+    def handled(self, source_keys: Iterable[str]) -> set[str]:
+        """Which of these uploads have a document (processed or rejected)."""
+        keys = sorted(source_keys)
+        return {doc["source_key"] for doc in self.images.find({"source_key": {"$in": keys}}, {"source_key": 1})}
 
     def delete_sources(self, source_keys: set[str]) -> None:
         """Delete the documents of these uploads."""

@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from urllib.parse import urlsplit
+
 import boto3
+import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from graywave.storage.blobs import BlobInfo, BlobNotFound, StoreBusy
+from graywave.errors import BlobNotFound, StoreBusy
+from graywave.storage.blobs import BlobInfo
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
 MAX_POOL_CONNECTIONS = 64
@@ -57,6 +61,7 @@ class S3BlobStore:
     def __init__(self, url: str, endpoint_url: str | None = None, client: Any = None):
         self.bucket, self.prefix = split_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.endpoint_url = endpoint_url
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -93,6 +98,15 @@ class S3BlobStore:
 
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
+        """pyarrow's own S3 client on the same endpoint and region; credentials come from the same
+        standard AWS chain as boto3's."""
+        options: dict[str, Any] = {"region": self.client.meta.region_name or "us-east-1"}
+        if self.endpoint_url:
+            endpoint = urlsplit(self.endpoint_url)
+            options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme or "https")
+        return pafs.S3FileSystem(**options), f"{self.bucket}/{self.prefix}".rstrip("/")
 
     def presigned_get(self, key: str, expires_s: int) -> str:
         return self.client.generate_presigned_url(

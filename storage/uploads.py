@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
+from graywave.errors import InvalidInput, UnsupportedMediaType
 from graywave.storage.blobs import BlobStore
 from graywave.storage.layout import USER_ID_PATTERN, upload_key
 from graywave.storage.s3 import PresignedPost, S3BlobStore
@@ -31,11 +32,11 @@ def presign_upload(
     store: BlobStore, day: date, user_id: str, content_type: str, max_bytes: int, expires_s: int
 ) -> PresignedPost:
     if not isinstance(store, S3BlobStore):
-        raise ValueError("direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)")
+        raise InvalidInput("direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)")
     if not USER_ID_PATTERN.match(user_id):
-        raise ValueError(f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}")
+        raise InvalidInput(f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}")
     extension = UPLOAD_CONTENT_TYPES.get(content_type)
     if extension is None:
-        raise ValueError(f"content type {content_type!r} is not one of {', '.join(UPLOAD_CONTENT_TYPES)}")
+        raise UnsupportedMediaType(f"content type {content_type!r} is not one of {', '.join(UPLOAD_CONTENT_TYPES)}")
     key = upload_key(day, user_id, f"{uuid.uuid4().hex}.{extension}")
     return store.presigned_post(key, content_type, max_bytes, expires_s)

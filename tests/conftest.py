@@ -141,8 +141,8 @@ def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyP
 @pytest.fixture(scope="session")
 def phone_files() -> dict[str, bytes]:
     """One upload per kind that the wave must handle, keyed by ``user/file name``; names may lie."""
-    from graywave.flows.samples import encode, synthetic_photo
-    from tests.flows.helpers import rotated_jpeg
+    from graywave.service.samples import encode, synthetic_photo
+    from tests.helpers import rotated_jpeg
 
     rgb = synthetic_photo(400, 300, seed=3)
     jpeg = encode(rgb, "JPEG", quality=90)

@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from graywave.api.app import create_app
-from graywave.api.auth import issue_token
+from graywave.service.tokens import issue_token
 from graywave.config import Settings
 from tests.conftest import free_port
 

@@ -7,10 +7,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from graywave.backends import Backends
+from graywave.service.backends import Backends
 from graywave.flows.analytics import analytics_flow
-from graywave.flows.samples import encode, synthetic_photo
-from graywave.storage.layout import image_id_for
+from graywave.service.samples import encode, synthetic_photo
+from graywave.records import image_id_for
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
 DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)

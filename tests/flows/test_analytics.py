@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from graywave.flows.analytics import analytics_flow
-from graywave.flows.daily import (
+from graywave.service.daily import (
     NoData,
     daily_histograms,
     iso_week,
@@ -15,24 +15,20 @@ from graywave.flows.daily import (
     similar_to,
     weekly_histograms,
 )
-from graywave.flows.cli import app
+from graywave.cli.main import app
 from graywave.kernels.similarity import nearest
-from graywave.storage.layout import image_id_for
+from graywave.records import image_id_for
 
-from .helpers import lake_of
+from graywave.records import ImageRecord
+from tests.records import append_images, image_record
+
+from tests.helpers import lake_of
 
 DAY = date(2026, 11, 25)  # a Wednesday of ISO week 2026-W48
 
 
-def image_row(user: str, histogram: list[int], upload_date: date = DAY, name: str = "a.jpg") -> dict:
-    key = f"uploads/{upload_date}/{user}/{name}"
-    at = datetime.combine(upload_date, datetime.min.time(), UTC) + timedelta(hours=9)
-    return {
-        "image_id": image_id_for(key), "user_id": user, "upload_date": upload_date, "file_name": name,
-        "source_key": key, "processed_key": f"processed/{upload_date}/{user}/x.jpg", "uploaded_at": at,
-        "processed_at": at, "width": sum(histogram), "height": 1, "format": "JPEG", "pixel_count": sum(histogram),
-        "source_bytes": 1, "processed_bytes": 1, "histogram": histogram,
-    }
+def image_row(user: str, histogram: list[int], upload_date: date = DAY, name: str = "a.jpg") -> ImageRecord:
+    return image_record(user=user, histogram=histogram, upload_date=upload_date, name=name)
 
 
 def spike(bin_: int, total: int = 100, rest: int = 0) -> list[int]:
@@ -43,14 +39,14 @@ def spike(bin_: int, total: int = 100, rest: int = 0) -> list[int]:
 def day_in_lake(settings):
     """Five users on DAY: two waves for alice, users with empty bins, and one day before with one user."""
     lake = lake_of(settings)
-    lake.append("images", DAY, "morning", [
+    append_images(lake, DAY, "morning", [
         image_row("alice", spike(2, 300, 1), name="m.jpg"),
         image_row("bob", spike(2, 50, 2)),
         image_row("carol", spike(9, 400)),
         image_row("dave", spike(9, 400)),  # identical to carol: a tie
     ])
-    lake.append("images", DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))])
-    lake.append("images", DAY - timedelta(days=1), "evening", [image_row("zoe", spike(0))])
+    append_images(lake, DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))])
+    append_images(lake, DAY - timedelta(days=1), "evening", [image_row("zoe", spike(0))])
     return lake
 
 
@@ -95,11 +91,11 @@ def test_similar_users_one_against_all(day_in_lake):
 def test_weekly_histograms_follow_iso_weeks(settings):
     lake = lake_of(settings)
     monday, sunday = date(2026, 11, 23), date(2026, 11, 29)
-    lake.append("images", monday, "morning", [image_row("alice", spike(1), monday, "mon.jpg"),
+    append_images(lake, monday, "morning", [image_row("alice", spike(1), monday, "mon.jpg"),
                                               image_row("alice", spike(1), monday - timedelta(days=1), "prev-sun.jpg")])
-    lake.append("images", sunday + timedelta(days=1), "morning", [image_row("alice", spike(2), sunday, "sun.jpg"),
+    append_images(lake, sunday + timedelta(days=1), "morning", [image_row("alice", spike(2), sunday, "sun.jpg"),
                                                                   image_row("alice", spike(3), sunday + timedelta(days=1), "next-mon.jpg")])
-    lake.append("images", DAY, "evening", [image_row("bob", spike(4), DAY, "bob.jpg")])
+    append_images(lake, DAY, "evening", [image_row("bob", spike(4), DAY, "bob.jpg")])
     frame = weekly_histograms(lake, "alice", *iso_week("2026-W48", DAY))
     assert frame.get_column("file_name").to_list() == ["mon.jpg", "sun.jpg"]
     assert frame.get_column("histogram").to_list()[1] == spike(2)
@@ -138,7 +134,7 @@ def test_analytics_go_to_mongodb_when_configured(s3_settings):
     import pymongo
 
     lake = lake_of(s3_settings)
-    lake.append("images", DAY, "morning", [image_row(u, spike(b)) for u, b in [("a", 1), ("b", 1), ("c", 5)]])
+    append_images(lake, DAY, "morning", [image_row(u, spike(b)) for u, b in [("a", 1), ("b", 1), ("c", 5)]])
     analytics_flow(day=DAY, top_n=2, metric="design")
     database = pymongo.MongoClient(s3_settings.mongodb_uri.get_secret_value())[s3_settings.mongodb_database]
     assert database["daily_user_histograms"].count_documents({"date": DAY.isoformat()}) == 3

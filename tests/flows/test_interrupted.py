@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from graywave.flows.samples import encode, synthetic_photo
+from graywave.service.samples import encode, synthetic_photo
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
 
-from .helpers import DAY, put_uploads
+from tests.helpers import DAY, put_uploads
 
 pytestmark = pytest.mark.slow
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))

@@ -3,12 +3,13 @@ from pathlib import Path
 
 import pytest
 
-import graywave.flows.wave as wave_module
+import graywave.service.wave as wave_module
 from graywave.config import Settings
-from graywave.flows.wave import split_batches, wave_flow
+from graywave.flows.wave import wave_flow
+from graywave.service.wave import split_batches
 from graywave.storage.blobs import LocalBlobStore
 
-from .helpers import DAY, EXPECTED_REJECTS, lake_of, put_uploads
+from tests.helpers import DAY, EXPECTED_REJECTS, lake_of, put_uploads
 
 
 def lake_snapshot(root: Path) -> dict[str, float]:

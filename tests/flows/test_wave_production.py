@@ -14,11 +14,11 @@ import pymongo
 import pytest
 
 from graywave.config import Settings
-from graywave.flows.samples import encode, synthetic_photo
+from graywave.service.samples import encode, synthetic_photo
 from graywave.flows.wave import wave_flow
-from graywave.storage.mongo import BackendUnavailable
+from graywave.errors import BackendUnavailable
 
-from .helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
+from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 

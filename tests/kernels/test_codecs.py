@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from graywave.flows.samples import encode, synthetic_photo
-from graywave.kernels.codecs import RejectReason, Rejected, decode_luma, encode_luma_jpeg, upright
+from graywave.service.samples import encode, synthetic_photo
+from graywave.errors import RejectReason, Rejected
+from graywave.kernels.codecs import decode_luma, encode_luma_jpeg, upright
 
 MAX = 10_000_000
 

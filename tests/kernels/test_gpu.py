@@ -63,7 +63,7 @@ def nv_codec(cp):
 @pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}])
 def test_gpu_decode_matches_the_cpu_y_plane(cp, nv_codec, options):
     """Provisional tolerance, to be set from the first GPU run: at most 1 grey level per pixel."""
-    from graywave.flows.samples import encode, synthetic_photo
+    from graywave.service.samples import encode, synthetic_photo
     from graywave.kernels.codecs import decode_luma
 
     data = encode(synthetic_photo(1024, 768, seed=3), "JPEG", **options)
@@ -87,11 +87,11 @@ def test_gpu_encode_gives_a_grayscale_jpeg(cp, nv_codec):
 
 
 def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phone_files):
-    from graywave.flows.batch import Upload, process_uploads, process_uploads_batched
+    from graywave.service.batch import Upload, process_uploads, process_uploads_batched
     from graywave.kernels import select_device
     from graywave.storage.blobs import LocalBlobStore
     from graywave.storage.layout import parse_upload_key
-    from tests.flows.helpers import DAY, put_uploads
+    from tests.helpers import DAY, put_uploads
 
     keys = put_uploads(settings.blob_url, DAY, phone_files)
     store = LocalBlobStore(settings.blob_url)
@@ -99,10 +99,12 @@ def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phon
     uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
     cpu = process_uploads(uploads, store, settings, select_device("cpu"))
     gpu = process_uploads_batched(uploads, store, settings, select_device("gpu"), nv_codec)
-    assert sorted(r["source_key"] for r in gpu.rejects) == sorted(r["source_key"] for r in cpu.rejects)
-    by_key = {r["source_key"]: r for r in cpu.images}
+    assert sorted(r.source_key for r in gpu.rejects) == sorted(r.source_key for r in cpu.rejects)
+    assert sorted(r.source_key for r in gpu.images) == sorted(r.source_key for r in cpu.images)  # none missing
+    assert len(gpu.images) + len(gpu.rejects) == len(uploads)
+    by_key = {r.source_key: r for r in cpu.images}
     for row in gpu.images:
-        reference = by_key[row["source_key"]]
-        assert (row["width"], row["height"], row["format"]) == (reference["width"], reference["height"], reference["format"])
-        moved = np.abs(np.array(row["histogram"]) - reference["histogram"]).sum()
-        assert moved <= 0.01 * row["pixel_count"]  # provisional: at most 1% of pixels change bin
+        reference = by_key[row.source_key]
+        assert (row.width, row.height, row.format) == (reference.width, reference.height, reference.format)
+        moved = np.abs(np.array(row.histogram) - reference.histogram).sum()
+        assert moved <= 0.01 * row.pixel_count  # provisional: at most 1% of pixels change bin

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from graywave.errors import DeviceUnavailable
 from graywave.kernels import gpu_available, histogram, histogram_batch, luma_from_rgb, select_device
 
 
@@ -85,11 +86,16 @@ def test_device_selection():
         assert select_device("auto").name == "gpu"
     else:
         assert select_device("auto").name == "cpu"
-        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
             select_device("gpu")
 
 
-def test_warm_up_runs_every_kernel_on_the_device():
-    from graywave.kernels import warm_up
+def test_warm_up_runs_every_kernel_on_the_device(monkeypatch):
+    from graywave.kernels import _cpu, warm_up
 
+    calls = []
+    for name in ("counts256", "counts256_batch", "luma_from_rgb"):
+        kernel = getattr(_cpu, name)
+        monkeypatch.setattr(_cpu, name, lambda *args, _k=kernel, _n=name: calls.append(_n) or _k(*args))
     warm_up(select_device("cpu"))  # raises if any kernel fails to load
+    assert sorted(set(calls)) == ["counts256", "counts256_batch", "luma_from_rgb"]

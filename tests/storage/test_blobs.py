@@ -2,7 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from graywave.storage.blobs import BlobNotFound, LocalBlobStore, open_blob_store
+from graywave.errors import BlobNotFound
+from graywave.storage.blobs import LocalBlobStore, open_blob_store
 
 
 def test_write_read_list(tmp_path):

@@ -7,30 +7,25 @@ import polars as pl
 import pytest
 
 from graywave.storage.blobs import LocalBlobStore, StoreBusy
+from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.lake import Lake
+from tests.records import append_images, append_rejects, image_record, reject_record
 
 
-def image_row(key: str, user: str = "u1") -> dict:
-    now = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-    return {
-        "image_id": key[-6:], "user_id": user, "upload_date": date(2026, 11, 25), "file_name": "a.jpg",
-        "source_key": key, "processed_key": "processed/x.jpg", "uploaded_at": now, "processed_at": now,
-        "width": 4, "height": 2, "format": "JPEG", "pixel_count": 8, "source_bytes": 100,
-        "processed_bytes": 50, "histogram": [8] + [0] * 15,
-    }
+def image_row(key: str, user: str = "u1") -> ImageRecord:
+    return image_record(key, user)
 
 
-def reject_row(key: str) -> dict:
-    return {"source_key": key, "user_id": None, "reason": "corrupt", "detail": "bad", "uploaded_at": None,
-            "seen_at": datetime.now(UTC), "source_bytes": 3}
+def reject_row(key: str) -> RejectRecord:
+    return reject_record(key)
 
 
 @pytest.fixture
 def lake(tmp_path) -> Lake:
     lake = Lake(LocalBlobStore(tmp_path / "lake"))
-    lake.append("images", date(2026, 11, 25), "morning", [image_row("k1"), image_row("k2", "u2")])
-    lake.append("images", date(2026, 11, 26), "evening", [image_row("k3")])
-    lake.append("rejects", date(2026, 11, 25), "morning", [reject_row("k4")])
+    append_images(lake, date(2026, 11, 25), "morning", [image_row("k1"), image_row("k2", "u2")])
+    append_images(lake, date(2026, 11, 26), "evening", [image_row("k3")])
+    append_rejects(lake, date(2026, 11, 25), "morning", [reject_row("k4")])
     return lake
 
 
@@ -50,7 +45,7 @@ def test_source_keys_by_day(lake):
 
 
 def test_no_file_for_no_rows_and_partition_layout(lake, tmp_path):
-    assert lake.append("images", date(2026, 11, 27), "morning", []) is None
+    assert lake.append("images", ImageRecord.to_arrow([]), day=date(2026, 11, 27), wave="morning") is None
     files = sorted(p.relative_to(tmp_path / "lake").as_posix() for p in (tmp_path / "lake").rglob("*.parquet"))
     assert [f.rsplit("/", 1)[0] for f in files] == [
         "images/date=2026-11-25/wave=morning",

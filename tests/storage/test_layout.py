@@ -2,7 +2,9 @@ from datetime import date
 
 import pytest
 
-from graywave.storage.layout import BadKey, image_id_for, parse_upload_key, processed_key, upload_key
+from graywave.errors import BadKey
+from graywave.records import image_id_for
+from graywave.storage.layout import parse_upload_key, processed_key, upload_key
 
 
 def test_upload_key_round_trip_and_processed_key():

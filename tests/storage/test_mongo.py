@@ -7,18 +7,16 @@ from datetime import UTC, date, datetime
 import pymongo
 import pytest
 
-from graywave.storage.mongo import BackendUnavailable, MongoCatalog, image_document, reject_document
+from graywave.errors import BackendUnavailable
+from graywave.records import ImageRecord, RejectRecord, record_from_document
+from graywave.storage.mongo import MongoCatalog
+from tests.records import image_record
 
 NOW = datetime(2026, 11, 25, 9, 58, 3, tzinfo=UTC)
 
 
-def image_row(key: str, user: str = "alice") -> dict:
-    return {
-        "image_id": key[-20:].rjust(20, "0"), "user_id": user, "upload_date": date(2026, 11, 25),
-        "file_name": key.rsplit("/", 1)[-1], "source_key": key, "processed_key": f"processed/{key[-6:]}.jpg",
-        "uploaded_at": NOW, "processed_at": NOW, "width": 4, "height": 2, "format": "JPEG", "pixel_count": 8,
-        "source_bytes": 100, "processed_bytes": 50, "histogram": [8] + [0] * 15,
-    }
+def image_row(key: str, user: str = "alice") -> ImageRecord:
+    return image_record(key, user, uploaded_at=NOW)
 
 
 @pytest.fixture
@@ -35,10 +33,9 @@ def url_for(key: str) -> str:
 
 def test_documents_follow_the_design_schema_and_upserts_never_duplicate(catalog):
     rows = [image_row("uploads/2026-11-25/alice/a.jpg"), image_row("uploads/2026-11-25/bob/b.jpg", "bob")]
-    reject = {"source_key": "uploads/2026-11-25/bob/x.jpg", "user_id": "bob", "reason": "corrupt", "detail": "bad",
-              "uploaded_at": NOW, "seen_at": NOW, "source_bytes": 3}
-    documents = [image_document(r, date(2026, 11, 25), "morning", url_for) for r in rows]
-    documents.append(reject_document(reject, date(2026, 11, 25), "morning", url_for))
+    reject = RejectRecord(source_key="uploads/2026-11-25/bob/x.jpg", user_id="bob", reason="corrupt", detail="bad",
+                          uploaded_at=NOW, seen_at=NOW, source_bytes=3)
+    documents = [record.to_document(date(2026, 11, 25), "morning", url_for) for record in (*rows, reject)]
     catalog.upsert(documents)
     catalog.upsert(documents)  # a rerun
     assert catalog.images.count_documents({}) == 3
@@ -49,6 +46,8 @@ def test_documents_follow_the_design_schema_and_upserts_never_duplicate(catalog)
     assert (alice["status"], alice["date"], alice["wave"]) == ("processed", "2026-11-25", "morning")
     rejected = catalog.images.find_one({"status": "rejected"})
     assert (rejected["reason"], rejected["user_id"], rejected["file_name"]) == ("corrupt", "bob", "x.jpg")
+    # and back: each document describes the record it was made from, field for field
+    assert {record_from_document(doc) for doc in catalog.find({})} == {*rows, reject}
 
 
 def test_indexes_serve_user_time_and_day_queries(catalog):
@@ -71,7 +70,7 @@ def test_transient_write_errors_are_retried(catalog, mongodb_uri):
         }
     )
     try:
-        catalog.upsert([image_document(image_row("uploads/2026-11-25/alice/a.jpg"), date(2026, 11, 25), "m", url_for)])
+        catalog.upsert([image_row("uploads/2026-11-25/alice/a.jpg").to_document(date(2026, 11, 25), "m", url_for)])
     finally:
         admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert catalog.images.count_documents({}) == 1

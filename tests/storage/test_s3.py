@@ -10,7 +10,8 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from graywave.storage.blobs import BlobNotFound, StoreBusy, open_blob_store
+from graywave.errors import BlobNotFound, StoreBusy
+from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
 from graywave.storage.uploads import presign_upload
 

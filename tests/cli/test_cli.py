@@ -1,8 +1,8 @@
 from typer.testing import CliRunner
 
-from graywave.flows.cli import app
+from graywave.cli.main import app
 
-from .helpers import DAY, lake_of, put_uploads
+from tests.helpers import DAY, lake_of, put_uploads
 
 runner = CliRunner()
 

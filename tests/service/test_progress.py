@@ -1,4 +1,4 @@
-from graywave.flows.progress import WaveProgress
+from graywave.service.progress import WaveProgress
 
 
 def test_without_a_terminal_progress_is_logged_periodically():

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
-from typing import Any
 
 from graywave.config import Settings
+from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
-from graywave.storage.mongo import MongoCatalog, image_document, reject_document
+from graywave.storage.mongo import MongoCatalog
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,7 @@ class Backends:
             catalog=catalog,
         )
 
-    def record(
-        self, day: date, wave: str, images: Sequence[dict[str, Any]], rejects: Sequence[dict[str, Any]]
-    ) -> None:
+    def record(self, day: date, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
         """Record handled uploads: in MongoDB first (when configured), then in the lake.
 
         The lake is the one source of truth for what is handled, so it is written last: a crash in
@@ -47,12 +45,9 @@ class Backends:
         """
         if self.catalog is not None:
             url_for = self.blobs.url_for
-            self.catalog.upsert(
-                [image_document(row, day, wave, url_for) for row in images]
-                + [reject_document(row, day, wave, url_for) for row in rejects]
-            )
-        self.lake.append("images", day, wave, images)
-        self.lake.append("rejects", day, wave, rejects)
+            self.catalog.upsert([record.to_document(day, wave, url_for) for record in (*images, *rejects)])
+        self.lake.append("images", ImageRecord.to_arrow(images), day=day, wave=wave)
+        self.lake.append("rejects", RejectRecord.to_arrow(rejects), day=day, wave=wave)
 
     def forget(self, source_keys: set[str]) -> None:
         """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""

@@ -18,17 +18,11 @@ from itertools import islice
 from typing import Any, Protocol, TypeVar
 
 from graywave.config import Settings
+from graywave.errors import BlobNotFound, Rejected, RejectReason
 from graywave.kernels import Device, histogram, histogram_batch
-from graywave.kernels.codecs import (
-    DecodedImage,
-    Rejected,
-    RejectReason,
-    decode_luma,
-    encode_luma_jpeg,
-    read_header,
-    upright,
-)
-from graywave.storage.blobs import BlobInfo, BlobNotFound, BlobStore
+from graywave.kernels.codecs import DecodedImage, decode_luma, encode_luma_jpeg, read_header, upright
+from graywave.records import ImageRecord, RejectRecord
+from graywave.storage.blobs import BlobInfo, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
 
 
@@ -47,60 +41,60 @@ class Upload:
 class BatchResult:
     """What a batch hands back to the wave: rows for the lake (small), and pixels for throughput."""
 
-    images: list[dict[str, Any]] = field(default_factory=list)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    rejects: list[RejectRecord] = field(default_factory=list)
     pixels: int = 0
 
     def reject(self, upload: Upload, rejected: Rejected) -> None:
-        self.rejects.append(reject_row(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+        self.rejects.append(reject_record(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
 
 
-def reject_row(source_key: str, user_id: str | None, blob: BlobInfo | None, reason: RejectReason, detail: str) -> dict[str, Any]:
-    return {
-        "source_key": source_key,
-        "user_id": user_id,
-        "reason": str(reason),
-        "detail": detail,
-        "uploaded_at": blob.modified if blob else None,
-        "seen_at": datetime.now(UTC),
-        "source_bytes": blob.size if blob else None,
-    }
+def reject_record(source_key: str, user_id: str | None, blob: BlobInfo | None, reason: RejectReason, detail: str) -> RejectRecord:
+    return RejectRecord(
+        source_key=source_key,
+        user_id=user_id,
+        reason=str(reason),
+        detail=detail,
+        uploaded_at=blob.modified if blob else None,
+        seen_at=datetime.now(UTC),
+        source_bytes=blob.size if blob else None,
+    )
 
 
 def _vanished() -> Rejected:
     return Rejected(RejectReason.VANISHED, "the upload was listed but is gone from the blob store")
 
 
-def _image_row(upload: Upload, image: DecodedImage, counts: list[int], processed_bytes: int) -> dict[str, Any]:
+def _image_record(upload: Upload, image: DecodedImage, counts: Sequence[int], processed_bytes: int) -> ImageRecord:
     key = upload.key
-    return {
-        "image_id": key.image_id,
-        "user_id": key.user_id,
-        "upload_date": key.upload_date,
-        "file_name": key.file_name,
-        "source_key": key.key,
-        "processed_key": key.processed_key,
-        "uploaded_at": upload.blob.modified,
-        "processed_at": datetime.now(UTC),
-        "width": image.width,
-        "height": image.height,
-        "format": image.format,
-        "pixel_count": image.plane.size,
-        "source_bytes": upload.blob.size,
-        "processed_bytes": processed_bytes,
-        "histogram": counts,
-    }
+    return ImageRecord(
+        image_id=key.image_id,
+        user_id=key.user_id,
+        upload_date=key.upload_date,
+        file_name=key.file_name,
+        source_key=key.key,
+        processed_key=key.processed_key,
+        uploaded_at=upload.blob.modified,
+        processed_at=datetime.now(UTC),
+        width=image.width,
+        height=image.height,
+        format=image.format,
+        pixel_count=int(image.plane.size),
+        source_bytes=upload.blob.size,
+        processed_bytes=processed_bytes,
+        histogram=tuple(int(count) for count in counts),
+    )
 
 
-def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Device) -> tuple[dict[str, Any], bytes]:
-    """Decode, histogram and encode one upload: its image row and the processed JPEG.
+def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Device) -> tuple[ImageRecord, bytes]:
+    """Decode, histogram and encode one upload: its image record and the processed JPEG.
 
     Raises ``Rejected`` for bad input.
     """
     image = decode_luma(data, settings.max_pixels)
     counts = device.get(histogram(device.put(image.plane), settings.bins))
     encoded = encode_luma_jpeg(upright(image), settings.jpeg_quality)
-    return _image_row(upload, image, counts.tolist(), len(encoded)), encoded
+    return _image_record(upload, image, counts.tolist(), len(encoded)), encoded
 
 
 class _InlineExecutor(Executor):
@@ -149,7 +143,7 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
                 continue
             writes.append(io.submit(store.write, upload.key.processed_key, encoded, PROCESSED_CONTENT_TYPE))
             result.images.append(row)
-            result.pixels += row["pixel_count"]
+            result.pixels += row.pixel_count
             while len(writes) > depth:  # bound the encoded images waiting to be written
                 writes.popleft().result()
         for write in writes:
@@ -219,7 +213,7 @@ def process_uploads_batched(
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
         list(io.map(lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE), range(len(order))))
     for k, i in enumerate(order):
-        result.images.append(_image_row(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
+        result.images.append(_image_record(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
         result.pixels += images[i].plane.size
     return result
 

@@ -18,6 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from graywave.errors import InvalidInput
 from graywave.storage.layout import USER_ID_PATTERN
 
 
@@ -65,7 +66,7 @@ class TokenStore:
 def issue_token(path: Path, label: str, admin: bool) -> str:
     """Create a token, store its digest, and return the token (the only time it is seen)."""
     if not admin and not USER_ID_PATTERN.match(label):
-        raise ValueError(f"user id {label!r} does not match [A-Za-z0-9_-]{{1,64}}")
+        raise InvalidInput(f"user id {label!r} does not match [A-Za-z0-9_-]{{1,64}}")
     token = f"gw_{secrets.token_urlsafe(32)}"
     data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
     data["tokens"].append(

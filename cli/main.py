@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
+from graywave.errors import GraywaveError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 wave_app = typer.Typer(no_args_is_help=True, help="Upload waves.")
@@ -74,7 +75,7 @@ def wave_run(
 
     try:
         summary = wave_flow(day=day.date() if day else None, name=name)
-    except Exception as error:
+    except GraywaveError as error:
         console.print(f"[red]the wave could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
     console.print(summary.line())
@@ -92,7 +93,7 @@ def _check_metric(metric: str) -> str:
 
     try:
         check_metric(metric)
-    except ValueError as error:
+    except GraywaveError as error:
         raise typer.BadParameter(str(error), param_hint="--metric") from None
     return metric
 
@@ -110,7 +111,7 @@ def analytics_run(
 
     try:
         summary = analytics_flow(day=day.date() if day else None, top_n=top_n, metric=metric)
-    except Exception as error:
+    except GraywaveError as error:
         console.print(f"[red]the analytics could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
     console.print(summary.line())
@@ -144,13 +145,12 @@ def _cell(value: object) -> str:
 def _answer(question):  # noqa: ANN001, ANN202 - a small adapter for the three queries
     """Run a query against the lake; a question the lake cannot answer exits 1 with the reason."""
     settings = Settings()
-    from graywave.backends import Backends
-    from graywave.flows.daily import NoData
+    from graywave.service.backends import Backends
 
     with Backends.open(settings) as backends:
         try:
             return question(backends.lake, settings)
-        except (NoData, ValueError) as error:
+        except GraywaveError as error:
             console.print(f"[red]{error}[/red]")
             raise typer.Exit(1) from None
 
@@ -162,7 +162,7 @@ def query_weekly(
     as_json: JsonOption = False,
 ) -> None:
     """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
-    from graywave.flows.daily import iso_week, weekly_histograms
+    from graywave.service.daily import iso_week, weekly_histograms
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         monday, sunday = iso_week(week, settings.today())
@@ -177,7 +177,7 @@ def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
     """The median histogram of a day across all users (normalised, per bin)."""
     import polars as pl
 
-    from graywave.flows.daily import daily_histograms, median_row
+    from graywave.service.daily import daily_histograms, median_row
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         when = day.date() if day else settings.today()
@@ -197,7 +197,7 @@ def query_similar(
 ) -> None:
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
     _check_metric(metric)
-    from graywave.flows.daily import daily_histograms, similar_to
+    from graywave.service.daily import daily_histograms, similar_to
 
     def question(lake, settings):  # noqa: ANN001, ANN202
         when = day.date() if day else settings.today()
@@ -226,12 +226,12 @@ def token_issue(
     admin: Annotated[bool, typer.Option("--admin", help="A token for every route and every user.")] = False,
 ) -> None:
     """Create a token, store its SHA-256 in GRAYWAVE_API_TOKENS_FILE, and print it (this once)."""
-    from graywave.api.auth import issue_token
+    from graywave.service.tokens import issue_token
 
     settings = Settings()
     try:
         token = issue_token(settings.api_tokens_file, label, admin)
-    except ValueError as error:
+    except GraywaveError as error:
         raise typer.BadParameter(str(error), param_hint="LABEL") from None
     typer.echo(token)
 
@@ -240,7 +240,7 @@ def token_issue(
 def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample uploads.")] = 7) -> None:
     """Generate a week of sample uploads, run the waves on them, and report where the results are."""
     settings = _settings()
-    from graywave.flows.demo import demo_report, run_demo
+    from graywave.cli.demo import demo_report, run_demo
 
     for summary in run_demo(settings, days):
         console.print(summary.line())

@@ -3,15 +3,16 @@ nvImageCodec: it must give the rows and images of the CPU path, whichever images
 
 from __future__ import annotations
 
+import dataclasses
 import numpy as np
 import simplejpeg
 
-from graywave.flows.batch import Upload, process_uploads, process_uploads_batched
+from graywave.service.batch import Upload, process_uploads, process_uploads_batched
 from graywave.kernels import select_device
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
 
-from .helpers import DAY, put_uploads
+from tests.helpers import DAY, put_uploads
 
 
 class HostCodec:
@@ -39,8 +40,10 @@ class HostCodec:
         ]
 
 
-def comparable(rows):
-    return sorted(({k: v for k, v in row.items() if k not in ("processed_at", "seen_at")} for row in rows), key=str)
+def comparable(records):
+    return sorted(
+        ({k: v for k, v in dataclasses.asdict(r).items() if k not in ("processed_at", "seen_at")} for r in records), key=str
+    )
 
 
 def run(settings, phone_files, codec):
@@ -50,7 +53,7 @@ def run(settings, phone_files, codec):
     uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
     device = select_device("cpu")
     reference = process_uploads(uploads, store, settings, device)
-    reference_images = {row["processed_key"]: store.read(row["processed_key"]) for row in reference.images}
+    reference_images = {row.processed_key: store.read(row.processed_key) for row in reference.images}
     batched = process_uploads_batched(uploads, store, settings, device, codec)
     return reference, reference_images, batched, store
 

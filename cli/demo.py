@@ -10,9 +10,11 @@ import polars as pl
 from PIL import Image
 
 from graywave.config import Settings
-from graywave.flows.samples import encode, synthetic_photo
-from graywave.flows.analytics import AnalyticsSummary, analytics_flow
-from graywave.flows.wave import WaveSummary, wave_flow
+from graywave.flows.analytics import analytics_flow
+from graywave.flows.wave import wave_flow
+from graywave.service.daily import AnalyticsSummary
+from graywave.service.samples import encode, synthetic_photo
+from graywave.service.wave import WaveSummary
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import upload_key

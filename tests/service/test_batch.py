@@ -1,11 +1,11 @@
 import numpy as np
 
-from graywave.flows.batch import Upload, process_uploads
+from graywave.service.batch import Upload, process_uploads
 from graywave.kernels import select_device
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
 
-from .helpers import DAY, EXPECTED_REJECTS, decode_processed, put_uploads
+from tests.helpers import DAY, EXPECTED_REJECTS, decode_processed, put_uploads
 
 
 def test_a_batch_turns_every_upload_into_one_row(settings, phone_files):
@@ -16,22 +16,22 @@ def test_a_batch_turns_every_upload_into_one_row(settings, phone_files):
     result = process_uploads(uploads, store, settings, select_device("cpu"))
 
     assert len(result.images) + len(result.rejects) == len(phone_files)
-    rejects = {row["source_key"].split("/", 2)[2]: row["reason"] for row in result.rejects}
+    rejects = {row.source_key.split("/", 2)[2]: row.reason for row in result.rejects}
     assert rejects == EXPECTED_REJECTS
-    images = {row["source_key"].split("/", 2)[2]: row for row in result.images}
-    assert images["dan/actually-a-png.jpg"]["format"] == "PNG"
-    assert images["bob/photo.heic"]["format"] == "HEIF"
+    images = {row.source_key.split("/", 2)[2]: row for row in result.images}
+    assert images["dan/actually-a-png.jpg"].format == "PNG"
+    assert images["bob/photo.heic"].format == "HEIF"
     for row in images.values():
-        assert sum(row["histogram"]) == row["pixel_count"] == row["width"] * row["height"] == 400 * 300
-        assert len(row["histogram"]) == settings.bins
-        processed = decode_processed(store.read(row["processed_key"]))
+        assert sum(row.histogram) == row.pixel_count == row.width * row.height == 400 * 300
+        assert len(row.histogram) == settings.bins
+        processed = decode_processed(store.read(row.processed_key))
         assert (processed.format, processed.mode) == ("JPEG", "L")
-        assert processed.size == (row["width"], row["height"])
-        assert row["processed_bytes"] == len(store.read(row["processed_key"]))
-    assert (images["bob/rotated.jpg"]["width"], images["bob/rotated.jpg"]["height"]) == (300, 400)
+        assert processed.size == (row.width, row.height)
+        assert row.processed_bytes == len(store.read(row.processed_key))
+    assert (images["bob/rotated.jpg"].width, images["bob/rotated.jpg"].height) == (300, 400)
     # Same pixels, same histogram, whatever the container (lossless ones exactly).
-    assert images["cat/screenshot.png"]["histogram"] == images["dan/actually-a-png.jpg"]["histogram"]
-    assert images["ann/plain.jpg"]["histogram"] == images["bob/rotated.jpg"]["histogram"]
+    assert images["cat/screenshot.png"].histogram == images["dan/actually-a-png.jpg"].histogram
+    assert images["ann/plain.jpg"].histogram == images["bob/rotated.jpg"].histogram
     assert result.pixels == 400 * 300 * len(images)
 
 
@@ -41,6 +41,6 @@ def test_the_processed_image_is_upright(settings, phone_files):
     store = LocalBlobStore(settings.blob_url)
     blobs = {blob.key: blob for blob in store.list("uploads/")}
     result = process_uploads([Upload(parse_upload_key(k), blobs[k]) for k in keys], store, settings, select_device("cpu"))
-    plain, rotated = (np.asarray(decode_processed(store.read(r["processed_key"]))).astype(int) for r in result.images)
+    plain, rotated = (np.asarray(decode_processed(store.read(r.processed_key))).astype(int) for r in result.images)
     # The rotated upload stores the photo as is, tagged "rotate 90 clockwise to display".
     assert np.abs(np.rot90(plain, -1) - rotated).mean() < 2

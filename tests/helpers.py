@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from graywave.flows.samples import encode
+from graywave.service.samples import encode
 from graywave.config import Settings
 from graywave.storage.blobs import BlobStore, LocalBlobStore, open_blob_store
 from graywave.storage.lake import Lake

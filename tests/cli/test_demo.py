@@ -1,7 +1,7 @@
-from graywave.flows.demo import DEMO_USERS, demo_report, run_demo
+from graywave.cli.demo import DEMO_USERS, demo_report, run_demo
 from graywave.flows.wave import wave_flow
 
-from .helpers import lake_of
+from tests.helpers import lake_of
 
 
 def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):

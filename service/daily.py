@@ -1,6 +1,6 @@
 """The analytical questions, answered from the lake without Prefect: a day's user histograms,
-the median, one user's nearest users, a user's week. ``flows.analytics`` runs them as a flow; the
-API and ``graywave query`` call them directly.
+the median, one user's nearest users, a user's week; and the recording of the daily results.
+``flows.analytics`` runs them as a flow; the API and ``graywave query`` call them directly.
 
 Definitions (the README has them too):
 
@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.dataset as ds
 
+from graywave.errors import InvalidInput, NoData
 from graywave.kernels import select_device
 from graywave.kernels.similarity import Metric, all_pairs_nearest, median_histogram, nearest
+from graywave.records import handling_days
+from graywave.service.backends import Backends
 from graywave.storage.lake import Lake
-
-
-class NoData(LookupError):
-    """The lake has nothing to answer the question with (no images that day, an unknown user)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class DailyHistograms:
 
 
 def daily_histograms(lake: Lake, day: date) -> DailyHistograms:
-    images = pl.from_arrow(lake.read("images", [day], columns=["user_id", "pixel_count", "histogram"]))
+    images = _frame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"]))
     if images.height == 0:
         empty = pl.DataFrame(schema={"user_id": pl.String, "images": pl.Int64, "pixels": pl.Int64,
                                      "counts": pl.List(pl.Int64), "histogram": pl.List(pl.Float64)})
@@ -133,22 +133,94 @@ def iso_week(text: str | None, today: date) -> tuple[date, date]:
             year, week = int(year_text), int(week_text)
             date.fromisocalendar(year, week, 1)
         except ValueError:
-            raise ValueError(f"{text!r} is not an ISO week such as 2026-W48") from None
+            raise InvalidInput(f"{text!r} is not an ISO week such as 2026-W48") from None
     monday = date.fromisocalendar(year, week, 1)
     return monday, monday + timedelta(days=6)
 
 
 def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date) -> pl.DataFrame:
     """Every image the user uploaded from ``monday`` to ``sunday``, oldest first, with its histogram."""
-    # An upload of day X is processed by a wave of X or X + 1: read one more partition.
-    days = [monday + timedelta(days=k) for k in range(8)]
-    images = pl.from_arrow(
-        lake.read("images", days, columns=["image_id", "user_id", "file_name", "upload_date", "uploaded_at", "histogram"])
+    images = _frame(
+        lake.scan(
+            "images",
+            days=handling_days(monday, sunday),
+            columns=["image_id", "file_name", "upload_date", "uploaded_at", "histogram"],
+            filter=(ds.field("user_id") == user_id)
+            & (ds.field("upload_date") >= monday)
+            & (ds.field("upload_date") <= sunday),
+        )
     )
-    return (
-        images.filter(pl.col("user_id") == user_id, pl.col("upload_date").is_between(monday, sunday))
-        .drop("user_id")
-        .sort("uploaded_at", "image_id")
-    )
+    return images.sort("uploaded_at", "image_id")
 
 
+def _frame(table: Any) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+@dataclass(frozen=True)
+class AnalyticsSummary:
+    date: str
+    metric: str
+    users: int
+    neighbours: int
+
+    def line(self) -> str:
+        return (
+            f"analytics of {self.date}: {self.users} users, median written, "
+            f"{self.neighbours} neighbour rows ({self.metric})"
+        )
+
+
+def record_analytics(
+    backends: Backends, daily: DailyHistograms, median: dict[str, Any] | None, similar: pl.DataFrame, metric: str
+) -> AnalyticsSummary:
+    """Replace the day's results in the lake (and in MongoDB, when configured)."""
+    day = daily.day
+    backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
+    if median is not None:
+        backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)
+    backends.lake.replace("similar_users", similar.to_arrow(), day=day, partition=[metric])
+    if backends.catalog is not None:
+        iso = day.isoformat()
+        backends.catalog.upsert(
+            ({"_id": f"{iso}/{row['user_id']}", "date": iso, **row} for row in daily.table.to_dicts()),
+            collection="daily_user_histograms",
+        )
+        if median is not None:
+            backends.catalog.upsert([{"_id": iso, "date": iso, **median}], collection="daily_median")
+        neighbours = similar.group_by("user_id", maintain_order=True).agg(
+            pl.struct(pl.col("rank"), pl.col("neighbour_id").alias("user_id"), pl.col("distance")).alias("neighbours")
+        )
+        backends.catalog.upsert(
+            (
+                {"_id": f"{iso}/{metric}/{row['user_id']}", "date": iso, "metric": metric, **row}
+                for row in neighbours.to_dicts()
+            ),
+            collection="similar_users",
+        )
+    return AnalyticsSummary(day.isoformat(), metric, daily.table.height, similar.height)
+
+
+
+
+class DailyHistogramsCache:
+    """``daily_histograms`` of recent days, computed again only when the lake's generation changes
+    (any write: a wave's append, a reprocessing, a deletion)."""
+
+    def __init__(self, lake: Lake, days_kept: int = 8):
+        self.lake = lake
+        self.days_kept = days_kept
+        self._cached: dict[date, tuple[str, DailyHistograms]] = {}
+
+    def get(self, day: date) -> DailyHistograms:
+        generation = self.lake.generation()
+        cached = self._cached.get(day)
+        if cached is None or cached[0] != generation:
+            cached = (generation, daily_histograms(self.lake, day))
+            self._cached.pop(day, None)
+            self._cached[day] = cached
+            while len(self._cached) > self.days_kept:
+                del self._cached[next(iter(self._cached))]
+        return cached[1]

@@ -1,0 +1,98 @@
+"""The routes' dependencies, in one place: the shared state (``app.state``), who is calling, and
+the common parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated
+
+from fastapi import Depends, File, Query, Request, UploadFile
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from graywave.api.errors import ApiError
+from graywave.config import Settings
+from graywave.kernels.similarity import METRICS
+from graywave.service.backends import Backends
+from graywave.service.daily import DailyHistogramsCache
+from graywave.service.images import ImageCatalog
+from graywave.service.tokens import Principal, TokenStore
+from graywave.storage.layout import USER_ID_PATTERN
+
+
+@dataclass(frozen=True)
+class State:
+    """What every request shares, opened once when the app is made (``app.state.graywave``)."""
+
+    settings: Settings
+    backends: Backends
+    tokens: TokenStore
+    catalog: ImageCatalog
+    daily: DailyHistogramsCache
+
+    @classmethod
+    def open(cls, settings: Settings) -> State:
+        backends = Backends.open(settings)
+        return cls(
+            settings=settings,
+            backends=backends,
+            tokens=TokenStore(settings.api_tokens_file),
+            catalog=ImageCatalog(backends),
+            daily=DailyHistogramsCache(backends.lake),
+        )
+
+
+def state(request: Request) -> State:
+    graywave_state: State = request.app.state.graywave
+    return graywave_state
+
+
+AppState = Annotated[State, Depends(state)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)], app: AppState) -> Principal:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise ApiError(401, "a bearer token is required", headers=challenge)
+    principal = app.tokens.authenticate(credentials.credentials)
+    if principal is None:
+        raise ApiError(401, "the bearer token is not valid", headers=challenge)
+    return principal
+
+
+Caller = Annotated[Principal, Depends(caller)]
+
+
+def admin(principal: Caller) -> Principal:
+    if not principal.admin:
+        raise ApiError(403, "this route needs an admin token")
+    return principal
+
+
+def owner(user_id: str, principal: Caller) -> str:
+    if not USER_ID_PATTERN.match(user_id):
+        raise ApiError(400, f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}", "invalid_id")
+    if not principal.may_access(user_id):
+        raise ApiError(403, f"this token may not access the data of {user_id!r}")
+    return user_id
+
+
+Admin = Annotated[Principal, Depends(admin)]
+Owner = Annotated[str, Depends(owner)]
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Day = Annotated[date | None, Query(alias="date", description="Day (default: today in GRAYWAVE_TIMEZONE).")]
+MetricQuery = Annotated[str, Query(description=f"One of {', '.join(METRICS)}.", pattern="^(" + "|".join(METRICS) + ")$")]
+UploadField = Annotated[UploadFile, File(description="The photo (JPEG, HEIC/HEIF, PNG, WebP, AVIF).")]
+
+
+async def read_upload(file: UploadFile, app: State) -> bytes:
+    """The uploaded bytes; 413 past ``GRAYWAVE_MAX_UPLOAD_BYTES``."""
+    limit = app.settings.max_upload_bytes
+    data = await file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, f"uploads are limited to {limit} bytes")
+    return data

@@ -1,0 +1,92 @@
+"""Every error the API answers has one JSON shape, ``{"error": {"code", "message", "status"}}``.
+
+graywave's own errors (``graywave.errors``) are mapped here, once, by exception handlers; routes
+raise and never catch. ``ApiError`` is for what only HTTP knows (tokens, access, page bounds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from graywave.api.models import Error
+from graywave.errors import (
+    BackendUnavailable,
+    GraywaveError,
+    InvalidInput,
+    LakeBusy,
+    NotFound,
+    Rejected,
+    RejectReason,
+    UnsupportedMediaType,
+)
+
+CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+    409: "conflict", 413: "too_large", 415: "unsupported_media_type", 422: "invalid", 503: "unavailable",
+}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 422)}
+"""The error responses every route documents."""
+
+
+class ApiError(HTTPException):
+    def __init__(self, status_code: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(status_code, message, headers)
+        self.code = code or CODES.get(status_code, "error")
+
+
+def error_response(status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "status": status_code}}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _rejected(error: Rejected) -> tuple[int, str, str]:
+    """An upload refused at the door: too big (413), empty (400), or not an accepted image (415)."""
+    if error.reason == RejectReason.TOO_MANY_PIXELS:
+        return 413, CODES[413], error.detail
+    if error.reason == RejectReason.EMPTY:
+        return 400, "empty", "the uploaded file is empty"
+    return 415, CODES[415], f"not an accepted image ({error.reason}): {error.detail}"
+
+
+def status_of(error: GraywaveError) -> tuple[int, str, str]:
+    """(status, code, message) of one of graywave's errors."""
+    if isinstance(error, Rejected):
+        return _rejected(error)
+    if isinstance(error, UnsupportedMediaType):
+        return 415, CODES[415], str(error)
+    if isinstance(error, InvalidInput):
+        return 400, CODES[400], str(error)
+    if isinstance(error, NotFound):
+        return 404, CODES[404], str(error)
+    if isinstance(error, LakeBusy):
+        return 409, CODES[409], f"a wave is running, try again later ({error})"
+    if isinstance(error, BackendUnavailable):
+        return 503, CODES[503], str(error)
+    return 500, "error", f"{type(error).__name__}: {error}"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the JSON shape."""
+
+    @app.exception_handler(GraywaveError)
+    async def graywave_error(_: Request, error: GraywaveError) -> JSONResponse:
+        return error_response(*status_of(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = getattr(error, "code", None) or CODES.get(error.status_code, "error")
+        message = error.detail if isinstance(error.detail, str) else str(error.detail)
+        if error.status_code == 405:
+            message = "this method is not allowed on this resource"
+        return error_response(error.status_code, code, message, getattr(error, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return error_response(422, "invalid", f"{where}: {first.get('msg', 'invalid value')}")

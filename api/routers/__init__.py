@@ -1,0 +1,1 @@
+"""One ``APIRouter`` per resource: analytics, images, and uploads with processed images."""

@@ -1,0 +1,93 @@
+"""The images resource: lists, one image, reprocessing (PUT) and deletion (DELETE) everywhere."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, UploadField, read_upload
+from graywave.api.errors import ERRORS
+from graywave.api.models import Count, Error, Image, ImagePage
+from graywave.service.images import delete_images, process_now, replace_upload
+
+router = APIRouter(tags=["images"], responses=ERRORS)
+
+
+def _page(app: AppState, user_id: str | None, limit: int, offset: int, path: str) -> ImagePage:
+    entries, total = app.catalog.page(app.settings.today(), user_id, offset, limit)
+    following = f"{path}?limit={limit}&offset={offset + limit}" if offset + limit < total else None
+    return ImagePage(items=[Image.of(e) for e in entries], total=total, limit=limit, offset=offset, next=following)
+
+
+def _reprocess(app: AppState, user_id: str | None) -> Count:
+    keys = [e.source_key for e in app.catalog.entries(app.settings.today(), user_id) if e.status != "pending"]
+    process_now(app.backends, app.settings, keys)
+    return Count(count=len(keys))
+
+
+def _delete(app: AppState, user_id: str | None) -> Count:
+    entries = app.catalog.entries(app.settings.today(), user_id)
+    delete_images(app.backends, app.settings, entries)
+    return Count(count=len(entries))
+
+
+# --- all images (admin) ----------------------------------------------------------------------------
+
+
+@router.get("/images", response_model=ImagePage, summary="Every image")
+def list_all(_: Admin, app: AppState, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
+    return _page(app, None, limit, offset, "/images")
+
+
+@router.put("/images", response_model=Count, summary="Reprocess every handled image from its original")
+def reprocess_all(_: Admin, app: AppState) -> Count:
+    return _reprocess(app, None)
+
+
+@router.delete("/images", response_model=Count, summary="Delete every image")
+def delete_all(_: Admin, app: AppState) -> Count:
+    return _delete(app, None)
+
+
+# --- one user's images -----------------------------------------------------------------------------
+
+
+@router.get("/images/{user_id}", response_model=ImagePage, summary="A user's images, oldest first")
+def list_user(user_id: Owner, app: AppState, limit: Limit = 100, offset: Offset = 0) -> ImagePage:
+    return _page(app, user_id, limit, offset, f"/images/{user_id}")
+
+
+@router.put("/images/{user_id}", response_model=Count,
+            summary="Reprocess every handled image of a user from its original")
+def reprocess_user(user_id: Owner, app: AppState) -> Count:
+    return _reprocess(app, user_id)
+
+
+@router.delete("/images/{user_id}", response_model=Count, summary="Delete every image of a user, everywhere")
+def delete_user(user_id: Owner, app: AppState) -> Count:
+    return _delete(app, user_id)
+
+
+# --- one image -------------------------------------------------------------------------------------
+
+
+@router.get("/images/{user_id}/{image_id}", response_model=Image,
+            summary="One image: status, histogram, sizes, times and a link to the processed image")
+def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
+    return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
+
+
+@router.put("/images/{user_id}/{image_id}", response_model=Image,
+            responses={413: {"model": Error}, 415: {"model": Error}},
+            summary="Replace an image's content and reprocess it now")
+async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
+    entry = app.catalog.get(app.settings.today(), user_id, image_id)
+    data = await read_upload(file, app)
+    replace_upload(app.backends, app.settings, entry.source_key, data, file.content_type or "application/octet-stream")
+    process_now(app.backends, app.settings, [entry.source_key])
+    return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
+
+
+@router.delete("/images/{user_id}/{image_id}", status_code=204, summary="Delete an image everywhere")
+def delete_image(user_id: Owner, image_id: str, app: AppState) -> Response:
+    delete_images(app.backends, app.settings, [app.catalog.get(app.settings.today(), user_id, image_id)])
+    return Response(status_code=204)

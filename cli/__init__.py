@@ -1,0 +1,1 @@
+"""The ``graywave`` command line (``cli.main``) and its demo (``cli.demo``)."""

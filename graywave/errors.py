@@ -1,0 +1,94 @@
+"""Every error graywave raises on purpose: one base class, ``GraywaveError``, and a few kinds.
+
+The kinds say what the caller can do about it, and each front end maps them once: the API's
+exception handlers turn them into JSON errors (``api.errors``), the CLI into a message and exit
+code 1. Anything else that escapes is a bug, and shows its traceback.
+
+    InvalidInput      a value the caller gave is malformed (user id, key, week, metric)   -> 400
+    UnsupportedMediaType  a content type graywave does not accept                         -> 415
+    NotFound          what was asked for does not exist (image, blob, a day's data)      -> 404
+    Busy              another writer holds the lake; try again later                      -> 409
+    Rejected          an upload that cannot become a processed image, with a reason code -> 413/415/400
+    BackendUnavailable a store stayed unreachable longer than graywave waits              -> 503
+    DeviceUnavailable GRAYWAVE_DEVICE=gpu on a machine without a usable GPU
+
+Several also derive from the built-in exception of their meaning (``ValueError``, ``LookupError``,
+``KeyError``), so that plain Python code that catches those keeps working.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class GraywaveError(Exception):
+    """The base class of every error graywave raises on purpose."""
+
+
+class InvalidInput(GraywaveError, ValueError):
+    """A value the caller gave is malformed."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A content type graywave does not accept."""
+
+
+class BadKey(InvalidInput):
+    """A key under ``uploads/`` that does not follow the layout."""
+
+
+class NotFound(GraywaveError, LookupError):
+    """What was asked for does not exist."""
+
+
+class BlobNotFound(NotFound, KeyError):
+    """The key does not exist (or no longer exists) in the blob store."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the key
+        return f"no blob at {self.args[0]}" if self.args else "no such blob"
+
+
+class NoData(NotFound):
+    """The lake has nothing to answer the question with (no images that day, an unknown user)."""
+
+
+class Busy(GraywaveError):
+    """Another process holds an exclusive lock."""
+
+
+StoreBusy = Busy
+"""The name the blob stores use for ``Busy``."""
+
+
+class LakeBusy(Busy):
+    """Another writer (a wave, an API write) holds the lake."""
+
+
+class BackendUnavailable(GraywaveError):
+    """A backend stayed unreachable for longer than graywave is willing to wait."""
+
+
+class DeviceUnavailable(GraywaveError):
+    """The configured device (a GPU) cannot be used on this machine."""
+
+
+class RejectReason(StrEnum):
+    """Stable short codes for uploads that cannot be processed."""
+
+    EMPTY = "empty"
+    NOT_AN_IMAGE = "not_an_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"
+    BAD_KEY = "bad_key"
+    VANISHED = "vanished"
+
+
+class Rejected(GraywaveError):
+    """An upload that cannot become a processed image, with a reason code and a human detail."""
+
+    def __init__(self, reason: RejectReason, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

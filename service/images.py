@@ -1,0 +1,239 @@
+"""Images as the API serves them, and what the API changes: store an upload, process uploads now,
+delete images everywhere.
+
+What is known of an upload is an ``ImageEntry``: ``pending`` (listed in the blob store, no wave has
+handled it yet), ``processed`` (with its ``ImageRecord``) or ``rejected`` (with its
+``RejectRecord``). Handled uploads come from MongoDB when it is configured, else from the lake,
+read with filters pushed down (one user's rows, never the whole lake); pending ones are the
+uploads that a wave of today would still pick up.
+
+Processing and deleting hold the lake's writer lock, like a wave: while a wave runs they raise
+``LakeBusy`` rather than race with it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from graywave.config import Settings
+from graywave.errors import BadKey, NotFound
+from graywave.kernels import select_device
+from graywave.kernels.codecs import identify
+from graywave.records import ImageRecord, RejectRecord, handling_days, record_from_document, wave_upload_days
+from graywave.service.backends import Backends
+from graywave.service.batch import Upload, process_uploads
+from graywave.storage.blobs import BlobInfo
+from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix
+
+API_WAVE = "api"
+"""The wave name under which the API records what it processes."""
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "AVIF": "avif"}
+
+Status = Literal["pending", "processed", "rejected"]
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One upload and what became of it; ``date`` and ``wave`` say which wave handled it."""
+
+    record: ImageRecord | RejectRecord | Upload
+    date: date | None = None
+    wave: str | None = None
+
+    @property
+    def status(self) -> Status:
+        return "pending" if isinstance(self.record, Upload) else self.record.status
+
+    @property
+    def image_id(self) -> str:
+        return self.record.key.image_id if isinstance(self.record, Upload) else self.record.image_id
+
+    @property
+    def source_key(self) -> str:
+        return self.record.key.key if isinstance(self.record, Upload) else self.record.source_key
+
+    @property
+    def user_id(self) -> str | None:
+        return self.record.key.user_id if isinstance(self.record, Upload) else self.record.user_id
+
+    @property
+    def file_name(self) -> str:
+        return self.record.key.file_name if isinstance(self.record, Upload) else self.record.file_name
+
+    @property
+    def uploaded_at(self) -> datetime | None:
+        return self.record.blob.modified if isinstance(self.record, Upload) else self.record.uploaded_at
+
+    @property
+    def source_bytes(self) -> int | None:
+        return self.record.blob.size if isinstance(self.record, Upload) else self.record.source_bytes
+
+
+def _upload_order(entry: ImageEntry) -> tuple[Any, ...]:
+    """Oldest upload first; bad-key rejects (no time) first of all; then by id."""
+    return (entry.uploaded_at is not None, entry.uploaded_at or datetime.min, entry.image_id)
+
+
+class ImageCatalog:
+    """Every upload the API can show, of one user or of all."""
+
+    def __init__(self, backends: Backends):
+        self.backends = backends
+
+    # --- handled uploads -------------------------------------------------------------------------
+
+    def _from_mongo(self, query: dict[str, Any], skip: int = 0, limit: int = 0) -> list[ImageEntry]:
+        assert self.backends.catalog is not None
+        return [
+            ImageEntry(record_from_document(doc), date.fromisoformat(doc["date"]), doc["wave"])
+            for doc in self.backends.catalog.find(query, skip, limit)
+        ]
+
+    def _from_lake(self, user_id: str | None, image_id: str | None = None) -> list[ImageEntry]:
+        """Handled uploads from the lake: only ``user_id``'s rows are read (and only ``image_id``'s)."""
+        lake = self.backends.lake
+        images_filter = rejects_filter = None
+        if user_id is not None:
+            images_filter = rejects_filter = ds.field("user_id") == user_id
+        if image_id is not None:
+            images_filter = ds.field("image_id") == image_id if images_filter is None else images_filter & (ds.field("image_id") == image_id)
+        entries = _entries(ImageRecord, lake.scan("images", filter=images_filter))
+        entries += _entries(RejectRecord, lake.scan("rejects", filter=rejects_filter))
+        if image_id is not None:
+            entries = [entry for entry in entries if entry.image_id == image_id]
+        return sorted(entries, key=_upload_order)
+
+    def _handled_among(self, keys: set[str], days: Sequence[date]) -> set[str]:
+        if not keys:
+            return set()
+        if self.backends.catalog is not None:
+            return self.backends.catalog.handled(keys)
+        needle = ds.field("source_key").isin(pa.array(sorted(keys), pa.string()))
+        partitions = handling_days(min(days), max(days))
+        return set().union(
+            *(self.backends.lake.scan(table, days=partitions, columns=["source_key"], filter=needle)
+              .column("source_key").to_pylist() for table in ("images", "rejects"))
+        )
+
+    # --- pending uploads -------------------------------------------------------------------------
+
+    def _pending(self, user_id: str | None, today: date) -> list[ImageEntry]:
+        """Uploads that a wave of ``today`` would still pick up, oldest first."""
+        days = wave_upload_days(today)
+        blobs: list[BlobInfo] = []
+        for day in days:
+            blobs += self.backends.blobs.list(uploads_prefix(day) + (f"{user_id}/" if user_id else ""))
+        handled = self._handled_among({blob.key for blob in blobs}, days)
+        entries = []
+        for blob in blobs:
+            if blob.key in handled:
+                continue
+            try:
+                entries.append(ImageEntry(Upload(parse_upload_key(blob.key), blob)))
+            except BadKey:
+                continue  # a wave rejects it with bad_key; it belongs to no user
+        return entries
+
+    # --- what the API asks -----------------------------------------------------------------------
+
+    def page(self, today: date, user_id: str | None, offset: int, limit: int) -> tuple[list[ImageEntry], int]:
+        """One page of every image (handled ones oldest upload first, then the pending) and the total."""
+        pending = self._pending(user_id, today)
+        if self.backends.catalog is not None:
+            query = {} if user_id is None else {"user_id": user_id}
+            handled_total = self.backends.catalog.count(query)
+            handled = self._from_mongo(query, offset, limit)
+        else:
+            everything = self._from_lake(user_id)
+            handled_total, handled = len(everything), everything[offset : offset + limit]
+        start = max(0, offset - handled_total)
+        return handled + pending[start : start + limit - len(handled)], handled_total + len(pending)
+
+    def entries(self, today: date, user_id: str | None = None) -> list[ImageEntry]:
+        """Every image of one user (or of all), as ``page`` orders them."""
+        handled = (
+            self._from_mongo({} if user_id is None else {"user_id": user_id})
+            if self.backends.catalog is not None
+            else self._from_lake(user_id)
+        )
+        return handled + self._pending(user_id, today)
+
+    def get(self, today: date, user_id: str, image_id: str) -> ImageEntry:
+        """One image of ``user_id``; ``NotFound`` when it has none of that id."""
+        if self.backends.catalog is not None:
+            handled = self._from_mongo({"user_id": user_id, "_id": image_id})
+        else:
+            handled = self._from_lake(user_id, image_id)
+        if handled:
+            return handled[0]
+        for entry in self._pending(user_id, today):
+            if entry.image_id == image_id:
+                return entry
+        raise NotFound(f"image {image_id} of {user_id} does not exist")
+
+
+def _entries(kind: type[ImageRecord] | type[RejectRecord], table: pa.Table) -> list[ImageEntry]:
+    days, waves = table.column("date").to_pylist(), table.column("wave").to_pylist()
+    return [ImageEntry(record, day, wave) for record, day, wave in zip(kind.from_arrow(table), days, waves, strict=True)]
+
+
+# --- what the API changes --------------------------------------------------------------------------
+
+
+def store_upload(backends: Backends, settings: Settings, user_id: str, data: bytes, content_type: str) -> str:
+    """Check that ``data`` is an accepted image (header only) and store it as a new upload of today.
+
+    Returns its key; raises ``Rejected`` for what a wave would reject from the header.
+    """
+    fmt = identify(data, settings.max_pixels)
+    key = upload_key(settings.today(), user_id, f"{uuid.uuid4().hex}.{EXTENSIONS[fmt]}")
+    backends.blobs.write(key, data, content_type)
+    return key
+
+
+def replace_upload(backends: Backends, settings: Settings, source_key: str, data: bytes, content_type: str) -> None:
+    identify(data, settings.max_pixels)
+    backends.blobs.write(source_key, data, content_type)
+
+
+def _blob_info(backends: Backends, key: str) -> BlobInfo:
+    for blob in backends.blobs.list(key):
+        if blob.key == key:
+            return blob
+    raise NotFound(f"the upload {key} is gone from the blob store")
+
+
+def process_now(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
+    """Process these uploads at once (again, if they were handled): their old records are replaced."""
+    with backends.lake.exclusive(settings.lock_ttl_s):
+        backends.forget(set(source_keys))
+        uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
+        result = process_uploads(uploads, backends.blobs, settings, select_device(settings.device))
+        backends.record(settings.today(), API_WAVE, result.images, result.rejects)
+
+
+def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:
+    """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
+    owners' analytics rows of the days those images counted in (rerun the analytics to recompute)."""
+    entries = list(entries)
+    with backends.lake.exclusive(settings.lock_ttl_s):
+        for entry in entries:
+            backends.blobs.delete(entry.source_key)
+            if isinstance(entry.record, ImageRecord):
+                backends.blobs.delete(entry.record.processed_key)
+        backends.forget({entry.source_key for entry in entries})
+        users = {entry.user_id for entry in entries if entry.user_id}
+        days = {entry.date for entry in entries if entry.date}
+        if users and days:
+            backends.lake.remove_rows("daily_user_histograms", ["user_id"], users, days=days)
+            backends.lake.remove_rows("similar_users", ["user_id", "neighbour_id"], users, days=days)
+            if backends.catalog is not None:
+                backends.catalog.delete_results(users, {day.isoformat() for day in days})
+
