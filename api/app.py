@@ -11,6 +11,7 @@ they do is the service layer's (``graywave.service``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=state.warm_up, name="graywave-warm-up", daemon=True).start()
         yield
         state.backends.close()
 

@@ -42,6 +42,15 @@ class State:
         )
 
 
+    def warm_up(self) -> None:
+        """Build the lake's indexes of the reads the API makes (embedded default only), so that
+        the first requests do not wait for them. Run in the background after start-up."""
+        if self.backends.catalog is None:
+            lake = self.backends.lake
+            for table, column in (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id")):
+                lake.index(table, column).refresh()
+
+
 def state(request: Request) -> State:
     graywave_state: State = request.app.state.graywave
     return graywave_state

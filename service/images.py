@@ -97,15 +97,18 @@ class ImageCatalog:
         ]
 
     def _from_lake(self, user_id: str | None, image_id: str | None = None) -> list[ImageEntry]:
-        """Handled uploads from the lake: only ``user_id``'s rows are read (and only ``image_id``'s)."""
+        """Handled uploads from the lake, opening only the files that hold ``image_id`` (when given)
+        or ``user_id``'s rows (``Lake.lookup``); every file only when both are None."""
         lake = self.backends.lake
-        images_filter = rejects_filter = None
-        if user_id is not None:
-            images_filter = rejects_filter = ds.field("user_id") == user_id
-        if image_id is not None:
-            images_filter = ds.field("image_id") == image_id if images_filter is None else images_filter & (ds.field("image_id") == image_id)
-        entries = _entries(ImageRecord, lake.scan("images", filter=images_filter))
-        entries += _entries(RejectRecord, lake.scan("rejects", filter=rejects_filter))
+        if user_id is None:
+            images, rejects = lake.scan("images"), lake.scan("rejects")
+        elif image_id is None:
+            images = lake.lookup("images", "user_id", user_id)
+            rejects = lake.lookup("rejects", "user_id", user_id)
+        else:
+            images = lake.lookup("images", "image_id", image_id, filter=ds.field("user_id") == user_id)
+            rejects = lake.lookup("rejects", "user_id", user_id)  # a reject's id is its key's hash: few rows
+        entries = _entries(ImageRecord, images) + _entries(RejectRecord, rejects)
         if image_id is not None:
             entries = [entry for entry in entries if entry.image_id == image_id]
         return sorted(entries, key=_upload_order)

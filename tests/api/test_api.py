@@ -9,6 +9,7 @@ from PIL import Image
 
 from graywave.service.backends import Backends
 from graywave.flows.analytics import analytics_flow
+from graywave.flows.wave import wave_flow
 from graywave.service.samples import encode, synthetic_photo
 from graywave.records import image_id_for
 
@@ -210,3 +211,35 @@ def test_pages_run_through_handled_then_pending_images(api):
     assert second["next"] is None and [i["status"] for i in second["items"]] == ["pending"]
     seen = [i["image_id"] for i in first["items"] + second["items"]]
     assert sorted(seen[:2]) == sorted(handled) and sorted(seen[2:]) == sorted(pending)  # S3 times are in seconds
+
+
+def test_deleting_one_image_of_a_file_that_holds_several_is_seen_by_every_read(api):
+    """The bug of issue 9: a delete rewrote a lake file under the same name, and the embedded API's
+    caches (keyed by file names) went on serving the deleted image and the old analytics."""
+    alice = api.client("alice")
+    photos = [encode(synthetic_photo(160, 120, seed=10 + k, brightness=0.2 * k - 0.3), "JPEG", quality=90) for k in range(4)]
+    ids = [upload(alice, "alice", data, name=f"{k}.jpg").json()["image_id"] for k, data in enumerate(photos)]
+    today = api.settings.today()
+    wave_flow(day=today, name="morning")  # the four rows land in one lake file
+    with Backends.open(api.settings) as backends:
+        assert len(backends.lake.files("images")) == 1
+    before = {
+        "list": alice.get("/images/alice").json(), "weekly": alice.get("/users/alice/weekly").json(),
+        "median": alice.get("/analytics/median").json(), "one": alice.get(f"/images/alice/{ids[0]}").json(),
+    }  # read once first, so that any cache is filled with the four images
+    assert before["list"]["total"] == 4 and len(before["weekly"]["images"]) == 4 and before["one"]["status"] == "processed"
+
+    assert alice.delete(f"/images/alice/{ids[0]}").status_code == 204
+
+    assert error_of(alice.get(f"/images/alice/{ids[0]}")) == (404, "not_found")
+    listing = alice.get("/images/alice").json()
+    assert listing["total"] == 3 and sorted(i["image_id"] for i in listing["items"]) == sorted(ids[1:])
+    assert sorted(i["image_id"] for i in alice.get("/users/alice/weekly").json()["images"]) == sorted(ids[1:])
+    kept = [alice.get(f"/images/alice/{i}").json()["histogram"] for i in ids[1:]]
+    counts = np.sum(kept, axis=0)
+    median = alice.get("/analytics/median").json()  # alice is the day's only user: her histogram is the median
+    assert median["users"] == 1
+    assert np.allclose(median["histogram"], counts / counts.sum())
+    assert not np.allclose(before["median"]["histogram"], median["histogram"])
+    assert wave_flow(day=today, name="evening").processed == 0  # a later wave changes nothing
+    assert alice.get("/images/alice").json()["total"] == 3

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 
 from graywave.storage.blobs import LocalBlobStore, StoreBusy
@@ -85,3 +87,39 @@ def test_one_writer_at_a_time(lake):
                 pass
     with lake.exclusive():  # released
         pass
+
+
+def test_every_write_changes_the_generation(lake):
+    seen = {lake.generation()}
+    append_images(lake, date(2026, 11, 27), "morning", [image_row("k5")])
+    seen.add(lake.generation())
+    lake.replace("daily_median", pa.table({"users": [1], "histogram": [[1.0]]}), day=date(2026, 11, 27))
+    seen.add(lake.generation())
+    assert lake.remove_rows("images", ["source_key"], {"k5"}) == 1
+    seen.add(lake.generation())
+    assert len(seen) == 4
+    assert lake.remove_rows("images", ["source_key"], {"no such key"}) == 0  # nothing written, nothing changed
+    assert lake.generation() in seen
+
+
+def test_scan_pushes_filters_and_projections_down(lake):
+    found = lake.scan("images", days=[date(2026, 11, 25)], columns=["source_key", "wave"], filter=ds.field("user_id") == "u2")
+    assert found.to_pylist() == [{"source_key": "k2", "wave": "morning"}]
+
+
+def test_lookup_opens_only_the_files_that_hold_the_value_and_follows_rewrites(lake):
+    index = lake.index("images", "user_id")
+    assert [f.split("/")[-3] for f in index.files_with("u1")] == ["date=2026-11-25", "date=2026-11-26"]
+    assert [f.split("/")[-3] for f in index.files_with("u2")] == ["date=2026-11-25"]
+    assert index.files_with("nobody") == []
+    first = lake.lookup("images", "user_id", "u1", columns=["source_key", "date"])
+    assert sorted(first.column("source_key").to_pylist()) == ["k1", "k3"]
+    # A rewrite under the same file name (k1 leaves the file it shares with k2) is seen at once ...
+    lake.remove_rows("images", ["source_key"], {"k1"})
+    assert lake.lookup("images", "user_id", "u1", columns=["source_key"]).column("source_key").to_pylist() == ["k3"]
+    assert [f.split("/")[-3] for f in index.files_with("u1")] == ["date=2026-11-26"]
+    # ... and so is a new file.
+    append_images(lake, date(2026, 11, 27), "morning", [image_row("k6"), image_row("k7", "u2")])
+    assert sorted(lake.lookup("images", "user_id", "u2", columns=["source_key"]).column("source_key").to_pylist()) == ["k2", "k7"]
+    one = lake.lookup("images", "image_id", image_record("k7").image_id, filter=ds.field("user_id") == "u2")
+    assert ImageRecord.from_arrow(one) == [image_row("k7", "u2")]
