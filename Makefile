@@ -5,7 +5,7 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.8
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: install demo test bench clean
+.PHONY: install check demo test bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -13,19 +13,23 @@ $(UV):
 
 # Exact versions from uv.lock; --inexact keeps uv itself in the environment.
 install: $(UV)
-	$(UV) sync --frozen --inexact --extra test
+	$(UV) sync --frozen --inexact --extra test --extra lint
 
 demo: install
 	$(VENV)/bin/graywave demo
 
-test: install
+check: install
+	scripts/check
+
+test: check
 	$(VENV)/bin/python -m pytest
 
 bench: install
-	$(UV) sync --frozen --inexact --extra test --extra bench
+	$(UV) sync --frozen --inexact --extra test --extra lint --extra bench
 	$(VENV)/bin/python bench/wave_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/python bench/similarity_bench.py  # the machine pins an old BLAS kernel otherwise
 	$(VENV)/bin/python bench/api_bench.py
+	$(VENV)/bin/python bench/lake_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out

@@ -27,7 +27,7 @@ DESCRIPTION = (
     "Uploads, image status, processed grayscale images and the daily analytics of graywave.\n\n"
     "Every route needs `Authorization: Bearer <token>` (issue one with `graywave token issue USER`): "
     "a user token reads and writes its own user's images and results, an admin token everything. "
-    "Errors are JSON: `{\"error\": {\"code\", \"message\", \"status\"}}`."
+    'Errors are JSON: `{"error": {"code", "message", "status"}}`.'
 )
 
 

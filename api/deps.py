@@ -17,7 +17,11 @@ from graywave.service.backends import Backends
 from graywave.service.daily import DailyHistogramsCache
 from graywave.service.images import ImageCatalog
 from graywave.service.tokens import Principal, TokenStore
+from graywave.storage.lake import Table
 from graywave.storage.layout import USER_ID_PATTERN
+
+INDEXED: tuple[tuple[Table, str], ...] = (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id"))
+"""The lake columns the API looks rows up by (``service.images.ImageCatalog``)."""
 
 
 @dataclass(frozen=True)
@@ -41,13 +45,12 @@ class State:
             daily=DailyHistogramsCache(backends.lake),
         )
 
-
     def warm_up(self) -> None:
         """Build the lake's indexes of the reads the API makes (embedded default only), so that
         the first requests do not wait for them. Run in the background after start-up."""
         if self.backends.catalog is None:
             lake = self.backends.lake
-            for table, column in (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id")):
+            for table, column in INDEXED:
                 lake.index(table, column).refresh()
 
 
@@ -94,7 +97,9 @@ Owner = Annotated[str, Depends(owner)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 Day = Annotated[date | None, Query(alias="date", description="Day (default: today in GRAYWAVE_TIMEZONE).")]
-MetricQuery = Annotated[str, Query(description=f"One of {', '.join(METRICS)}.", pattern="^(" + "|".join(METRICS) + ")$")]
+MetricQuery = Annotated[
+    str, Query(description=f"One of {', '.join(METRICS)}.", pattern="^(" + "|".join(METRICS) + ")$")
+]
 UploadField = Annotated[UploadFile, File(description="The photo (JPEG, HEIC/HEIF, PNG, WebP, AVIF).")]
 
 

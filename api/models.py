@@ -10,7 +10,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.images import ImageEntry
 
-HISTOGRAM_EXAMPLE = [0, 1021, 5400, 90210, 310002, 901233, 1502345, 2100456, 2201000, 1900220, 1500110, 900020, 500101, 200034, 80012, 1002]
+HISTOGRAM_EXAMPLE: list[Any] = [
+    0,
+    1021,
+    5400,
+    90210,
+    310002,
+    901233,
+    1502345,
+    2100456,
+    2201000,
+    1900220,
+    1500110,
+    900020,
+    500101,
+    200034,
+    80012,
+    1002,
+]
 
 
 class Links(BaseModel):
@@ -75,8 +92,10 @@ class Image(BaseModel):
         record = entry.record
         fields: dict[str, Any] = {}
         if isinstance(record, ImageRecord):
-            fields = {name: getattr(record, name) for name in (
-                "processed_at", "width", "height", "format", "pixel_count", "processed_bytes", "histogram")}
+            fields = {
+                name: getattr(record, name)
+                for name in ("processed_at", "width", "height", "format", "pixel_count", "processed_bytes", "histogram")
+            }
         elif isinstance(record, RejectRecord):
             fields = {"reason": record.reason, "detail": record.detail}
         return cls(
@@ -112,7 +131,12 @@ class PresignedUpload(BaseModel):
             "examples": [
                 {
                     "url": "https://photos.s3.amazonaws.com/",
-                    "fields": {"key": "uploads/2026-11-25/alice/5d1c...e2.jpg", "Content-Type": "image/jpeg", "policy": "...", "x-amz-signature": "..."},
+                    "fields": {
+                        "key": "uploads/2026-11-25/alice/5d1c...e2.jpg",
+                        "Content-Type": "image/jpeg",
+                        "policy": "...",
+                        "x-amz-signature": "...",
+                    },
                     "image_id": "0c8e1f2a3b4c5d6e7f80",
                     "key": "uploads/2026-11-25/alice/5d1c...e2.jpg",
                     "expires_at": "2026-11-25T10:05:00Z",

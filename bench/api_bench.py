@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from graywave.service.tokens import issue_token
 from graywave.config import Settings
+from graywave.records import ImageRecord, image_id_for
+from graywave.service.tokens import issue_token
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-from graywave.records import ImageRecord, image_id_for
 from graywave.storage.layout import upload_key
 
 USERS = 1_000
@@ -42,12 +42,25 @@ def seed_lake(lake: Lake, day) -> list[tuple[str, str]]:
         user = f"user{u:04d}"
         key = upload_key(day, user, "IMG_0001.jpg")
         histogram = rng.multinomial(12_000_000, rng.dirichlet(np.ones(16))).tolist()
-        rows.append(ImageRecord(
-            image_id=image_id_for(key), user_id=user, upload_date=day, file_name="IMG_0001.jpg",
-            source_key=key, processed_key=f"processed/{day}/{user}/{image_id_for(key)}.jpg",
-            uploaded_at=now, processed_at=now, width=4000, height=3000, format="JPEG",
-            pixel_count=12_000_000, source_bytes=2_000_000, processed_bytes=1_500_000, histogram=tuple(histogram),
-        ))
+        rows.append(
+            ImageRecord(
+                image_id=image_id_for(key),
+                user_id=user,
+                upload_date=day,
+                file_name="IMG_0001.jpg",
+                source_key=key,
+                processed_key=f"processed/{day}/{user}/{image_id_for(key)}.jpg",
+                uploaded_at=now,
+                processed_at=now,
+                width=4000,
+                height=3000,
+                format="JPEG",
+                pixel_count=12_000_000,
+                source_bytes=2_000_000,
+                processed_bytes=1_500_000,
+                histogram=tuple(histogram),
+            )
+        )
         ids.append((user, image_id_for(key)))
     lake.append("images", ImageRecord.to_arrow(rows), day=day, wave="morning")
     return ids
@@ -81,8 +94,10 @@ def free_port() -> int:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = os.environ | {
-            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs", "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
-            "GRAYWAVE_API_TOKENS_FILE": f"{tmp}/tokens.json", "PREFECT_HOME": f"{tmp}/prefect",
+            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs",
+            "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
+            "GRAYWAVE_API_TOKENS_FILE": f"{tmp}/tokens.json",
+            "PREFECT_HOME": f"{tmp}/prefect",
         }
         settings = Settings(blob_url=env["GRAYWAVE_BLOB_URL"], lake_url=env["GRAYWAVE_LAKE_URL"])
         day = settings.today()
@@ -92,7 +107,9 @@ def main() -> None:
         port = free_port()
         server = subprocess.Popen(
             [str(Path(sys.executable).with_name("graywave")), "api", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
         try:

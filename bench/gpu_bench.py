@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import cupy as cp  # noqa: E402
-import numpy as np  # noqa: E402
-from similarity_bench import synthetic_day  # noqa: E402
-from wave_bench import DAY, PHONE_12MP, samples  # noqa: E402
+import cupy as cp
+import numpy as np
+from similarity_bench import synthetic_day
+from wave_bench import DAY, PHONE_12MP, samples
 
-from graywave.config import Settings  # noqa: E402
-from graywave.service.batch import Upload, luma_batch_codec, process_uploads, process_uploads_batched  # noqa: E402
-from graywave.kernels import select_device  # noqa: E402
-from graywave.kernels.similarity import all_pairs_nearest  # noqa: E402
-from graywave.storage.blobs import LocalBlobStore  # noqa: E402
-from graywave.storage.layout import parse_upload_key, upload_key  # noqa: E402
+from graywave.config import Settings
+from graywave.kernels import select_device
+from graywave.kernels.similarity import all_pairs_nearest
+from graywave.service.batch import Upload, luma_batch_codec, process_uploads, process_uploads_batched
+from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.layout import parse_upload_key, upload_key
 
 UPLOADS = 256
 BATCH = 64
@@ -61,14 +61,21 @@ def main() -> None:
             process_uploads_batched(batches[0][:4], store, settings, gpu, codec)  # warm up
             start = time.perf_counter()
             with ThreadPoolExecutor(cores) as pool:
-                list(pool.map(lambda b: process_uploads(b, store, settings, cpu), [uploads[w::cores] for w in range(cores)]))
+                list(
+                    pool.map(
+                        lambda b, store=store: process_uploads(b, store, settings, cpu),
+                        [uploads[w::cores] for w in range(cores)],
+                    )
+                )
             cpu_rate = len(uploads) / (time.perf_counter() - start)
             start = time.perf_counter()
             for batch in batches:
                 process_uploads_batched(batch, store, settings, gpu, codec)
             gpu_rates[label] = len(uploads) / (time.perf_counter() - start)
-        print(f"| {label} | {cpu_rate:.0f} img/s ({cpu_rate * megapixels:.0f} MP/s) "
-              f"| {gpu_rates[label]:.0f} img/s ({gpu_rates[label] * megapixels:.0f} MP/s) | {gpu_rates[label] / cpu_rate:.1f}x |")
+        print(
+            f"| {label} | {cpu_rate:.0f} img/s ({cpu_rate * megapixels:.0f} MP/s) "
+            f"| {gpu_rates[label]:.0f} img/s ({gpu_rates[label] * megapixels:.0f} MP/s) | {gpu_rates[label] / cpu_rate:.1f}x |"
+        )
     fractions = synthetic_day(100_000)
     all_pairs_nearest(cp.asarray(fractions[:2000]), 10, "design")
     for metric in ("design", "l1"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,15 +62,23 @@ def build_lake(root: Path) -> list[tuple[str, str]]:
                 n = len(users[part])
                 table = pa.table(
                     {
-                        "image_id": ids[part], "user_id": users[part], "upload_date": pa.array([day] * n, pa.date32()),
-                        "file_name": np.char.add(ids[part], ".jpg"), "source_key": keys[part],
+                        "image_id": ids[part],
+                        "user_id": users[part],
+                        "upload_date": pa.array([day] * n, pa.date32()),
+                        "file_name": np.char.add(ids[part], ".jpg"),
+                        "source_key": keys[part],
                         "processed_key": np.char.replace(keys[part], "uploads/", "processed/"),
                         "uploaded_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
                         "processed_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
-                        "width": np.full(n, 4000, np.int32), "height": np.full(n, 3000, np.int32),
-                        "format": ["JPEG"] * n, "pixel_count": counts[part].sum(axis=1),
-                        "source_bytes": np.full(n, 2_000_000), "processed_bytes": np.full(n, 1_500_000),
-                        "histogram": pa.FixedSizeListArray.from_arrays(counts[part].ravel(), 16).cast(pa.list_(pa.int64())),
+                        "width": np.full(n, 4000, np.int32),
+                        "height": np.full(n, 3000, np.int32),
+                        "format": ["JPEG"] * n,
+                        "pixel_count": counts[part].sum(axis=1),
+                        "source_bytes": np.full(n, 2_000_000),
+                        "processed_bytes": np.full(n, 1_500_000),
+                        "histogram": pa.FixedSizeListArray.from_arrays(counts[part].ravel(), 16).cast(
+                            pa.list_(pa.int64())
+                        ),
                     }
                 )
                 lake.append("images", table.cast(ImageRecord.ARROW_SCHEMA), day=day, wave=wave)
@@ -81,12 +88,19 @@ def build_lake(root: Path) -> list[tuple[str, str]]:
 
 def serve(data: Path, lake: Path, port: int) -> tuple[subprocess.Popen[bytes], float]:
     """Start ``graywave api``; return it and the seconds until it first answered."""
-    env = {**os.environ, "GRAYWAVE_LAKE_URL": str(lake), "GRAYWAVE_BLOB_URL": str(data / "blobs"),
-           "GRAYWAVE_API_TOKENS_FILE": str(data / "tokens.json"), "PREFECT_HOME": str(data / "prefect")}
+    env = {
+        **os.environ,
+        "GRAYWAVE_LAKE_URL": str(lake),
+        "GRAYWAVE_BLOB_URL": str(data / "blobs"),
+        "GRAYWAVE_API_TOKENS_FILE": str(data / "tokens.json"),
+        "PREFECT_HOME": str(data / "prefect"),
+    }
     started = time.perf_counter()
     server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("graywave")), "api", "--port", str(port)], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [str(Path(sys.executable).with_name("graywave")), "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     while True:
         try:
@@ -97,7 +111,15 @@ def serve(data: Path, lake: Path, port: int) -> tuple[subprocess.Popen[bytes], f
             time.sleep(0.02)
 
 
-def timed(call, samples) -> tuple[float, np.ndarray]:  # noqa: ANN001
+def rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """Resident memory of a process (Linux), in MB."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(call, samples) -> tuple[float, np.ndarray]:
     """(first call in ms, the others' latencies in ms)."""
     latencies = []
     for sample in samples:
@@ -123,10 +145,11 @@ def main() -> None:
         print(f"lake: {ROWS:,} image rows, {DAYS} days, {files} files, built in {built:.0f} s")
         token = issue_token(data / "tokens.json", "bench", admin=True)
 
-        _, empty_start = serve_and_stop(data, data / "empty-lake")
+        empty_start, empty_rss = serve_and_stop(data, data / "empty-lake", token)
         server, full_start = serve(data, data / "lake", 8798)
         try:
             with httpx.Client(base_url="http://127.0.0.1:8798", headers={"Authorization": f"Bearer {token}"}) as api:
+
                 def get(pair: tuple[str, str]) -> None:
                     assert api.get(f"/images/{pair[0]}/{pair[1]}").status_code == 200
 
@@ -135,6 +158,7 @@ def main() -> None:
 
                 get_first, get_lat = timed(get, wanted)
                 page_first, page_lat = timed(page, wanted)
+            full_rss = rss_mb(server)
         finally:
             server.terminate()
             server.wait(30)
@@ -149,24 +173,38 @@ def main() -> None:
         scan_first, scan_lat = timed(scan_get, wanted[:BASELINE_SAMPLES])
         user_first, user_lat = timed(scan_user, wanted[:BASELINE_SAMPLES])
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"API start-up: {full_start:.2f} s on this lake, {empty_start:.2f} s on an empty lake "
-          f"(ratio {full_start / empty_start:.2f})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(
+        f"API start-up: {full_start:.2f} s on this lake, {empty_start:.2f} s on an empty lake "
+        f"(ratio {full_start / empty_start:.2f})"
+    )
+    print(
+        f"API resident memory: {full_rss:.0f} MB on this lake after the requests, {empty_rss:.0f} MB on an empty lake"
+    )
     print("| read | first (ms) | p50 (ms) | p99 (ms) |")
     print("|---|---|---|---|")
     print(line("API GET /images/{user}/{id}", get_first, get_lat))
     print(line("API GET /images/{user} (first page)", page_first, page_lat))
     print(line("baseline: Lake.scan, user_id and image_id pushed down", scan_first, scan_lat))
     print(line("baseline: Lake.scan, user_id pushed down", user_first, user_lat))
-    print(f"GET p50 vs baseline: {np.median(scan_lat) / np.median(get_lat):.0f}x faster; "
-          f"list p50 vs baseline: {np.median(user_lat) / np.median(page_lat):.0f}x faster")
+    print(
+        f"GET p50 vs baseline: {np.median(scan_lat) / np.median(get_lat):.0f}x faster; "
+        f"list p50 vs baseline: {np.median(user_lat) / np.median(page_lat):.0f}x faster"
+    )
 
 
-def serve_and_stop(data: Path, lake: Path) -> tuple[None, float]:
+def serve_and_stop(data: Path, lake: Path, token: str) -> tuple[float, float]:
+    """(start-up seconds, resident MB after one image request) of the API on ``lake``."""
     server, seconds = serve(data, lake, 8797)
-    server.terminate()
-    server.wait(30)
-    return None, seconds
+    try:
+        answer = httpx.get("http://127.0.0.1:8797/images/nobody/0", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 404
+        return seconds, rss_mb(server)
+    finally:
+        server.terminate()
+        server.wait(30)
 
 
 if __name__ == "__main__":

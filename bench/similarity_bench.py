@@ -64,7 +64,9 @@ def sklearn_brute(fractions: np.ndarray, rows: np.ndarray, metric: str) -> float
     return time.perf_counter() - start
 
 
-def identical_to_reference(fractions: np.ndarray, indices: np.ndarray, distances: np.ndarray, rows: np.ndarray, metric: str) -> bool:
+def identical_to_reference(
+    fractions: np.ndarray, indices: np.ndarray, distances: np.ndarray, rows: np.ndarray, metric: str
+) -> bool:
     for i in rows:
         expected_i, expected_d = nearest(fractions, int(i), TOP, metric)
         if not (np.array_equal(indices[i], expected_i) and np.array_equal(distances[i], expected_d)):

@@ -35,10 +35,10 @@ import simplejpeg
 from PIL import Image
 
 from graywave.config import Settings
-from graywave.service.batch import Upload, process_uploads
-from graywave.service.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.kernels import histogram, select_device
 from graywave.kernels.codecs import decode_luma
+from graywave.service.batch import Upload, process_uploads
+from graywave.service.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.storage.blobs import LocalBlobStore, open_blob_store
 from graywave.storage.layout import parse_upload_key, upload_key
 
@@ -128,12 +128,16 @@ def graywave_batch_rate(root: Path, images: Sequence[bytes], workers: int, setti
 
 def wave_cli(blob_url: str, lake_url: str, images: Sequence[bytes], extra_env: dict[str, str]) -> tuple[float, float]:
     """Seconds of a ``graywave wave run`` with nothing pending, and of one with ``WAVE_UPLOADS`` uploads."""
-    env = os.environ | extra_env | {
-        "GRAYWAVE_BLOB_URL": blob_url,
-        "GRAYWAVE_LAKE_URL": lake_url,
-        "GRAYWAVE_DEVICE": "cpu",
-        "PREFECT_HOME": str(OUT / "prefect"),
-    }
+    env = (
+        os.environ
+        | extra_env
+        | {
+            "GRAYWAVE_BLOB_URL": blob_url,
+            "GRAYWAVE_LAKE_URL": lake_url,
+            "GRAYWAVE_DEVICE": "cpu",
+            "PREFECT_HOME": str(OUT / "prefect"),
+        }
+    )
     command = [str(Path(sys.executable).with_name("graywave")), "wave", "run", "--date", DAY.isoformat()]
 
     def timed(name: str) -> float:
@@ -163,12 +167,16 @@ def s3_wave(images: Sequence[bytes]) -> tuple[float, float]:
     os.environ.update(credentials)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
     try:
-        return wave_cli("s3://bench/blobs", "s3://bench/lake", images, credentials | {"GRAYWAVE_S3_ENDPOINT_URL": endpoint})
+        return wave_cli(
+            "s3://bench/blobs", "s3://bench/lake", images, credentials | {"GRAYWAVE_S3_ENDPOINT_URL": endpoint}
+        )
     finally:
         server.stop()
 
 
-def markdown(rows: list[tuple[str, float, dict[str, float]]], waves: dict[str, tuple[float, float]], wave_label: str) -> str:
+def markdown(
+    rows: list[tuple[str, float, dict[str, float]]], waves: dict[str, tuple[float, float]], wave_label: str
+) -> str:
     megapixels = PHONE_12MP[0] * PHONE_12MP[1] / 1e6
     lines = [
         "| 12 MP JPEG | (a) naive | (b) decode floor | (b') output floor | (c) histograms only | (c) batch, 1 worker | (c) batch, 2 workers |",
@@ -181,8 +189,12 @@ def markdown(rows: list[tuple[str, float, dict[str, float]]], waves: dict[str, t
         "",
         "| ratio (target) | " + " | ".join(label for label, _, _ in rows) + " |",
         "|---|" + "---|" * len(rows),
-        "| (c) histograms only / (b), per core (>= 0.9) | " + " | ".join(f"{f['c-hist'] / f['b']:.2f}" for _, _, f in rows) + " |",
-        "| (c) batch with outputs / (a), per core (>= 1.5) | " + " | ".join(f"{f['c'] / f['a']:.2f}" for _, _, f in rows) + " |",
+        "| (c) histograms only / (b), per core (>= 0.9) | "
+        + " | ".join(f"{f['c-hist'] / f['b']:.2f}" for _, _, f in rows)
+        + " |",
+        "| (c) batch with outputs / (a), per core (>= 1.5) | "
+        + " | ".join(f"{f['c'] / f['a']:.2f}" for _, _, f in rows)
+        + " |",
         "| (c) 2 workers / 1 worker (>= 1.8) | " + " | ".join(f"{f['c2'] / f['c']:.2f}" for _, _, f in rows) + " |",
     ]
     floor = dict((label, f) for label, _, f in rows)[wave_label]["b'2"]

@@ -16,7 +16,7 @@ from graywave.service.daily import AnalyticsSummary
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import WaveSummary
 from graywave.storage.blobs import BlobStore, open_blob_store
-from graywave.storage.lake import Lake
+from graywave.storage.lake import SCHEMAS, Lake
 from graywave.storage.layout import upload_key
 
 DEMO_USERS = {"alice": -0.4, "bruno": -0.1, "chen": 0.0, "dara": 0.2, "emeka": 0.5}
@@ -31,7 +31,7 @@ class SampleUpload:
     data: bytes
 
 
-def _oriented_jpeg(rgb, orientation: int) -> bytes:
+def _oriented_jpeg(rgb: np.ndarray, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(rgb, "JPEG", quality=88, exif=exif)
@@ -91,17 +91,24 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
 def demo_report(settings: Settings) -> str:
     """What the lake holds after the demo, read back with Polars as an analyst would."""
     lake = Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url))
-    images = pl.from_arrow(lake.read("images"))
-    rejects = pl.from_arrow(lake.read("rejects"))
+    blobs = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+    images = pl.DataFrame(lake.read("images"))
+    rejects = pl.DataFrame(lake.read("rejects"))
     per_day = (
         images.group_by("date")
-        .agg(pl.len().alias("images"), pl.col("user_id").n_unique().alias("users"), pl.col("format").unique().sort().str.join(","))
+        .agg(
+            pl.len().alias("images"),
+            pl.col("user_id").n_unique().alias("users"),
+            pl.col("format").unique().sort().str.join(","),
+        )
         .sort("date")
     )
     today = settings.today()
     median = lake.read("daily_median", [today]).column("histogram")[0].as_py()
     similar: dict[str, list[tuple[str, float]]] = {}
-    for row in lake.read("similar_users", [today]).sort_by([("user_id", "ascending"), ("rank", "ascending")]).to_pylist():
+    for row in (
+        lake.read("similar_users", [today]).sort_by([("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
+    ):
         similar.setdefault(row["user_id"], []).append((row["neighbour_id"], row["distance"]))
     lines = [
         f"{images.height} images processed, {rejects.height} uploads rejected.",
@@ -115,8 +122,8 @@ def demo_report(settings: Settings) -> str:
         "  " + " ".join(f"{value:.3f}" for value in median),
         *(f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}" for user, neighbours in similar.items()),
         "",
-        f"Processed grayscale images: {open_blob_store(settings.blob_url, settings.s3_endpoint_url).url}/processed/<date>/<user>/<image_id>.jpg",
-        f"Parquet lake:               {lake.url}/ (images, rejects, daily_user_histograms, daily_median, similar_users)",
+        f"Processed grayscale images: {blobs.url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Parquet lake:               {lake.url}/ ({', '.join(SCHEMAS)})",
         "Read it with Polars:",
         f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",
     ]

@@ -18,14 +18,23 @@ telemetry off), so every command works without internet access.
 from __future__ import annotations
 
 import threading
-from datetime import datetime
-from typing import Annotated
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
 from graywave.errors import GraywaveError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from graywave.kernels.similarity import Metric
+    from graywave.storage.lake import Lake
+
+T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n\n")[0])
 wave_app = typer.Typer(no_args_is_help=True, help="Upload waves.")
@@ -84,18 +93,19 @@ def wave_run(
 DayOption = Annotated[
     datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="Day (default: today in GRAYWAVE_TIMEZONE).")
 ]
-MetricOption = Annotated[str, typer.Option("--metric", help="design, l1, chisquare, intersection, hellinger, correlation.")]
+MetricOption = Annotated[
+    str, typer.Option("--metric", help="design, l1, chisquare, intersection, hellinger, correlation.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 
 
-def _check_metric(metric: str) -> str:
+def _check_metric(metric: str) -> Metric:
     from graywave.kernels.similarity import check_metric
 
     try:
-        check_metric(metric)
+        return check_metric(metric)
     except GraywaveError as error:
         raise typer.BadParameter(str(error), param_hint="--metric") from None
-    return metric
 
 
 @analytics_app.command("run")
@@ -117,7 +127,7 @@ def analytics_run(
     console.print(summary.line())
 
 
-def _print(frame, as_json: bool, title: str) -> None:
+def _print(frame: pl.DataFrame, as_json: bool, title: str) -> None:
     """A Polars frame as a table, or as JSON records."""
     import json
 
@@ -142,7 +152,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _answer(question):  # noqa: ANN001, ANN202 - a small adapter for the three queries
+def _answer(question: Callable[[Lake, Settings], T]) -> T:
     """Run a query against the lake; a question the lake cannot answer exits 1 with the reason."""
     settings = Settings()
     from graywave.service.backends import Backends
@@ -164,7 +174,7 @@ def query_weekly(
     """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
     from graywave.service.daily import iso_week, weekly_histograms
 
-    def question(lake, settings):  # noqa: ANN001, ANN202
+    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         monday, sunday = iso_week(week, settings.today())
         return monday, weekly_histograms(lake, user, monday, sunday)
 
@@ -179,7 +189,7 @@ def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
 
     from graywave.service.daily import daily_histograms, median_row
 
-    def question(lake, settings):  # noqa: ANN001, ANN202
+    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day.date() if day else settings.today()
         return when, median_row(daily_histograms(lake, when))
 
@@ -196,12 +206,12 @@ def query_similar(
     as_json: JsonOption = False,
 ) -> None:
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
-    _check_metric(metric)
+    checked = _check_metric(metric)
     from graywave.service.daily import daily_histograms, similar_to
 
-    def question(lake, settings):  # noqa: ANN001, ANN202
+    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day.date() if day else settings.today()
-        return when, similar_to(daily_histograms(lake, when), user, n, metric)
+        return when, similar_to(daily_histograms(lake, when), user, n, checked)
 
     when, frame = _answer(question)
     _print(frame, as_json, f"users most similar to {user} on {when} ({metric})")

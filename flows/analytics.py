@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from graywave.config import Settings
 from graywave.errors import InvalidInput
+from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 from graywave.service.backends import Backends
 from graywave.service.daily import (
@@ -34,7 +35,7 @@ def _daily_task(settings: Settings, day: date) -> DailyHistograms:
 
 
 @task(name="similar-users", cache_policy=NO_CACHE, persist_result=False)
-def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: str) -> pl.DataFrame:
+def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: DeviceName) -> pl.DataFrame:
     return similar_users_table(daily, n, metric, device)
 
 

@@ -3,6 +3,9 @@ the evening wave."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
+from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
@@ -16,10 +19,16 @@ BURSTS = {"morning": 10, "evening": 17}
 """Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
 
 
+def _deployment(flow: Flow[..., Any], **options: Any) -> RunnerDeployment:
+    # ``to_deployment`` is sync-compatible: called from sync code it returns the deployment itself.
+    return cast(RunnerDeployment, flow.to_deployment(**options))
+
+
 def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
     """One deployment per burst; each runs at most once at a time and queues a run that would overlap."""
     return [
-        wave_flow.to_deployment(
+        _deployment(
+            wave_flow,
             name=f"wave-{name}",
             schedules=[Cron(f"0 {hour} * * *", timezone=settings.timezone)],
             parameters={"name": name},
@@ -33,7 +42,8 @@ def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
 
 def analytics_deployment() -> RunnerDeployment:
     """The daily analytics, run each time the evening wave's flow run completes."""
-    return analytics_flow.to_deployment(
+    return _deployment(
+        analytics_flow,
         name="analytics-daily",
         triggers=[
             DeploymentEventTrigger(

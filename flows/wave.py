@@ -46,6 +46,9 @@ def wave_flow(day: date | None = None, name: str = "manual") -> wave.WaveSummary
     """Process the pending uploads of ``day`` (default: today in GRAYWAVE_TIMEZONE) and the day before."""
     settings = Settings()
     return wave.run_wave(
-        settings, day or settings.today(), validate_wave_name(name),
-        run_batches=run_batches_as_tasks, log=get_run_logger().info,
+        settings,
+        day or settings.today(),
+        validate_wave_name(name),
+        run_batches=run_batches_as_tasks,
+        log=get_run_logger().info,
     )

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, Self
 
 import pyarrow as pa
 
@@ -56,9 +56,6 @@ def _column(arrow_type: pa.DataType, nullable: bool = False) -> Any:
     return field(metadata={"arrow": arrow_type, "nullable": nullable})
 
 
-R = TypeVar("R", bound="_Record")
-
-
 class _Record:
     """The Arrow side of a frozen record dataclass: its schema from its fields, and table conversions."""
 
@@ -72,20 +69,26 @@ class _Record:
         )
 
     @classmethod
-    def to_arrow(cls: type[R], records: Sequence[R]) -> pa.Table:
+    def to_arrow(cls, records: Sequence[Self]) -> pa.Table:
         """The records as one Arrow table of ``ARROW_SCHEMA`` (column by column, no row dicts)."""
         names = cls.ARROW_SCHEMA.names
-        return pa.table({name: [getattr(record, name) for record in records] for name in names}, schema=cls.ARROW_SCHEMA)
+        return pa.table(
+            {name: [getattr(record, name) for record in records] for name in names}, schema=cls.ARROW_SCHEMA
+        )
 
     @classmethod
-    def from_arrow(cls: type[R], table: pa.Table) -> list[R]:
+    def from_arrow(cls, table: pa.Table) -> list[Self]:
         """Records from the rows of ``table`` (extra columns, such as the lake's partitions, are ignored)."""
         columns = {name: table.column(name).to_pylist() for name in cls.ARROW_SCHEMA.names}
         return [cls._from_values({name: values[i] for name, values in columns.items()}) for i in range(table.num_rows)]
 
     @classmethod
-    def _from_values(cls: type[R], values: Mapping[str, Any]) -> R:
+    def _from_values(cls, values: Mapping[str, Any]) -> Self:
         return cls(**values)
+
+    def to_document(self, day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
+        """The MongoDB document of the record, as recorded by the wave ``wave`` of ``day``."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ class ImageRecord(_Record):
     status: ClassVar[Literal["processed"]] = "processed"
 
     @classmethod
-    def _from_values(cls, values: Mapping[str, Any]) -> ImageRecord:
+    def _from_values(cls, values: Mapping[str, Any]) -> Self:
         return cls(**{**values, "histogram": tuple(values["histogram"])})
 
     def to_document(self, day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
@@ -140,8 +143,12 @@ class ImageRecord(_Record):
         }
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> ImageRecord:
-        renamed = {"image_id": doc["_id"], "uploaded_at": doc["timestamp"], "upload_date": date.fromisoformat(doc["upload_date"])}
+    def from_document(cls, doc: Mapping[str, Any]) -> Self:
+        renamed = {
+            "image_id": doc["_id"],
+            "uploaded_at": doc["timestamp"],
+            "upload_date": date.fromisoformat(doc["upload_date"]),
+        }
         return cls._from_values({name: renamed.get(name, doc.get(name)) for name in cls.ARROW_SCHEMA.names})
 
 
@@ -189,7 +196,7 @@ class RejectRecord(_Record):
         }
 
     @classmethod
-    def from_document(cls, doc: Mapping[str, Any]) -> RejectRecord:
+    def from_document(cls, doc: Mapping[str, Any]) -> Self:
         renamed = {"uploaded_at": doc.get("timestamp")}
         return cls._from_values({name: renamed.get(name, doc.get(name)) for name in cls.ARROW_SCHEMA.names})
 

@@ -15,6 +15,7 @@ array([[76, 29]], dtype=uint8)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 
-def _impl(array: Any):
+def _impl(array: Any) -> ModuleType:
     if is_gpu_array(array):
         from graywave.kernels import _gpu
 

@@ -13,6 +13,8 @@ max(denominator, tiny) gives 0 there and the exact quotient everywhere else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 from numba import prange
@@ -45,7 +47,9 @@ def _product(a: float, b: float, tiny: float) -> float:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _accumulate(term, xt: np.ndarray, i: int, j0: int, j1: int, tiny: float, out: np.ndarray) -> None:
+def _accumulate(
+    term: Callable[[float, float, float], float], xt: np.ndarray, i: int, j0: int, j1: int, tiny: float, out: np.ndarray
+) -> None:
     """out[jj] = sum over bins of term(x[i], x[j0 + jj]); four bins a pass, vectorised along j."""
     m = j1 - j0
     for jj in range(m):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pillow_heif
@@ -81,7 +82,7 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise Rejected(RejectReason.NOT_AN_IMAGE, "no known image format in the file header") from None
-    except Exception as error:  # a recognised header that is broken
+    except Exception as error:  # noqa: BLE001 - a recognised header that is broken, however the decoder says it
         raise _as_rejected(error) from None
     if image.format not in SUPPORTED_FORMATS:
         image.close()
@@ -107,11 +108,15 @@ class Header:
         return self.format == "JPEG" and self.mode in ("L", "RGB")
 
 
+def _format(image: Image.Image) -> str:
+    """The format name of a checked image (``_open_checked``): an MPO is a JPEG."""
+    return "JPEG" if image.format == "MPO" else cast(str, image.format)
+
+
 def read_header(data: bytes, max_pixels: int) -> Header:
     """The format, colour mode and EXIF orientation of an upload; raises ``Rejected`` like ``decode_luma``."""
     with _open_checked(data, max_pixels) as image:
-        fmt = "JPEG" if image.format == "MPO" else image.format
-        return Header(format=fmt, mode=image.mode, orientation=_orientation(image))
+        return Header(format=_format(image), mode=image.mode, orientation=_orientation(image))
 
 
 def identify(data: bytes, max_pixels: int) -> str:
@@ -131,9 +136,9 @@ def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
                 plane = _pillow_luma(image)
         except Rejected:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - decoders raise anything on broken data; each becomes a reason
             raise _as_rejected(error) from None
-        fmt = "JPEG" if image.format == "MPO" else image.format
+        fmt = _format(image)
     return DecodedImage(plane=plane, format=fmt, orientation=orientation)
 
 
@@ -145,7 +150,7 @@ def encode_luma_jpeg(plane: np.ndarray, quality: int) -> bytes:
 def _orientation(image: Image.Image) -> int:
     try:
         value = image.getexif().get(ExifTags.Base.Orientation, 1)
-    except Exception:  # unreadable EXIF does not make the photo unreadable
+    except Exception:  # noqa: BLE001 - unreadable EXIF does not make the photo unreadable
         return 1
     return value if value in _UPRIGHT else 1
 

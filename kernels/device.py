@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from graywave.errors import DeviceUnavailable
 
+DeviceName = Literal["auto", "cpu", "gpu"]
+"""What ``GRAYWAVE_DEVICE`` may say: ``auto`` takes a GPU where one is usable."""
+
 
 @cache
 def gpu_available() -> bool:
@@ -20,7 +23,7 @@ def gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # no driver, no device, broken CUDA install: all mean "no GPU here"
+    except Exception:  # noqa: BLE001 - no driver, no device, broken CUDA install: all mean "no GPU here"
         return False
 
 
@@ -51,7 +54,7 @@ class Device:
         return array
 
 
-def select_device(requested: Literal["auto", "cpu", "gpu"]) -> Device:
+def select_device(requested: DeviceName) -> Device:
     """Resolve ``auto`` to the GPU when one is usable; refuse ``gpu`` clearly when none is."""
     if requested == "cpu":
         return Device("cpu")

@@ -41,7 +41,7 @@ class NvImageCodecLuma:
     def decode(self, datas: Sequence[bytes]) -> list[Any | None]:
         try:
             images = self._decoder.decode(list(datas), self._decode_params)
-        except Exception:  # noqa: BLE001 - the whole batch falls back to the CPU
+        except Exception:  # the whole batch falls back to the CPU
             logger.exception("nvImageCodec could not decode a batch; decoding it on the CPU")
             return [None] * len(datas)
         planes: list[Any | None] = []
@@ -62,7 +62,7 @@ class NvImageCodecLuma:
             )
             images = [self._nv.as_image(self._cp.ascontiguousarray(plane)[..., None]) for plane in planes]
             encoded = self._encoder.encode(images, "jpeg", params)
-        except Exception:  # noqa: BLE001 - the whole batch is encoded on the CPU
+        except Exception:  # the whole batch is encoded on the CPU
             logger.exception("nvImageCodec could not encode a batch; encoding it on the CPU")
             return [None] * len(planes)
         return [bytes(item) if item is not None else None for item in encoded]

@@ -1,7 +1,7 @@
 """The backends that the settings name, opened once: blob store, Parquet lake and, when configured, MongoDB.
 
-    with Backends.open(Settings()) as backends:
-        backends.blobs.read("uploads/2026-11-25/alice/IMG_0001.jpg")
+with Backends.open(Settings()) as backends:
+    backends.blobs.read("uploads/2026-11-25/alice/IMG_0001.jpg")
 """
 
 from __future__ import annotations

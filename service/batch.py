@@ -3,7 +3,8 @@
 This is the hot path. A batch decodes on one thread (the wave runs one batch per worker). On a
 remote store (S3) a few I/O threads read the next uploads and write the processed images, so that
 latency hides behind the compute; at most ``io_threads`` uploads are read ahead and at most as many
-processed images wait to be written. On local disk the I/O runs inline, one upload at a time. Every upload ends as exactly one image row or one reject row.
+processed images wait to be written. On local disk the I/O runs inline, one upload at a time.
+Every upload ends as exactly one image record or one reject record.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobInfo, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
 
-
 T = TypeVar("T")
 
 
@@ -46,10 +46,14 @@ class BatchResult:
     pixels: int = 0
 
     def reject(self, upload: Upload, rejected: Rejected) -> None:
-        self.rejects.append(reject_record(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail))
+        self.rejects.append(
+            reject_record(upload.key.key, upload.key.user_id, upload.blob, rejected.reason, rejected.detail)
+        )
 
 
-def reject_record(source_key: str, user_id: str | None, blob: BlobInfo | None, reason: RejectReason, detail: str) -> RejectRecord:
+def reject_record(
+    source_key: str, user_id: str | None, blob: BlobInfo | None, reason: RejectReason, detail: str
+) -> RejectRecord:
     return RejectRecord(
         source_key=source_key,
         user_id=user_id,
@@ -109,7 +113,9 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _prefetched(io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int) -> Iterator[tuple[Upload, Future[bytes]]]:
+def _prefetched(
+    io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int
+) -> Iterator[tuple[Upload, Future[bytes]]]:
     """Each upload with its read in flight, at most ``depth`` reads ahead of the caller."""
     queue = iter(uploads)
     ahead = deque((upload, io.submit(store.read, upload.key.key)) for upload in islice(queue, depth))
@@ -184,22 +190,24 @@ def process_uploads_batched(
     datas = _read_all(store, uploads, settings.io_threads)
     images: dict[int, DecodedImage] = {}
     headers = {}
+    present: dict[int, bytes] = {}
     for i, (upload, data) in enumerate(zip(uploads, datas, strict=True)):
         try:
             if data is None:
                 raise _vanished()
             headers[i] = read_header(data, settings.max_pixels)
+            present[i] = data
         except Rejected as rejected:
             result.reject(upload, rejected)
     plain = [i for i, header in headers.items() if header.plain_jpeg]
-    for i, plane in zip(plain, codec.decode([datas[i] for i in plain]), strict=True):
+    for i, plane in zip(plain, codec.decode([present[i] for i in plain]), strict=True):
         if plane is not None:
             images[i] = DecodedImage(plane=plane, format="JPEG", orientation=headers[i].orientation)
     for i in headers:
         if i in images:
             continue
         try:
-            decoded = decode_luma(datas[i], settings.max_pixels)
+            decoded = decode_luma(present[i], settings.max_pixels)
         except Rejected as rejected:
             result.reject(uploads[i], rejected)
             continue
@@ -208,10 +216,17 @@ def process_uploads_batched(
     counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
     shown = [upright(images[i]) for i in order]
     encoded = codec.encode(shown, settings.jpeg_quality)
-    outputs = [data if data is not None else encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
-               for data, plane in zip(encoded, shown, strict=True)]
+    outputs = [
+        data if data is not None else encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
+        for data, plane in zip(encoded, shown, strict=True)
+    ]
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
-        list(io.map(lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE), range(len(order))))
+        list(
+            io.map(
+                lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE),
+                range(len(order)),
+            )
+        )
     for k, i in enumerate(order):
         result.images.append(_image_record(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
         result.pixels += images[i].plane.size

@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 
 from graywave.errors import InvalidInput, NoData
 from graywave.kernels import select_device
+from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import Metric, all_pairs_nearest, median_histogram, nearest
 from graywave.records import handling_days
 from graywave.service.backends import Backends
@@ -54,8 +55,15 @@ class DailyHistograms:
 def daily_histograms(lake: Lake, day: date) -> DailyHistograms:
     images = _frame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"]))
     if images.height == 0:
-        empty = pl.DataFrame(schema={"user_id": pl.String, "images": pl.Int64, "pixels": pl.Int64,
-                                     "counts": pl.List(pl.Int64), "histogram": pl.List(pl.Float64)})
+        empty = pl.DataFrame(
+            schema={
+                "user_id": pl.String,
+                "images": pl.Int64,
+                "pixels": pl.Int64,
+                "counts": pl.List(pl.Int64),
+                "histogram": pl.List(pl.Float64),
+            }
+        )
         return DailyHistograms(day, empty)
     lengths = images.get_column("histogram").list.len().unique()
     if lengths.len() != 1:
@@ -74,15 +82,13 @@ def daily_histograms(lake: Lake, day: date) -> DailyHistograms:
             "pixels",
             pl.concat_list([f"bin{k}" for k in range(bins)]).alias("counts"),
         )
-        .with_columns(
-            pl.col("counts").list.eval(pl.element() / pl.element().sum()).alias("histogram")
-        )
+        .with_columns(pl.col("counts").list.eval(pl.element() / pl.element().sum()).alias("histogram"))
         .sort("user_id")
     )
     return DailyHistograms(day, table)
 
 
-def similar_users_table(daily: DailyHistograms, n: int, metric: Metric, device: str = "cpu") -> pl.DataFrame:
+def similar_users_table(daily: DailyHistograms, n: int, metric: Metric, device: DeviceName = "cpu") -> pl.DataFrame:
     """Every user's n nearest users: user_id, rank (1 = nearest), neighbour_id, distance."""
     users = daily.users
     schema = {"user_id": pl.String, "rank": pl.Int32, "neighbour_id": pl.String, "distance": pl.Float64}
@@ -118,8 +124,11 @@ def similar_to(daily: DailyHistograms, user_id: str, n: int, metric: Metric) -> 
         raise NoData(f"user {user_id!r} has no images processed on {daily.day}") from None
     indices, distances = nearest(daily.fractions(), i, n, metric)
     return pl.DataFrame(
-        {"rank": np.arange(1, len(indices) + 1, dtype=np.int32), "neighbour_id": [users[j] for j in indices],
-         "distance": distances}
+        {
+            "rank": np.arange(1, len(indices) + 1, dtype=np.int32),
+            "neighbour_id": [users[j] for j in indices],
+            "distance": distances,
+        }
     )
 
 
@@ -203,8 +212,6 @@ def record_analytics(
     return AnalyticsSummary(day.isoformat(), metric, daily.table.height, similar.height)
 
 
-
-
 class DailyHistogramsCache:
     """``daily_histograms`` of recent days, computed again only when the lake's generation changes
     (any write: a wave's append, a reprocessing, a deletion)."""
@@ -217,7 +224,7 @@ class DailyHistogramsCache:
     def get(self, day: date) -> DailyHistograms:
         generation = self.lake.generation()
         cached = self._cached.get(day)
-        if cached is None or cached[0] != generation:
+        if cached is None or cached[0] != generation or not self.lake.settled(generation):
             cached = (generation, daily_histograms(self.lake, day))
             self._cached.pop(day, None)
             self._cached[day] = cached

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -121,8 +121,12 @@ class ImageCatalog:
         needle = ds.field("source_key").isin(pa.array(sorted(keys), pa.string()))
         partitions = handling_days(min(days), max(days))
         return set().union(
-            *(self.backends.lake.scan(table, days=partitions, columns=["source_key"], filter=needle)
-              .column("source_key").to_pylist() for table in ("images", "rejects"))
+            *(
+                self.backends.lake.scan(table, days=partitions, columns=["source_key"], filter=needle)
+                .column("source_key")
+                .to_pylist()
+                for table in ("images", "rejects")
+            )
         )
 
     # --- pending uploads -------------------------------------------------------------------------
@@ -183,8 +187,9 @@ class ImageCatalog:
 
 
 def _entries(kind: type[ImageRecord] | type[RejectRecord], table: pa.Table) -> list[ImageEntry]:
+    records = cast(list[ImageRecord | RejectRecord], kind.from_arrow(table))
     days, waves = table.column("date").to_pylist(), table.column("wave").to_pylist()
-    return [ImageEntry(record, day, wave) for record, day, wave in zip(kind.from_arrow(table), days, waves, strict=True)]
+    return [ImageEntry(record, day, wave) for record, day, wave in zip(records, days, waves, strict=True)]
 
 
 # --- what the API changes --------------------------------------------------------------------------
@@ -239,4 +244,3 @@ def delete_images(backends: Backends, settings: Settings, entries: Iterable[Imag
             backends.lake.remove_rows("similar_users", ["user_id", "neighbour_id"], users, days=days)
             if backends.catalog is not None:
                 backends.catalog.delete_results(users, {day.isoformat() for day in days})
-

@@ -21,7 +21,10 @@ class WaveProgress:
         self._bar: Progress | None = None
         if total and sys.stderr.isatty():
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
                 transient=True,
             )
             self._task = self._bar.add_task(label, total=total)

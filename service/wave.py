@@ -148,7 +148,11 @@ class Recorder:
 
 
 def run_wave(
-    settings: Settings, day: date, name: str, *, run_batches: BatchRunner = run_batches_in_threads,
+    settings: Settings,
+    day: date,
+    name: str,
+    *,
+    run_batches: BatchRunner = run_batches_in_threads,
     log: Callable[[str], None] = print,
 ) -> WaveSummary:
     """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row."""

@@ -16,9 +16,10 @@ Writes take Arrow tables (``append``, ``replace``) and go through the blob store
 ``pyarrow.dataset`` (``scan``): only the partitions asked for are listed, only the columns asked
 for are read, and row filters are pushed down to the Parquet row groups. Image rows are written
 sorted by user, in row groups of ``IMAGE_ROW_GROUP`` rows, so that a filter on ``user_id`` skips
-most of each file by its statistics. Every write then changes ``_generation``: a reader that
-caches what it read (the API does) keys its cache on ``generation()`` and never serves rows that
-a write (an append, a rewrite, a deletion) has changed since.
+most of each file by its statistics. Every write changes ``_generation`` (to a "writing" mark
+before, to a new token after): a reader that caches what it read (the API does) keys its cache on
+``generation()``, caches nothing under a mark, and so never serves rows that a write (an append,
+a rewrite, a deletion) has changed since, even when the writer was killed in the middle.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ IMAGE_ROW_GROUP = 1024
 
 WRITER_LOCK = "_locks/writer"
 GENERATION = "_generation"
+_WRITING = "writing-"
 _DATASETS_CACHED = 32
 
 
@@ -126,14 +128,31 @@ class Lake:
     # --- writes -----------------------------------------------------------------------------------
 
     def generation(self) -> str:
-        """A token that every write to the lake changes (any table): equal tokens, equal content."""
+        """A token that every write to the lake changes (any table): equal settled tokens, equal content.
+
+        While a write is under way the token says so (``settled`` is false): what a reader reads
+        then must not be cached under it.
+        """
         try:
             return self.store.read(GENERATION).decode()
         except BlobNotFound:
             return "0"
 
-    def _changed(self) -> None:
-        self.store.write(GENERATION, uuid.uuid4().hex.encode(), "text/plain")
+    @staticmethod
+    def settled(generation: str) -> bool:
+        """False for the token of a write under way (or of a writer that died in the middle of one)."""
+        return not generation.startswith(_WRITING)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Mark the lake as being written, then give it a new settled generation once the write is
+        over (done or failed). A writer killed in between leaves the mark: readers then cache
+        nothing, and the next writer to take the lock settles it."""
+        self.store.write(GENERATION, f"{_WRITING}{uuid.uuid4().hex}".encode(), "text/plain")
+        try:
+            yield
+        finally:
+            self.store.write(GENERATION, uuid.uuid4().hex.encode(), "text/plain")
 
     def _write(self, table: Table, key: str, data: pa.Table) -> None:
         data = data.cast(SCHEMAS[table])  # refuse a wrong shape before anything is written
@@ -148,15 +167,15 @@ class Lake:
         if not data.num_rows:
             return None
         key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
-        self._write(table, key, data)
-        self._changed()
+        with self._changing():
+            self._write(table, key, data)
         return key
 
     def replace(self, table: Table, data: pa.Table, *, day: date, partition: Sequence[str] = ()) -> str:
         """Make ``data`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
         key = f"{self.partition_prefix(table, day, *partition)}data.parquet"
-        self._write(table, key, data)
-        self._changed()
+        with self._changing():
+            self._write(table, key, data)
         return key
 
     def remove_rows(
@@ -175,19 +194,20 @@ class Lake:
             hit = hit | ds.field(column).isin(needle)
         dataset = self._dataset(table, days)
         files = set(dataset.to_table(columns=["__filename"], filter=hit).column("__filename").to_pylist())
+        if not files:
+            return 0
         _, base = self._filesystem()
         removed = 0
-        for path in sorted(files):
-            key = path[len(base) + 1 :]
-            data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
-            kept = data.filter(~hit)
-            removed += data.num_rows - kept.num_rows
-            if kept.num_rows:
-                self._write(table, key, kept)
-            else:
-                self.store.delete(key)
-        if files:
-            self._changed()
+        with self._changing():
+            for path in sorted(files):
+                key = path[len(base) + 1 :]
+                data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
+                kept = data.filter(~hit)
+                removed += data.num_rows - kept.num_rows
+                if kept.num_rows:
+                    self._write(table, key, kept)
+                else:
+                    self.store.delete(key)
         return removed
 
     # --- reads ------------------------------------------------------------------------------------
@@ -204,7 +224,11 @@ class Lake:
 
     def _listing(self, table: Table, days: tuple[date, ...] | None) -> list[pafs.FileInfo]:
         fs, base = self._filesystem()
-        roots = [f"{base}/{table}"] if days is None else [f"{base}/{table}/date={day.isoformat()}" for day in sorted(set(days))]
+        roots = (
+            [f"{base}/{table}"]
+            if days is None
+            else [f"{base}/{table}/date={day.isoformat()}" for day in sorted(set(days))]
+        )
         return sorted(
             (
                 info
@@ -237,7 +261,7 @@ class Lake:
         generation = self.generation()
         with self._datasets_lock:
             cached = self._datasets.get((table, wanted))
-            if cached is not None and cached[0] == generation:
+            if cached is not None and cached[0] == generation and self.settled(generation):
                 self._datasets.move_to_end((table, wanted))
                 return cached[1]
         dataset = self._files_dataset(table, self._paths(table, wanted))
@@ -322,9 +346,10 @@ class Lake:
                 stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
             except StoreBusy as busy:
                 raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
-            self._changed()  # a writer killed between a file and its generation change is seen now
+            if not self.settled(self.generation()):  # a writer died in the middle of a write
+                with self._changing():
+                    pass
             yield
-
 
 
 class ValueIndex:
@@ -355,20 +380,26 @@ class ValueIndex:
         for info in listing:
             version = (info.size, info.mtime_ns)
             known = self._files.get(info.path)
-            files[info.path] = known if known is not None and known[0] == version else (version, self._values(info.path))
+            files[info.path] = (
+                known if known is not None and known[0] == version else (version, self._values(info.path))
+            )
         self._files, self._generation = files, generation
+
+    def _stale(self) -> bool:
+        generation = self.lake.generation()
+        return generation != self._generation or not self.lake.settled(generation)
 
     def refresh(self, force: bool = False) -> None:
         """Bring the index up to the lake's current generation (reading only new or changed files)."""
         with self._lock:
-            if force or self._generation != self.lake.generation():
+            if force or self._stale():
                 self._refresh()
 
     def files_with(self, value: str, refresh: bool = False) -> list[str]:
         """The files that hold ``value`` in the column, as of the lake's current generation."""
         needle = np.bytes_(value.encode())
         with self._lock:
-            if refresh or self._generation != self.lake.generation():
+            if refresh or self._stale():
                 self._refresh()
             found = []
             for path, (_, values) in self._files.items():

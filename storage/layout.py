@@ -1,7 +1,7 @@
 """The blob store's key layout: where uploads are found and where processed images go.
 
-    uploads/YYYY-MM-DD/<user_id>/<file name>          written by phones (date in GRAYWAVE_TIMEZONE)
-    processed/YYYY-MM-DD/<user_id>/<image_id>.jpg     written by graywave, same date and user
+uploads/YYYY-MM-DD/<user_id>/<file name>          written by phones (date in GRAYWAVE_TIMEZONE)
+processed/YYYY-MM-DD/<user_id>/<image_id>.jpg     written by graywave, same date and user
 """
 
 from __future__ import annotations

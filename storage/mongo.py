@@ -43,7 +43,7 @@ class MongoCatalog:
     """The ``images`` collection of a MongoDB database."""
 
     def __init__(self, uri: str, database: str, retry_s: float = 60.0):
-        self.client: MongoClient = MongoClient(
+        self.client: MongoClient[dict[str, Any]] = MongoClient(
             uri, tz_aware=True, appname="graywave", serverSelectionTimeoutMS=5000, retryWrites=True
         )
         self.images = self.client[database][COLLECTION]

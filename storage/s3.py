@@ -9,6 +9,7 @@ graywave never reads or logs them. Throttling and transient errors are retried b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -19,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
 from urllib.parse import urlsplit
 
 import boto3
@@ -84,7 +84,8 @@ class S3BlobStore:
 
     def read(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            return data
         except ClientError as error:
             if _code(error) in ("NoSuchKey", "404"):
                 raise BlobNotFound(key) from None
@@ -109,9 +110,10 @@ class S3BlobStore:
         return pafs.S3FileSystem(**options), f"{self.bucket}/{self.prefix}".rstrip("/")
 
     def presigned_get(self, key: str, expires_s: int) -> str:
-        return self.client.generate_presigned_url(
+        url: str = self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
         )
+        return url
 
     def presigned_post(self, key: str, content_type: str, max_bytes: int, expires_s: int) -> PresignedPost:
         """A write-only, single-object upload: this key, this content type, 1..max_bytes bytes, soon expiring."""
@@ -200,7 +202,5 @@ class _Lease:
     def release(self) -> None:
         self._stop.set()
         self._renewer.join()
-        try:
+        with contextlib.suppress(ClientError):  # already taken over: nothing of ours to remove
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag or "")
-        except ClientError:
-            pass  # already taken over; nothing of ours to remove

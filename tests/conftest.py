@@ -104,10 +104,18 @@ def mongodb_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = subprocess.Popen(
         [
             str(Path(sys.executable).with_name("secantusd-py")),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING",
-            "--storage-path", str(tmp_path_factory.mktemp("secantus")), "--enable-test-commands",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "WARNING",
+            "--storage-path",
+            str(tmp_path_factory.mktemp("secantus")),
+            "--enable-test-commands",
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     deadline = time.monotonic() + 60

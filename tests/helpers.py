@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from graywave.service.samples import encode
 from graywave.config import Settings
+from graywave.service.samples import encode
 from graywave.storage.blobs import BlobStore, LocalBlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import upload_key

@@ -24,16 +24,34 @@ def image_record(
     at = uploaded_at or datetime.combine(upload_date, datetime.min.time(), UTC) + timedelta(hours=9)
     pixels = sum(histogram)
     return ImageRecord(
-        image_id=image_id_for(key), user_id=user, upload_date=upload_date, file_name=key.rsplit("/", 1)[-1],
-        source_key=key, processed_key=f"processed/{upload_date}/{user}/{image_id_for(key)}.jpg", uploaded_at=at,
-        processed_at=at, width=pixels, height=1, format="JPEG", pixel_count=pixels, source_bytes=100,
-        processed_bytes=50, histogram=tuple(histogram),
+        image_id=image_id_for(key),
+        user_id=user,
+        upload_date=upload_date,
+        file_name=key.rsplit("/", 1)[-1],
+        source_key=key,
+        processed_key=f"processed/{upload_date}/{user}/{image_id_for(key)}.jpg",
+        uploaded_at=at,
+        processed_at=at,
+        width=pixels,
+        height=1,
+        format="JPEG",
+        pixel_count=pixels,
+        source_bytes=100,
+        processed_bytes=50,
+        histogram=tuple(histogram),
     )
 
 
 def reject_record(key: str, user: str | None = None, reason: str = "corrupt") -> RejectRecord:
-    return RejectRecord(source_key=key, user_id=user, reason=reason, detail="bad", uploaded_at=None,
-                        seen_at=datetime.now(UTC), source_bytes=3)
+    return RejectRecord(
+        source_key=key,
+        user_id=user,
+        reason=reason,
+        detail="bad",
+        uploaded_at=None,
+        seen_at=datetime.now(UTC),
+        source_bytes=3,
+    )
 
 
 def append_images(lake: Lake, day: date, wave: str, records: Sequence[ImageRecord]) -> None:

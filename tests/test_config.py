@@ -33,10 +33,12 @@ def test_prefect_stays_local_and_quiet(monkeypatch, tmp_path):
         monkeypatch.delenv(key, raising=False)
     prepare_prefect_environment(Settings(prefect_home=tmp_path / "prefect"))
     assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect")
-    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
-    from prefect._internal.analytics.enabled import is_telemetry_enabled
+    assert os.environ["DO_NOT_TRACK"] == "1"  # the cross-tool standard that Prefect's client honours
+    from prefect.settings import Settings as PrefectSettings
 
-    assert not is_telemetry_enabled()
+    prefect = PrefectSettings()  # read from the environment now, through Prefect's public settings
+    assert prefect.home == tmp_path / "prefect"
+    assert prefect.server.analytics_enabled is False
 
 
 def test_operator_settings_win(monkeypatch, tmp_path):

@@ -21,7 +21,10 @@ def _weekly(app: AppState, user_id: str, week: str | None) -> Weekly:
     frame = weekly_histograms(app.backends.lake, user_id, monday, sunday)
     year, number, _ = monday.isocalendar()
     return Weekly(
-        user_id=user_id, week=f"{year}-W{number:02d}", monday=monday.isoformat(), sunday=sunday.isoformat(),
+        user_id=user_id,
+        week=f"{year}-W{number:02d}",
+        monday=monday.isoformat(),
+        sunday=sunday.isoformat(),
         images=frame.to_dicts(),
     )
 
@@ -29,37 +32,54 @@ def _weekly(app: AppState, user_id: str, week: str | None) -> Weekly:
 def _similar(app: AppState, user_id: str, n: int, day: date | None, metric: str) -> Similar:
     when = day or app.settings.today()
     frame = similar_to(app.daily.get(when), user_id, n, check_metric(metric))
-    neighbours = [Neighbour(rank=r["rank"], user_id=r["neighbour_id"], distance=r["distance"]) for r in frame.to_dicts()]
+    neighbours = [
+        Neighbour(rank=r["rank"], user_id=r["neighbour_id"], distance=r["distance"]) for r in frame.to_dicts()
+    ]
     return Similar(user_id=user_id, date=when.isoformat(), metric=metric, neighbours=neighbours)
 
 
 @router.get("/users/{user_id}/weekly", response_model=Weekly, summary="Every image histogram of a user in an ISO week")
-@router.get("/images/weekly/{user_id}", response_model=Weekly,
-            summary="Alias of /users/{user_id}/weekly (the design document's route)")
-def get_weekly(user_id: Owner, app: AppState,
-               week: Annotated[str | None, Query(description="ISO week, e.g. 2026-W48.")] = None) -> Weekly:
+@router.get(
+    "/images/weekly/{user_id}",
+    response_model=Weekly,
+    summary="Alias of /users/{user_id}/weekly (the design document's route)",
+)
+def get_weekly(
+    user_id: Owner, app: AppState, week: Annotated[str | None, Query(description="ISO week, e.g. 2026-W48.")] = None
+) -> Weekly:
     return _weekly(app, user_id, week)
 
 
 @router.get("/analytics/median", response_model=Median, summary="The median histogram of a day across all users")
-@router.get("/images/day/median", response_model=Median,
-            summary="Alias of /analytics/median (the design document's route)")
+@router.get(
+    "/images/day/median", response_model=Median, summary="Alias of /analytics/median (the design document's route)"
+)
 def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
     when = day or app.settings.today()
     return Median(date=when.isoformat(), **median_row(app.daily.get(when)))
 
 
-@router.get("/users/{user_id}/similar", response_model=Similar,
-            summary="The n users with the most similar histograms of a day")
-def get_similar(user_id: Owner, app: AppState, n: Annotated[int, Query(ge=1, le=1000)] = 5, day: Day = None,
-                metric: MetricQuery = DEFAULT_METRIC) -> Similar:
+@router.get(
+    "/users/{user_id}/similar", response_model=Similar, summary="The n users with the most similar histograms of a day"
+)
+def get_similar(
+    user_id: Owner,
+    app: AppState,
+    n: Annotated[int, Query(ge=1, le=1000)] = 5,
+    day: Day = None,
+    metric: MetricQuery = DEFAULT_METRIC,
+) -> Similar:
     return _similar(app, user_id, n, day, metric)
 
 
-@router.get("/images/similarity/{user_id}/{n}", response_model=Similar,
-            summary="Alias of /users/{user_id}/similar (the design document's route)")
-def get_similar_alias(user_id: Owner, n: int, app: AppState, day: Day = None,
-                      metric: MetricQuery = DEFAULT_METRIC) -> Similar:
+@router.get(
+    "/images/similarity/{user_id}/{n}",
+    response_model=Similar,
+    summary="Alias of /users/{user_id}/similar (the design document's route)",
+)
+def get_similar_alias(
+    user_id: Owner, n: int, app: AppState, day: Day = None, metric: MetricQuery = DEFAULT_METRIC
+) -> Similar:
     if not 1 <= n <= 1000:
         raise ApiError(400, "n must be between 1 and 1000")
     return _similar(app, user_id, n, day, metric)

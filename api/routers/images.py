@@ -56,8 +56,9 @@ def list_user(user_id: Owner, app: AppState, limit: Limit = 100, offset: Offset 
     return _page(app, user_id, limit, offset, f"/images/{user_id}")
 
 
-@router.put("/images/{user_id}", response_model=Count,
-            summary="Reprocess every handled image of a user from its original")
+@router.put(
+    "/images/{user_id}", response_model=Count, summary="Reprocess every handled image of a user from its original"
+)
 def reprocess_user(user_id: Owner, app: AppState) -> Count:
     return _reprocess(app, user_id)
 
@@ -70,15 +71,21 @@ def delete_user(user_id: Owner, app: AppState) -> Count:
 # --- one image -------------------------------------------------------------------------------------
 
 
-@router.get("/images/{user_id}/{image_id}", response_model=Image,
-            summary="One image: status, histogram, sizes, times and a link to the processed image")
+@router.get(
+    "/images/{user_id}/{image_id}",
+    response_model=Image,
+    summary="One image: status, histogram, sizes, times and a link to the processed image",
+)
 def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
     return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
 
 
-@router.put("/images/{user_id}/{image_id}", response_model=Image,
-            responses={413: {"model": Error}, 415: {"model": Error}},
-            summary="Replace an image's content and reprocess it now")
+@router.put(
+    "/images/{user_id}/{image_id}",
+    response_model=Image,
+    responses={413: {"model": Error}, 415: {"model": Error}},
+    summary="Replace an image's content and reprocess it now",
+)
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
     entry = app.catalog.get(app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)

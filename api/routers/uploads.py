@@ -21,12 +21,23 @@ PROCESSED_URL_EXPIRY_S = 300
 router = APIRouter(tags=["images"], responses=ERRORS)
 
 
-@router.post("/images/{user_id}", response_model=Image, status_code=status.HTTP_202_ACCEPTED,
-             responses={200: {"model": Image, "description": "Processed now (wait=true)"}, 413: {"model": Error},
-                        415: {"model": Error}},
-             summary="Upload a photo: stored as pending for the next wave, or processed now with wait=true")
-async def upload(user_id: Owner, file: UploadField, app: AppState,
-                 wait: Annotated[bool, Query(description="Process it now and return the result.")] = False) -> Any:
+@router.post(
+    "/images/{user_id}",
+    response_model=Image,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={
+        200: {"model": Image, "description": "Processed now (wait=true)"},
+        413: {"model": Error},
+        415: {"model": Error},
+    },
+    summary="Upload a photo: stored as pending for the next wave, or processed now with wait=true",
+)
+async def upload(
+    user_id: Owner,
+    file: UploadField,
+    app: AppState,
+    wait: Annotated[bool, Query(description="Process it now and return the result.")] = False,
+) -> Any:
     data = await read_upload(file, app)
     key = store_upload(app.backends, app.settings, user_id, data, file.content_type or "application/octet-stream")
     if wait:
@@ -37,21 +48,35 @@ async def upload(user_id: Owner, file: UploadField, app: AppState,
     return image
 
 
-@router.post("/images/{user_id}/upload-url", response_model=PresignedUpload,
-             summary="A presigned S3 POST for one direct upload from the phone (S3 blob stores only)")
+@router.post(
+    "/images/{user_id}/upload-url",
+    response_model=PresignedUpload,
+    summary="A presigned S3 POST for one direct upload from the phone (S3 blob stores only)",
+)
 def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> PresignedUpload:
     if not isinstance(app.backends.blobs, S3BlobStore):
         raise ApiError(400, "direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)", "not_supported")
-    post = presign_upload(app.backends.blobs, app.settings.today(), user_id, request.content_type,
-                          app.settings.max_upload_bytes, app.settings.upload_url_expiry_s)
-    return PresignedUpload(url=post.url, fields=post.fields, image_id=image_id_for(post.key), key=post.key,
-                           expires_at=post.expires_at)
+    post = presign_upload(
+        app.backends.blobs,
+        app.settings.today(),
+        user_id,
+        request.content_type,
+        app.settings.max_upload_bytes,
+        app.settings.upload_url_expiry_s,
+    )
+    return PresignedUpload(
+        url=post.url, fields=post.fields, image_id=image_id_for(post.key), key=post.key, expires_at=post.expires_at
+    )
 
 
-@router.get("/images/{user_id}/{image_id}/processed",
-            responses={200: {"content": {"image/jpeg": {}}, "description": "The grayscale JPEG"},
-                       307: {"description": "A short-lived presigned S3 URL of the grayscale JPEG"}},
-            summary="The processed grayscale image")
+@router.get(
+    "/images/{user_id}/{image_id}/processed",
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The grayscale JPEG"},
+        307: {"description": "A short-lived presigned S3 URL of the grayscale JPEG"},
+    },
+    summary="The processed grayscale image",
+)
 def processed(user_id: Owner, image_id: str, app: AppState) -> Response:
     entry = app.catalog.get(app.settings.today(), user_id, image_id)
     if entry.status != "processed":
@@ -59,4 +84,6 @@ def processed(user_id: Owner, image_id: str, app: AppState) -> Response:
     key = entry.record.processed_key  # type: ignore[union-attr]  # processed: an ImageRecord
     if isinstance(app.backends.blobs, S3BlobStore):
         return RedirectResponse(app.backends.blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S), 307)
-    return Response(app.backends.blobs.read(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})
+    return Response(
+        app.backends.blobs.read(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
+    )

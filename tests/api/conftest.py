@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 
 from graywave.api.app import create_app
-from graywave.service.tokens import issue_token
 from graywave.config import Settings
+from graywave.service.tokens import issue_token
 from tests.conftest import free_port
 
 
@@ -32,8 +32,7 @@ class Api:
 def api(request, tmp_path, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
     monkeypatch.setenv("GRAYWAVE_MAX_UPLOAD_BYTES", "2000000")
-    settings = request.getfixturevalue("settings" if request.param == "embedded" else "s3_settings")
-    settings = Settings()
+    settings: Settings = request.getfixturevalue("settings" if request.param == "embedded" else "s3_settings")
     tokens = {
         "alice": issue_token(settings.api_tokens_file, "alice", admin=False),
         "bob": issue_token(settings.api_tokens_file, "bob", admin=False),

@@ -7,11 +7,11 @@ import io
 import numpy as np
 from PIL import Image
 
-from graywave.service.backends import Backends
 from graywave.flows.analytics import analytics_flow
 from graywave.flows.wave import wave_flow
-from graywave.service.samples import encode, synthetic_photo
 from graywave.records import image_id_for
+from graywave.service.backends import Backends
+from graywave.service.samples import encode, synthetic_photo
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
 DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)
@@ -42,9 +42,17 @@ def test_a_user_reaches_only_their_own_images(api):
     created = upload(alice, "alice").json()
     image = f"/images/alice/{created['image_id']}"
     for response in (
-        bob.get("/images/alice"), bob.get(image), bob.get(f"{image}/processed"), bob.delete(image),
-        upload(bob, "alice"), bob.put("/images/alice"), bob.delete("/images/alice"),
-        bob.get("/users/alice/weekly"), bob.get("/images/similarity/alice/3"), bob.get("/images"), bob.delete("/images"),
+        bob.get("/images/alice"),
+        bob.get(image),
+        bob.get(f"{image}/processed"),
+        bob.delete(image),
+        upload(bob, "alice"),
+        bob.put("/images/alice"),
+        bob.delete("/images/alice"),
+        bob.get("/users/alice/weekly"),
+        bob.get("/images/similarity/alice/3"),
+        bob.get("/images"),
+        bob.delete("/images"),
     ):
         assert error_of(response) == (403, "forbidden"), response.request.url
     assert alice.get(image).status_code == 200
@@ -79,7 +87,10 @@ def test_upload_is_pending_until_a_wave_or_processed_at_once(api):
 def test_bad_uploads_get_clear_errors_and_change_nothing(api):
     alice = api.client("alice")
     assert error_of(upload(alice, "alice", b"not an image")) == (415, "unsupported_media_type")
-    assert error_of(upload(alice, "alice", encode(synthetic_photo(64, 64, 1), "GIF"))) == (415, "unsupported_media_type")
+    assert error_of(upload(alice, "alice", encode(synthetic_photo(64, 64, 1), "GIF"))) == (
+        415,
+        "unsupported_media_type",
+    )
     assert error_of(upload(alice, "alice", b"")) == (400, "empty")
     assert error_of(upload(alice, "alice", b"\xff" * 2_000_001)) == (413, "too_large")
     assert error_of(upload(alice, "bad.id")) == (400, "invalid_id")
@@ -186,7 +197,10 @@ def test_presigned_upload_urls_need_s3(api):
     sent = httpx.post(post["url"], data=post["fields"], files={"file": ("p.jpg", PHOTO, "image/jpeg")})
     assert sent.status_code in (200, 204)
     assert alice.get(f"/images/alice/{post['image_id']}").json()["status"] == "pending"
-    assert error_of(alice.post("/images/alice/upload-url", json={"content_type": "text/html"})) == (415, "unsupported_media_type")
+    assert error_of(alice.post("/images/alice/upload-url", json={"content_type": "text/html"})) == (
+        415,
+        "unsupported_media_type",
+    )
 
 
 def test_openapi_documents_every_route_with_examples(api):
@@ -194,8 +208,14 @@ def test_openapi_documents_every_route_with_examples(api):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     routes = {(path, method) for path, methods in spec["paths"].items() for method in methods}
-    assert {("/images", "get"), ("/images", "put"), ("/images", "delete"), ("/images/{user_id}", "post"),
-            ("/images/{user_id}/{image_id}", "put"), ("/images/day/median", "get")} <= routes
+    assert {
+        ("/images", "get"),
+        ("/images", "put"),
+        ("/images", "delete"),
+        ("/images/{user_id}", "post"),
+        ("/images/{user_id}/{image_id}", "put"),
+        ("/images/day/median", "get"),
+    } <= routes
     assert all(op.get("summary") for methods in spec["paths"].values() for op in methods.values())
     assert spec["components"]["schemas"]["Image"]["examples"]
 
@@ -217,17 +237,23 @@ def test_deleting_one_image_of_a_file_that_holds_several_is_seen_by_every_read(a
     """The bug of issue 9: a delete rewrote a lake file under the same name, and the embedded API's
     caches (keyed by file names) went on serving the deleted image and the old analytics."""
     alice = api.client("alice")
-    photos = [encode(synthetic_photo(160, 120, seed=10 + k, brightness=0.2 * k - 0.3), "JPEG", quality=90) for k in range(4)]
+    photos = [
+        encode(synthetic_photo(160, 120, seed=10 + k, brightness=0.2 * k - 0.3), "JPEG", quality=90) for k in range(4)
+    ]
     ids = [upload(alice, "alice", data, name=f"{k}.jpg").json()["image_id"] for k, data in enumerate(photos)]
     today = api.settings.today()
     wave_flow(day=today, name="morning")  # the four rows land in one lake file
     with Backends.open(api.settings) as backends:
         assert len(backends.lake.files("images")) == 1
     before = {
-        "list": alice.get("/images/alice").json(), "weekly": alice.get("/users/alice/weekly").json(),
-        "median": alice.get("/analytics/median").json(), "one": alice.get(f"/images/alice/{ids[0]}").json(),
+        "list": alice.get("/images/alice").json(),
+        "weekly": alice.get("/users/alice/weekly").json(),
+        "median": alice.get("/analytics/median").json(),
+        "one": alice.get(f"/images/alice/{ids[0]}").json(),
     }  # read once first, so that any cache is filled with the four images
-    assert before["list"]["total"] == 4 and len(before["weekly"]["images"]) == 4 and before["one"]["status"] == "processed"
+    assert (
+        before["list"]["total"] == 4 and len(before["weekly"]["images"]) == 4 and before["one"]["status"] == "processed"
+    )
 
     assert alice.delete(f"/images/alice/{ids[0]}").status_code == 204
 

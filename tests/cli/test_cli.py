@@ -1,7 +1,6 @@
 from typer.testing import CliRunner
 
 from graywave.cli.main import app
-
 from tests.helpers import DAY, lake_of, put_uploads
 
 runner = CliRunner()
@@ -46,7 +45,12 @@ def test_token_issue_prints_a_token_and_stores_only_its_digest(settings, tmp_pat
     stored = (tmp_path / "tokens.json").read_text()
     assert token not in stored
     entry = json.loads(stored)["tokens"][0]
-    assert entry == {"sha256": hashlib.sha256(token.encode()).hexdigest(), "label": "alice", "user_id": "alice", "admin": False}
+    assert entry == {
+        "sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "label": "alice",
+        "user_id": "alice",
+        "admin": False,
+    }
     assert (tmp_path / "tokens.json").stat().st_mode & 0o077 == 0
     assert runner.invoke(app, ["token", "issue", "ops", "--admin"]).exit_code == 0
     assert runner.invoke(app, ["token", "issue", "not/a/user"]).exit_code == 2

@@ -1,6 +1,5 @@
 from graywave.cli.demo import DEMO_USERS, demo_report, run_demo
 from graywave.flows.wave import wave_flow
-
 from tests.helpers import lake_of
 
 

@@ -1,12 +1,15 @@
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from graywave.cli.main import app
 from graywave.flows.analytics import analytics_flow
+from graywave.kernels.similarity import nearest
+from graywave.records import ImageRecord
 from graywave.service.daily import (
     NoData,
     daily_histograms,
@@ -15,14 +18,8 @@ from graywave.service.daily import (
     similar_to,
     weekly_histograms,
 )
-from graywave.cli.main import app
-from graywave.kernels.similarity import nearest
-from graywave.records import image_id_for
-
-from graywave.records import ImageRecord
-from tests.records import append_images, image_record
-
 from tests.helpers import lake_of
+from tests.records import append_images, image_record
 
 DAY = date(2026, 11, 25)  # a Wednesday of ISO week 2026-W48
 
@@ -39,13 +36,20 @@ def spike(bin_: int, total: int = 100, rest: int = 0) -> list[int]:
 def day_in_lake(settings):
     """Five users on DAY: two waves for alice, users with empty bins, and one day before with one user."""
     lake = lake_of(settings)
-    append_images(lake, DAY, "morning", [
-        image_row("alice", spike(2, 300, 1), name="m.jpg"),
-        image_row("bob", spike(2, 50, 2)),
-        image_row("carol", spike(9, 400)),
-        image_row("dave", spike(9, 400)),  # identical to carol: a tie
-    ])
-    append_images(lake, DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))])
+    append_images(
+        lake,
+        DAY,
+        "morning",
+        [
+            image_row("alice", spike(2, 300, 1), name="m.jpg"),
+            image_row("bob", spike(2, 50, 2)),
+            image_row("carol", spike(9, 400)),
+            image_row("dave", spike(9, 400)),  # identical to carol: a tie
+        ],
+    )
+    append_images(
+        lake, DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))]
+    )
     append_images(lake, DAY - timedelta(days=1), "evening", [image_row("zoe", spike(0))])
     return lake
 
@@ -83,7 +87,9 @@ def test_similar_users_one_against_all(day_in_lake):
     dave = similar_to(daily, "dave", 4, "l1")
     assert dave.get_column("neighbour_id").to_list()[0] == "carol"
     expected, _ = nearest(daily.fractions(), 0, 4, "l1")
-    assert similar_to(daily, "alice", 4, "l1").get_column("neighbour_id").to_list() == [daily.users[j] for j in expected]
+    assert similar_to(daily, "alice", 4, "l1").get_column("neighbour_id").to_list() == [
+        daily.users[j] for j in expected
+    ]
     with pytest.raises(NoData, match="no images"):
         similar_to(daily, "zoe", 2, "l1")
 
@@ -91,10 +97,24 @@ def test_similar_users_one_against_all(day_in_lake):
 def test_weekly_histograms_follow_iso_weeks(settings):
     lake = lake_of(settings)
     monday, sunday = date(2026, 11, 23), date(2026, 11, 29)
-    append_images(lake, monday, "morning", [image_row("alice", spike(1), monday, "mon.jpg"),
-                                              image_row("alice", spike(1), monday - timedelta(days=1), "prev-sun.jpg")])
-    append_images(lake, sunday + timedelta(days=1), "morning", [image_row("alice", spike(2), sunday, "sun.jpg"),
-                                                                  image_row("alice", spike(3), sunday + timedelta(days=1), "next-mon.jpg")])
+    append_images(
+        lake,
+        monday,
+        "morning",
+        [
+            image_row("alice", spike(1), monday, "mon.jpg"),
+            image_row("alice", spike(1), monday - timedelta(days=1), "prev-sun.jpg"),
+        ],
+    )
+    append_images(
+        lake,
+        sunday + timedelta(days=1),
+        "morning",
+        [
+            image_row("alice", spike(2), sunday, "sun.jpg"),
+            image_row("alice", spike(3), sunday + timedelta(days=1), "next-mon.jpg"),
+        ],
+    )
     append_images(lake, DAY, "evening", [image_row("bob", spike(4), DAY, "bob.jpg")])
     frame = weekly_histograms(lake, "alice", *iso_week("2026-W48", DAY))
     assert frame.get_column("file_name").to_list() == ["mon.jpg", "sun.jpg"]
@@ -146,9 +166,11 @@ def test_analytics_go_to_mongodb_when_configured(s3_settings):
 
 def test_query_commands(day_in_lake, settings):
     runner = CliRunner()
-    result = runner.invoke(app, ["query", "similar", "carol", "-n", "2", "--date", str(DAY), "--metric", "l1", "--json"])
+    result = runner.invoke(
+        app, ["query", "similar", "carol", "-n", "2", "--date", str(DAY), "--metric", "l1", "--json"]
+    )
     assert result.exit_code == 0, result.output
-    assert [r["neighbour_id"] for r in json.loads(result.output)][0] == "dave"
+    assert json.loads(result.output)[0]["neighbour_id"] == "dave"
     result = runner.invoke(app, ["query", "median", "--date", str(DAY), "--json"])
     assert json.loads(result.output)[0]["users"] == 5
     result = runner.invoke(app, ["query", "weekly", "alice", "--week", "2026-W48"])

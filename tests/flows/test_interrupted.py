@@ -15,7 +15,6 @@ import pytest
 from graywave.service.samples import encode, synthetic_photo
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-
 from tests.helpers import DAY, put_uploads
 
 pytestmark = pytest.mark.slow
@@ -29,7 +28,11 @@ def lake_files(lake: Path) -> int:
 def start_wave(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -54,8 +57,12 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
     prefect_home = tmp_path / "prefect"
     shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
     env = os.environ | {
-        "GRAYWAVE_BLOB_URL": str(blobs), "GRAYWAVE_LAKE_URL": str(lake), "GRAYWAVE_WORKERS": "2",
-        "GRAYWAVE_BATCH_SIZE": "2", "GRAYWAVE_LAKE_FLUSH_ROWS": "2", "GRAYWAVE_DEVICE": "cpu",
+        "GRAYWAVE_BLOB_URL": str(blobs),
+        "GRAYWAVE_LAKE_URL": str(lake),
+        "GRAYWAVE_WORKERS": "2",
+        "GRAYWAVE_BATCH_SIZE": "2",
+        "GRAYWAVE_LAKE_FLUSH_ROWS": "2",
+        "GRAYWAVE_DEVICE": "cpu",
         "PREFECT_HOME": str(prefect_home),
     }
 
@@ -65,7 +72,10 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
 
     final = subprocess.run(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert final.returncode == 0, final.stdout + final.stderr
     assert "rejected" in final.stdout

@@ -34,5 +34,8 @@ def test_the_analytics_run_after_each_completed_evening_wave():
     analytics = deployments(Settings())[-1]
     trigger = analytics.triggers[0]
     assert trigger.expect == {"prefect.flow-run.Completed"}
-    assert trigger.match_related.root == {"prefect.resource.role": "deployment", "prefect.resource.name": "wave-evening"}
+    assert trigger.match_related.root == {
+        "prefect.resource.role": "deployment",
+        "prefect.resource.name": "wave-evening",
+    }
     assert analytics.concurrency_limit == 1

@@ -8,7 +8,6 @@ from graywave.config import Settings
 from graywave.flows.wave import wave_flow
 from graywave.service.wave import split_batches
 from graywave.storage.blobs import LocalBlobStore
-
 from tests.helpers import DAY, EXPECTED_REJECTS, lake_of, put_uploads
 
 

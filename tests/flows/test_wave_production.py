@@ -14,10 +14,9 @@ import pymongo
 import pytest
 
 from graywave.config import Settings
-from graywave.service.samples import encode, synthetic_photo
-from graywave.flows.wave import wave_flow
 from graywave.errors import BackendUnavailable
-
+from graywave.flows.wave import wave_flow
+from graywave.service.samples import encode, synthetic_photo
 from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -96,7 +95,9 @@ def test_killed_waves_on_s3_and_mongodb_converge_to_exactly_once(s3_settings, tm
     files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(3)}
     keys = put_uploads(blobs_of(s3_settings), DAY, files)
     env = os.environ | {
-        "GRAYWAVE_BATCH_SIZE": "2", "GRAYWAVE_LAKE_FLUSH_ROWS": "2", "PREFECT_HOME": str(tmp_path / "prefect"),
+        "GRAYWAVE_BATCH_SIZE": "2",
+        "GRAYWAVE_LAKE_FLUSH_ROWS": "2",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
     }
     command = [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"]
     lake = lake_of(s3_settings)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from graywave.service.samples import encode, synthetic_photo
-from graywave.errors import RejectReason, Rejected
+from graywave.errors import Rejected, RejectReason
 from graywave.kernels.codecs import decode_luma, encode_luma_jpeg, upright
+from graywave.service.samples import encode, synthetic_photo
 
 MAX = 10_000_000
 
@@ -25,7 +25,12 @@ def pillow_y_plane(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "options",
-    [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}, {"quality": 70, "subsampling": 1}],
+    [
+        {"quality": 90},
+        {"quality": 85, "progressive": True},
+        {"quality": 95, "subsampling": 0},
+        {"quality": 70, "subsampling": 1},
+    ],
     ids=["baseline-420", "progressive", "444", "422"],
 )
 def test_jpeg_decodes_straight_to_the_y_plane(photo, options):

@@ -60,11 +60,13 @@ def nv_codec(cp):
     return NvImageCodecLuma()
 
 
-@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}])
+@pytest.mark.parametrize(
+    "options", [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}]
+)
 def test_gpu_decode_matches_the_cpu_y_plane(cp, nv_codec, options):
     """Provisional tolerance, to be set from the first GPU run: at most 1 grey level per pixel."""
-    from graywave.service.samples import encode, synthetic_photo
     from graywave.kernels.codecs import decode_luma
+    from graywave.service.samples import encode, synthetic_photo
 
     data = encode(synthetic_photo(1024, 768, seed=3), "JPEG", **options)
     (plane,) = nv_codec.decode([data])
@@ -87,8 +89,8 @@ def test_gpu_encode_gives_a_grayscale_jpeg(cp, nv_codec):
 
 
 def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phone_files):
-    from graywave.service.batch import Upload, process_uploads, process_uploads_batched
     from graywave.kernels import select_device
+    from graywave.service.batch import Upload, process_uploads, process_uploads_batched
     from graywave.storage.blobs import LocalBlobStore
     from graywave.storage.layout import parse_upload_key
     from tests.helpers import DAY, put_uploads

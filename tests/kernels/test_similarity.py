@@ -18,17 +18,17 @@ from graywave.kernels.similarity import (
 def reference_distance(p, q, metric):
     """Term by term, in plain Python floats."""
     if metric == "design":
-        return sum(abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0 for a, b in zip(p, q))
+        return sum(abs(a - b) / max(a, b) if max(a, b) > 0 else 0.0 for a, b in zip(p, q, strict=True))
     if metric == "l1":
-        return sum(abs(a - b) for a, b in zip(p, q))
+        return sum(abs(a - b) for a, b in zip(p, q, strict=True))
     if metric == "chisquare":
-        return 2 * sum((a - b) ** 2 / (a + b) if a + b > 0 else 0.0 for a, b in zip(p, q))
+        return 2 * sum((a - b) ** 2 / (a + b) if a + b > 0 else 0.0 for a, b in zip(p, q, strict=True))
     if metric == "intersection":
-        return 1 - sum(min(a, b) for a, b in zip(p, q))
+        return 1 - sum(min(a, b) for a, b in zip(p, q, strict=True))
     if metric == "hellinger":
-        return math.sqrt(sum((math.sqrt(a) - math.sqrt(b)) ** 2 for a, b in zip(p, q)) / 2)
+        return math.sqrt(sum((math.sqrt(a) - math.sqrt(b)) ** 2 for a, b in zip(p, q, strict=True)) / 2)
     mp, mq = sum(p) / len(p), sum(q) / len(q)
-    cov = sum((a - mp) * (b - mq) for a, b in zip(p, q))
+    cov = sum((a - mp) * (b - mq) for a, b in zip(p, q, strict=True))
     var = math.sqrt(sum((a - mp) ** 2 for a in p) * sum((b - mq) ** 2 for b in q))
     return 1 - (cov / var if var > 0 else 0.0)
 
@@ -61,7 +61,9 @@ def test_pair_distances_follow_the_definitions(fractions, metric):
 
 def test_hellinger_is_opencvs_bhattacharyya_on_normalised_rows(fractions):
     coefficient = np.sqrt(fractions[0] * fractions[1:]).sum(axis=1)
-    np.testing.assert_allclose(pair_distances(fractions[0], fractions[1:], "hellinger"), np.sqrt(1 - coefficient), atol=1e-7)
+    np.testing.assert_allclose(
+        pair_distances(fractions[0], fractions[1:], "hellinger"), np.sqrt(1 - coefficient), atol=1e-7
+    )
 
 
 def test_zero_over_zero_is_zero_and_ranges():

@@ -1,10 +1,9 @@
 import numpy as np
 
-from graywave.service.batch import Upload, process_uploads
 from graywave.kernels import select_device
+from graywave.service.batch import Upload, process_uploads
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
-
 from tests.helpers import DAY, EXPECTED_REJECTS, decode_processed, put_uploads
 
 
@@ -40,7 +39,9 @@ def test_the_processed_image_is_upright(settings, phone_files):
     keys = put_uploads(settings.blob_url, DAY, files)
     store = LocalBlobStore(settings.blob_url)
     blobs = {blob.key: blob for blob in store.list("uploads/")}
-    result = process_uploads([Upload(parse_upload_key(k), blobs[k]) for k in keys], store, settings, select_device("cpu"))
+    result = process_uploads(
+        [Upload(parse_upload_key(k), blobs[k]) for k in keys], store, settings, select_device("cpu")
+    )
     plain, rotated = (np.asarray(decode_processed(store.read(r.processed_key))).astype(int) for r in result.images)
     # The rotated upload stores the photo as is, tagged "rotate 90 clockwise to display".
     assert np.abs(np.rot90(plain, -1) - rotated).mean() < 2

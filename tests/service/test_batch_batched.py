@@ -4,14 +4,14 @@ nvImageCodec: it must give the rows and images of the CPU path, whichever images
 from __future__ import annotations
 
 import dataclasses
+
 import numpy as np
 import simplejpeg
 
-from graywave.service.batch import Upload, process_uploads, process_uploads_batched
 from graywave.kernels import select_device
+from graywave.service.batch import Upload, process_uploads, process_uploads_batched
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
-
 from tests.helpers import DAY, put_uploads
 
 
@@ -27,7 +27,11 @@ class HostCodec:
         planes = []
         for k, data in enumerate(datas):
             try:
-                plane = None if k in self.fail_decode else simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[..., 0]
+                plane = (
+                    None
+                    if k in self.fail_decode
+                    else simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True)[..., 0]
+                )
             except ValueError:  # like nvImageCodec: None for what it cannot decode
                 plane = None
             planes.append(plane)
@@ -35,14 +39,17 @@ class HostCodec:
 
     def encode(self, planes, quality):
         return [
-            None if k in self.fail_encode else simplejpeg.encode_jpeg(np.ascontiguousarray(p)[..., None], quality=quality, colorspace="GRAY")
+            None
+            if k in self.fail_encode
+            else simplejpeg.encode_jpeg(np.ascontiguousarray(p)[..., None], quality=quality, colorspace="GRAY")
             for k, p in enumerate(planes)
         ]
 
 
 def comparable(records):
     return sorted(
-        ({k: v for k, v in dataclasses.asdict(r).items() if k not in ("processed_at", "seen_at")} for r in records), key=str
+        ({k: v for k, v in dataclasses.asdict(r).items() if k not in ("processed_at", "seen_at")} for r in records),
+        key=str,
     )
 
 

@@ -1,5 +1,4 @@
-from datetime import UTC, date, datetime
-
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -8,8 +7,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from graywave.storage.blobs import LocalBlobStore, StoreBusy
 from graywave.records import ImageRecord, RejectRecord
+from graywave.storage.blobs import LocalBlobStore, StoreBusy
 from graywave.storage.lake import Lake
 from tests.records import append_images, append_rejects, image_record, reject_record
 
@@ -81,10 +80,9 @@ def test_leftover_temporary_files_are_invisible(lake):
 
 
 def test_one_writer_at_a_time(lake):
-    with lake.exclusive():
-        with pytest.raises(StoreBusy, match="held by another process"):
-            with Lake(LocalBlobStore(lake.url)).exclusive():
-                pass
+    other = Lake(LocalBlobStore(lake.url))
+    with lake.exclusive(), pytest.raises(StoreBusy, match="held by another process"), other.exclusive():
+        pass
     with lake.exclusive():  # released
         pass
 
@@ -103,7 +101,9 @@ def test_every_write_changes_the_generation(lake):
 
 
 def test_scan_pushes_filters_and_projections_down(lake):
-    found = lake.scan("images", days=[date(2026, 11, 25)], columns=["source_key", "wave"], filter=ds.field("user_id") == "u2")
+    found = lake.scan(
+        "images", days=[date(2026, 11, 25)], columns=["source_key", "wave"], filter=ds.field("user_id") == "u2"
+    )
     assert found.to_pylist() == [{"source_key": "k2", "wave": "morning"}]
 
 
@@ -120,6 +120,28 @@ def test_lookup_opens_only_the_files_that_hold_the_value_and_follows_rewrites(la
     assert [f.split("/")[-3] for f in index.files_with("u1")] == ["date=2026-11-26"]
     # ... and so is a new file.
     append_images(lake, date(2026, 11, 27), "morning", [image_row("k6"), image_row("k7", "u2")])
-    assert sorted(lake.lookup("images", "user_id", "u2", columns=["source_key"]).column("source_key").to_pylist()) == ["k2", "k7"]
+    assert sorted(lake.lookup("images", "user_id", "u2", columns=["source_key"]).column("source_key").to_pylist()) == [
+        "k2",
+        "k7",
+    ]
     one = lake.lookup("images", "image_id", image_record("k7").image_id, filter=ds.field("user_id") == "u2")
     assert ImageRecord.from_arrow(one) == [image_row("k7", "u2")]
+
+
+def test_a_writer_killed_in_the_middle_of_a_write_leaves_no_stale_reader(lake):
+    assert lake.lookup("images", "user_id", "u9").num_rows == 0  # the reader's index is built
+    writing = lake._changing()
+    writing.__enter__()  # ... and the writer dies (kill -9) after its file, before it settles
+    lake._write(
+        "images",
+        f"{lake.partition_prefix('images', date(2026, 11, 27), 'morning')}part-x.parquet",
+        ImageRecord.to_arrow([image_row("k9", "u9")]),
+    )
+    assert not lake.settled(lake.generation())
+    assert lake.lookup("images", "user_id", "u9").column("source_key").to_pylist() == ["k9"]
+    with lake.exclusive():  # the next writer settles the lake
+        assert lake.settled(lake.generation())
+    settled = lake.generation()
+    with lake.exclusive():  # and a writer that finds it settled changes nothing
+        pass
+    assert lake.generation() == settled

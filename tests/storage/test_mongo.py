@@ -33,8 +33,15 @@ def url_for(key: str) -> str:
 
 def test_documents_follow_the_design_schema_and_upserts_never_duplicate(catalog):
     rows = [image_row("uploads/2026-11-25/alice/a.jpg"), image_row("uploads/2026-11-25/bob/b.jpg", "bob")]
-    reject = RejectRecord(source_key="uploads/2026-11-25/bob/x.jpg", user_id="bob", reason="corrupt", detail="bad",
-                          uploaded_at=NOW, seen_at=NOW, source_bytes=3)
+    reject = RejectRecord(
+        source_key="uploads/2026-11-25/bob/x.jpg",
+        user_id="bob",
+        reason="corrupt",
+        detail="bad",
+        uploaded_at=NOW,
+        seen_at=NOW,
+        source_bytes=3,
+    )
     documents = [record.to_document(date(2026, 11, 25), "morning", url_for) for record in (*rows, reject)]
     catalog.upsert(documents)
     catalog.upsert(documents)  # a rerun

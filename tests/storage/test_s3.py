@@ -88,10 +88,12 @@ def test_open_blob_store_shares_one_client_per_url(local_s3):
 
 
 def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
-    with store.exclusive("_locks/writer", ttl_s=30):
-        with pytest.raises(StoreBusy, match="held by"):
-            with store.exclusive("_locks/writer", ttl_s=30):
-                pass
+    with (
+        store.exclusive("_locks/writer", ttl_s=30),
+        pytest.raises(StoreBusy, match="held by"),
+        store.exclusive("_locks/writer", ttl_s=30),
+    ):
+        pass
     with store.exclusive("_locks/writer", ttl_s=30):  # released
         pass
 
