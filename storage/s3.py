@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 import boto3
 import pyarrow.fs as pafs
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from graywave.errors import BlobNotFound, StoreBusy
+from graywave.errors import BackendUnavailable, BlobNotFound, StoreBusy
 from graywave.storage.blobs import BlobInfo
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
@@ -73,29 +73,41 @@ class S3BlobStore:
             raise ValueError(f"invalid blob key {key!r}")
         return self.prefix + key
 
+    @contextlib.contextmanager
+    def _failing_as(self, what: str) -> Iterator[None]:
+        """S3 errors that outlast botocore's retries, as ``BackendUnavailable`` naming the store."""
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
+
     def list(self, prefix: str) -> Iterator[BlobInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": self.page_size}
         )
-        for page in pages:
-            for item in page.get("Contents", ()):
-                key = item["Key"][len(self.prefix) :]
-                yield BlobInfo(key, item["Size"], item["LastModified"].astimezone(UTC))
+        with self._failing_as(f"list {prefix}"):
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    key = item["Key"][len(self.prefix) :]
+                    yield BlobInfo(key, item["Size"], item["LastModified"].astimezone(UTC))
 
     def read(self, key: str) -> bytes:
-        try:
-            data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-            return data
-        except ClientError as error:
-            if _code(error) in ("NoSuchKey", "404"):
-                raise BlobNotFound(key) from None
-            raise
+        with self._failing_as(f"read {key}"):
+            try:
+                data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+                return data
+            except ClientError as error:
+                if _code(error) in ("NoSuchKey", "404"):
+                    raise BlobNotFound(key) from None
+                raise
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
+        with self._failing_as(f"write {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        with self._failing_as(f"delete {key}"):
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import time
 from datetime import UTC, date, datetime
 
@@ -150,3 +151,15 @@ def test_presigning_refuses_bad_users_and_types(store, user, content_type, messa
 def test_presigning_needs_s3(tmp_path):
     with pytest.raises(ValueError, match="need an S3 blob store"):
         presign_upload(open_blob_store(str(tmp_path)), date(2026, 11, 25), "a", "image/jpeg", 10, 60)
+
+
+def test_a_bucket_that_cannot_be_reached_is_a_clear_error(local_s3):
+    from graywave.errors import BackendUnavailable
+
+    missing = S3BlobStore(f"s3://graywave-no-such-bucket-{os.getpid()}/x", endpoint_url=local_s3.endpoint)
+    with pytest.raises(
+        BackendUnavailable, match=r"S3 could not list uploads/ \(s3://graywave-no-such-bucket-.*NoSuchBucket"
+    ):
+        list(missing.list("uploads/"))
+    with pytest.raises(BackendUnavailable, match=r"S3 could not write a\.jpg"):
+        missing.write("a.jpg", b"x", "image/jpeg")
