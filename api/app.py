@@ -36,7 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=state.warm_up, name="graywave-warm-up", daemon=True).start()
+        # The lake's indexes are built in the background: start-up reads no lake file.
+        threading.Thread(target=state.catalog.warm_up, name="graywave-warm-up", daemon=True).start()
         yield
         state.backends.close()
 

@@ -17,11 +17,7 @@ from graywave.service.backends import Backends
 from graywave.service.daily import DailyHistogramsCache
 from graywave.service.images import ImageCatalog
 from graywave.service.tokens import Principal, TokenStore
-from graywave.storage.lake import Table
 from graywave.storage.layout import USER_ID_PATTERN
-
-INDEXED: tuple[tuple[Table, str], ...] = (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id"))
-"""The lake columns the API looks rows up by (``service.images.ImageCatalog``)."""
 
 
 @dataclass(frozen=True)
@@ -44,14 +40,6 @@ class State:
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
         )
-
-    def warm_up(self) -> None:
-        """Build the lake's indexes of the reads the API makes (embedded default only), so that
-        the first requests do not wait for them. Run in the background after start-up."""
-        if self.backends.catalog is None:
-            lake = self.backends.lake
-            for table, column in INDEXED:
-                lake.index(table, column).refresh()
 
 
 def state(request: Request) -> State:

@@ -6,6 +6,7 @@ raise and never catch. ``ApiError`` is for what only HTTP knows (tokens, access,
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -16,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from graywave.api.models import Error
 from graywave.errors import (
     BackendUnavailable,
+    Busy,
     GraywaveError,
     InvalidInput,
     LakeBusy,
@@ -37,6 +39,7 @@ CODES = {
     422: "invalid",
     503: "unavailable",
 }
+logger = logging.getLogger("graywave.api")
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 422)}
 """The error responses every route documents."""
 
@@ -73,6 +76,8 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
         return 404, CODES[404], str(error)
     if isinstance(error, LakeBusy):
         return 409, CODES[409], f"a wave is running, try again later ({error})"
+    if isinstance(error, Busy):
+        return 409, CODES[409], str(error)
     if isinstance(error, BackendUnavailable):
         return 503, CODES[503], str(error)
     return 500, "error", f"{type(error).__name__}: {error}"
@@ -82,8 +87,11 @@ def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape."""
 
     @app.exception_handler(GraywaveError)
-    async def graywave_error(_: Request, error: GraywaveError) -> JSONResponse:
-        return error_response(*status_of(error))
+    async def graywave_error(request: Request, error: GraywaveError) -> JSONResponse:
+        status_code, code, message = status_of(error)
+        if status_code >= 500:
+            logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return error_response(status_code, code, message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:

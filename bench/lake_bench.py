@@ -2,7 +2,7 @@
 2,000,000 image rows in 30 days, built synthetically on disk as waves would write it.
 
 100,000 users, two waves a day; each wave appends its rows in files of ``GRAYWAVE_LAKE_FLUSH_ROWS``
-(8,192) rows, as ``Backends.record`` does, so the lake has about 250 image files. Measured, with
+(8,192) rows, as ``Backends.record`` does, so the lake has 300 image files. Measured, with
 ``graywave api`` (uvicorn, one worker) on 127.0.0.1 and one client sending requests one at a time:
 
 - start-up: from starting the server to its first answer, on this lake and on an empty lake;

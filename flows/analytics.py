@@ -51,6 +51,6 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     median = median_row(daily) if daily.table.height else None
     similar = _similar_task(daily, top_n, checked, settings.device)
     with Backends.open(settings) as backends:
-        summary = record_analytics(backends, daily, median, similar, checked)
+        summary = record_analytics(backends, daily, median, similar, checked, lock_ttl_s=settings.lock_ttl_s)
     get_run_logger().info(summary.line())
     return summary

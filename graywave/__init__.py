@@ -9,8 +9,9 @@ The package is laid out by architecture layer; dependencies point one way, downw
 - ``graywave.storage``: blob stores, the Parquet lake and MongoDB; I/O only, no image math.
 - ``graywave.service``: the use cases as plain functions (a wave, a batch, the daily questions,
   the API's reads and writes), using kernels and storage; no Prefect, no HTTP.
-- ``graywave.flows`` (Prefect flows and deployments), ``graywave.api`` (HTTP routes) and
-  ``graywave.cli`` (the ``graywave`` command) use the service layer and never each other.
+- ``graywave.flows`` (Prefect flows and deployments) and ``graywave.api`` (HTTP routes) use the
+  service layer and never each other. ``graywave.cli`` (the ``graywave`` command) is the
+  composition root: it runs the flows, and names the API to uvicorn without importing it.
 
 ``graywave.config.Settings`` is the one configuration object; it is read from ``GRAYWAVE_*``
 environment variables and passed down explicitly.

@@ -6,12 +6,11 @@ import os
 import re
 from datetime import date, datetime
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from graywave.kernels.device import DeviceName
 
 WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 """Wave names start with a letter so that Hive partitioning never reads ``wave=`` as a number."""
@@ -37,7 +36,7 @@ class Settings(BaseSettings):
     )
     prefect_home: Path = Field(Path("./data/prefect"), description="PREFECT_HOME unless that is set.")
     timezone: str = Field("UTC", description="Service time zone: upload dates and schedules.")
-    device: DeviceName = "auto"
+    device: Literal["auto", "cpu", "gpu"] = "auto"  # kernels.device.DeviceName
     bins: int = Field(16, description="Histogram bins; a power of two from 1 to 256.")
     max_pixels: int = Field(
         256_000_000, gt=0, description="Uploads with more pixels are rejected (decompression bombs)."

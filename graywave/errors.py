@@ -12,8 +12,8 @@ code 1. Anything else that escapes is a bug, and shows its traceback.
     BackendUnavailable a store stayed unreachable longer than graywave waits              -> 503
     DeviceUnavailable GRAYWAVE_DEVICE=gpu on a machine without a usable GPU
 
-Several also derive from the built-in exception of their meaning (``ValueError``, ``LookupError``,
-``KeyError``), so that plain Python code that catches those keeps working.
+Each also derives from the built-in exception of its meaning (``ValueError``, ``LookupError``,
+``KeyError``, ``RuntimeError``), so that plain Python code that catches those keeps working.
 """
 
 from __future__ import annotations
@@ -52,23 +52,19 @@ class NoData(NotFound):
     """The lake has nothing to answer the question with (no images that day, an unknown user)."""
 
 
-class Busy(GraywaveError):
+class Busy(GraywaveError, RuntimeError):
     """Another process holds an exclusive lock."""
-
-
-StoreBusy = Busy
-"""The name the blob stores use for ``Busy``."""
 
 
 class LakeBusy(Busy):
     """Another writer (a wave, an API write) holds the lake."""
 
 
-class BackendUnavailable(GraywaveError):
+class BackendUnavailable(GraywaveError, RuntimeError):
     """A backend stayed unreachable for longer than graywave is willing to wait."""
 
 
-class DeviceUnavailable(GraywaveError):
+class DeviceUnavailable(GraywaveError, RuntimeError):
     """The configured device (a GPU) cannot be used on this machine."""
 
 
@@ -85,7 +81,7 @@ class RejectReason(StrEnum):
     VANISHED = "vanished"
 
 
-class Rejected(GraywaveError):
+class Rejected(GraywaveError, ValueError):
     """An upload that cannot become a processed image, with a reason code and a human detail."""
 
     def __init__(self, reason: RejectReason, detail: str):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, ClassVar, Literal, Self
@@ -59,6 +59,7 @@ def _column(arrow_type: pa.DataType, nullable: bool = False) -> Any:
 class _Record:
     """The Arrow side of a frozen record dataclass: its schema from its fields, and table conversions."""
 
+    __slots__ = ()
     ARROW_SCHEMA: ClassVar[pa.Schema]
 
     @classmethod
@@ -208,7 +209,3 @@ RejectRecord.ARROW_SCHEMA = RejectRecord._schema()
 def record_from_document(doc: Mapping[str, Any]) -> ImageRecord | RejectRecord:
     """The record a MongoDB ``images`` document describes (by its ``status``)."""
     return ImageRecord.from_document(doc) if doc["status"] == ImageRecord.status else RejectRecord.from_document(doc)
-
-
-def source_keys(records: Iterable[ImageRecord | RejectRecord]) -> set[str]:
-    return {record.source_key for record in records}

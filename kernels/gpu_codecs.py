@@ -22,7 +22,7 @@ def nvimgcodec_available() -> bool:
 
 
 class NvImageCodecLuma:
-    """The ``LumaBatchCodec`` of the GPU path (see ``flows.batch``)."""
+    """The ``LumaBatchCodec`` of the GPU path (see ``service.batch``)."""
 
     def __init__(self) -> None:
         import cupy

@@ -139,7 +139,9 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
         candidates, rough = _similarity_gpu.top_k_all_pairs(features, keep, _KERNEL_CODE[metric])
     else:
         xt = np.ascontiguousarray(features.T, dtype=np.float32)
-        candidates, rough = cpu.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], float(np.finfo(np.float32).tiny))
+        # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
+        tiny: Any = np.finfo(np.float32).tiny
+        candidates, rough = cpu.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
     exact = _rescore(host, candidates, metric)
     indices, distances = _ranked(candidates, exact, n)
     if indices.shape[1] < n:  # fewer other rows than n

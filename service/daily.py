@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from threading import Lock
 from typing import Any
 
 import numpy as np
@@ -183,14 +184,22 @@ class AnalyticsSummary:
 
 
 def record_analytics(
-    backends: Backends, daily: DailyHistograms, median: dict[str, Any] | None, similar: pl.DataFrame, metric: str
+    backends: Backends,
+    daily: DailyHistograms,
+    median: dict[str, Any] | None,
+    similar: pl.DataFrame,
+    metric: str,
+    *,
+    lock_ttl_s: float = 60.0,
 ) -> AnalyticsSummary:
-    """Replace the day's results in the lake (and in MongoDB, when configured)."""
+    """Replace the day's results in the lake (and in MongoDB, when configured), holding the lake
+    like any writer (``LakeBusy`` while a wave or an API write holds it)."""
     day = daily.day
-    backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
-    if median is not None:
-        backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)
-    backends.lake.replace("similar_users", similar.to_arrow(), day=day, partition=[metric])
+    with backends.lake.exclusive(lock_ttl_s):
+        backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
+        if median is not None:
+            backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)
+        backends.lake.replace("similar_users", similar.to_arrow(), day=day, partition=[metric])
     if backends.catalog is not None:
         iso = day.isoformat()
         backends.catalog.upsert(
@@ -220,14 +229,15 @@ class DailyHistogramsCache:
         self.lake = lake
         self.days_kept = days_kept
         self._cached: dict[date, tuple[str, DailyHistograms]] = {}
+        self._lock = Lock()  # one computation at a time: the API's routes run on a thread pool
 
     def get(self, day: date) -> DailyHistograms:
-        generation = self.lake.generation()
-        cached = self._cached.get(day)
-        if cached is None or cached[0] != generation or not self.lake.settled(generation):
-            cached = (generation, daily_histograms(self.lake, day))
-            self._cached.pop(day, None)
-            self._cached[day] = cached
+        with self._lock:
+            generation = self.lake.generation()
+            cached = self._cached.pop(day, None)
+            if cached is None or cached[0] != generation or not self.lake.settled(generation):
+                cached = (generation, daily_histograms(self.lake, day))
+            self._cached[day] = cached  # the most recently used last
             while len(self._cached) > self.days_kept:
                 del self._cached[next(iter(self._cached))]
-        return cached[1]
+            return cached[1]

@@ -30,13 +30,19 @@ from graywave.records import ImageRecord, RejectRecord, handling_days, record_fr
 from graywave.service.backends import Backends
 from graywave.service.batch import Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
+from graywave.storage.lake import Table
 from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix
+from graywave.storage.s3 import PresignedPost, S3BlobStore
+from graywave.storage.uploads import presign_upload
 
 API_WAVE = "api"
 """The wave name under which the API records what it processes."""
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "AVIF": "avif"}
 
 Status = Literal["pending", "processed", "rejected"]
+INDEXED: tuple[tuple[Table, str], ...] = (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id"))
+"""The lake columns that the catalog looks rows up by (``Lake.lookup``)."""
+PROCESSED_URL_EXPIRY_S = 300
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,25 @@ class ImageCatalog:
         else:
             images = lake.lookup("images", "image_id", image_id, filter=ds.field("user_id") == user_id)
             rejects = lake.lookup("rejects", "user_id", user_id)  # a reject's id is its key's hash: few rows
-        entries = _entries(ImageRecord, images) + _entries(RejectRecord, rejects)
-        if image_id is not None:
-            entries = [entry for entry in entries if entry.image_id == image_id]
-        return sorted(entries, key=_upload_order)
+        found = _entries(ImageRecord, images) + [
+            entry for entry in _entries(RejectRecord, rejects) if image_id is None or entry.image_id == image_id
+        ]
+        return sorted(found, key=_upload_order)
+
+    def _handled(self, user_id: str | None, offset: int = 0, limit: int = 0) -> tuple[list[ImageEntry], int]:
+        """Handled uploads (of one user, or of all), oldest upload first: one page (``limit`` 0:
+        all from ``offset``) and the total; MongoDB pages itself."""
+        if self.backends.catalog is not None:
+            query = {} if user_id is None else {"user_id": user_id}
+            return self._from_mongo(query, offset, limit), self.backends.catalog.count(query)
+        everything = self._from_lake(user_id)
+        return everything[offset : offset + limit if limit else None], len(everything)
+
+    def warm_up(self) -> None:
+        """Build, now, the lake indexes that reads by user and by image use (embedded default only)."""
+        if self.backends.catalog is None:
+            for table, column in INDEXED:
+                self.backends.lake.index(table, column).refresh()
 
     def _handled_among(self, keys: set[str], days: Sequence[date]) -> set[str]:
         if not keys:
@@ -153,23 +174,13 @@ class ImageCatalog:
     def page(self, today: date, user_id: str | None, offset: int, limit: int) -> tuple[list[ImageEntry], int]:
         """One page of every image (handled ones oldest upload first, then the pending) and the total."""
         pending = self._pending(user_id, today)
-        if self.backends.catalog is not None:
-            query = {} if user_id is None else {"user_id": user_id}
-            handled_total = self.backends.catalog.count(query)
-            handled = self._from_mongo(query, offset, limit)
-        else:
-            everything = self._from_lake(user_id)
-            handled_total, handled = len(everything), everything[offset : offset + limit]
+        handled, handled_total = self._handled(user_id, offset, limit)
         start = max(0, offset - handled_total)
         return handled + pending[start : start + limit - len(handled)], handled_total + len(pending)
 
     def entries(self, today: date, user_id: str | None = None) -> list[ImageEntry]:
         """Every image of one user (or of all), as ``page`` orders them."""
-        handled = (
-            self._from_mongo({} if user_id is None else {"user_id": user_id})
-            if self.backends.catalog is not None
-            else self._from_lake(user_id)
-        )
+        handled, _ = self._handled(user_id)
         return handled + self._pending(user_id, today)
 
     def get(self, today: date, user_id: str, image_id: str) -> ImageEntry:
@@ -206,6 +217,31 @@ def store_upload(backends: Backends, settings: Settings, user_id: str, data: byt
     return key
 
 
+def presigned_upload(backends: Backends, settings: Settings, user_id: str, content_type: str) -> PresignedPost:
+    """A presigned S3 POST for one direct upload of today (``InvalidInput`` on a local blob store)."""
+    return presign_upload(
+        backends.blobs, settings.today(), user_id, content_type, settings.max_upload_bytes, settings.upload_url_expiry_s
+    )
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """Where the processed JPEG of an image is: its bytes (local folder), or a short-lived URL (S3)."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+
+def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
+    """The processed image of ``entry``; ``NotFound`` when it is pending or rejected."""
+    if not isinstance(entry.record, ImageRecord):
+        raise NotFound(f"image {entry.image_id} is {entry.status}: it has no processed image")
+    key = entry.record.processed_key
+    if isinstance(backends.blobs, S3BlobStore):
+        return ProcessedImage(url=backends.blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S))
+    return ProcessedImage(data=backends.blobs.read(key))
+
+
 def replace_upload(backends: Backends, settings: Settings, source_key: str, data: bytes, content_type: str) -> None:
     identify(data, settings.max_pixels)
     backends.blobs.write(source_key, data, content_type)
@@ -221,9 +257,11 @@ def _blob_info(backends: Backends, key: str) -> BlobInfo:
 def process_now(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
     """Process these uploads at once (again, if they were handled): their old records are replaced."""
     with backends.lake.exclusive(settings.lock_ttl_s):
-        backends.forget(set(source_keys))
+        # Everything that can refuse comes before the old records are forgotten.
+        device = select_device(settings.device)
         uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
-        result = process_uploads(uploads, backends.blobs, settings, select_device(settings.device))
+        result = process_uploads(uploads, backends.blobs, settings, device)
+        backends.forget(set(source_keys))
         backends.record(settings.today(), API_WAVE, result.images, result.rejects)
 
 

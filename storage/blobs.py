@@ -20,7 +20,7 @@ from typing import Protocol
 import filelock
 import pyarrow.fs as pafs
 
-from graywave.errors import BlobNotFound, StoreBusy
+from graywave.errors import BlobNotFound, Busy, InvalidInput
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class BlobStore(Protocol):
         ...
 
     def exclusive(self, key: str, ttl_s: float) -> AbstractContextManager[None]:
-        """Hold a lock named ``key`` for one process at a time; raise ``StoreBusy`` at once if held.
+        """Hold a lock named ``key`` for one process at a time; raise ``Busy`` at once if held.
 
         A holder that dies without releasing it (kill -9) loses it within ``ttl_s`` at most.
         """
@@ -82,7 +82,7 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"invalid blob key {key!r}")
+            raise InvalidInput(f"invalid blob key {key!r}")
         return self.root.joinpath(*parts)
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
@@ -131,7 +131,7 @@ class LocalBlobStore:
         try:
             lock.acquire(timeout=0)
         except filelock.Timeout:
-            raise StoreBusy(f"{path} is held by another process") from None
+            raise Busy(f"{path} is held by another process") from None
         try:
             yield
         finally:
@@ -151,5 +151,5 @@ def open_blob_store(url: str, s3_endpoint_url: str | None = None) -> BlobStore:
     if url.startswith("file://"):
         return LocalBlobStore(url.removeprefix("file://"))
     if "://" in url:
-        raise ValueError(f"unsupported blob store URL {url!r}: use s3://bucket/prefix or a local folder")
+        raise InvalidInput(f"unsupported blob store URL {url!r}: use s3://bucket/prefix or a local folder")
     return LocalBlobStore(url)

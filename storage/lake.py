@@ -14,9 +14,10 @@ writes are atomic, so readers never see a partial file.
 
 Writes take Arrow tables (``append``, ``replace``) and go through the blob store. Reads go through
 ``pyarrow.dataset`` (``scan``): only the partitions asked for are listed, only the columns asked
-for are read, and row filters are pushed down to the Parquet row groups. Image rows are written
-sorted by user, in row groups of ``IMAGE_ROW_GROUP`` rows, so that a filter on ``user_id`` skips
-most of each file by its statistics. Every write changes ``_generation`` (to a "writing" mark
+for are read, and row filters are pushed down to the Parquet row groups. Files are written sorted
+(images by user, rejects by key) in row groups of ``ROW_GROUP`` rows, so that a filter on
+``user_id`` skips most of each file by its statistics; ``lookup`` opens only the files that hold
+a value at all (``ValueIndex``). Every write changes ``_generation`` (to a "writing" mark
 before, to a new token after): a reader that caches what it read (the API does) keys its cache on
 ``generation()``, caches nothing under a mark, and so never serves rows that a write (an append,
 a rewrite, a deletion) has changed since, even when the writer was killed in the middle.
@@ -27,7 +28,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from threading import Lock
@@ -40,7 +41,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from graywave.errors import BlobNotFound, LakeBusy, StoreBusy
+from graywave.errors import BackendUnavailable, BlobNotFound, Busy, LakeBusy
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobStore
 
@@ -96,7 +97,7 @@ SORT_KEYS: dict[Table, list[tuple[str, str]]] = {
 }
 """Appended files are sorted so that row-group statistics serve the reads that filter by these."""
 
-IMAGE_ROW_GROUP = 1024
+ROW_GROUP = 1024
 """Rows per row group of appended files: small enough that a filter on one user reads little."""
 
 WRITER_LOCK = "_locks/writer"
@@ -112,7 +113,7 @@ class Lake:
         self.store = store
         self.url = store.url
         self._datasets: OrderedDict[tuple[Table, tuple[date, ...] | None], tuple[str, ds.Dataset]] = OrderedDict()
-        self._datasets_lock = Lock()
+        self._lock = Lock()
         self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
         self._indexes: dict[tuple[Table, str], ValueIndex] = {}
 
@@ -159,7 +160,7 @@ class Lake:
         if table in SORT_KEYS and data.num_rows > 1:
             data = data.sort_by(SORT_KEYS[table])
         buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd", row_group_size=IMAGE_ROW_GROUP)
+        pq.write_table(data, buffer, compression="zstd", row_group_size=ROW_GROUP)
         self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
 
     def append(self, table: Table, data: pa.Table, *, day: date, wave: str) -> str | None:
@@ -259,13 +260,13 @@ class Lake:
         """The table's files as a dataset, discovered again only when the lake's generation changed."""
         wanted = None if days is None else tuple(sorted(set(days)))
         generation = self.generation()
-        with self._datasets_lock:
+        with self._lock:
             cached = self._datasets.get((table, wanted))
             if cached is not None and cached[0] == generation and self.settled(generation):
                 self._datasets.move_to_end((table, wanted))
                 return cached[1]
         dataset = self._files_dataset(table, self._paths(table, wanted))
-        with self._datasets_lock:
+        with self._lock:
             self._datasets[(table, wanted)] = (generation, dataset)
             while len(self._datasets) > _DATASETS_CACHED:
                 self._datasets.popitem(last=False)
@@ -285,16 +286,11 @@ class Lake:
         ``ds.field("user_id") == "alice"``) is pushed down to the files' row groups.
         """
         days = None if days is None else tuple(days)
-        try:
-            return self._dataset(table, days).to_table(columns=columns, filter=filter)
-        except FileNotFoundError:  # a file rewritten or removed since the dataset was discovered
-            with self._datasets_lock:
-                self._datasets.clear()
-            return self._dataset(table, days).to_table(columns=columns, filter=filter)
+        return self._reading(lambda _: self._dataset(table, days).to_table(columns=columns, filter=filter))
 
     def index(self, table: Table, column: str) -> ValueIndex:
         """The lake's ``ValueIndex`` of ``table.column`` (made on first use, then kept up to date)."""
-        with self._datasets_lock:
+        with self._lock:
             index = self._indexes.get((table, column))
             if index is None:
                 index = self._indexes[(table, column)] = ValueIndex(self, table, column)
@@ -317,19 +313,25 @@ class Lake:
         index = self.index(table, column)
         wanted = ds.field(column) == value
         expression = wanted if filter is None else wanted & filter
-        for attempt in (1, 2):
-            paths = index.files_with(value, refresh=attempt == 2)
-            try:
-                if filter is not None and len(paths) > 1:
-                    # Late materialisation: find the files with matching rows from the filter's
-                    # columns alone, then read whole rows from those files only.
-                    hits = self._files_dataset(table, paths).to_table(columns=["__filename"], filter=expression)
-                    paths = sorted(set(hits.column("__filename").to_pylist()))
-                return self._files_dataset(table, paths).to_table(columns=columns, filter=expression)
-            except FileNotFoundError:  # rewritten or removed since the index last looked
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        return self._reading(
+            lambda again: self._files_dataset(table, index.files_with(value, refresh=again)).to_table(
+                columns=columns, filter=expression
+            )
+        )
+
+    def _reading(self, read: Callable[[bool], pa.Table]) -> pa.Table:
+        """``read(False)``; if a file changed under it (rewritten or removed since it was listed: a
+        missing file, or bytes that no longer match the footer read), ``read(True)`` once, listing
+        afresh. A store that still cannot be read is ``BackendUnavailable``."""
+        try:
+            return read(False)
+        except (OSError, pa.ArrowInvalid):
+            with self._lock:
+                self._datasets.clear()
+        try:
+            return read(True)
+        except (OSError, pa.ArrowInvalid) as error:
+            raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
 
     def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""
@@ -344,7 +346,7 @@ class Lake:
         with ExitStack() as stack:
             try:
                 stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
-            except StoreBusy as busy:
+            except Busy as busy:
                 raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
             if not self.settled(self.generation()):  # a writer died in the middle of a write
                 with self._changing():
@@ -380,19 +382,22 @@ class ValueIndex:
         for info in listing:
             version = (info.size, info.mtime_ns)
             known = self._files.get(info.path)
-            files[info.path] = (
-                known if known is not None and known[0] == version else (version, self._values(info.path))
-            )
+            if known is None or known[0] != version:
+                try:
+                    known = (version, self._values(info.path))
+                except FileNotFoundError:
+                    continue  # removed since the listing: it holds nothing now
+            files[info.path] = known
         self._files, self._generation = files, generation
 
     def _stale(self) -> bool:
         generation = self.lake.generation()
         return generation != self._generation or not self.lake.settled(generation)
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self) -> None:
         """Bring the index up to the lake's current generation (reading only new or changed files)."""
         with self._lock:
-            if force or self._stale():
+            if self._stale():
                 self._refresh()
 
     def files_with(self, value: str, refresh: bool = False) -> list[str]:

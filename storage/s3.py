@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from graywave.errors import BackendUnavailable, BlobNotFound, StoreBusy
+from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput
 from graywave.storage.blobs import BlobInfo
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
@@ -39,7 +39,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     rest = url.removeprefix("s3://")
     bucket, _, prefix = rest.partition("/")
     if not bucket:
-        raise ValueError(f"{url!r} has no bucket: use s3://bucket/prefix")
+        raise InvalidInput(f"{url!r} has no bucket: use s3://bucket/prefix")
     prefix = prefix.strip("/")
     return bucket, f"{prefix}/" if prefix else ""
 
@@ -70,7 +70,7 @@ class S3BlobStore:
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or "//" in key:
-            raise ValueError(f"invalid blob key {key!r}")
+            raise InvalidInput(f"invalid blob key {key!r}")
         return self.prefix + key
 
     @contextlib.contextmanager
@@ -115,7 +115,10 @@ class S3BlobStore:
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         """pyarrow's own S3 client on the same endpoint and region; credentials come from the same
         standard AWS chain as boto3's."""
-        options: dict[str, Any] = {"region": self.client.meta.region_name or "us-east-1"}
+        region = self.client.meta.region_name
+        if region is None:  # as boto3 would find it by a redirect: ask S3 where the bucket is
+            region = "us-east-1" if self.endpoint_url else pafs.resolve_s3_region(self.bucket)
+        options: dict[str, Any] = {"region": region}
         if self.endpoint_url:
             endpoint = urlsplit(self.endpoint_url)
             options.update(endpoint_override=endpoint.netloc, scheme=endpoint.scheme or "https")
@@ -190,14 +193,14 @@ class _Lease:
             current = self.client.get_object(Bucket=self.bucket, Key=self.key)
             holder = json.loads(current["Body"].read())
             if datetime.fromisoformat(holder["expires_at"]) > datetime.now(UTC):
-                raise StoreBusy(
+                raise Busy(
                     f"s3://{self.bucket}/{self.key} is held by {holder['owner']} until {holder['expires_at']}"
                 ) from None
             try:
                 self._put(IfMatch=current["ETag"])
             except ClientError as race:
                 if _code(race) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    raise StoreBusy(f"s3://{self.bucket}/{self.key} was taken by another process") from None
+                    raise Busy(f"s3://{self.bucket}/{self.key} was taken by another process") from None
                 raise
         self._renewer.start()
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner
+from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner, State
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
@@ -16,7 +16,7 @@ from graywave.service.daily import iso_week, median_row, similar_to, weekly_hist
 router = APIRouter(tags=["analytics"], responses=ERRORS)
 
 
-def _weekly(app: AppState, user_id: str, week: str | None) -> Weekly:
+def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
     monday, sunday = iso_week(week, app.settings.today())
     frame = weekly_histograms(app.backends.lake, user_id, monday, sunday)
     year, number, _ = monday.isocalendar()
@@ -29,7 +29,7 @@ def _weekly(app: AppState, user_id: str, week: str | None) -> Weekly:
     )
 
 
-def _similar(app: AppState, user_id: str, n: int, day: date | None, metric: str) -> Similar:
+def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) -> Similar:
     when = day or app.settings.today()
     frame = similar_to(app.daily.get(when), user_id, n, check_metric(metric))
     neighbours = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, UploadField, read_upload
+from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, read_upload
 from graywave.api.errors import ERRORS
 from graywave.api.models import Count, Error, Image, ImagePage
 from graywave.service.images import delete_images, process_now, replace_upload
@@ -12,19 +12,19 @@ from graywave.service.images import delete_images, process_now, replace_upload
 router = APIRouter(tags=["images"], responses=ERRORS)
 
 
-def _page(app: AppState, user_id: str | None, limit: int, offset: int, path: str) -> ImagePage:
+def _page(app: State, user_id: str | None, limit: int, offset: int, path: str) -> ImagePage:
     entries, total = app.catalog.page(app.settings.today(), user_id, offset, limit)
     following = f"{path}?limit={limit}&offset={offset + limit}" if offset + limit < total else None
     return ImagePage(items=[Image.of(e) for e in entries], total=total, limit=limit, offset=offset, next=following)
 
 
-def _reprocess(app: AppState, user_id: str | None) -> Count:
+def _reprocess(app: State, user_id: str | None) -> Count:
     keys = [e.source_key for e in app.catalog.entries(app.settings.today(), user_id) if e.status != "pending"]
     process_now(app.backends, app.settings, keys)
     return Count(count=len(keys))
 
 
-def _delete(app: AppState, user_id: str | None) -> Count:
+def _delete(app: State, user_id: str | None) -> Count:
     entries = app.catalog.entries(app.settings.today(), user_id)
     delete_images(app.backends, app.settings, entries)
     return Count(count=len(entries))

@@ -10,13 +10,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from graywave.api.deps import AppState, Owner, UploadField, read_upload
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
-from graywave.errors import NotFound
 from graywave.records import image_id_for
-from graywave.service.images import process_now, store_upload
-from graywave.storage.s3 import S3BlobStore
-from graywave.storage.uploads import presign_upload
-
-PROCESSED_URL_EXPIRY_S = 300
+from graywave.service.images import presigned_upload, process_now, processed_image, store_upload
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -54,16 +49,9 @@ async def upload(
     summary="A presigned S3 POST for one direct upload from the phone (S3 blob stores only)",
 )
 def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> PresignedUpload:
-    if not isinstance(app.backends.blobs, S3BlobStore):
+    if not app.backends.blobs.remote:
         raise ApiError(400, "direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)", "not_supported")
-    post = presign_upload(
-        app.backends.blobs,
-        app.settings.today(),
-        user_id,
-        request.content_type,
-        app.settings.max_upload_bytes,
-        app.settings.upload_url_expiry_s,
-    )
+    post = presigned_upload(app.backends, app.settings, user_id, request.content_type)
     return PresignedUpload(
         url=post.url, fields=post.fields, image_id=image_id_for(post.key), key=post.key, expires_at=post.expires_at
     )
@@ -78,12 +66,7 @@ def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> Pres
     summary="The processed grayscale image",
 )
 def processed(user_id: Owner, image_id: str, app: AppState) -> Response:
-    entry = app.catalog.get(app.settings.today(), user_id, image_id)
-    if entry.status != "processed":
-        raise NotFound(f"image {image_id} is {entry.status}: it has no processed image")
-    key = entry.record.processed_key  # type: ignore[union-attr]  # processed: an ImageRecord
-    if isinstance(app.backends.blobs, S3BlobStore):
-        return RedirectResponse(app.backends.blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S), 307)
-    return Response(
-        app.backends.blobs.read(key), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"}
-    )
+    found = processed_image(app.backends, app.catalog.get(app.settings.today(), user_id, image_id))
+    if found.url is not None:
+        return RedirectResponse(found.url, 307)
+    return Response(found.data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})

@@ -269,3 +269,16 @@ def test_deleting_one_image_of_a_file_that_holds_several_is_seen_by_every_read(a
     assert not np.allclose(before["median"]["histogram"], median["histogram"])
     assert wave_flow(day=today, name="evening").processed == 0  # a later wave changes nothing
     assert alice.get("/images/alice").json()["total"] == 3
+
+
+def test_a_reprocessing_that_cannot_run_forgets_nothing(api):
+    """PUT on a user whose original is gone used to forget the records first, then fail: lost for good."""
+    alice = api.client("alice")
+    done = upload(alice, "alice", wait=True).json()
+    with Backends.open(api.settings) as backends:
+        [image] = [r for r in backends.lake.read("images").to_pylist() if r["image_id"] == done["image_id"]]
+        backends.blobs.delete(image["source_key"])  # the original vanishes
+    assert alice.put("/images/alice").status_code >= 400
+    assert alice.get(f"/images/alice/{done['image_id']}").json()["histogram"] == done["histogram"]
+    with Backends.open(api.settings) as backends:
+        assert backends.lake.read("images").column("image_id").to_pylist() == [done["image_id"]]

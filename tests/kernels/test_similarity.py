@@ -134,3 +134,16 @@ def test_median_per_bin_with_odd_and_even_counts():
 
 def test_normalize_keeps_empty_rows_empty():
     assert normalize([[0, 0], [1, 3]]).tolist() == [[0.0, 0.0], [0.25, 0.75]]
+
+
+def test_the_all_pairs_kernel_is_compiled_for_float32_only(fractions):
+    """A float64 scalar argument makes Numba compile a float64 kernel, several times slower: the
+    call must pass NumPy float32 values only (a Python float once slipped in)."""
+    import numba
+
+    from graywave.kernels import _similarity_cpu
+
+    all_pairs_nearest(fractions, 3, "design")
+    signatures = _similarity_cpu.top_n_all_pairs.signatures
+    assert signatures
+    assert all(signature[0].dtype == numba.float32 and signature[3] == numba.float32 for signature in signatures)

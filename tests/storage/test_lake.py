@@ -8,8 +8,9 @@ import pyarrow.dataset as ds
 import pytest
 
 from graywave.records import ImageRecord, RejectRecord
-from graywave.storage.blobs import LocalBlobStore, StoreBusy
+from graywave.storage.blobs import Busy, LocalBlobStore
 from graywave.storage.lake import Lake
+from graywave.storage.s3 import S3BlobStore
 from tests.records import append_images, append_rejects, image_record, reject_record
 
 
@@ -21,13 +22,25 @@ def reject_row(key: str) -> RejectRecord:
     return reject_record(key)
 
 
-@pytest.fixture
-def lake(tmp_path) -> Lake:
-    lake = Lake(LocalBlobStore(tmp_path / "lake"))
+def filled(lake: Lake) -> Lake:
     append_images(lake, date(2026, 11, 25), "morning", [image_row("k1"), image_row("k2", "u2")])
     append_images(lake, date(2026, 11, 26), "evening", [image_row("k3")])
     append_rejects(lake, date(2026, 11, 25), "morning", [reject_row("k4")])
     return lake
+
+
+@pytest.fixture
+def local_lake(tmp_path) -> Lake:
+    return filled(Lake(LocalBlobStore(tmp_path / "lake")))
+
+
+@pytest.fixture(params=["local", "s3"])
+def lake(request, tmp_path) -> Lake:
+    """The same lake on a local folder and on S3 (moto's server, read through pyarrow's S3 client)."""
+    if request.param == "local":
+        return filled(Lake(LocalBlobStore(tmp_path / "lake")))
+    s3 = request.getfixturevalue("local_s3")
+    return filled(Lake(S3BlobStore(f"s3://{s3.new_bucket()}/lake", endpoint_url=s3.endpoint)))
 
 
 def test_rows_round_trip_with_partitions(lake):
@@ -45,8 +58,8 @@ def test_source_keys_by_day(lake):
     assert lake.source_keys("rejects", [date(2026, 11, 25)]) == {"k4"}
 
 
-def test_no_file_for_no_rows_and_partition_layout(lake, tmp_path):
-    assert lake.append("images", ImageRecord.to_arrow([]), day=date(2026, 11, 27), wave="morning") is None
+def test_no_file_for_no_rows_and_partition_layout(local_lake, tmp_path):
+    assert local_lake.append("images", ImageRecord.to_arrow([]), day=date(2026, 11, 27), wave="morning") is None
     files = sorted(p.relative_to(tmp_path / "lake").as_posix() for p in (tmp_path / "lake").rglob("*.parquet"))
     assert [f.rsplit("/", 1)[0] for f in files] == [
         "images/date=2026-11-25/wave=morning",
@@ -55,8 +68,8 @@ def test_no_file_for_no_rows_and_partition_layout(lake, tmp_path):
     ]
 
 
-def test_polars_and_duckdb_read_both_tables_with_hive_partitions(lake):
-    root = lake.url
+def test_polars_and_duckdb_read_both_tables_with_hive_partitions(local_lake):
+    root = local_lake.url
     images = pl.scan_parquet(f"{root}/images/**/*.parquet", hive_partitioning=True).collect()
     assert images.height == 3
     assert images.schema["date"] == pl.Date and images.schema["wave"] == pl.String
@@ -72,18 +85,18 @@ def test_polars_and_duckdb_read_both_tables_with_hive_partitions(lake):
     ).fetchall() == [("corrupt",)]
 
 
-def test_leftover_temporary_files_are_invisible(lake):
-    partition = Path(lake.url) / lake.partition_prefix("images", date(2026, 11, 25), "morning")
+def test_leftover_temporary_files_are_invisible(local_lake):
+    partition = Path(local_lake.url) / local_lake.partition_prefix("images", date(2026, 11, 25), "morning")
     (partition / ".graywave-tmp-0123").write_bytes(b"half a file")
-    assert lake.read("images").num_rows == 3
-    assert pl.scan_parquet(f"{lake.url}/images/**/*.parquet", hive_partitioning=True).collect().height == 3
+    assert local_lake.read("images").num_rows == 3
+    assert pl.scan_parquet(f"{local_lake.url}/images/**/*.parquet", hive_partitioning=True).collect().height == 3
 
 
-def test_one_writer_at_a_time(lake):
-    other = Lake(LocalBlobStore(lake.url))
-    with lake.exclusive(), pytest.raises(StoreBusy, match="held by another process"), other.exclusive():
+def test_one_writer_at_a_time(local_lake):
+    other = Lake(LocalBlobStore(local_lake.url))
+    with local_lake.exclusive(), pytest.raises(Busy, match="held by another process"), other.exclusive():
         pass
-    with lake.exclusive():  # released
+    with local_lake.exclusive():  # released
         pass
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from graywave.errors import BlobNotFound, StoreBusy
+from graywave.errors import BlobNotFound, Busy
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
 from graywave.storage.uploads import presign_upload
@@ -91,7 +91,7 @@ def test_open_blob_store_shares_one_client_per_url(local_s3):
 def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
     with (
         store.exclusive("_locks/writer", ttl_s=30),
-        pytest.raises(StoreBusy, match="held by"),
+        pytest.raises(Busy, match="held by"),
         store.exclusive("_locks/writer", ttl_s=30),
     ):
         pass
@@ -101,7 +101,7 @@ def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
     crashed = _Lease(store, store._key("_locks/writer"), ttl_s=0.6)
     crashed.acquire()
     crashed._stop.set()  # the holder dies: no more renewals, no release
-    with pytest.raises(StoreBusy):
+    with pytest.raises(Busy):
         store.exclusive("_locks/writer", ttl_s=30).__enter__()
     time.sleep(0.8)
     with store.exclusive("_locks/writer", ttl_s=30):
@@ -111,7 +111,7 @@ def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
 def test_a_held_lease_is_renewed(store):
     with store.exclusive("_locks/writer", ttl_s=0.6):
         time.sleep(1.5)  # several lifetimes: still ours
-        with pytest.raises(StoreBusy):
+        with pytest.raises(Busy):
             store.exclusive("_locks/writer", ttl_s=0.6).__enter__()
 
 
