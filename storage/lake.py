@@ -104,6 +104,8 @@ WRITER_LOCK = "_locks/writer"
 GENERATION = "_generation"
 _WRITING = "writing-"
 _DATASETS_CACHED = 32
+_RESULTS_CACHED = 4096
+"""Lookup results kept per lake generation (a few rows each): repeated reads of an image are free."""
 
 
 class Lake:
@@ -116,6 +118,7 @@ class Lake:
         self._lock = Lock()
         self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
         self._indexes: dict[tuple[Table, str], ValueIndex] = {}
+        self._results: OrderedDict[tuple[object, ...], tuple[str, pa.Table]] = OrderedDict()
 
     @staticmethod
     def partition_prefix(table: Table, day: date, *values: str) -> str:
@@ -308,16 +311,37 @@ class Lake:
         """The rows of ``table`` whose ``column`` equals ``value`` (and that pass ``filter``).
 
         Only the files that hold ``value`` are opened (``ValueIndex``), and in them only the row
-        groups whose statistics admit it: one user's rows out of millions, in milliseconds.
+        groups whose statistics admit it: one user's rows out of millions, in milliseconds. The
+        result is kept until the lake's generation changes.
         """
         index = self.index(table, column)
         wanted = ds.field(column) == value
         expression = wanted if filter is None else wanted & filter
-        return self._reading(
-            lambda again: self._files_dataset(table, index.files_with(value, refresh=again)).to_table(
-                columns=columns, filter=expression
-            )
-        )
+        key = (table, column, value, str(filter), None if columns is None else tuple(columns))
+        generation = self.generation()
+        with self._lock:
+            cached = self._results.get(key)
+            if cached is not None and cached[0] == generation and self.settled(generation):
+                self._results.move_to_end(key)
+                return cached[1]
+
+        def read(again: bool) -> pa.Table:
+            paths = index.files_with(value, refresh=again)
+            if not paths:
+                return self._empty(table, columns)
+            return self._files_dataset(table, paths).to_table(columns=columns, filter=expression)
+
+        found = self._reading(read)
+        with self._lock:
+            self._results[key] = (generation, found)
+            while len(self._results) > _RESULTS_CACHED:
+                self._results.popitem(last=False)
+        return found
+
+    @staticmethod
+    def _empty(table: Table, columns: Sequence[str] | None) -> pa.Table:
+        empty = pa.unify_schemas([SCHEMAS[table], PARTITIONS[table]]).empty_table()
+        return empty if columns is None else empty.select(list(columns))
 
     def _reading(self, read: Callable[[bool], pa.Table]) -> pa.Table:
         """``read(False)``; if a file changed under it (rewritten or removed since it was listed: a
