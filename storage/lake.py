@@ -28,11 +28,11 @@ from __future__ import annotations
 import io
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from threading import Lock
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -105,7 +105,6 @@ GENERATION = "_generation"
 _WRITING = "writing-"
 _DATASETS_CACHED = 32
 _RESULTS_CACHED = 4096
-"""Lookup results kept per lake generation (a few rows each): repeated reads of an image are free."""
 
 
 class Lake:
@@ -114,11 +113,13 @@ class Lake:
     def __init__(self, store: BlobStore):
         self.store = store
         self.url = store.url
-        self._datasets: OrderedDict[tuple[Table, tuple[date, ...] | None], tuple[str, ds.Dataset]] = OrderedDict()
         self._lock = Lock()
         self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
         self._indexes: dict[tuple[Table, str], ValueIndex] = {}
-        self._results: OrderedDict[tuple[object, ...], tuple[str, pa.Table]] = OrderedDict()
+        self._datasets: _ByGeneration[ds.Dataset] = _ByGeneration(_DATASETS_CACHED)
+        """Each table's (or partitions') files as a dataset: listed again only after a write."""
+        self._results: _ByGeneration[pa.Table] = _ByGeneration(_RESULTS_CACHED)
+        """``lookup`` results (a few rows each): repeated reads of an image are free."""
 
     @staticmethod
     def partition_prefix(table: Table, day: date, *values: str) -> str:
@@ -263,16 +264,10 @@ class Lake:
         """The table's files as a dataset, discovered again only when the lake's generation changed."""
         wanted = None if days is None else tuple(sorted(set(days)))
         generation = self.generation()
-        with self._lock:
-            cached = self._datasets.get((table, wanted))
-            if cached is not None and cached[0] == generation and self.settled(generation):
-                self._datasets.move_to_end((table, wanted))
-                return cached[1]
-        dataset = self._files_dataset(table, self._paths(table, wanted))
-        with self._lock:
-            self._datasets[(table, wanted)] = (generation, dataset)
-            while len(self._datasets) > _DATASETS_CACHED:
-                self._datasets.popitem(last=False)
+        dataset = self._datasets.get((table, wanted), generation)
+        if dataset is None:
+            dataset = self._files_dataset(table, self._paths(table, wanted))
+            self._datasets.put((table, wanted), generation, dataset)
         return dataset
 
     def scan(
@@ -319,11 +314,9 @@ class Lake:
         expression = wanted if filter is None else wanted & filter
         key = (table, column, value, str(filter), None if columns is None else tuple(columns))
         generation = self.generation()
-        with self._lock:
-            cached = self._results.get(key)
-            if cached is not None and cached[0] == generation and self.settled(generation):
-                self._results.move_to_end(key)
-                return cached[1]
+        cached = self._results.get(key, generation)
+        if cached is not None:
+            return cached
 
         def read(again: bool) -> pa.Table:
             paths = index.files_with(value, refresh=again)
@@ -332,10 +325,7 @@ class Lake:
             return self._files_dataset(table, paths).to_table(columns=columns, filter=expression)
 
         found = self._reading(read)
-        with self._lock:
-            self._results[key] = (generation, found)
-            while len(self._results) > _RESULTS_CACHED:
-                self._results.popitem(last=False)
+        self._results.put(key, generation, found)
         return found
 
     @staticmethod
@@ -350,8 +340,7 @@ class Lake:
         try:
             return read(False)
         except (OSError, pa.ArrowInvalid):
-            with self._lock:
-                self._datasets.clear()
+            self._datasets.clear()
         try:
             return read(True)
         except (OSError, pa.ArrowInvalid) as error:
@@ -436,3 +425,35 @@ class ValueIndex:
                 if i < len(values) and values[i] == needle:
                     found.append(path)
             return found
+
+
+V = TypeVar("V")
+
+
+class _ByGeneration(Generic[V]):
+    """A bounded cache (least recently used out) whose entries hold only under the settled lake
+    generation they were read under."""
+
+    def __init__(self, size: int):
+        self._items: OrderedDict[Hashable, tuple[str, V]] = OrderedDict()
+        self._size = size
+        self._lock = Lock()
+
+    def get(self, key: Hashable, generation: str) -> V | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] != generation or not Lake.settled(generation):
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: Hashable, generation: str, value: V) -> None:
+        with self._lock:
+            self._items[key] = (generation, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
