@@ -121,17 +121,9 @@ class ImageRecord(_Record):
     def to_document(self, day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
         """The MongoDB document of the design's schema, recorded by the wave ``wave`` of ``day``."""
         return {
-            "_id": self.image_id,
-            "user_id": self.user_id,
-            "file_name": self.file_name,
-            "image_url": url_for(self.source_key),
-            "timestamp": self.uploaded_at,
+            **_design_document(self, day, wave, url_for),
             "histogram": list(self.histogram),
-            "status": self.status,
-            "date": day.isoformat(),
-            "wave": wave,
             "upload_date": self.upload_date.isoformat(),
-            "source_key": self.source_key,
             "processed_key": self.processed_key,
             "processed_url": url_for(self.processed_key),
             "processed_at": self.processed_at,
@@ -181,17 +173,9 @@ class RejectRecord(_Record):
 
     def to_document(self, day: date, wave: str, url_for: Callable[[str], str]) -> dict[str, Any]:
         return {
-            "_id": self.image_id,
-            "user_id": self.user_id,
-            "file_name": self.file_name,
-            "image_url": url_for(self.source_key),
-            "timestamp": self.uploaded_at,
-            "status": self.status,
+            **_design_document(self, day, wave, url_for),
             "reason": self.reason,
             "detail": self.detail,
-            "date": day.isoformat(),
-            "wave": wave,
-            "source_key": self.source_key,
             "source_bytes": self.source_bytes,
             "seen_at": self.seen_at,
         }
@@ -204,6 +188,24 @@ class RejectRecord(_Record):
 
 ImageRecord.ARROW_SCHEMA = ImageRecord._schema()
 RejectRecord.ARROW_SCHEMA = RejectRecord._schema()
+
+
+def _design_document(
+    record: ImageRecord | RejectRecord, day: date, wave: str, url_for: Callable[[str], str]
+) -> dict[str, Any]:
+    """What every ``images`` document has: the design's fields (``timestamp`` is ``uploaded_at``),
+    the status, the key and the wave that recorded it."""
+    return {
+        "_id": record.image_id,
+        "user_id": record.user_id,
+        "file_name": record.file_name,
+        "image_url": url_for(record.source_key),
+        "timestamp": record.uploaded_at,
+        "status": record.status,
+        "date": day.isoformat(),
+        "wave": wave,
+        "source_key": record.source_key,
+    }
 
 
 def record_from_document(doc: Mapping[str, Any]) -> ImageRecord | RejectRecord:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from itertools import islice
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from graywave.config import Settings
 from graywave.errors import BlobNotFound, Rejected, RejectReason
@@ -35,6 +35,33 @@ class Upload:
 
     key: UploadKey
     blob: BlobInfo
+
+    status: ClassVar[Literal["pending"]] = "pending"
+
+    # What an upload shares with the records it becomes (``service.images.ImageEntry`` reads these).
+    @property
+    def image_id(self) -> str:
+        return self.key.image_id
+
+    @property
+    def source_key(self) -> str:
+        return self.key.key
+
+    @property
+    def user_id(self) -> str:
+        return self.key.user_id
+
+    @property
+    def file_name(self) -> str:
+        return self.key.file_name
+
+    @property
+    def uploaded_at(self) -> datetime:
+        return self.blob.modified
+
+    @property
+    def source_bytes(self) -> int:
+        return self.blob.size
 
 
 @dataclass

@@ -55,31 +55,31 @@ class ImageEntry:
 
     @property
     def status(self) -> Status:
-        return "pending" if isinstance(self.record, Upload) else self.record.status
+        return self.record.status
 
     @property
     def image_id(self) -> str:
-        return self.record.key.image_id if isinstance(self.record, Upload) else self.record.image_id
+        return self.record.image_id
 
     @property
     def source_key(self) -> str:
-        return self.record.key.key if isinstance(self.record, Upload) else self.record.source_key
+        return self.record.source_key
 
     @property
     def user_id(self) -> str | None:
-        return self.record.key.user_id if isinstance(self.record, Upload) else self.record.user_id
+        return self.record.user_id
 
     @property
     def file_name(self) -> str:
-        return self.record.key.file_name if isinstance(self.record, Upload) else self.record.file_name
+        return self.record.file_name
 
     @property
     def uploaded_at(self) -> datetime | None:
-        return self.record.blob.modified if isinstance(self.record, Upload) else self.record.uploaded_at
+        return self.record.uploaded_at
 
     @property
     def source_bytes(self) -> int | None:
-        return self.record.blob.size if isinstance(self.record, Upload) else self.record.source_bytes
+        return self.record.source_bytes
 
 
 def _upload_order(entry: ImageEntry) -> tuple[Any, ...]:
