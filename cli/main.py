@@ -80,10 +80,10 @@ def wave_run(
         raise typer.BadParameter(str(error), param_hint="--name") from None
     settings = _settings()
     _warm_up_in_background(settings)
-    from graywave.flows.wave import wave_flow
+    from graywave.flows.wave import run_wave_flow
 
     try:
-        summary = wave_flow(day=day.date() if day else None, name=name)
+        summary = run_wave_flow(settings, day.date() if day else None, name)
     except GraywaveError as error:
         console.print(f"[red]the wave could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
@@ -272,8 +272,10 @@ def serve() -> None:
 @app.command("settings")
 def show_settings() -> None:
     """Print the configuration in force (from GRAYWAVE_* variables and defaults)."""
-    for key, value in Settings().model_dump().items():
+    settings = Settings()
+    for key, value in settings.model_dump().items():
         console.print(f"GRAYWAVE_{key.upper()}={value}", highlight=False)
+    console.print(f"# a wave's batches run on: {settings.batch_runner}", highlight=False)
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from prefect.schedules import Cron
 
 from graywave.config import Settings
 from graywave.flows.analytics import analytics_flow
-from graywave.flows.wave import wave_flow
+from graywave.flows.wave import wave_flow_for
 
 BURSTS = {"morning": 10, "evening": 17}
 """Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
@@ -28,7 +28,7 @@ def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
     """One deployment per burst; each runs at most once at a time and queues a run that would overlap."""
     return [
         _deployment(
-            wave_flow,
+            wave_flow_for(settings),
             name=f"wave-{name}",
             schedules=[Cron(f"0 {hour} * * *", timezone=settings.timezone)],
             parameters={"name": name},

@@ -2,23 +2,42 @@
 
     graywave wave run --date 2026-11-25 --name morning
 
-One Prefect task per batch, at most ``GRAYWAVE_WORKERS`` running at once, retried once; the
-planning, recording and exactly-once rules are the service's (``graywave.service.wave``).
+One Prefect task per batch, retried once; the planning, recording and exactly-once rules are the
+service's (``graywave.service.wave``). Where the tasks run is the flow's task runner, chosen from
+the settings (``wave_flow_for``):
+
+- by default, Prefect's thread pool in this process, ``GRAYWAVE_WORKERS`` batches at once;
+- ``GRAYWAVE_DASK_ADDRESS=tcp://host:8786``: the workers of that Dask cluster (prefect-dask);
+- ``GRAYWAVE_DASK_WORKERS=N``: a local Dask cluster of N worker processes, made for the wave.
+
+On Dask each worker reads its batch's uploads from the blob store and writes the processed images
+itself, and sends back only the rows; this process stays the only writer of the lake and MongoDB.
+A batch on a worker that dies is run again by Dask on another one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from itertools import islice
+from typing import Any, cast
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect_dask.task_runners import DaskTaskRunner
 
 from graywave.config import Settings, validate_wave_name
+from graywave.errors import BackendUnavailable
 from graywave.service import wave
 from graywave.service.batch import BatchResult, Upload
+
+DASK_CONNECT_TIMEOUT_S = 5
+"""How long a wave waits for the Dask scheduler before it fails (and records nothing)."""
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=2)
@@ -41,10 +60,44 @@ def run_batches_as_tasks(batches: list[Sequence[Upload]], settings: Settings) ->
         yield finished.result()
 
 
+def task_runner(settings: Settings) -> DaskTaskRunner | None:
+    """The Dask task runner the settings ask for; None for Prefect's default thread pool."""
+    if settings.dask_address:
+        return DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": DASK_CONNECT_TIMEOUT_S})
+    if settings.dask_workers:
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    return None
+
+
+def _on_the_cluster(settings: Settings) -> Settings:
+    """``settings`` with ``workers`` set to the Dask cluster's threads, once connected to it (a
+    scheduler that cannot be reached fails the wave here, before it holds or records anything)."""
+    context = FlowRunContext.get()
+    runner = context.task_runner if context else None
+    if not isinstance(runner, DaskTaskRunner):
+        return settings
+    where = settings.dask_address or "a local cluster"
+    try:
+        nthreads = cast(Callable[[], dict[str, int]], runner.client.nthreads)  # untyped in distributed
+        threads = sum(nthreads().values())
+    except (OSError, TimeoutError) as error:
+        raise BackendUnavailable(f"the Dask scheduler at {where} cannot be reached: {error}") from error
+    if not threads:
+        raise BackendUnavailable(f"the Dask cluster at {where} has no workers")
+    return settings.model_copy(update={"workers": threads})
+
+
 @flow(name="graywave-wave", log_prints=False)
 def wave_flow(day: date | None = None, name: str = "manual") -> wave.WaveSummary:
     """Process the pending uploads of ``day`` (default: today in GRAYWAVE_TIMEZONE) and the day before."""
-    settings = Settings()
+    settings = _on_the_cluster(Settings())
     return wave.run_wave(
         settings,
         day or settings.today(),
@@ -52,3 +105,32 @@ def wave_flow(day: date | None = None, name: str = "manual") -> wave.WaveSummary
         run_batches=run_batches_as_tasks,
         log=get_run_logger().info,
     )
+
+
+def wave_flow_for(settings: Settings) -> Flow[..., wave.WaveSummary]:
+    """The wave flow with the task runner that ``settings`` ask for."""
+    runner = task_runner(settings)
+    return wave_flow if runner is None else wave_flow.with_options(task_runner=cast(Any, runner))
+
+
+@contextmanager
+def prefect_api_for_workers(settings: Settings) -> Iterator[None]:
+    """Make the Prefect API that this process uses the one its Dask workers report to.
+
+    Without ``PREFECT_API_URL``, Prefect starts a temporary server for the process, and each Dask
+    worker would start one of its own (15 s each, and task runs nobody sees). For a wave on Dask
+    that temporary server is started here and named in the settings that travel with each task.
+    """
+    if task_runner(settings) is None or PREFECT_API_URL.value():
+        yield
+        return
+    server = SubprocessASGIServer()  # the one Prefect would start for this process
+    server.start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield
+
+
+def run_wave_flow(settings: Settings, day: date | None = None, name: str = "manual") -> wave.WaveSummary:
+    """Run the wave flow now, on the task runner that ``settings`` ask for."""
+    with prefect_api_for_workers(settings):
+        return wave_flow_for(settings)(day=day, name=name)

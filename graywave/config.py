@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
@@ -50,7 +50,32 @@ class Settings(BaseSettings):
     )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
-    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    workers: int = Field(
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Batches processed at once on this machine."
+    )
+    dask_address: str | None = Field(
+        None, description="Run the waves' batches on the Dask cluster of this scheduler (tcp://host:8786)."
+    )
+    dask_workers: int | None = Field(
+        None, ge=1, description="Run the waves' batches on a local Dask cluster of this many worker processes."
+    )
+
+    @model_validator(mode="after")
+    def _one_batch_runner(self) -> Settings:
+        if self.dask_address and self.dask_workers:
+            raise ValueError(
+                "set GRAYWAVE_DASK_ADDRESS (a running cluster) or GRAYWAVE_DASK_WORKERS (a local one), not both"
+            )
+        return self
+
+    @property
+    def batch_runner(self) -> str:
+        """Who runs a wave's batches: ``threads`` (the default), or a Dask cluster."""
+        if self.dask_address:
+            return f"dask cluster at {self.dask_address}"
+        if self.dask_workers:
+            return f"local dask cluster of {self.dask_workers} worker processes"
+        return f"threads of this process ({self.workers} at once)"
 
     @field_validator("timezone")
     @classmethod

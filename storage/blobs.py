@@ -20,7 +20,7 @@ from typing import Protocol
 import filelock
 import pyarrow.fs as pafs
 
-from graywave.errors import BlobNotFound, Busy, InvalidInput
+from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,8 @@ class LocalBlobStore:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
+            if not self.root.is_dir():  # not a missing object: this machine does not see the store
+                raise BackendUnavailable(f"the blob store {self.url} is not a folder on this machine") from None
             raise BlobNotFound(key) from None
 
     def write(self, key: str, data: bytes, content_type: str) -> None:

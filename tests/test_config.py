@@ -56,3 +56,14 @@ def test_wave_names(name):
 def test_bad_wave_names(name):
     with pytest.raises(ValueError):
         validate_wave_name(name)
+
+
+def test_the_batch_runner_in_force(monkeypatch):
+    assert Settings().batch_runner.startswith("threads of this process")
+    monkeypatch.setenv("GRAYWAVE_DASK_WORKERS", "3")
+    assert Settings().batch_runner == "local dask cluster of 3 worker processes"
+    monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", "tcp://10.0.0.5:8786")
+    with pytest.raises(ValidationError, match="not both"):
+        Settings()
+    monkeypatch.delenv("GRAYWAVE_DASK_WORKERS")
+    assert Settings().batch_runner == "dask cluster at tcp://10.0.0.5:8786"

@@ -31,6 +31,7 @@ def test_settings_shows_the_configuration(settings):
     result = runner.invoke(app, ["settings"])
     assert result.exit_code == 0
     assert f"GRAYWAVE_BLOB_URL={settings.blob_url}" in result.output
+    assert "a wave's batches run on: threads of this process (2 at once)" in result.output
     assert "GRAYWAVE_BINS=16" in result.output
 
 

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from graywave.kernels import select_device
 from graywave.service.batch import Upload, process_uploads
@@ -45,3 +46,14 @@ def test_the_processed_image_is_upright(settings, phone_files):
     plain, rotated = (np.asarray(decode_processed(store.read(r.processed_key))).astype(int) for r in result.images)
     # The rotated upload stores the photo as is, tagged "rotate 90 clockwise to display".
     assert np.abs(np.rot90(plain, -1) - rotated).mean() < 2
+
+
+def test_a_store_this_machine_cannot_see_fails_the_batch_instead_of_rejecting_it(settings, phone_files, tmp_path):
+    """A Dask worker on a host without the blob folder must not record its uploads as vanished."""
+    from graywave.errors import BackendUnavailable
+
+    keys = put_uploads(settings.blob_url, DAY, {"ann/plain.jpg": phone_files["ann/plain.jpg"]})
+    blob = next(LocalBlobStore(settings.blob_url).list("uploads/"))
+    elsewhere = LocalBlobStore(tmp_path / "not-mounted-here")
+    with pytest.raises(BackendUnavailable, match="not-mounted-here is not a folder on this machine"):
+        process_uploads([Upload(parse_upload_key(keys[0]), blob)], elsewhere, settings, select_device("cpu"))

@@ -1,0 +1,136 @@
+"""Waves on a real Dask cluster: a `dask scheduler` and two `dask worker` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+from typer.testing import CliRunner
+
+from graywave.cli.main import app
+from graywave.config import Settings
+from graywave.flows.wave import run_wave_flow
+from graywave.records import ImageRecord, RejectRecord
+from graywave.service.samples import encode, synthetic_photo
+from tests.conftest import free_port
+from tests.helpers import DAY, lake_of, put_uploads
+
+pytestmark = pytest.mark.slow
+
+
+@dataclasses.dataclass
+class Cluster:
+    address: str
+    workers: list[subprocess.Popen[bytes]]
+
+    def executed(self) -> dict[str, int]:
+        """Tasks each live worker has run."""
+        with Client(self.address, timeout=10) as client:
+            return client.run(lambda dask_worker: dask_worker.state.executed_count)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dask = str(Path(sys.executable).with_name("dask"))
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen(
+        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **quiet
+    )
+    workers = [
+        subprocess.Popen(
+            [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{k}"], **quiet
+        )
+        for k in range(2)
+    ]
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield Cluster(address, workers)
+    finally:
+        for process in [*workers, scheduler]:
+            process.kill()
+            process.wait(30)
+
+
+def comparable(lake_table, kind) -> list[dict]:
+    skip = {"processed_at", "seen_at", "uploaded_at"}  # the uploads of the two runs are two writes
+    return sorted(
+        ({k: v for k, v in dataclasses.asdict(r).items() if k not in skip} for r in kind.from_arrow(lake_table)),
+        key=lambda row: row["source_key"],
+    )
+
+
+def test_a_wave_on_dask_writes_the_rows_and_images_of_the_thread_runner(cluster, phone_files, tmp_path, monkeypatch):
+    results = {}
+    for runner in ("threads", "dask"):
+        monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(tmp_path / runner / "blobs"))
+        monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(tmp_path / runner / "lake"))
+        monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "2")
+        if runner == "dask":
+            monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", cluster.address)
+        settings = Settings()
+        keys = put_uploads(settings.blob_url, DAY, phone_files)
+        summary = run_wave_flow(settings, DAY, "morning")
+        lake = lake_of(settings)
+        processed = {
+            p.relative_to(tmp_path / runner): p.read_bytes() for p in (tmp_path / runner).rglob("processed/**/*.jpg")
+        }
+        results[runner] = (
+            summary,
+            keys,
+            comparable(lake.read("images"), ImageRecord),
+            comparable(lake.read("rejects"), RejectRecord),
+            processed,
+        )
+    threads, dask = results["threads"], results["dask"]
+    assert (dask[0].processed, dask[0].rejected, dask[0].skipped) == (threads[0].processed, threads[0].rejected, 0)
+    assert dask[2] == threads[2] and dask[3] == threads[3]  # the same rows, reject reasons included
+    assert dask[4] == threads[4]  # the same processed images
+    executed = cluster.executed()
+    assert sorted(executed.values())[0] >= 1, executed  # both workers ran batches: they were not run here
+
+
+def test_a_worker_killed_mid_wave_loses_nothing(cluster, settings, monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", cluster.address)
+    monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "2")
+    photo = encode(synthetic_photo(1600, 1200, seed=5), "JPEG", quality=90)
+    keys = put_uploads(settings.blob_url, DAY, {f"u{k:02d}/p.jpg": photo for k in range(40)})
+    victim = cluster.workers[0]
+
+    def kill_once_working() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if sum(cluster.executed().values()) >= 2:  # batches are done, others in flight
+                os.kill(victim.pid, signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_once_working)
+    killer.start()
+    summary = run_wave_flow(Settings(), DAY, "morning")
+    killer.join()
+    assert victim.wait(10) == -signal.SIGKILL  # it died during the wave
+    assert (summary.processed, summary.rejected) == (40, 0)
+    handled = lake_of(settings).read("images").column("source_key").to_pylist()
+    assert sorted(handled) == sorted(keys)  # every upload exactly once
+
+
+def test_an_unreachable_scheduler_fails_the_wave_at_once_and_records_nothing(settings, phone_files, monkeypatch):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", address)
+    put_uploads(settings.blob_url, DAY, phone_files)
+    result = CliRunner().invoke(app, ["wave", "run", "--date", str(DAY), "--name", "morning"])
+    assert result.exit_code == 1
+    assert "the wave could not run" in result.output and address in result.output
+    assert lake_of(settings).files("images") == [] and lake_of(settings).files("rejects") == []
