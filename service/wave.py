@@ -105,6 +105,7 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     """One batch on this machine's device: the GPU batch path where nvImageCodec is there, else the CPU path."""
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+    store.check()  # a machine (a Dask worker) that cannot reach the store fails the batch
     device = select_device(settings.device)
     codec = luma_batch_codec(device)
     if codec is None:

@@ -61,6 +61,12 @@ class BlobStore(Protocol):
         """
         ...
 
+    def check(self) -> None:
+        """Raise ``BackendUnavailable`` naming the store when this machine cannot reach it at all
+        (a folder that is not mounted here, a bucket these credentials cannot read): a worker that
+        cannot see the store must fail its batch, not reject its uploads as vanished."""
+        ...
+
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         """The same objects as a pyarrow filesystem and the path of the store's root in it, for
         readers that scan many files at once (``pyarrow.dataset``)."""
@@ -104,9 +110,11 @@ class LocalBlobStore:
         try:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError):
-            if not self.root.is_dir():  # not a missing object: this machine does not see the store
-                raise BackendUnavailable(f"the blob store {self.url} is not a folder on this machine") from None
             raise BlobNotFound(key) from None
+
+    def check(self) -> None:
+        if not self.root.is_dir():
+            raise BackendUnavailable(f"the blob store {self.url} is not a folder on this machine")
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)

@@ -81,6 +81,10 @@ class S3BlobStore:
         except (BotoCoreError, ClientError) as error:
             raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
 
+    def check(self) -> None:
+        with self._failing_as("reach the bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+
     def list(self, prefix: str) -> Iterator[BlobInfo]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": self.page_size}

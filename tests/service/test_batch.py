@@ -51,9 +51,12 @@ def test_the_processed_image_is_upright(settings, phone_files):
 def test_a_store_this_machine_cannot_see_fails_the_batch_instead_of_rejecting_it(settings, phone_files, tmp_path):
     """A Dask worker on a host without the blob folder must not record its uploads as vanished."""
     from graywave.errors import BackendUnavailable
+    from graywave.service.wave import process_batch
 
     keys = put_uploads(settings.blob_url, DAY, {"ann/plain.jpg": phone_files["ann/plain.jpg"]})
     blob = next(LocalBlobStore(settings.blob_url).list("uploads/"))
-    elsewhere = LocalBlobStore(tmp_path / "not-mounted-here")
+    uploads = [Upload(parse_upload_key(keys[0]), blob)]
+    assert len(process_batch(uploads, settings).images) == 1  # where the folder is
+    elsewhere = settings.model_copy(update={"blob_url": str(tmp_path / "not-mounted-here")})
     with pytest.raises(BackendUnavailable, match="not-mounted-here is not a folder on this machine"):
-        process_uploads([Upload(parse_upload_key(keys[0]), blob)], elsewhere, settings, select_device("cpu"))
+        process_batch(uploads, elsewhere)

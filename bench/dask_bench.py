@@ -1,0 +1,100 @@
+"""Waves on Dask (``make bench``): 1 against 2 local Dask worker processes, and the Dask hop's cost.
+
+A wave of ``UPLOADS`` 12 MP JPEGs of the 1 MB class (the samples of ``wave_bench.py``) on a local
+folder, run by ``service.wave.run_wave`` (no Prefect, so that only the runners differ):
+
+- threads: ``run_batches_in_threads`` with 1 and with 2 workers, in this process;
+- dask: the same batches submitted to a ``distributed.LocalCluster`` of 1 and of 2 worker
+  processes (one thread each), each batch ``service.wave.process_batch`` on a worker.
+
+Each wave starts from an empty lake (the processed images are rewritten). The cluster is started,
+and its workers warmed (imports, compiled kernels), before the clock starts: a wave's own start-up
+is measured in ``wave_bench.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import date
+from pathlib import Path
+
+from distributed import Client, LocalCluster, as_completed
+from wave_bench import samples
+
+from graywave.config import Settings
+from graywave.service.batch import BatchResult, Upload
+from graywave.service.wave import process_batch, run_batches_in_threads, run_wave, split_batches
+from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.layout import upload_key
+
+UPLOADS = 600
+DAY = date(2026, 11, 25)
+
+
+def dask_runner(client: Client):
+    """A ``BatchRunner`` on a Dask cluster: every batch submitted, results as they finish."""
+
+    def run(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:
+        futures = [client.submit(process_batch, batch, settings, pure=False) for batch in batches]
+        for future in as_completed(futures):
+            yield future.result()
+
+    return run
+
+
+def warm() -> None:
+    """Load the compiled kernels on a worker before the clock starts."""
+    from graywave.kernels import select_device, warm_up
+
+    warm_up(select_device("cpu"))
+
+
+def wave_seconds(root: Path, workers: int, run_batches) -> float:
+    shutil.rmtree(root / "lake", ignore_errors=True)
+    settings = Settings(blob_url=str(root / "blobs"), lake_url=str(root / "lake"), workers=workers, device="cpu")
+    started = time.perf_counter()
+    summary = run_wave(settings, DAY, "bench", run_batches=run_batches, log=lambda _: None)
+    assert summary.processed == UPLOADS, summary
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    photos = samples()["1 MB"]
+    with tempfile.TemporaryDirectory(prefix="graywave-dask-bench-") as tmp:
+        root = Path(tmp)
+        store = LocalBlobStore(root / "blobs")
+        for k in range(UPLOADS):
+            store.write(
+                upload_key(DAY, f"user{k % 100:03d}", f"IMG_{k:04d}.jpg"), photos[k % len(photos)], "image/jpeg"
+            )
+        seconds: dict[str, float] = {}
+        warm()  # this process's kernels too, for the thread runner
+        for workers in (1, 2):
+            seconds[f"threads {workers}"] = wave_seconds(root, workers, run_batches_in_threads)
+            with (
+                LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                client.run(warm)
+                seconds[f"dask {workers}"] = wave_seconds(root, workers, dask_runner(client))
+    sizes = {workers: len(split_batches(list(range(UPLOADS)), workers, 64)[0]) for workers in (1, 2)}
+    print(
+        f"{UPLOADS} uploads of 12 MP, 1 MB class; batches of {sizes[1]} (1 worker) and {sizes[2]} (2); seconds per wave:"
+    )
+    print("| runner | 1 worker | 2 workers | 2 / 1 |")
+    print("|---|---|---|---|")
+    for runner in ("threads", "dask"):
+        one, two = seconds[f"{runner} 1"], seconds[f"{runner} 2"]
+        print(f"| {runner} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x |")
+    for workers in (1, 2):
+        hop = seconds[f"dask {workers}"] / seconds[f"threads {workers}"] - 1
+        print(f"Dask against threads, {workers} worker(s): {hop:+.1%} of the wave's time")
+
+
+if __name__ == "__main__":
+    main()
