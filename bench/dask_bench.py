@@ -28,7 +28,7 @@ from graywave.config import Settings
 from graywave.service.batch import BatchResult, Upload
 from graywave.service.wave import process_batch, run_batches_in_threads, run_wave, split_batches
 from graywave.storage.blobs import LocalBlobStore
-from graywave.storage.layout import upload_key
+from graywave.storage.layout import parse_upload_key, upload_key
 
 UPLOADS = 600
 DAY = date(2026, 11, 25)
@@ -52,6 +52,34 @@ def warm() -> None:
     warm_up(select_device("cpu"))
 
 
+def timed_batch(batch: Sequence[Upload], settings: Settings) -> float:
+    """Seconds of one ``process_batch``, measured where it runs."""
+    started = time.perf_counter()
+    process_batch(batch, settings)
+    return time.perf_counter() - started
+
+
+def hop(root: Path) -> tuple[float, float, float]:
+    """(batch of 64 in this process, the same batch on a Dask worker, the round trip to it), seconds,
+    best of 3 each."""
+    store = LocalBlobStore(root / "blobs")
+    batch = [Upload(parse_upload_key(blob.key), blob) for blob in list(store.list("uploads/"))[:64]]
+    settings = Settings(blob_url=str(root / "blobs"), lake_url=str(root / "lake"), device="cpu")
+    here = min(timed_batch(batch, settings) for _ in range(3))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        client.submit(timed_batch, batch, settings, pure=False).result()  # warm
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            inner = client.submit(timed_batch, batch, settings, pure=False).result()
+            runs.append((inner, time.perf_counter() - started))
+    inner, trip = min(runs)
+    return here, inner, trip
+
+
 def wave_seconds(root: Path, workers: int, run_batches) -> float:
     shutil.rmtree(root / "lake", ignore_errors=True)
     settings = Settings(blob_url=str(root / "blobs"), lake_url=str(root / "lake"), workers=workers, device="cpu")
@@ -72,6 +100,7 @@ def main() -> None:
             )
         seconds: dict[str, float] = {}
         warm()  # this process's kernels too, for the thread runner
+        here, there, trip = hop(root)
         for workers in (1, 2):
             seconds[f"threads {workers}"] = wave_seconds(root, workers, run_batches_in_threads)
             with (
@@ -92,9 +121,13 @@ def main() -> None:
         one, two = seconds[f"{runner} 1"], seconds[f"{runner} 2"]
         print(f"| {runner} | {one:.1f} s | {two:.1f} s | {one / two:.2f}x |")
     for workers in (1, 2):
-        hop = seconds[f"dask {workers}"] / seconds[f"threads {workers}"] - 1
-        print(f"Dask against threads, {workers} worker(s): {hop:+.1%} of the wave's time")
+        extra = seconds[f"dask {workers}"] / seconds[f"threads {workers}"] - 1
+        print(f"Dask against threads, {workers} worker(s): {extra:+.1%} of the wave's time")
+    print(
+        f"One batch of 64: {here:.2f} s in this process, {there:.2f} s on a Dask worker "
+        f"({there / here - 1:+.1%}); the round trip adds {(trip - there) * 1000:.0f} ms ({trip / there - 1:+.1%})"
+    )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # LocalCluster's worker processes import this module again
     main()
