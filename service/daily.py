@@ -33,7 +33,7 @@ from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import Metric, all_pairs_nearest, median_histogram, nearest
 from graywave.records import handling_days
 from graywave.service.backends import Backends
-from graywave.storage.lake import Lake
+from graywave.storage.lake import GenerationCache, Lake
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class DailyHistograms:
 
 
 def daily_histograms(lake: Lake, day: date) -> DailyHistograms:
-    images = _frame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"]))
+    images = pl.DataFrame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"]))
     if images.height == 0:
         empty = pl.DataFrame(
             schema={
@@ -150,7 +150,7 @@ def iso_week(text: str | None, today: date) -> tuple[date, date]:
 
 def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date) -> pl.DataFrame:
     """Every image the user uploaded from ``monday`` to ``sunday``, oldest first, with its histogram."""
-    images = _frame(
+    images = pl.DataFrame(
         lake.scan(
             "images",
             days=handling_days(monday, sunday),
@@ -161,12 +161,6 @@ def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date) -> p
         )
     )
     return images.sort("uploaded_at", "image_id")
-
-
-def _frame(table: Any) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 @dataclass(frozen=True)
@@ -227,17 +221,14 @@ class DailyHistogramsCache:
 
     def __init__(self, lake: Lake, days_kept: int = 8):
         self.lake = lake
-        self.days_kept = days_kept
-        self._cached: dict[date, tuple[str, DailyHistograms]] = {}
+        self._cached: GenerationCache[DailyHistograms] = GenerationCache(days_kept)
         self._lock = Lock()  # one computation at a time: the API's routes run on a thread pool
 
     def get(self, day: date) -> DailyHistograms:
         with self._lock:
             generation = self.lake.generation()
-            cached = self._cached.pop(day, None)
-            if cached is None or cached[0] != generation or not self.lake.settled(generation):
-                cached = (generation, daily_histograms(self.lake, day))
-            self._cached[day] = cached  # the most recently used last
-            while len(self._cached) > self.days_kept:
-                del self._cached[next(iter(self._cached))]
-            return cached[1]
+            daily = self._cached.get(day, generation)
+            if daily is None:
+                daily = daily_histograms(self.lake, day)
+                self._cached.put(day, generation, daily)
+            return daily

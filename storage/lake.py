@@ -116,9 +116,9 @@ class Lake:
         self._lock = Lock()
         self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
         self._indexes: dict[tuple[Table, str], ValueIndex] = {}
-        self._datasets: _ByGeneration[ds.Dataset] = _ByGeneration(_DATASETS_CACHED)
+        self._datasets: GenerationCache[ds.Dataset] = GenerationCache(_DATASETS_CACHED)
         """Each table's (or partitions') files as a dataset: listed again only after a write."""
-        self._results: _ByGeneration[pa.Table] = _ByGeneration(_RESULTS_CACHED)
+        self._results: GenerationCache[pa.Table] = GenerationCache(_RESULTS_CACHED)
         """``lookup`` results (a few rows each): repeated reads of an image are free."""
 
     @staticmethod
@@ -319,7 +319,7 @@ class Lake:
             return cached
 
         def read(again: bool) -> pa.Table:
-            paths = index.files_with(value, refresh=again)
+            paths = index.files_with(value, generation, refresh=again)
             if not paths:
                 return self._empty(table, columns)
             return self._files_dataset(table, paths).to_table(columns=columns, filter=expression)
@@ -388,8 +388,8 @@ class ValueIndex:
         distinct = pc.unique(column.drop_null()).cast(pa.binary())
         return np.sort(np.asarray(distinct.to_numpy(zero_copy_only=False), dtype=np.bytes_))
 
-    def _refresh(self) -> None:
-        generation = self.lake.generation()
+    def _refresh(self, generation: str) -> None:
+        """Read the new and changed files' values; ``generation`` was read before the listing."""
         listing = self.lake._listing(self.table, None)
         files = {}
         for info in listing:
@@ -403,22 +403,24 @@ class ValueIndex:
             files[info.path] = known
         self._files, self._generation = files, generation
 
-    def _stale(self) -> bool:
-        generation = self.lake.generation()
+    def _stale(self, generation: str) -> bool:
         return generation != self._generation or not self.lake.settled(generation)
 
     def refresh(self) -> None:
         """Bring the index up to the lake's current generation (reading only new or changed files)."""
+        generation = self.lake.generation()
         with self._lock:
-            if self._stale():
-                self._refresh()
+            if self._stale(generation):
+                self._refresh(generation)
 
-    def files_with(self, value: str, refresh: bool = False) -> list[str]:
-        """The files that hold ``value`` in the column, as of the lake's current generation."""
+    def files_with(self, value: str, generation: str | None = None, refresh: bool = False) -> list[str]:
+        """The files that hold ``value`` in the column, as of the lake's ``generation`` (read here
+        unless the caller read it already: one read serves the caller's cache and this index)."""
         needle = np.bytes_(value.encode())
+        generation = self.lake.generation() if generation is None else generation
         with self._lock:
-            if refresh or self._stale():
-                self._refresh()
+            if refresh or self._stale(generation):
+                self._refresh(generation)
             found = []
             for path, (_, values) in self._files.items():
                 i = int(np.searchsorted(values, needle))
@@ -430,9 +432,9 @@ class ValueIndex:
 V = TypeVar("V")
 
 
-class _ByGeneration(Generic[V]):
+class GenerationCache(Generic[V]):
     """A bounded cache (least recently used out) whose entries hold only under the settled lake
-    generation they were read under."""
+    generation they were read under: the lake's datasets and lookups, the API's daily histograms."""
 
     def __init__(self, size: int):
         self._items: OrderedDict[Hashable, tuple[str, V]] = OrderedDict()
