@@ -1,6 +1,7 @@
 """The ``graywave`` command line.
 
     graywave wave run [--date YYYY-MM-DD] [--name NAME]   process one wave
+        [--settle SECONDS [--max-duration SECONDS]]       ... and keep collecting what arrives
     graywave analytics run [--date D] [--top-n N] [--metric M]
     graywave query weekly USER [--week 2026-W48] [--json]
     graywave query median [--date D] [--json]
@@ -72,18 +73,42 @@ def wave_run(
         typer.Option("--date", formats=["%Y-%m-%d"], help="Wave day (default: today in GRAYWAVE_TIMEZONE)."),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Wave name, e.g. morning or evening.")] = "manual",
+    settle: Annotated[
+        float | None,
+        typer.Option(
+            "--settle",
+            min=0,
+            metavar="SECONDS",
+            help="Keep collecting: list again after each round, until nothing new has arrived for this long.",
+        ),
+    ] = None,
+    max_duration: Annotated[
+        float | None,
+        typer.Option(
+            "--max-duration",
+            min=0,
+            metavar="SECONDS",
+            help="With --settle: stop collecting this long after the start (default GRAYWAVE_WAVE_MAX_DURATION_S).",
+        ),
+    ] = None,
 ) -> None:
-    """Process every pending upload of the day and of the day before."""
+    """Process every pending upload of the day and of the day before (one pass, unless --settle)."""
     try:
         validate_wave_name(name)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--name") from None
+    if max_duration is not None and settle is None:
+        raise typer.BadParameter(
+            "only applies to a wave with a settle window: give --settle too", param_hint="--max-duration"
+        )
     settings = _settings()
     _warm_up_in_background(settings)
     from graywave.flows.wave import run_wave_flow
 
     try:
-        summary = run_wave_flow(settings, day.date() if day else None, name)
+        summary = run_wave_flow(
+            settings, day.date() if day else None, name, settle_s=settle, max_duration_s=max_duration
+        )
     except GraywaveError as error:
         console.print(f"[red]the wave could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None

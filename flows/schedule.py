@@ -31,9 +31,16 @@ def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
             wave_flow_for(settings),
             name=f"wave-{name}",
             schedules=[Cron(f"0 {hour} * * *", timezone=settings.timezone)],
-            parameters={"name": name},
+            parameters={
+                "name": name,
+                "settle_s": settings.wave_settle_s,
+                "max_duration_s": settings.wave_max_duration_s,
+            },
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-            description=f"The {name} wave: uploads of the day and the day before, at {hour}:00 {settings.timezone}.",
+            description=(
+                f"The {name} wave: uploads of the day and the day before, from {hour}:00 {settings.timezone}"
+                f" until none has arrived for {settings.wave_settle_s:g} s."
+            ),
             tags=["graywave"],
         )
         for name, hour in BURSTS.items()

@@ -95,13 +95,24 @@ def _on_the_cluster(settings: Settings) -> Settings:
 
 
 @flow(name="graywave-wave", log_prints=False)
-def wave_flow(day: date | None = None, name: str = "manual") -> wave.WaveSummary:
-    """Process the pending uploads of ``day`` (default: today in GRAYWAVE_TIMEZONE) and the day before."""
+def wave_flow(
+    day: date | None = None,
+    name: str = "manual",
+    settle_s: float | None = None,
+    max_duration_s: float | None = None,
+) -> wave.WaveSummary:
+    """Process the pending uploads of ``day`` (default: today in GRAYWAVE_TIMEZONE) and the day before.
+
+    With ``settle_s`` the wave keeps collecting until nothing new has arrived for that many seconds,
+    or ``max_duration_s`` (default ``GRAYWAVE_WAVE_MAX_DURATION_S``) has passed.
+    """
     settings = _on_the_cluster(Settings())
+    drain = None if settle_s is None else wave.drain_of(settings, settle_s, max_duration_s)
     return wave.run_wave(
         settings,
         day or settings.today(),
         validate_wave_name(name),
+        drain=drain,
         run_batches=run_batches_as_tasks,
         log=get_run_logger().info,
     )
@@ -130,7 +141,14 @@ def prefect_api_for_workers(settings: Settings) -> Iterator[None]:
         yield
 
 
-def run_wave_flow(settings: Settings, day: date | None = None, name: str = "manual") -> wave.WaveSummary:
+def run_wave_flow(
+    settings: Settings,
+    day: date | None = None,
+    name: str = "manual",
+    *,
+    settle_s: float | None = None,
+    max_duration_s: float | None = None,
+) -> wave.WaveSummary:
     """Run the wave flow now, on the task runner that ``settings`` ask for."""
     with prefect_api_for_workers(settings):
-        return wave_flow_for(settings)(day=day, name=name)
+        return wave_flow_for(settings)(day=day, name=name, settle_s=settle_s, max_duration_s=max_duration_s)

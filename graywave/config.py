@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Batches processed at once on this machine."
     )
+    wave_settle_s: float = Field(
+        600.0,
+        ge=0,
+        description="Settle window of the scheduled waves: they collect until nothing new arrived for this long.",
+    )
+    wave_max_duration_s: float = Field(
+        3600.0, ge=0, description="The longest a wave keeps collecting uploads (with a settle window)."
+    )
+    wave_poll_s: float = Field(10.0, gt=0, description="How often a wave in its settle window lists the store again.")
     dask_address: str | None = Field(
         None, description="Run the waves' batches on the Dask cluster of this scheduler (tcp://host:8786)."
     )

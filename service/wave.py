@@ -9,20 +9,27 @@ they go to the lake.
 
 Who runs the batches is the caller's choice (``BatchRunner``): ``flows.wave`` submits each one as
 a Prefect task; ``run_batches_in_threads`` runs them on local threads.
+
+A wave given a ``Drain`` keeps collecting: each time its pending list is done it lists again and
+processes, in a new round, what arrived meanwhile; it stops once nothing new has arrived for
+``settle_s`` seconds, or after ``max_duration_s``. It holds the lake for the whole time, so a second
+wave cannot start until it ends, and every upload is handled once across its rounds. Uploads that
+arrive after it stopped are left for the next wave.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from itertools import islice
 
 from graywave.config import Settings
-from graywave.errors import BadKey, RejectReason
+from graywave.errors import BadKey, InvalidInput, RejectReason
 from graywave.kernels import select_device
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.service.backends import Backends
@@ -48,10 +55,71 @@ results as they finish."""
 
 
 @dataclass(frozen=True)
+class Drain:
+    """How a wave keeps collecting after its first round (the settle window)."""
+
+    settle_s: float
+    """Stop once nothing new has arrived for this long."""
+    max_duration_s: float
+    """Stop listing this long after the wave started, whatever still arrives."""
+    poll_s: float = 10.0
+    """How often an idle wave lists the store again."""
+
+    def __post_init__(self) -> None:
+        if self.settle_s < 0 or self.max_duration_s < 0 or self.poll_s <= 0:
+            raise InvalidInput("the settle window, the maximum duration and the poll interval must be positive")
+
+
+@dataclass(frozen=True)
 class WavePlan:
     pending: list[Upload]
     bad_keys: list[RejectRecord]
     skipped: int
+
+    @property
+    def source_keys(self) -> set[str]:
+        return {upload.source_key for upload in self.pending} | {reject.source_key for reject in self.bad_keys}
+
+    def __bool__(self) -> bool:
+        return bool(self.pending or self.bad_keys)
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """One listing of the store and the processing of what it found."""
+
+    number: int
+    new: int
+    processed: int
+    rejected: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"round {self.number}: {self.new} new, {self.processed} processed, {self.rejected} rejected "
+            f"in {self.seconds:.1f} s"
+        )
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds from upload (the blob's modification time) to processed (its row back in the wave)."""
+
+    p50: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency | None:
+        if not seconds:
+            return None
+        if len(seconds) == 1:
+            return cls(seconds[0], seconds[0], seconds[0])
+        cuts = statistics.quantiles(seconds, n=100, method="inclusive")
+        return cls(p50=cuts[49], p95=cuts[94], max=max(seconds))
+
+    def line(self) -> str:
+        return f"upload to processed: p50 {self.p50:.1f} s, p95 {self.p95:.1f} s, max {self.max:.1f} s"
 
 
 @dataclass
@@ -64,24 +132,37 @@ class WaveSummary:
     skipped: int
     seconds: float
     megapixels: float
+    rounds: list[RoundSummary] = field(default_factory=list)
+    latency: Latency | None = None
 
     @property
     def images_per_s(self) -> float:
         return (self.processed + self.rejected) / self.seconds if self.seconds else 0.0
 
     def line(self) -> str:
+        rounds = f" in {len(self.rounds)} rounds" if len(self.rounds) > 1 else ""
+        latency = f"; {self.latency.line()}" if self.latency else ""
         return (
             f"wave {self.wave} of {self.date}: {self.processed} processed, {self.rejected} rejected, "
-            f"{self.skipped} skipped (already handled) in {self.seconds:.1f} s "
+            f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s "
             f"({self.images_per_s:.1f} images/s, {self.megapixels / self.seconds if self.seconds else 0:.0f} MP/s)"
+            f"{latency}"
         )
 
 
-def plan_wave(store: BlobStore, lake: Lake, day: date) -> WavePlan:
-    """The uploads a wave of ``day`` has to handle, and how many it can skip."""
+def handled_uploads(lake: Lake, day: date) -> set[str]:
+    """Source keys of the uploads a wave of ``day`` may see that the lake holds as images or rejects."""
     upload_days = wave_upload_days(day)
     partitions = handling_days(upload_days[0], upload_days[-1])
-    handled = lake.source_keys("images", partitions) | lake.source_keys("rejects", partitions)
+    return lake.source_keys("images", partitions) | lake.source_keys("rejects", partitions)
+
+
+def plan_wave(store: BlobStore, lake: Lake, day: date, handled: Collection[str] | None = None) -> WavePlan:
+    """The uploads a wave of ``day`` has to handle, and how many it can skip: those the lake holds,
+    or that are in ``handled`` when given (a draining wave's own record of what it has seen)."""
+    upload_days = wave_upload_days(day)
+    if handled is None:
+        handled = handled_uploads(lake, day)
     pending: list[Upload] = []
     bad_keys: list[RejectRecord] = []
     skipped = 0
@@ -111,6 +192,15 @@ def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     if codec is None:
         return process_uploads(uploads, store, settings, device)
     return process_uploads_batched(uploads, store, settings, device, codec)
+
+
+def drain_of(settings: Settings, settle_s: float | None = None, max_duration_s: float | None = None) -> Drain:
+    """The settle window of the settings, with what the caller overrides."""
+    return Drain(
+        settle_s=settings.wave_settle_s if settle_s is None else settle_s,
+        max_duration_s=settings.wave_max_duration_s if max_duration_s is None else max_duration_s,
+        poll_s=settings.wave_poll_s,
+    )
 
 
 def run_batches_in_threads(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:
@@ -153,42 +243,114 @@ def run_wave(
     day: date,
     name: str,
     *,
+    drain: Drain | None = None,
     run_batches: BatchRunner = run_batches_in_threads,
     log: Callable[[str], None] = print,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> WaveSummary:
-    """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row."""
+    """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row.
+
+    Without ``drain`` the wave makes one round: what was pending when it listed. With one it lists
+    again after each round until the settle window closes (see ``Drain``).
+    """
     started = time.perf_counter()
     with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s):
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
-        plan = plan_wave(backends.blobs, backends.lake, day)
+        recorder = Recorder(backends, day, name, settings.lake_flush_rows)
+        rounds = _Rounds(settings, day, name, recorder, run_batches, log if drain else None)
+        handled = handled_uploads(backends.lake, day)
+        opened = last_new = clock()
+        plan = plan_wave(backends.blobs, backends.lake, day, handled)
+        skipped = plan.skipped
         log(
             f"wave {name} of {day}: {len(plan.pending)} pending, {plan.skipped} already handled, "
             f"{len(plan.bad_keys)} bad keys"
+            + (f"; collecting until nothing new for {drain.settle_s:g} s" if drain else "")
         )
-        recorder = Recorder(backends, day, name, settings.lake_flush_rows)
-        recorder.add([], plan.bad_keys)
-        processed, rejected, pixels = 0, len(plan.bad_keys), 0
-        batches = split_batches(plan.pending, settings.workers, settings.batch_size)
         try:
-            with WaveProgress(len(plan.pending), f"wave {name} {day}", log) as progress:
-                for result in run_batches(batches, settings):
-                    recorder.add(result.images, result.rejects)
-                    processed += len(result.images)
-                    rejected += len(result.rejects)
-                    pixels += result.pixels
-                    progress.advance(len(result.images) + len(result.rejects))
+            rounds.run(plan)
+            handled |= plan.source_keys
+            while drain is not None:  # list again at once after a round, then every poll_s while idle
+                plan = plan_wave(backends.blobs, backends.lake, day, handled)
+                if plan:
+                    last_new = clock()
+                    rounds.run(plan)
+                    handled |= plan.source_keys
+                    if clock() - opened >= drain.max_duration_s:
+                        break
+                    continue
+                now = clock()
+                if now - last_new >= drain.settle_s or now - opened >= drain.max_duration_s:
+                    break
+                sleep(min(drain.poll_s, last_new + drain.settle_s - now, opened + drain.max_duration_s - now))
+            if drain is not None:
+                log(f"wave {name} of {day}: stopped collecting after {clock() - opened:.0f} s")
         finally:
             recorder.flush()
     summary = WaveSummary(
         date=day.isoformat(),
         wave=name,
-        listed=len(plan.pending) + len(plan.bad_keys) + plan.skipped,
-        processed=processed,
-        rejected=rejected,
-        skipped=plan.skipped,
+        listed=sum(r.new for r in rounds.done) + skipped,
+        processed=sum(r.processed for r in rounds.done),
+        rejected=sum(r.rejected for r in rounds.done),
+        skipped=skipped,
         seconds=time.perf_counter() - started,
-        megapixels=pixels / 1e6,
+        megapixels=rounds.pixels / 1e6,
+        rounds=rounds.done,
+        latency=Latency.of(rounds.latencies),
     )
     log(summary.line())
     return summary
+
+
+class _Rounds:
+    """The rounds of one wave: each plan's batches run, their rows recorded, the latencies kept."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        day: date,
+        name: str,
+        recorder: Recorder,
+        run_batches: BatchRunner,
+        log_rounds: Callable[[str], None] | None,
+    ):
+        self.settings, self.day, self.name = settings, day, name
+        self.recorder, self.run_batches, self.log_rounds = recorder, run_batches, log_rounds
+        self.done: list[RoundSummary] = []
+        self.latencies: list[float] = []
+        self.pixels = 0
+
+    def run(self, plan: WavePlan) -> None:
+        started = time.perf_counter()
+        processed, rejected = 0, len(plan.bad_keys)
+        self.recorder.add([], plan.bad_keys)
+        self._arrived(plan.bad_keys)
+        batches = split_batches(plan.pending, self.settings.workers, self.settings.batch_size)
+        label = f"wave {self.name} {self.day} round {len(self.done) + 1}"
+        with WaveProgress(len(plan.pending), label, self.log_rounds or print) as progress:
+            for result in self.run_batches(batches, self.settings):
+                self.recorder.add(result.images, result.rejects)
+                self._arrived([*result.images, *result.rejects])
+                processed += len(result.images)
+                rejected += len(result.rejects)
+                self.pixels += result.pixels
+                progress.advance(len(result.images) + len(result.rejects))
+        self.recorder.flush()  # what a round handled is in the lake before the next listing
+        self.done.append(
+            RoundSummary(
+                len(self.done) + 1,
+                len(plan.pending) + len(plan.bad_keys),
+                processed,
+                rejected,
+                time.perf_counter() - started,
+            )
+        )
+        if self.log_rounds:
+            self.log_rounds(self.done[-1].line())
+
+    def _arrived(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
+        now = datetime.now(UTC)
+        self.latencies += [(now - r.uploaded_at).total_seconds() for r in records if r.uploaded_at is not None]

@@ -1,3 +1,7 @@
+import threading
+import time
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from graywave.cli.main import app
@@ -18,6 +22,28 @@ def test_wave_run_prints_a_summary_and_exits_zero_with_rejects(settings, phone_f
 def test_bad_arguments_exit_with_usage_errors(settings):
     assert runner.invoke(app, ["wave", "run", "--name", "1000"]).exit_code == 2
     assert runner.invoke(app, ["wave", "run", "--date", "25/11/2026"]).exit_code == 2
+    assert runner.invoke(app, ["wave", "run", "--settle", "-1"]).exit_code == 2
+    alone = runner.invoke(app, ["wave", "run", "--max-duration", "60"])
+    assert alone.exit_code == 2 and "give --settle too" in alone.output
+
+
+def test_wave_run_with_a_settle_window_reports_its_rounds(settings, phone_files):
+    """Uploads placed while the wave collects (by a thread) are handled by it, in a later round."""
+    put_uploads(settings.blob_url, DAY, dict(list(phone_files.items())[:2]))
+    later = dict(list(phone_files.items())[2:4])
+
+    def upload_while_it_drains() -> None:
+        while not list(Path(settings.lake_url).rglob("*.parquet")):  # round 1 recorded
+            time.sleep(0.05)
+        put_uploads(settings.blob_url, DAY, later)
+
+    producer = threading.Thread(target=upload_while_it_drains, daemon=True)
+    producer.start()
+    result = runner.invoke(app, ["wave", "run", "--date", DAY.isoformat(), "--settle", "3", "--max-duration", "120"])
+    producer.join(5)
+    assert result.exit_code == 0, result.output
+    assert "4 processed" in result.output and "rounds" in result.output and "upload to processed: p50" in result.output
+    assert len(lake_of(settings).read("images", [DAY])) == 4
 
 
 def test_a_wave_that_cannot_run_exits_non_zero_with_the_reason(settings):

@@ -4,14 +4,15 @@ from graywave.config import Settings
 from graywave.flows.schedule import deployments, wave_deployments
 
 
-def test_deployments_follow_the_two_bursts_in_the_service_time_zone(monkeypatch):
+def test_deployments_follow_the_two_bursts_in_the_service_time_zone_with_a_settle_window(monkeypatch):
     monkeypatch.setenv("GRAYWAVE_TIMEZONE", "Europe/Rome")
+    monkeypatch.setenv("GRAYWAVE_WAVE_MAX_DURATION_S", "5400")
     deployments = wave_deployments(Settings())
     crons = {d.name: (d.schedules[0].schedule.cron, d.schedules[0].schedule.timezone) for d in deployments}
     assert crons == {"wave-morning": ("0 10 * * *", "Europe/Rome"), "wave-evening": ("0 17 * * *", "Europe/Rome")}
     assert {d.name: d.parameters for d in deployments} == {
-        "wave-morning": {"name": "morning"},
-        "wave-evening": {"name": "evening"},
+        "wave-morning": {"name": "morning", "settle_s": 600.0, "max_duration_s": 5400.0},
+        "wave-evening": {"name": "evening", "settle_s": 600.0, "max_duration_s": 5400.0},
     }
     assert all(d.concurrency_limit == 1 for d in deployments)
 

@@ -1,0 +1,162 @@
+"""The wave without Prefect (``service.wave.run_wave``): the settle window that drains a burst."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date
+
+import pytest
+
+from graywave.config import Settings
+from graywave.errors import InvalidInput, LakeBusy
+from graywave.service.samples import encode, synthetic_photo
+from graywave.service.wave import Drain, Latency, drain_of, run_wave
+from tests.helpers import DAY, lake_of, put_uploads
+
+
+def photo(k: int) -> bytes:
+    return encode(synthetic_photo(64, 48, seed=k), "JPEG")
+
+
+def handled_keys(settings: Settings) -> list[str]:
+    lake = lake_of(settings)
+    return sorted(
+        lake.read("images").column("source_key").to_pylist() + lake.read("rejects").column("source_key").to_pylist()
+    )
+
+
+class Producer(threading.Thread):
+    """Uploads one photo every ``every_s`` seconds, ``count`` of them, as a phone burst would."""
+
+    def __init__(self, settings: Settings, count: int, every_s: float, day: date = DAY):
+        super().__init__(name="producer")
+        self.settings, self.count, self.every_s, self.day = settings, count, every_s, day
+        self.keys: list[str] = []
+
+    def run(self) -> None:
+        for k in range(self.count):
+            self.keys += put_uploads(self.settings.blob_url, self.day, {f"user{k % 3}/burst-{k:03}.jpg": photo(k)})
+            time.sleep(self.every_s)
+
+
+@pytest.fixture
+def quiet_logs() -> list[str]:
+    """The wave's log lines, kept instead of printed."""
+    return []
+
+
+def test_a_draining_wave_processes_what_arrives_while_it_runs_and_leaves_what_comes_after(settings, quiet_logs):
+    first = put_uploads(settings.blob_url, DAY, {"early/a.jpg": photo(100), "early/b.jpg": photo(101)})
+    producer = Producer(settings, count=12, every_s=0.25)
+    producer.start()  # 3 s of uploads, against a 1.5 s settle window polled every 0.2 s
+    summary = run_wave(
+        settings, DAY, "morning", drain=Drain(settle_s=1.5, max_duration_s=60, poll_s=0.2), log=quiet_logs.append
+    )
+    producer.join()
+    late = put_uploads(settings.blob_url, DAY, {"late/c.jpg": photo(200)})
+
+    inside = sorted(first + producer.keys)
+    assert handled_keys(settings) == inside  # each once, the late one not at all
+    assert summary.processed == len(inside) and summary.rejected == 0
+    assert len(summary.rounds) > 1 and sum(r.new for r in summary.rounds) == len(inside)
+    assert summary.rounds[0].new >= 2
+    assert any(line.startswith("round 2:") for line in quiet_logs)
+    assert summary.latency is not None and 0 <= summary.latency.p50 <= summary.latency.p95 <= summary.latency.max
+    assert "upload to processed: p50" in summary.line() and f"in {len(summary.rounds)} rounds" in summary.line()
+
+    following = run_wave(settings, DAY, "evening", log=quiet_logs.append)
+    assert (following.processed, following.skipped) == (1, len(inside))
+    assert handled_keys(settings) == sorted(inside + late)
+
+
+def test_a_second_wave_started_while_one_drains_fails_as_another_wave(settings, quiet_logs):
+    put_uploads(settings.blob_url, DAY, {"u/a.jpg": photo(1)})
+    draining = threading.Thread(
+        target=run_wave,
+        args=(settings, DAY, "morning"),
+        kwargs={"drain": Drain(settle_s=2.0, max_duration_s=60, poll_s=0.2), "log": quiet_logs.append},
+    )
+    draining.start()
+    deadline = time.monotonic() + 30
+    while not any(line.startswith("round 1:") for line in quiet_logs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any(line.startswith("round 1:") for line in quiet_logs), quiet_logs
+    with pytest.raises(LakeBusy, match="another wave"):
+        run_wave(settings, DAY, "evening", log=quiet_logs.append)
+    draining.join()
+    assert len(handled_keys(settings)) == 1
+
+
+def test_a_wave_stops_collecting_at_its_maximum_duration_while_uploads_still_arrive(settings, quiet_logs):
+    """A simulated clock: every listing finds something new, so only the maximum duration ends the wave."""
+    now = [0.0]
+    uploaded = [0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        uploaded[0] += 1
+        put_uploads(settings.blob_url, DAY, {f"u/{uploaded[0]:03}.jpg": photo(uploaded[0])})
+
+    summary = run_wave(
+        settings,
+        DAY,
+        "morning",
+        drain=Drain(settle_s=30, max_duration_s=100, poll_s=10),
+        log=quiet_logs.append,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    # Listings at 10, 20, ..., 100 s: each found the one upload of the sleep before it.
+    assert [r.new for r in summary.rounds] == [0] + [1] * 10
+    assert summary.processed == 10 == len(handled_keys(settings))
+    assert now[0] == 100
+    assert "stopped collecting after 100 s" in "\n".join(quiet_logs)
+
+
+def test_the_settle_window_closes_a_settle_after_the_last_new_upload(settings, quiet_logs):
+    now = [0.0]
+    listings: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        listings.append(now[0])
+        if now[0] == 20:  # one upload, seen by the listing at 20 s
+            put_uploads(settings.blob_url, DAY, {"u/late.jpg": photo(7)})
+
+    summary = run_wave(
+        settings,
+        DAY,
+        "morning",
+        drain=Drain(settle_s=25, max_duration_s=1000, poll_s=10),
+        log=quiet_logs.append,
+        clock=lambda: now[0],
+        sleep=sleep,
+    )
+    assert listings == [10, 20, 30, 40, 45]  # the last poll is shortened to end at 20 + 25 s
+    assert [r.new for r in summary.rounds] == [0, 1]
+
+
+def test_one_pass_without_a_drain_and_settings_give_the_scheduled_window(settings, monkeypatch, quiet_logs):
+    put_uploads(settings.blob_url, DAY, {"u/a.jpg": photo(1)})
+
+    def no_sleep(seconds: float) -> None:
+        raise AssertionError("a one-pass wave never waits")
+
+    summary = run_wave(settings, DAY, "morning", log=quiet_logs.append, sleep=no_sleep)
+    assert len(summary.rounds) == 1 and summary.processed == 1
+    assert not any(line.startswith("round") for line in quiet_logs)
+
+    assert drain_of(Settings()) == Drain(settle_s=600, max_duration_s=3600, poll_s=10)
+    monkeypatch.setenv("GRAYWAVE_WAVE_SETTLE_S", "120")
+    assert drain_of(Settings(), max_duration_s=900) == Drain(settle_s=120, max_duration_s=900, poll_s=10)
+    with pytest.raises(InvalidInput):
+        Drain(settle_s=-1, max_duration_s=10)
+
+
+def test_latency_percentiles():
+    assert Latency.of([]) is None
+    assert Latency.of([3.0]) == Latency(3.0, 3.0, 3.0)
+    latency = Latency.of([float(s) for s in range(1, 101)])
+    assert latency is not None
+    assert (round(latency.p50, 2), round(latency.p95, 2), latency.max) == (50.5, 95.05, 100.0)
