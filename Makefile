@@ -31,6 +31,8 @@ bench: install
 	$(VENV)/bin/python bench/api_bench.py
 	$(VENV)/bin/python bench/lake_bench.py
 	$(VENV)/bin/python bench/dask_bench.py
+	$(VENV)/bin/python bench/burst.py
+	$(VENV)/bin/python bench/capacity.py
 
 clean:
 	rm -rf $(VENV) data bench/out

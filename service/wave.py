@@ -20,6 +20,7 @@ arrive after it stopped are left for the next wave.
 from __future__ import annotations
 
 import math
+import socket
 import statistics
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -29,7 +30,7 @@ from datetime import UTC, date, datetime
 from itertools import islice
 
 from graywave.config import Settings
-from graywave.errors import BadKey, InvalidInput, RejectReason
+from graywave.errors import BackendUnavailable, BadKey, InvalidInput, RejectReason
 from graywave.kernels import select_device
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.service.backends import Backends
@@ -186,7 +187,10 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     """One batch on this machine's device: the GPU batch path where nvImageCodec is there, else the CPU path."""
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
-    store.check()  # a machine (a Dask worker) that cannot reach the store fails the batch
+    try:
+        store.check()  # a machine (a Dask worker) that cannot read the store fails the batch
+    except BackendUnavailable as error:
+        raise BackendUnavailable(f"on {socket.gethostname()}: {error}") from error
     device = select_device(settings.device)
     codec = luma_batch_codec(device)
     if codec is None:
@@ -259,7 +263,7 @@ def run_wave(
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
         recorder = Recorder(backends, day, name, settings.lake_flush_rows)
-        rounds = _Rounds(settings, day, name, recorder, run_batches, log if drain else None)
+        rounds = _Rounds(settings, day, name, recorder, run_batches, log, log_rounds=drain is not None)
         handled = handled_uploads(backends.lake, day)
         opened = last_new = clock()
         plan = plan_wave(backends.blobs, backends.lake, day, handled)
@@ -315,10 +319,12 @@ class _Rounds:
         name: str,
         recorder: Recorder,
         run_batches: BatchRunner,
-        log_rounds: Callable[[str], None] | None,
+        log: Callable[[str], None],
+        *,
+        log_rounds: bool,
     ):
         self.settings, self.day, self.name = settings, day, name
-        self.recorder, self.run_batches, self.log_rounds = recorder, run_batches, log_rounds
+        self.recorder, self.run_batches, self.log, self.log_rounds = recorder, run_batches, log, log_rounds
         self.done: list[RoundSummary] = []
         self.latencies: list[float] = []
         self.pixels = 0
@@ -330,7 +336,7 @@ class _Rounds:
         self._arrived(plan.bad_keys)
         batches = split_batches(plan.pending, self.settings.workers, self.settings.batch_size)
         label = f"wave {self.name} {self.day} round {len(self.done) + 1}"
-        with WaveProgress(len(plan.pending), label, self.log_rounds or print) as progress:
+        with WaveProgress(len(plan.pending), label, self.log) as progress:
             for result in self.run_batches(batches, self.settings):
                 self.recorder.add(result.images, result.rejects)
                 self._arrived([*result.images, *result.rejects])
@@ -349,7 +355,7 @@ class _Rounds:
             )
         )
         if self.log_rounds:
-            self.log_rounds(self.done[-1].line())
+            self.log(self.done[-1].line())
 
     def _arrived(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
         now = datetime.now(UTC)

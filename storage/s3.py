@@ -32,6 +32,8 @@ from graywave.storage.blobs import BlobInfo
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
 MAX_POOL_CONNECTIONS = 64
+_REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+"""Error codes that mean this machine's credentials are not accepted (a HEAD request's code is its status)."""
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -78,11 +80,17 @@ class S3BlobStore:
         """S3 errors that outlast botocore's retries, as ``BackendUnavailable`` naming the store."""
         try:
             yield
-        except (BotoCoreError, ClientError) as error:
+        except ClientError as error:
+            if _code(error) in _REFUSED:
+                raise BackendUnavailable(
+                    f"S3 refused to let this machine {what} ({self.url}): {error}; check its AWS credentials"
+                ) from error
+            raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
+        except BotoCoreError as error:
             raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
 
     def check(self) -> None:
-        with self._failing_as("reach the bucket"):
+        with self._failing_as("read the bucket"):
             self.client.head_bucket(Bucket=self.bucket)
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:

@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
+import pymongo
 import pytest
+from botocore.exceptions import ClientError
 from distributed import Client
 from typer.testing import CliRunner
 
 from graywave.cli.main import app
 from graywave.config import Settings
+from graywave.errors import BackendUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.samples import encode, synthetic_photo
 from tests.conftest import free_port
-from tests.helpers import DAY, lake_of, put_uploads
+from tests.helpers import DAY, blobs_of, lake_of, put_uploads
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +47,9 @@ class Cluster:
             return client.run(lambda dask_worker: dask_worker.state.executed_count)
 
 
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
+@contextlib.contextmanager
+def dask_cluster(worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """A scheduler and two single-threaded workers, the workers with ``worker_env`` added to this environment."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = str(Path(sys.executable).with_name("dask"))
@@ -49,7 +59,9 @@ def cluster() -> Iterator[Cluster]:
     )
     workers = [
         subprocess.Popen(
-            [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{k}"], **quiet
+            [dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{k}"],
+            env={**os.environ, **(worker_env or {})},
+            **quiet,
         )
         for k in range(2)
     ]
@@ -61,6 +73,12 @@ def cluster() -> Iterator[Cluster]:
         for process in [*workers, scheduler]:
             process.kill()
             process.wait(30)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with dask_cluster() as running:
+        yield running
 
 
 def comparable(lake_table, kind) -> list[dict]:
@@ -134,3 +152,102 @@ def test_an_unreachable_scheduler_fails_the_wave_at_once_and_records_nothing(set
     assert result.exit_code == 1
     assert "the wave could not run" in result.output and address in result.output
     assert lake_of(settings).files("images") == [] and lake_of(settings).files("rejects") == []
+
+
+@dataclasses.dataclass
+class AuthS3:
+    """An S3 server that checks credentials: one IAM user's access key may do anything, other keys nothing."""
+
+    endpoint: str
+    bucket: str
+    key_id: str
+    secret: str
+
+
+@pytest.fixture
+def auth_s3() -> Iterator[AuthS3]:
+    """moto's server in its own process, with IAM authentication on (moto's ``/moto-api/reset-auth``:
+    every request after it is checked) once the user, its key and the bucket exist.
+
+    The session's ``local_s3`` server accepts any credentials, and moto's switch is process-wide."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto's server did not start"
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=endpoint)
+        iam.create_user(UserName="graywave")
+        allow_s3 = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="graywave", PolicyName="s3", PolicyDocument=json.dumps(allow_s3))
+        key = iam.create_access_key(UserName="graywave")["AccessKey"]
+        bucket = f"graywave-{uuid.uuid4().hex[:12]}"
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+        enforce = urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}, method="POST"
+        )
+        urllib.request.urlopen(enforce, timeout=10).close()
+        yield AuthS3(endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"])
+    finally:
+        server.kill()
+        server.wait(30)
+
+
+WRONG_KEY_ID = "AKIAWRONGWRONGWRONG0"
+
+
+def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_record_nothing(
+    auth_s3, mongodb_uri, phone_files, monkeypatch
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", auth_s3.key_id)  # this process (the flow) has the right key
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", auth_s3.secret)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a new one reads them (a session keeps its credentials)
+    for name, value in {
+        "BLOB_URL": f"s3://{auth_s3.bucket}/blobs",
+        "LAKE_URL": f"s3://{auth_s3.bucket}/lake",
+        "S3_ENDPOINT_URL": auth_s3.endpoint,
+        "MONGODB_URI": mongodb_uri,
+        "MONGODB_DATABASE": f"graywave_{uuid.uuid4().hex[:8]}",
+        "BATCH_SIZE": "2",
+        "DEVICE": "cpu",
+    }.items():
+        monkeypatch.setenv(f"GRAYWAVE_{name}", value)
+    settings = Settings()
+    wrong = boto3.client(
+        "s3", endpoint_url=auth_s3.endpoint, aws_access_key_id=WRONG_KEY_ID, aws_secret_access_key=auth_s3.secret
+    )
+    with pytest.raises(ClientError, match="Forbidden"):  # the server checks the key ...
+        wrong.head_bucket(Bucket=auth_s3.bucket)
+    keys = put_uploads(blobs_of(settings), DAY, phone_files)  # ... and takes the right one
+
+    with dask_cluster({"AWS_ACCESS_KEY_ID": WRONG_KEY_ID}) as cluster:
+        monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", cluster.address)
+        with pytest.raises(BackendUnavailable) as failure:
+            run_wave_flow(Settings(), DAY, "morning")
+        assert sum(cluster.executed().values()) >= 2  # the batches did run on the workers, and failed there
+    assert f"s3://{auth_s3.bucket}/blobs" in str(failure.value)  # the message names the store
+    assert "403" in str(failure.value) or "Forbidden" in str(failure.value)
+    assert f"on {socket.gethostname()}: S3 refused" in str(failure.value)  # which machine, and what to check
+    assert "check its AWS credentials" in str(failure.value)
+
+    lake = lake_of(settings)
+    assert lake.files("images") == [] and lake.files("rejects") == []  # no upload rejected for the credentials
+    assert list(blobs_of(settings).list("processed/")) == []
+    with pymongo.MongoClient(mongodb_uri) as mongodb:
+        assert mongodb[settings.mongodb_database]["images"].count_documents({}) == 0
+
+    monkeypatch.delenv("GRAYWAVE_DASK_ADDRESS")  # the same uploads on this process, with the right key
+    summary = run_wave_flow(Settings(), DAY, "morning")
+    assert (summary.processed, summary.rejected, summary.skipped) == (7, 4, 0)
+    handled = [row["source_key"] for table in ("images", "rejects") for row in lake.read(table).to_pylist()]
+    assert sorted(handled) == sorted(keys)  # every upload exactly once
