@@ -21,10 +21,12 @@ from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 
+import dask
 from distributed import Client, LocalCluster, as_completed
 from wave_bench import samples
 
 from graywave.config import Settings
+from graywave.flows.wave import WORKER_DASK_CONFIG
 from graywave.service.batch import BatchResult, Upload
 from graywave.service.wave import process_batch, run_batches_in_threads, run_wave, split_batches
 from graywave.storage.blobs import LocalBlobStore
@@ -90,6 +92,7 @@ def wave_seconds(root: Path, workers: int, run_batches) -> float:
 
 
 def main() -> None:
+    dask.config.set(WORKER_DASK_CONFIG)  # the worker processes of a wave's local cluster (GRAYWAVE_DASK_WORKERS)
     photos = samples()["1 MB"]
     with tempfile.TemporaryDirectory(prefix="graywave-dask-bench-") as tmp:
         root = Path(tmp)

@@ -23,6 +23,7 @@ from datetime import date
 from itertools import islice
 from typing import Any, cast
 
+import dask
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
@@ -38,6 +39,13 @@ from graywave.service.batch import BatchResult, Upload
 
 DASK_CONNECT_TIMEOUT_S = 5
 """How long a wave waits for the Dask scheduler before it fails (and records nothing)."""
+
+WORKER_DASK_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+"""Dask configuration for the local cluster's worker processes. distributed's nannies set
+``MALLOC_TRIM_THRESHOLD_`` to hand memory back to the system sooner; set at all, it also freezes
+glibc's mmap threshold, so each decoded 12 MP plane is a fresh mmap, page faults included: a batch
+took 4-6% longer (``bench/dask_bench.py``). None unsets it. For ``dask worker`` on other machines:
+``DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__MALLOC_TRIM_THRESHOLD_=None``."""
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, persist_result=False, retries=1, retry_delay_seconds=2)
@@ -65,6 +73,7 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": DASK_CONNECT_TIMEOUT_S})
     if settings.dask_workers:
+        dask.config.set(WORKER_DASK_CONFIG)  # read when the runner starts the cluster, in this process
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": settings.dask_workers,
