@@ -261,20 +261,20 @@ def fewest_workers(costs: Costs, arrivals: Sequence[float], target_s: float) -> 
     return high
 
 
-def scale_table(costs: Costs, label: str) -> dict[str, object]:
-    arrivals = [k * BURST_S / BURST_UPLOADS for k in range(BURST_UPLOADS)]
+def scale_table(
+    costs: Costs, label: str, uploads: int = BURST_UPLOADS, worker_counts: Sequence[int] = WORKER_COUNTS
+) -> dict[str, object]:
+    arrivals = [k * BURST_S / uploads for k in range(uploads)]
     at_scale = Costs(costs.photo_s, costs.batch_s, costs.round_s, list_s_per_1000=S3_LIST_S_PER_PAGE)
-    rows = {workers: simulate(arrivals, workers, at_scale, SCALE_DRAIN) for workers in WORKER_COUNTS}
+    rows = {workers: simulate(arrivals, workers, at_scale, SCALE_DRAIN) for workers in worker_counts}
     needed = {minutes: fewest_workers(at_scale, arrivals, minutes * 60) for minutes in TARGETS_MIN}
-    print(
-        f"\n{BURST_UPLOADS:,} uploads within {BURST_S:.0f} s, {label}: {costs.photo_s * 1000:.0f} ms a photo per worker"
-    )
+    print(f"\n{uploads:,} uploads within {BURST_S:.0f} s, {label}: {costs.photo_s * 1000:.1f} ms a photo per worker")
     print("| workers | drain | p50 | p95 | rounds | left for the next wave |")
     print("|---|---|---|---|---|---|")
     for workers, outcome in rows.items():
         print(
-            f"| {workers} | {outcome.drain_s / 60:.1f} min | {outcome.p50_s / 60:.1f} min | "
-            f"{outcome.p95_s / 60:.1f} min | {outcome.rounds} | {outcome.left} |"
+            f"| {workers} | {outcome.drain_s / 60:.2f} min | {outcome.p50_s / 60:.2f} min | "
+            f"{outcome.p95_s / 60:.2f} min | {outcome.rounds} | {outcome.left} |"
         )
     print("workers needed: " + ", ".join(f"{n} to drain in {m} min" for m, n in needed.items()))
     return {"costs": asdict(at_scale), "rows": {w: asdict(o) for w, o in rows.items()}, "needed": needed}
@@ -323,6 +323,9 @@ def main() -> None:
         report["calibration"] = {label: asdict(c) for label, c in costs.items()}
         report["checks"] = checks
     report["scale"] = {f"cpu {label}": scale_table(c, f"CPU workers, {label} class") for label, c in costs.items()}
+    report["scale"]["1,000 users, cpu 2 MB"] = scale_table(  # type: ignore[index]
+        costs["2 MB"], "CPU workers, 2 MB class", uploads=1_000, worker_counts=(1, 2, 8)
+    )
     if options.gpu_photo_ms:
         gpu = Costs(options.gpu_photo_ms / 1000, costs["2 MB"].batch_s, costs["2 MB"].round_s)
         report["scale"]["gpu"] = scale_table(gpu, "GPU workers (one per GPU)")  # type: ignore[index]

@@ -30,7 +30,7 @@ from datetime import UTC, date, datetime
 from itertools import islice
 
 from graywave.config import Settings
-from graywave.errors import BackendUnavailable, BadKey, InvalidInput, RejectReason
+from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, InvalidInput, RejectReason
 from graywave.kernels import select_device
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.service.backends import Backends
@@ -189,9 +189,9 @@ def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     try:
         store.check()  # a machine (a Dask worker) that cannot read the store fails the batch
-    except BackendUnavailable as error:
-        raise BackendUnavailable(f"on {socket.gethostname()}: {error}") from error
-    device = select_device(settings.device)
+        device = select_device(settings.device)  # and one without the GPU that GRAYWAVE_DEVICE=gpu asks for
+    except (BackendUnavailable, DeviceUnavailable) as error:
+        raise type(error)(f"on {socket.gethostname()}: {error}") from error
     codec = luma_batch_codec(device)
     if codec is None:
         return process_uploads(uploads, store, settings, device)

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from graywave.cli.main import app
 from graywave.config import Settings
-from graywave.errors import BackendUnavailable
+from graywave.errors import BackendUnavailable, DeviceUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.samples import encode, synthetic_photo
@@ -142,6 +142,22 @@ def test_a_worker_killed_mid_wave_loses_nothing(cluster, settings, monkeypatch):
     assert (summary.processed, summary.rejected) == (40, 0)
     handled = lake_of(settings).read("images").column("source_key").to_pylist()
     assert sorted(handled) == sorted(keys)  # every upload exactly once
+
+
+def test_gpu_waves_on_workers_without_a_gpu_fail_naming_the_worker_and_record_nothing(
+    cluster, settings, phone_files, monkeypatch
+):
+    """GRAYWAVE_DEVICE=gpu travels with each batch: a worker with no usable GPU refuses it, never
+    falling back to its CPU (what a CPU machine can check of one-worker-per-GPU clusters)."""
+    monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", cluster.address)
+    monkeypatch.setenv("GRAYWAVE_DEVICE", "gpu")
+    put_uploads(settings.blob_url, DAY, phone_files)
+    with pytest.raises(DeviceUnavailable) as failure:
+        run_wave_flow(Settings(), DAY, "morning")
+    assert f"on {socket.gethostname()}: GRAYWAVE_DEVICE=gpu but no CUDA GPU is usable" in str(failure.value)
+    assert sum(cluster.executed().values()) >= 1  # refused on the workers, not here
+    assert lake_of(settings).files("images") == [] and lake_of(settings).files("rejects") == []
+    assert list(Path(settings.blob_url).rglob("processed/**/*.jpg")) == []
 
 
 def test_an_unreachable_scheduler_fails_the_wave_at_once_and_records_nothing(settings, phone_files, monkeypatch):
