@@ -68,7 +68,9 @@ class Drain:
 
     def __post_init__(self) -> None:
         if self.settle_s < 0 or self.max_duration_s < 0 or self.poll_s <= 0:
-            raise InvalidInput("the settle window, the maximum duration and the poll interval must be positive")
+            raise InvalidInput(
+                "the settle window and the maximum duration cannot be negative, the poll interval must be positive"
+            )
 
 
 @dataclass(frozen=True)
