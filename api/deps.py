@@ -72,7 +72,7 @@ def admin(principal: Caller) -> Principal:
 
 
 def owner(user_id: str, principal: Caller) -> str:
-    if not USER_ID_PATTERN.match(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id):
         raise ApiError(400, f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}", "invalid_id")
     if not principal.may_access(user_id):
         raise ApiError(403, f"this token may not access the data of {user_id!r}")

@@ -27,7 +27,7 @@ import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
-from graywave.errors import GraywaveError
+from graywave.errors import GraywaveError, InvalidInput
 
 if TYPE_CHECKING:
     import polars as pl
@@ -266,8 +266,11 @@ def token_issue(
     settings = Settings()
     try:
         token = issue_token(settings.api_tokens_file, label, admin)
-    except GraywaveError as error:
+    except InvalidInput as error:
         raise typer.BadParameter(str(error), param_hint="LABEL") from None
+    except GraywaveError as error:
+        console.print(f"[red]no token issued:[/red] {type(error).__name__}: {error}")
+        raise typer.Exit(1) from None
     typer.echo(token)
 
 

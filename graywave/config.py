@@ -112,7 +112,7 @@ class Settings(BaseSettings):
 
 
 def validate_wave_name(name: str) -> str:
-    if not WAVE_NAME_PATTERN.match(name):
+    if not WAVE_NAME_PATTERN.fullmatch(name):
         raise ValueError(
             f"wave name {name!r} must start with a letter and use only letters, digits, '_' and '-' (max 32)"
         )

@@ -4,6 +4,11 @@ Tokens are random (``secrets``), shown once when issued, and stored only as SHA-
 ``GRAYWAVE_API_TOKENS_FILE`` (mode 0600). A presented token is hashed and compared with every
 stored digest by ``hmac.compare_digest``; tokens are never logged.
 
+Issuing holds a file lock beside the file and writes a temporary file of a unique name that then
+replaces it, so concurrent ``token issue`` commands lose no token and readers never see half a
+file. A file that is not valid anyway (edited by hand, a full disk) is an error that says so: the
+API answers 503 and the CLI refuses to issue, rather than overwrite it.
+
     graywave token issue alice          # a token for user alice
     graywave token issue ops --admin    # an admin token labelled "ops"
 """
@@ -15,11 +20,15 @@ import hmac
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from graywave.errors import InvalidInput
-from graywave.storage.layout import USER_ID_PATTERN
+import filelock
+
+from graywave.errors import BackendUnavailable, InvalidInput
+from graywave.storage.layout import RESERVED_USER_IDS, USER_ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class TokenStore:
     def _refresh(self) -> None:
         version = self.path.stat().st_mtime_ns if self.path.exists() else None
         if version != self._version:
-            entries = json.loads(self.path.read_text())["tokens"] if version is not None else []
+            entries = _read(self.path)
             self._entries = [(e["sha256"], Principal(e["label"], e.get("user_id"), e["admin"])) for e in entries]
             self._version = version
 
@@ -63,18 +72,43 @@ class TokenStore:
         return found
 
 
+def _read(path: Path) -> list[dict[str, Any]]:
+    """The stored entries; none when there is no file yet."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    try:
+        entries = json.loads(text)["tokens"]
+        if not all(isinstance(e["sha256"], str) and isinstance(e["admin"], bool) for e in entries):
+            raise ValueError("an entry's sha256 is not a string or its admin not a boolean")
+        return list(entries)
+    except (ValueError, KeyError, TypeError) as error:
+        raise BackendUnavailable(
+            f"the API token file {path} is not valid ({type(error).__name__}: {error}); restore it from a "
+            "backup, or move it away and issue the tokens again"
+        ) from None
+
+
 def issue_token(path: Path, label: str, admin: bool) -> str:
     """Create a token, store its digest, and return the token (the only time it is seen)."""
-    if not admin and not USER_ID_PATTERN.match(label):
+    if not admin and not USER_ID_PATTERN.fullmatch(label):
         raise InvalidInput(f"user id {label!r} does not match [A-Za-z0-9_-]{{1,64}}")
+    if not admin and label in RESERVED_USER_IDS:
+        raise InvalidInput(f"{label!r} is a reserved name of the API's routes and cannot be a user id")
     token = f"gw_{secrets.token_urlsafe(32)}"
-    data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
-    data["tokens"].append(
-        {"sha256": _digest(token), "label": label, "user_id": None if admin else label, "admin": admin}
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_suffix(".tmp")
-    temp.write_text(json.dumps(data, indent=2))
-    os.chmod(temp, 0o600)
-    os.replace(temp, path)
+    with filelock.FileLock(path.with_name(f"{path.name}.lock")):
+        entries = _read(path)
+        entries.append({"sha256": _digest(token), "label": label, "user_id": None if admin else label, "admin": admin})
+        descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+        try:
+            with os.fdopen(descriptor, "w") as out:
+                json.dump({"tokens": entries}, out, indent=2)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
     return token

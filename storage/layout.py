@@ -14,6 +14,10 @@ from graywave.errors import BadKey
 from graywave.records import image_id_for
 
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""Matched whole (``fullmatch``): ``$`` alone would let a trailing newline through."""
+RESERVED_USER_IDS = frozenset({"weekly", "day", "similarity"})
+"""Segments of the design's routes (``/images/weekly/{user}``, ``/images/day/median``,
+``/images/similarity/{user}/{n}``) that a user of that name would be shadowed by: never issued."""
 UPLOADS = "uploads"
 PROCESSED = "processed"
 PROCESSED_EXTENSION = "jpg"
@@ -56,7 +60,7 @@ def parse_upload_key(key: str) -> UploadKey:
         upload_date = date.fromisoformat(day)
     except ValueError:
         raise BadKey(f"{day!r} in {key!r} is not a YYYY-MM-DD date") from None
-    if not USER_ID_PATTERN.match(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id):
         raise BadKey(f"user id {user_id!r} in {key!r} does not match [A-Za-z0-9_-]{{1,64}}")
     if not file_name:
         raise BadKey(f"{key!r} has an empty file name")

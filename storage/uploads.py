@@ -33,7 +33,7 @@ def presign_upload(
 ) -> PresignedPost:
     if not isinstance(store, S3BlobStore):
         raise InvalidInput("direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)")
-    if not USER_ID_PATTERN.match(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidInput(f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}")
     extension = UPLOAD_CONTENT_TYPES.get(content_type)
     if extension is None:

@@ -282,3 +282,11 @@ def test_a_reprocessing_that_cannot_run_forgets_nothing(api):
     assert alice.get(f"/images/alice/{done['image_id']}").json()["histogram"] == done["histogram"]
     with Backends.open(api.settings) as backends:
         assert backends.lake.read("images").column("image_id").to_pylist() == [done["image_id"]]
+
+
+def test_a_damaged_token_file_answers_a_json_503_not_a_crash(api):
+    tokens_file = api.settings.api_tokens_file
+    tokens_file.write_text(tokens_file.read_text()[:50])  # torn, as concurrent writers once left it
+    response = api.client("alice").get("/images/alice")
+    assert error_of(response) == (503, "unavailable")
+    assert "token file" in response.json()["error"]["message"]

@@ -90,3 +90,14 @@ def test_analytics_run_from_the_command_line(settings, phone_files):
     assert result.exit_code == 0, result.output
     assert f"analytics of {DAY.isoformat()}: 4 users" in result.output
     assert runner.invoke(app, ["analytics", "run", "--metric", "cosine"]).exit_code == 2
+
+
+def test_token_issue_refuses_reserved_ids_and_a_damaged_file(settings, tmp_path, monkeypatch):
+    tokens_file = tmp_path / "tokens.json"
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tokens_file))
+    reserved = runner.invoke(app, ["token", "issue", "weekly"])
+    assert reserved.exit_code == 2 and "reserved" in reserved.output
+    tokens_file.write_text('{"tokens": [')
+    damaged = runner.invoke(app, ["token", "issue", "alice"])
+    assert damaged.exit_code == 1 and "no token issued" in damaged.output and "not valid" in damaged.output
+    assert tokens_file.read_text() == '{"tokens": ['
