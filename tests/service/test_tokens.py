@@ -38,7 +38,7 @@ def test_a_damaged_token_file_is_an_error_naming_it_and_is_never_overwritten(tmp
     issue_token(path, "alice", admin=False)
     torn = path.read_text()[:40]
     path.write_text(torn)
-    with pytest.raises(BackendUnavailable, match="token file .*tokens.json is not valid"):
+    with pytest.raises(BackendUnavailable, match=r"token file .*tokens\.json is not valid"):
         TokenStore(path).authenticate("gw_anything")
     with pytest.raises(BackendUnavailable, match="not valid"):
         issue_token(path, "bob", admin=False)
