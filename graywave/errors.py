@@ -79,6 +79,10 @@ class RejectReason(StrEnum):
     CORRUPT = "corrupt"
     BAD_KEY = "bad_key"
     VANISHED = "vanished"
+    NOT_A_FILE = "not_a_file"
+    """A symbolic link, a FIFO, a device, a socket: the blob store reads regular files only."""
+    TOO_LARGE = "too_large"
+    """More bytes than ``GRAYWAVE_MAX_UPLOAD_BYTES``: never read whole."""
 
 
 class Rejected(GraywaveError, ValueError):

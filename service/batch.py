@@ -141,15 +141,16 @@ class _InlineExecutor(Executor):
 
 
 def _prefetched(
-    io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int
+    io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int, settings: Settings
 ) -> Iterator[tuple[Upload, Future[bytes]]]:
     """Each upload with its read in flight, at most ``depth`` reads ahead of the caller."""
     queue = iter(uploads)
-    ahead = deque((upload, io.submit(store.read, upload.key.key)) for upload in islice(queue, depth))
+    limit = settings.max_upload_bytes
+    ahead = deque((upload, io.submit(store.read, upload.key.key, limit)) for upload in islice(queue, depth))
     while ahead:
         following = next(queue, None)
         if following is not None:
-            ahead.append((following, io.submit(store.read, following.key.key)))
+            ahead.append((following, io.submit(store.read, following.key.key, limit)))
         yield ahead.popleft()
 
 
@@ -163,7 +164,7 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
     depth = settings.io_threads if store.remote else 1
     io = ThreadPoolExecutor(depth, thread_name_prefix="graywave-io") if store.remote else _InlineExecutor()
     with io:
-        for upload, read in _prefetched(io, store, uploads, depth):
+        for upload, read in _prefetched(io, store, uploads, depth, settings):
             try:
                 try:
                     data = read.result()
@@ -193,16 +194,18 @@ class LumaBatchCodec(Protocol):
     def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]: ...
 
 
-def _read_all(store: BlobStore, uploads: Sequence[Upload], threads: int) -> list[bytes | None]:
-    """Every upload's bytes (None if it vanished), read concurrently."""
+def _read_all(store: BlobStore, uploads: Sequence[Upload], settings: Settings) -> list[bytes | Rejected]:
+    """Every upload's bytes, or why it cannot be read (vanished, too large, not a file), read concurrently."""
 
-    def read(upload: Upload) -> bytes | None:
+    def read(upload: Upload) -> bytes | Rejected:
         try:
-            return store.read(upload.key.key)
+            return store.read(upload.key.key, settings.max_upload_bytes)
         except BlobNotFound:
-            return None
+            return _vanished()
+        except Rejected as rejected:
+            return rejected
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="graywave-io") as io:
+    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
         return list(io.map(read, uploads))
 
 
@@ -214,14 +217,14 @@ def process_uploads_batched(
     encode goes through the CPU codecs, one image at a time. The whole batch is held in memory.
     """
     result = BatchResult()
-    datas = _read_all(store, uploads, settings.io_threads)
+    datas = _read_all(store, uploads, settings)
     images: dict[int, DecodedImage] = {}
     headers = {}
     present: dict[int, bytes] = {}
     for i, (upload, data) in enumerate(zip(uploads, datas, strict=True)):
         try:
-            if data is None:
-                raise _vanished()
+            if isinstance(data, Rejected):
+                raise data
             headers[i] = read_header(data, settings.max_pixels)
             present[i] = data
         except Rejected as rejected:

@@ -175,9 +175,15 @@ def plan_wave(store: BlobStore, lake: Lake, day: date, handled: Collection[str] 
                 skipped += 1
                 continue
             try:
-                pending.append(Upload(parse_upload_key(blob.key), blob))
+                key = parse_upload_key(blob.key)
             except BadKey as error:
                 bad_keys.append(reject_record(blob.key, None, blob, RejectReason.BAD_KEY, str(error)))
+                continue
+            if blob.unusable is not None:  # a link, a FIFO, an undecodable name: rejected unread
+                reason, detail = blob.unusable
+                bad_keys.append(reject_record(blob.key, key.user_id, blob, reason, detail))
+                continue
+            pending.append(Upload(key, blob))
     return WavePlan(pending, bad_keys, skipped)
 
 

@@ -8,6 +8,7 @@ Keys are ``/``-separated and relative to the store's root.
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,7 +21,7 @@ from typing import Protocol
 import filelock
 import pyarrow.fs as pafs
 
-from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput
+from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput, Rejected, RejectReason
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,12 @@ class BlobInfo:
     size: int
     modified: datetime
     """When the object was stored (UTC)."""
+    unusable: tuple[RejectReason, str] | None = None
+    """Why the object can never be read as an upload (a link, a FIFO, a name that is not UTF-8), if so."""
+
+
+def too_large(key: str, max_bytes: int) -> Rejected:
+    return Rejected(RejectReason.TOO_LARGE, f"{key} has more than {max_bytes} bytes (GRAYWAVE_MAX_UPLOAD_BYTES)")
 
 
 class BlobStore(Protocol):
@@ -40,7 +47,10 @@ class BlobStore(Protocol):
         """Every object whose key starts with ``prefix``."""
         ...
 
-    def read(self, key: str) -> bytes: ...
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ``Rejected`` (``too_large``) past ``max_bytes``, without reading them all,
+        and (``not_a_file``) for what is not a regular object."""
+        ...
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
         """Store ``data`` at ``key`` atomically: readers see the old object or the whole new one."""
@@ -95,22 +105,40 @@ class LocalBlobStore:
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
             return
-        for directory, subdirs, files in os.walk(base):
+        for directory, subdirs, files in os.walk(base):  # symbolic links to folders are not followed
             subdirs.sort()
             for name in sorted(files):
                 if name.startswith(_TEMP_PREFIX):
                     continue
                 path = Path(directory, name)
                 key = path.relative_to(self.root).as_posix()
-                if key.startswith(prefix):
-                    stat = path.stat()
-                    yield BlobInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    info = path.lstat()  # the entry itself, never what a link points to
+                except FileNotFoundError:  # deleted since the folder was read
+                    continue
+                yield _blob_info(key, info)
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            if not path.parent.resolve().is_relative_to(self.root):
+                raise Rejected(RejectReason.NOT_A_FILE, f"{key} is reached through a link out of the blob store")
+            # O_NOFOLLOW: a link is refused; O_NONBLOCK: opening a FIFO does not wait for a writer.
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
             raise BlobNotFound(key) from None
+        except OSError as error:  # ELOOP: a symbolic link; EISDIR: a folder; ENXIO: a socket
+            raise Rejected(RejectReason.NOT_A_FILE, f"{key} cannot be opened as a file ({error.strerror})") from None
+        with os.fdopen(descriptor, "rb") as file:
+            mode = os.fstat(descriptor).st_mode
+            if not stat.S_ISREG(mode):
+                raise Rejected(RejectReason.NOT_A_FILE, f"{key} is {_kind(mode)}, not a regular file")
+            data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+        if max_bytes is not None and len(data) > max_bytes:
+            raise too_large(key, max_bytes)
+        return data
 
     def check(self) -> None:
         if not self.root.is_dir():
@@ -146,6 +174,32 @@ class LocalBlobStore:
             yield
         finally:
             lock.release()
+
+
+def _kind(mode: int) -> str:
+    kinds = {
+        stat.S_ISLNK: "a symbolic link",
+        stat.S_ISFIFO: "a FIFO",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISDIR: "a folder",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
+
+
+def _blob_info(key: str, info: os.stat_result) -> BlobInfo:
+    """A listed entry of a local folder, with why it can never be an upload when it cannot."""
+    modified = datetime.fromtimestamp(info.st_mtime, UTC)
+    try:
+        key.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8, carried by os.fsdecode's surrogates
+        shown = os.fsencode(key).decode(errors="backslashreplace")
+        return BlobInfo(shown, info.st_size, modified, (RejectReason.BAD_KEY, "the file name is not UTF-8"))
+    if not stat.S_ISREG(info.st_mode):
+        detail = f"{_kind(info.st_mode)}, not a regular file: the blob store reads regular files only"
+        return BlobInfo(key, info.st_size, modified, (RejectReason.NOT_A_FILE, detail))
+    return BlobInfo(key, info.st_size, modified)
 
 
 @cache

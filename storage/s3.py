@@ -28,7 +28,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput
-from graywave.storage.blobs import BlobInfo
+from graywave.storage.blobs import BlobInfo, too_large
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
 MAX_POOL_CONNECTIONS = 64
@@ -103,15 +103,20 @@ class S3BlobStore:
                     key = item["Key"][len(self.prefix) :]
                     yield BlobInfo(key, item["Size"], item["LastModified"].astimezone(UTC))
 
-    def read(self, key: str) -> bytes:
+    def read(self, key: str, max_bytes: int | None = None) -> bytes:
         with self._failing_as(f"read {key}"):
             try:
-                data: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-                return data
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             except ClientError as error:
                 if _code(error) in ("NoSuchKey", "404"):
                     raise BlobNotFound(key) from None
                 raise
+            body = response["Body"]
+            if max_bytes is not None and response["ContentLength"] > max_bytes:
+                body.close()  # the rest is never downloaded
+                raise too_large(key, max_bytes)
+            data: bytes = body.read()
+            return data
 
     def write(self, key: str, data: bytes, content_type: str) -> None:
         with self._failing_as(f"write {key}"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import date
@@ -160,3 +161,39 @@ def test_latency_percentiles():
     latency = Latency.of([float(s) for s in range(1, 101)])
     assert latency is not None
     assert (round(latency.p50, 2), round(latency.p95, 2), latency.max) == (50.5, 95.05, 100.0)
+
+
+def test_hostile_entries_in_the_upload_folder_each_become_one_reject_and_the_wave_goes_on(
+    settings, tmp_path, monkeypatch, quiet_logs
+):
+    """Links (broken, out of the store, to /dev/zero), a FIFO, a name that is not UTF-8 and a file
+    over the byte limit: one reject row each with a stable reason, next to the one good photo."""
+    monkeypatch.setenv("GRAYWAVE_MAX_UPLOAD_BYTES", "200000")
+    settings = Settings()
+    user = tmp_path / "blobs" / "uploads" / DAY.isoformat() / "mallory"
+    put_uploads(settings.blob_url, DAY, {"mallory/good.jpg": photo(1)})
+    (tmp_path / "secret.jpg").write_bytes(photo(2))
+    (user / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (user / "escape.jpg").symlink_to(tmp_path / "secret.jpg")
+    (user / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(user / "pipe.jpg")
+    with open(os.fsencode(user) + b"/caf\xe9.jpg", "wb") as file:
+        file.write(photo(3))
+    (user / "huge.jpg").write_bytes(encode(synthetic_photo(1200, 900, seed=4, noise=40.0), "PNG"))
+    assert (user / "huge.jpg").stat().st_size > 200_000
+
+    summary = run_wave(settings, DAY, "morning", log=quiet_logs.append)
+    lake = lake_of(settings)
+    reasons = {row["source_key"].rsplit("/", 1)[1]: row["reason"] for row in lake.read("rejects").to_pylist()}
+    assert reasons == {
+        "broken.jpg": "not_a_file",
+        "escape.jpg": "not_a_file",
+        "zero.jpg": "not_a_file",
+        "pipe.jpg": "not_a_file",
+        "caf\\xe9.jpg": "bad_key",
+        "huge.jpg": "too_large",
+    }
+    assert lake.read("images").column("file_name").to_pylist() == ["good.jpg"]
+    assert (summary.processed, summary.rejected) == (1, 6)
+    again = run_wave(settings, DAY, "evening", log=quiet_logs.append)
+    assert (again.processed, again.rejected, again.skipped) == (0, 0, 7)  # exactly once

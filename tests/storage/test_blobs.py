@@ -1,8 +1,9 @@
+import os
 from datetime import UTC, datetime
 
 import pytest
 
-from graywave.errors import BlobNotFound
+from graywave.errors import BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import LocalBlobStore, open_blob_store
 
 
@@ -40,3 +41,78 @@ def test_missing_and_invalid_keys(tmp_path):
 def test_unknown_url_schemes_are_refused():
     with pytest.raises(ValueError, match="unsupported blob store URL"):
         open_blob_store("gs://bucket/prefix")
+
+
+# --- hostile entries in a local upload folder (issue 11, item 7) -------------------------------------
+
+DAY_PREFIX = "uploads/2026-11-25/"
+
+
+def hostile_folder(tmp_path):
+    """A blob folder whose uploads include every kind of entry that is not a plain file."""
+    root, outside = tmp_path / "blobs", tmp_path / "outside"
+    user = root / "uploads/2026-11-25/mallory"
+    user.mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(b"not yours")
+    (user / "good.jpg").write_bytes(b"fine")
+    (user / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (user / "escape.jpg").symlink_to(outside / "secret.jpg")
+    (user / "zero.jpg").symlink_to("/dev/zero")
+    os.mkfifo(user / "pipe.jpg")
+    (root / "uploads/2026-11-25/linked").symlink_to(outside, target_is_directory=True)
+    with open(os.fsencode(user) + b"/caf\xe9.jpg", "wb") as file:  # a Latin-1 name
+        file.write(b"bytes")
+    return LocalBlobStore(root)
+
+
+def test_listing_marks_links_fifos_and_undecodable_names_and_never_follows_them(tmp_path):
+    store = hostile_folder(tmp_path)
+    listed = {blob.key.removeprefix(DAY_PREFIX): blob.unusable for blob in store.list(DAY_PREFIX)}
+    assert listed == {
+        "mallory/good.jpg": None,
+        "mallory/broken.jpg": (RejectReason.NOT_A_FILE, listed["mallory/broken.jpg"][1]),
+        "mallory/escape.jpg": (RejectReason.NOT_A_FILE, listed["mallory/escape.jpg"][1]),
+        "mallory/zero.jpg": (RejectReason.NOT_A_FILE, listed["mallory/zero.jpg"][1]),
+        "mallory/pipe.jpg": (RejectReason.NOT_A_FILE, listed["mallory/pipe.jpg"][1]),
+        "mallory/caf\\xe9.jpg": (RejectReason.BAD_KEY, "the file name is not UTF-8"),
+    }  # nothing under the linked folder: links to folders are not walked
+    assert "a symbolic link" in listed["mallory/escape.jpg"][1] and "a FIFO" in listed["mallory/pipe.jpg"][1]
+    for blob in store.list(DAY_PREFIX):
+        blob.key.encode()  # every key is valid UTF-8, fit for Parquet and JSON
+
+
+@pytest.mark.parametrize(
+    ("key", "what"),
+    [
+        ("mallory/broken.jpg", "cannot be opened"),
+        ("mallory/escape.jpg", "cannot be opened"),
+        ("mallory/zero.jpg", "cannot be opened"),
+        ("mallory/pipe.jpg", "a FIFO, not a regular file"),
+        ("linked/secret.jpg", "through a link out of the blob store"),
+    ],
+)
+def test_reads_refuse_what_is_not_a_file_in_the_store_and_never_block(tmp_path, key, what):
+    store = hostile_folder(tmp_path)
+    with pytest.raises(Rejected, match=what) as refused:
+        store.read(DAY_PREFIX + key)
+    assert refused.value.reason == RejectReason.NOT_A_FILE
+
+
+def test_reads_are_capped(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    store.write("a/big.jpg", b"x" * 1000, "image/jpeg")
+    assert store.read("a/big.jpg", max_bytes=1000) == b"x" * 1000
+    with pytest.raises(Rejected) as refused:
+        store.read("a/big.jpg", max_bytes=999)
+    assert refused.value.reason == RejectReason.TOO_LARGE
+
+
+def test_a_listing_skips_a_blob_deleted_while_it_runs(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    for name in ("a", "b", "c"):
+        store.write(f"u/{name}.jpg", b"1", "image/jpeg")
+    listing = store.list("u/")
+    first = next(listing)
+    store.delete("u/b.jpg")  # after the folder was read, before b's entry is looked at
+    assert [first.key, *(blob.key for blob in listing)] == ["u/a.jpg", "u/c.jpg"]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from graywave.errors import BlobNotFound, Busy
+from graywave.errors import BlobNotFound, Busy, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
 from graywave.storage.uploads import presign_upload
@@ -44,6 +44,16 @@ def test_write_read_list_delete(store):
     # Keys are relative to the prefix: the bucket holds them under it.
     raw = boto3.client("s3", endpoint_url=store.client.meta.endpoint_url)
     assert raw.get_object(Bucket=store.bucket, Key="root/prefix/uploads/2026-11-24/u/c.jpg")["Body"].read() == b"three"
+
+
+def test_reads_are_capped_without_downloading_the_rest(store):
+    store.write("a/big.jpg", b"x" * 1000, "image/jpeg")
+    store.write("a/empty.jpg", b"", "image/jpeg")
+    assert store.read("a/big.jpg", max_bytes=1000) == b"x" * 1000
+    assert store.read("a/empty.jpg", max_bytes=10) == b""
+    with pytest.raises(Rejected) as refused:
+        store.read("a/big.jpg", max_bytes=999)
+    assert refused.value.reason == RejectReason.TOO_LARGE
 
 
 def test_listing_follows_every_page(store):
