@@ -15,6 +15,7 @@ from graywave.config import Settings
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
+from graywave.storage.layout import parse_upload_key
 from graywave.storage.mongo import MongoCatalog
 
 
@@ -37,8 +38,9 @@ class Backends:
             catalog=catalog,
         )
 
-    def record(self, day: date, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
-        """Record handled uploads: in MongoDB first (when configured), then in the lake.
+    def record(self, day: date, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> list[str]:
+        """Record handled uploads: in MongoDB first (when configured), then in the lake; return the
+        lake files written.
 
         The lake is the one source of truth for what is handled, so it is written last: a crash in
         between leaves upserted documents that a rerun upserts again, unchanged in number.
@@ -46,8 +48,29 @@ class Backends:
         if self.catalog is not None:
             url_for = self.blobs.url_for
             self.catalog.upsert([record.to_document(day, wave, url_for) for record in (*images, *rejects)])
-        self.lake.append("images", ImageRecord.to_arrow(images), day=day, wave=wave)
-        self.lake.append("rejects", RejectRecord.to_arrow(rejects), day=day, wave=wave)
+        written = [
+            self.lake.append("images", ImageRecord.to_arrow(images), day=day, wave=wave),
+            self.lake.append("rejects", RejectRecord.to_arrow(rejects), day=day, wave=wave),
+        ]
+        return [key for key in written if key is not None]
+
+    def rerecord(self, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
+        """Record new rows for uploads that were handled before, then remove their older rows.
+
+        The new rows go to the partition of each upload's own day, which every wave that can list the
+        upload looks at, so no rerun of a past wave handles it again. The old rows go only once the new
+        ones are written: a crash in between leaves two rows of an upload, never none. MongoDB's
+        documents are replaced in place (the same ``_id``).
+        """
+        by_day: dict[date, tuple[list[ImageRecord], list[RejectRecord]]] = {}
+        for image in images:
+            by_day.setdefault(image.upload_date, ([], []))[0].append(image)
+        for reject in rejects:
+            by_day.setdefault(parse_upload_key(reject.source_key).upload_date, ([], []))[1].append(reject)
+        written = [key for day, (i, r) in sorted(by_day.items()) for key in self.record(day, wave, i, r)]
+        source_keys = {image.source_key for image in images} | {reject.source_key for reject in rejects}
+        for table in ("images", "rejects"):
+            self.lake.remove_rows(table, ["source_key"], source_keys, keep=written)
 
     def forget(self, source_keys: set[str]) -> None:
         """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""

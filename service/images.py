@@ -261,8 +261,7 @@ def process_now(backends: Backends, settings: Settings, source_keys: Sequence[st
         device = select_device(settings.device)
         uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
         result = process_uploads(uploads, backends.blobs, settings, device)
-        backends.forget(set(source_keys))
-        backends.record(settings.today(), API_WAVE, result.images, result.rejects)
+        backends.rerecord(API_WAVE, result.images, result.rejects)
 
 
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import io
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import date
 from threading import Lock
@@ -184,12 +184,19 @@ class Lake:
         return key
 
     def remove_rows(
-        self, table: Table, columns: Sequence[str], values: Iterable[str], *, days: Iterable[date] | None = None
+        self,
+        table: Table,
+        columns: Sequence[str],
+        values: Iterable[str],
+        *,
+        days: Iterable[date] | None = None,
+        keep: Collection[str] = (),
     ) -> int:
         """Rewrite the files of ``table`` without the rows whose ``columns`` hold one of ``values``.
 
         Only the files that hold such rows are touched (found by a pushed-down filter); each is
-        replaced whole (atomically) or deleted when nothing is left. Returns the rows removed.
+        replaced whole (atomically) or deleted when nothing is left. Files named in ``keep`` (keys
+        that ``append`` returned) are left as they are. Returns the rows removed.
         """
         needle = pa.array(sorted(set(values)), pa.string())
         if not len(needle):
@@ -206,6 +213,8 @@ class Lake:
         with self._changing():
             for path in sorted(files):
                 key = path[len(base) + 1 :]
+                if key in keep:
+                    continue
                 data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
                 kept = data.filter(~hit)
                 removed += data.num_rows - kept.num_rows

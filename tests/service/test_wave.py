@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
 from graywave.config import Settings
 from graywave.errors import InvalidInput, LakeBusy
+from graywave.service.backends import Backends
+from graywave.service.images import process_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import Drain, Latency, drain_of, run_wave
 from tests.helpers import DAY, lake_of, put_uploads
@@ -197,3 +199,18 @@ def test_hostile_entries_in_the_upload_folder_each_become_one_reject_and_the_wav
     assert (summary.processed, summary.rejected) == (1, 6)
     again = run_wave(settings, DAY, "evening", log=quiet_logs.append)
     assert (again.processed, again.rejected, again.skipped) == (0, 0, 7)  # exactly once
+
+
+def test_rerunning_a_past_wave_after_a_reprocess_changes_nothing(settings, quiet_logs):
+    """Reprocessed rows go to their upload's day, where every wave that lists the upload looks."""
+    past = DAY - timedelta(days=3)
+    keys = put_uploads(settings.blob_url, past, {"alice/a.jpg": photo(1), "alice/b.jpg": b"not a photo"})
+    run_wave(settings, past, "morning", log=quiet_logs.append)
+    with Backends.open(settings) as backends:
+        process_now(backends, settings, keys)  # e.g. PUT /images/alice: both handled again, now
+    for day in (past, past + timedelta(days=1)):  # each wave whose upload days include them
+        again = run_wave(settings, day, "evening", log=quiet_logs.append)
+        assert (again.processed, again.rejected, again.skipped) == (0, 0, 2)
+    assert handled_keys(settings) == sorted(keys)  # one row each, no duplicate
+    rows = lake_of(settings).read("images").to_pylist()
+    assert [(row["wave"], row["date"]) for row in rows] == [("api", past)]
