@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from graywave.config import Settings
-from graywave.errors import BadKey, NotFound
+from graywave.errors import BadKey, LakeBusy, NotFound
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
 from graywave.records import ImageRecord, RejectRecord, handling_days, record_from_document, wave_upload_days
@@ -242,9 +242,31 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
     return ProcessedImage(data=backends.blobs.read(key))
 
 
-def replace_upload(backends: Backends, settings: Settings, source_key: str, data: bytes, content_type: str) -> None:
+def upload_now(
+    backends: Backends, settings: Settings, user_id: str, data: bytes, content_type: str
+) -> tuple[str, bool]:
+    """Store a new upload and try to process it at once: (its key, whether it was processed).
+
+    While a wave holds the lake the upload stays stored as pending (the wave, or the next one,
+    processes it) instead of failing after it was stored, which a client's retry would duplicate.
+    """
+    key = store_upload(backends, settings, user_id, data, content_type)
+    try:
+        process_now(backends, settings, [key])
+    except LakeBusy:
+        return key, False
+    return key, True
+
+
+def replace_and_reprocess(
+    backends: Backends, settings: Settings, source_key: str, data: bytes, content_type: str
+) -> None:
+    """Replace an upload's original and reprocess it, holding the lake from before the write: while a
+    wave runs, this fails with ``LakeBusy`` having changed nothing."""
     identify(data, settings.max_pixels)
-    backends.blobs.write(source_key, data, content_type)
+    with backends.lake.exclusive(settings.lock_ttl_s):
+        backends.blobs.write(source_key, data, content_type)
+        _process(backends, settings, [source_key])
 
 
 def _blob_info(backends: Backends, key: str) -> BlobInfo:
@@ -257,11 +279,15 @@ def _blob_info(backends: Backends, key: str) -> BlobInfo:
 def process_now(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
     """Process these uploads at once (again, if they were handled): their old records are replaced."""
     with backends.lake.exclusive(settings.lock_ttl_s):
-        # Everything that can refuse comes before the old records are forgotten.
-        device = select_device(settings.device)
-        uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
-        result = process_uploads(uploads, backends.blobs, settings, device)
-        backends.rerecord(API_WAVE, result.images, result.rejects)
+        _process(backends, settings, source_keys)
+
+
+def _process(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
+    # Everything that can refuse comes before the old records are replaced.
+    device = select_device(settings.device)
+    uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
+    result = process_uploads(uploads, backends.blobs, settings, device)
+    backends.rerecord(API_WAVE, result.images, result.rejects)
 
 
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, read_upload
 from graywave.api.errors import ERRORS
 from graywave.api.models import Count, Error, Image, ImagePage
-from graywave.service.images import delete_images, process_now, replace_upload
+from graywave.service.images import delete_images, process_now, replace_and_reprocess
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -89,8 +89,9 @@ def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
     entry = app.catalog.get(app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
-    replace_upload(app.backends, app.settings, entry.source_key, data, file.content_type or "application/octet-stream")
-    process_now(app.backends, app.settings, [entry.source_key])
+    replace_and_reprocess(
+        app.backends, app.settings, entry.source_key, data, file.content_type or "application/octet-stream"
+    )
     return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
 
 

@@ -11,7 +11,7 @@ from graywave.api.deps import AppState, Owner, UploadField, read_upload
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
-from graywave.service.images import presigned_upload, process_now, processed_image, store_upload
+from graywave.service.images import presigned_upload, processed_image, store_upload, upload_now
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -22,6 +22,7 @@ router = APIRouter(tags=["images"], responses=ERRORS)
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         200: {"model": Image, "description": "Processed now (wait=true)"},
+        202: {"model": Image, "description": "Stored as pending (without wait, or while a wave runs)"},
         413: {"model": Error},
         415: {"model": Error},
     },
@@ -34,13 +35,15 @@ async def upload(
     wait: Annotated[bool, Query(description="Process it now and return the result.")] = False,
 ) -> Any:
     data = await read_upload(file, app)
-    key = store_upload(app.backends, app.settings, user_id, data, file.content_type or "application/octet-stream")
+    content_type = file.content_type or "application/octet-stream"
     if wait:
-        process_now(app.backends, app.settings, [key])
+        key, processed = upload_now(app.backends, app.settings, user_id, data, content_type)
+    else:
+        key, processed = store_upload(app.backends, app.settings, user_id, data, content_type), False
     image = Image.of(app.catalog.get(app.settings.today(), user_id, image_id_for(key)))
-    if wait:
+    if processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
-    return image
+    return image  # 202: pending (with wait=true too, while a wave holds the lake)
 
 
 @router.post(

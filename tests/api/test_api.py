@@ -290,3 +290,22 @@ def test_a_damaged_token_file_answers_a_json_503_not_a_crash(api):
     response = api.client("alice").get("/images/alice")
     assert error_of(response) == (503, "unavailable")
     assert "token file" in response.json()["error"]["message"]
+
+
+def test_writes_during_a_wave_change_nothing_or_wait_as_pending(api):
+    """A 409 must mean nothing changed; an upload with wait=true is kept as pending (202) instead."""
+    alice = api.client("alice")
+    done = upload(alice, "alice", wait=True).json()
+    with Backends.open(api.settings) as backends:
+        [row] = backends.lake.read("images").to_pylist()
+        original = backends.blobs.read(row["source_key"])
+        with backends.lake.exclusive():  # a wave is running
+            replaced = alice.put(f"/images/alice/{done['image_id']}", files={"file": ("new.jpg", DARK, "image/jpeg")})
+            assert error_of(replaced) == (409, "conflict")
+            assert backends.blobs.read(row["source_key"]) == original  # the original was not overwritten
+            waiting = upload(alice, "alice", wait=True)
+            assert waiting.status_code == 202 and waiting.json()["status"] == "pending"
+    wave_flow(name="morning")
+    images = alice.get("/images/alice").json()
+    assert images["total"] == 2 and {item["status"] for item in images["items"]} == {"processed"}
+    assert alice.get(f"/images/alice/{done['image_id']}").json()["histogram"] == done["histogram"]
