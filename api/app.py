@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from graywave import __version__
 from graywave.api import errors
 from graywave.api.deps import State
+from graywave.api.limits import EarlyRefusal
 from graywave.api.routers import analytics, images, uploads
 from graywave.config import Settings
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="graywave", version=__version__, lifespan=lifespan, description=DESCRIPTION)
     app.state.graywave = state
     errors.install(app)
+    app.add_middleware(EarlyRefusal)  # before any body is read
     app.include_router(analytics.router)  # first: its aliases share the /images prefix
     app.include_router(images.router)
     app.include_router(uploads.router)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import tempfile
+import threading
+import time
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -156,10 +160,13 @@ def test_delete_removes_an_image_everywhere(api):
     assert api.client("admin").delete("/images").json() == {"count": 1}
 
 
-def test_a_running_wave_makes_writes_wait_with_409(api):
+def test_a_running_wave_makes_deletes_and_reprocessing_wait_with_409(api):
     alice = api.client("alice")
+    done = upload(alice, "alice", wait=True).json()
     with Backends.open(api.settings) as backends, backends.lake.exclusive():
-        assert error_of(upload(alice, "alice", wait=True)) == (409, "conflict")
+        assert error_of(alice.delete("/images/alice")) == (409, "conflict")
+        assert error_of(alice.put("/images/alice")) == (409, "conflict")
+    assert alice.get(f"/images/alice/{done['image_id']}").json()["status"] == "processed"  # nothing changed
 
 
 def test_the_analytical_queries_and_their_design_document_aliases(api):
@@ -309,3 +316,49 @@ def test_writes_during_a_wave_change_nothing_or_wait_as_pending(api):
     images = alice.get("/images/alice").json()
     assert images["total"] == 2 and {item["status"] for item in images["items"]} == {"processed"}
     assert alice.get(f"/images/alice/{done['image_id']}").json()["histogram"] == done["histogram"]
+
+
+def _spooled(folder) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def test_bodies_are_refused_before_they_are_read(api, tmp_path, monkeypatch):
+    """No token, or too many bytes: refused from the headers (or cut off), nothing big spooled."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))  # where the server would spool the body
+    peak = [0]
+    watching = threading.Event()
+
+    def watch() -> None:
+        while not watching.is_set():
+            peak[0] = max(peak[0], _spooled(spool))
+            time.sleep(0.01)
+
+    def body(megabytes: int):
+        envelope = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'
+        yield envelope
+        for _ in range(megabytes):
+            yield b"\xff" * 1_000_000
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    anonymous = api.client(None)
+    try:
+        refused = anonymous.post("/images/alice", content=body(200), headers=headers)
+        assert error_of(refused) == (401, "unauthorized")
+    except httpx.TransportError:
+        pass  # the server answered and closed while the client was still sending: refused too
+    alice = api.client("alice")
+    too_long = alice.post("/images/alice", content=b"x" * 3_000_000, headers={**headers, "Content-Length": "3000000"})
+    assert error_of(too_long) == (413, "too_large")
+    try:
+        chunked = alice.post("/images/alice", content=body(20), headers=headers)  # no Content-Length
+        assert error_of(chunked) == (413, "too_large")
+    except httpx.TransportError:
+        pass
+    watching.set()
+    watcher.join()
+    assert peak[0] < 10_000_000, f"{peak[0]} bytes were spooled"
+    assert alice.get("/images/alice").json()["total"] == 0
