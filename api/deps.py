@@ -3,11 +3,14 @@ the common parameters."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, File, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from graywave.api.errors import ApiError
@@ -19,6 +22,8 @@ from graywave.service.images import ImageCatalog
 from graywave.service.tokens import Principal, TokenStore
 from graywave.storage.layout import USER_ID_PATTERN
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class State:
@@ -29,6 +34,8 @@ class State:
     tokens: TokenStore
     catalog: ImageCatalog
     daily: DailyHistogramsCache
+    processing: threading.BoundedSemaphore
+    """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``)."""
 
     @classmethod
     def open(cls, settings: Settings) -> State:
@@ -39,7 +46,27 @@ class State:
             tokens=TokenStore(settings.api_tokens_file),
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
+            processing=threading.BoundedSemaphore(settings.api_processing_slots),
         )
+
+
+RETRY_AFTER_S = 5
+
+
+async def processing(app: State, work: Callable[[], T]) -> T:
+    """Run CPU-heavy ``work`` (decoding, processing) on a worker thread, never on the event loop,
+    in one of the app's processing slots; 503 with ``Retry-After`` when every slot is taken."""
+    if not app.processing.acquire(blocking=False):
+        raise ApiError(
+            503,
+            f"{app.settings.api_processing_slots} uploads are being processed now; retry in a few seconds",
+            "busy",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+        )
+    try:
+        return await run_in_threadpool(work)
+    finally:
+        app.processing.release()
 
 
 def state(request: Request) -> State:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     api_tokens_file: Path = Field(
         Path("./data/api-tokens.json"), description="SHA-256 digests of the API's bearer tokens (graywave token issue)."
     )
+    api_processing_slots: int = Field(
+        2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more answer 503."
+    )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
     workers: int = Field(

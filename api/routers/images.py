@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, read_upload
+from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, processing, read_upload
 from graywave.api.errors import ERRORS
 from graywave.api.models import Count, Error, Image, ImagePage
 from graywave.service.images import delete_images, process_now, replace_and_reprocess
@@ -83,14 +83,15 @@ def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
 @router.put(
     "/images/{user_id}/{image_id}",
     response_model=Image,
-    responses={413: {"model": Error}, 415: {"model": Error}},
+    responses={413: {"model": Error}, 415: {"model": Error}, 503: {"model": Error}},
     summary="Replace an image's content and reprocess it now",
 )
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
     entry = app.catalog.get(app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
-    replace_and_reprocess(
-        app.backends, app.settings, entry.source_key, data, file.content_type or "application/octet-stream"
+    content_type = file.content_type or "application/octet-stream"
+    await processing(
+        app, lambda: replace_and_reprocess(app.backends, app.settings, entry.source_key, data, content_type)
     )
     return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from graywave.api.deps import AppState, Owner, UploadField, read_upload
+from graywave.api.deps import AppState, Owner, UploadField, processing, read_upload
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
@@ -23,6 +24,7 @@ router = APIRouter(tags=["images"], responses=ERRORS)
     responses={
         200: {"model": Image, "description": "Processed now (wait=true)"},
         202: {"model": Image, "description": "Stored as pending (without wait, or while a wave runs)"},
+        503: {"model": Error, "description": "Every processing slot is taken (wait=true): retry after Retry-After"},
         413: {"model": Error},
         415: {"model": Error},
     },
@@ -37,10 +39,13 @@ async def upload(
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
     if wait:
-        key, processed = upload_now(app.backends, app.settings, user_id, data, content_type)
-    else:
-        key, processed = store_upload(app.backends, app.settings, user_id, data, content_type), False
-    image = Image.of(app.catalog.get(app.settings.today(), user_id, image_id_for(key)))
+        key, processed = await processing(
+            app, lambda: upload_now(app.backends, app.settings, user_id, data, content_type)
+        )
+    else:  # the header check only, but still not on the event loop
+        key = await run_in_threadpool(store_upload, app.backends, app.settings, user_id, data, content_type)
+        processed = False
+    image = Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(key)))
     if processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
     return image  # 202: pending (with wait=true too, while a wave holds the lake)

@@ -362,3 +362,36 @@ def test_bodies_are_refused_before_they_are_read(api, tmp_path, monkeypatch):
     watcher.join()
     assert peak[0] < 10_000_000, f"{peak[0]} bytes were spooled"
     assert alice.get("/images/alice").json()["total"] == 0
+
+
+def test_processing_runs_off_the_event_loop_in_bounded_slots(api, monkeypatch):
+    """While an upload processes, other requests are served; past the slots, 503 with Retry-After."""
+    import graywave.api.routers.uploads as uploads_router
+
+    release, entered = threading.Event(), threading.Event()
+    real = uploads_router.upload_now
+
+    def slow(*args, **kwargs):
+        entered.set()
+        release.wait(30)  # stands for a huge image being decoded
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(uploads_router, "upload_now", slow)
+    alice, bob = api.client("alice"), api.client("bob")
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", upload(alice, "alice", wait=True)))
+    second = threading.Thread(target=lambda: results.setdefault("second", upload(alice, "alice", wait=True)))
+    first.start()
+    assert entered.wait(30)
+    second.start()
+    quick = httpx.Client(base_url=api.url, headers=bob.headers, timeout=10)  # fails if the loop were blocked
+    assert quick.get("/images/bob").status_code == 200
+    assert quick.get("/analytics/median").status_code in (200, 404)
+    third = upload(alice, "alice", wait=True)  # slots: 2 (the default), both taken
+    assert error_of(third) == (503, "busy") and third.headers["retry-after"] == "5"
+    release.set()
+    first.join(60)
+    second.join(60)
+    # Both ran; the one that found the other holding the lake was kept as pending (202).
+    assert sorted(r.status_code for r in results.values()) in ([200, 200], [200, 202])
+    assert alice.get("/images/alice").json()["total"] == 2  # the refused one stored nothing
