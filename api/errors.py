@@ -55,13 +55,24 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
     return JSONResponse(body, status_code=status_code, headers=headers)
 
 
+REJECTED_MESSAGES = {
+    RejectReason.NOT_AN_IMAGE: "the file is not an image",
+    RejectReason.UNSUPPORTED_FORMAT: "the image format is not one of JPEG, HEIC/HEIF, PNG, WebP, AVIF",
+    RejectReason.TRUNCATED: "the image is truncated",
+    RejectReason.CORRUPT: "the image data is corrupt",
+}
+"""What a client is told of an image it sent; the decoder's own words go to the log only."""
+
+
 def _rejected(error: Rejected) -> tuple[int, str, str]:
     """An upload refused at the door: too big (413), empty (400), or not an accepted image (415)."""
     if error.reason == RejectReason.TOO_MANY_PIXELS:
         return 413, CODES[413], error.detail
     if error.reason == RejectReason.EMPTY:
         return 400, "empty", "the uploaded file is empty"
-    return 415, CODES[415], f"not an accepted image ({error.reason}): {error.detail}"
+    logger.info("upload refused (%s): %s", error.reason, error.detail)
+    message = REJECTED_MESSAGES.get(error.reason, "the file cannot be processed")
+    return 415, CODES[415], f"not an accepted image ({error.reason}): {message}"
 
 
 def status_of(error: GraywaveError) -> tuple[int, str, str]:
@@ -74,8 +85,8 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
         return 400, CODES[400], str(error)
     if isinstance(error, NotFound):
         return 404, CODES[404], str(error)
-    if isinstance(error, LakeBusy):
-        return 409, CODES[409], f"a wave is running, try again later ({error})"
+    if isinstance(error, LakeBusy):  # its message names the lock's path: the server's business
+        return 409, CODES[409], "a wave is running: try again when it has ended"
     if isinstance(error, Busy):
         return 409, CODES[409], str(error)
     if isinstance(error, BackendUnavailable):
@@ -100,6 +111,11 @@ def install(app: FastAPI) -> None:
         if error.status_code == 405:
             message = "this method is not allowed on this resource"
         return error_response(error.status_code, code, message, getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return error_response(500, "error", "an unexpected error; it is logged on the server")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:

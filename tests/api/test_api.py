@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from graywave.api.errors import REJECTED_MESSAGES
 from graywave.flows.analytics import analytics_flow
 from graywave.flows.wave import wave_flow
 from graywave.records import image_id_for
@@ -395,3 +396,25 @@ def test_processing_runs_off_the_event_loop_in_bounded_slots(api, monkeypatch):
     # Both ran; the one that found the other holding the lake was kept as pending (202).
     assert sorted(r.status_code for r in results.values()) in ([200, 200], [200, 202])
     assert alice.get("/images/alice").json()["total"] == 2  # the refused one stored nothing
+
+
+def test_error_messages_keep_the_servers_internals_to_the_server(api, monkeypatch):
+    """Decoder internals, lock paths and unexpected exceptions stay in the log; the JSON shape stays."""
+    import graywave.api.routers.uploads as uploads_router
+
+    alice = api.client("alice")
+    garbage = upload(alice, "alice", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    assert error_of(garbage)[0] == 415
+    assert garbage.json()["error"]["message"] in {
+        f"not an accepted image ({reason}): {text}" for reason, text in REJECTED_MESSAGES.items()
+    }
+    with Backends.open(api.settings) as backends, backends.lake.exclusive():
+        busy = alice.delete("/images/alice")
+    assert error_of(busy) == (409, "conflict") and "/" not in busy.json()["error"]["message"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(uploads_router, "store_upload", broken)
+    crashed = upload(alice, "alice")
+    assert error_of(crashed) == (500, "error") and "secret" not in crashed.json()["error"]["message"]
