@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, File, Query, Request, UploadFile
+from fastapi import Depends, File, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -98,7 +98,17 @@ def admin(principal: Caller) -> Principal:
     return principal
 
 
-def owner(user_id: str, principal: Caller) -> str:
+UserIdPath = Annotated[
+    str,
+    Path(
+        description="A user id: 1 to 64 of A-Z, a-z, 0-9, '_' and '-' (400 `invalid_id` otherwise).",
+        # Documented, not validated by FastAPI: a mismatch is the API's own 400 `invalid_id`.
+        json_schema_extra={"pattern": USER_ID_PATTERN.pattern},
+    ),
+]
+
+
+def owner(user_id: UserIdPath, principal: Caller) -> str:
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise ApiError(400, f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}", "invalid_id")
     if not principal.may_access(user_id):
@@ -110,7 +120,7 @@ Admin = Annotated[Principal, Depends(admin)]
 Owner = Annotated[str, Depends(owner)]
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]
 Day = Annotated[date | None, Query(alias="date", description="Day (default: today in GRAYWAVE_TIMEZONE).")]
 MetricQuery = Annotated[
     str, Query(description=f"One of {', '.join(METRICS)}.", pattern="^(" + "|".join(METRICS) + ")$")

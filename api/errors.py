@@ -7,6 +7,7 @@ raise and never catch. ``ApiError`` is for what only HTTP knows (tokens, access,
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -94,6 +95,20 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
     return 500, "error", f"{type(error).__name__}: {error}"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the API documents at the path (Starlette's 405 names only those of the first
+    route whose path matched, and FastAPI makes one route per method). Where templates overlap
+    (``/images/day/median`` and ``/images/{user_id}/{image_id}``), the one with the most literal
+    segments is the path's."""
+    matches: list[tuple[int, set[str]]] = []
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path):
+            literals = sum(1 for part in template.split("/") if part and not part.startswith("{"))
+            matches.append((literals, {method.upper() for method in operations}))
+    best = max((literals for literals, _ in matches), default=0)
+    return sorted({m for literals, methods in matches if literals == best for m in methods})
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape."""
 
@@ -105,12 +120,14 @@ def install(app: FastAPI) -> None:
         return error_response(status_code, code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = getattr(error, "code", None) or CODES.get(error.status_code, "error")
         message = error.detail if isinstance(error.detail, str) else str(error.detail)
+        headers = getattr(error, "headers", None)
         if error.status_code == 405:
             message = "this method is not allowed on this resource"
-        return error_response(error.status_code, code, message, getattr(error, "headers", None))
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        return error_response(error.status_code, code, message, headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:

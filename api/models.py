@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.images import ImageEntry
+from graywave.storage.uploads import UPLOAD_CONTENT_TYPES
 
 HISTOGRAM_EXAMPLE: list[Any] = [
     0,
@@ -152,7 +153,11 @@ class PresignedUpload(BaseModel):
 
 
 class UploadUrlRequest(BaseModel):
-    content_type: str = Field(examples=["image/jpeg", "image/heic"])
+    content_type: str = Field(
+        examples=["image/jpeg", "image/heic"],
+        description="The photo's type; another one is refused with 415.",
+        json_schema_extra={"enum": list(UPLOAD_CONTENT_TYPES)},  # documented; the 415 is the service's
+    )
 
 
 class Weekly(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner, State
 from graywave.api.errors import ERRORS, ApiError
@@ -38,15 +38,24 @@ def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) ->
     return Similar(user_id=user_id, date=when.isoformat(), metric=metric, neighbours=neighbours)
 
 
+N_BOUNDS = {"minimum": 1, "maximum": 1000}
+"""Documented, not validated by FastAPI: the route answers its own 400 outside them."""
+WeekQuery = Annotated[
+    str | None,
+    Query(
+        description="ISO week, e.g. 2026-W48 (default: this week); 400 for a week the year does not have.",
+        json_schema_extra={"pattern": r"^[1-9][0-9]{3}-W(0[1-9]|[1-4][0-9]|5[0-3])$"},
+    ),
+]
+
+
 @router.get("/users/{user_id}/weekly", response_model=Weekly, summary="Every image histogram of a user in an ISO week")
 @router.get(
     "/images/weekly/{user_id}",
     response_model=Weekly,
     summary="Alias of /users/{user_id}/weekly (the design document's route)",
 )
-def get_weekly(
-    user_id: Owner, app: AppState, week: Annotated[str | None, Query(description="ISO week, e.g. 2026-W48.")] = None
-) -> Weekly:
+def get_weekly(user_id: Owner, app: AppState, week: WeekQuery = None) -> Weekly:
     return _weekly(app, user_id, week)
 
 
@@ -78,7 +87,11 @@ def get_similar(
     summary="Alias of /users/{user_id}/similar (the design document's route)",
 )
 def get_similar_alias(
-    user_id: Owner, n: int, app: AppState, day: Day = None, metric: MetricQuery = DEFAULT_METRIC
+    user_id: Owner,
+    n: Annotated[int, Path(description="How many users, 1 to 1000.", json_schema_extra=N_BOUNDS)],
+    app: AppState,
+    day: Day = None,
+    metric: MetricQuery = DEFAULT_METRIC,
 ) -> Similar:
     if not 1 <= n <= 1000:
         raise ApiError(400, "n must be between 1 and 1000")

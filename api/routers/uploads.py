@@ -54,6 +54,7 @@ async def upload(
 @router.post(
     "/images/{user_id}/upload-url",
     response_model=PresignedUpload,
+    responses={415: {"model": Error}},
     summary="A presigned S3 POST for one direct upload from the phone (S3 blob stores only)",
 )
 def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> PresignedUpload:

@@ -418,3 +418,12 @@ def test_error_messages_keep_the_servers_internals_to_the_server(api, monkeypatc
     monkeypatch.setattr(uploads_router, "store_upload", broken)
     crashed = upload(alice, "alice")
     assert error_of(crashed) == (500, "error") and "secret" not in crashed.json()["error"]["message"]
+
+
+def test_a_405_names_every_documented_method_and_huge_offsets_are_refused(api):
+    admin = api.client("admin")
+    refused = admin.request("OPTIONS", "/images/alice")
+    assert error_of(refused) == (405, "method_not_allowed")
+    assert refused.headers["allow"] == "DELETE, GET, POST, PUT"
+    assert admin.request("PATCH", "/images/day/median").headers["allow"] == "GET"
+    assert error_of(admin.get("/images", params={"offset": 2**64})) == (422, "invalid")  # once a 500 on MongoDB
