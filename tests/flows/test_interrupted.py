@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from graywave.config import Settings
 from graywave.service.samples import encode, synthetic_photo
+from graywave.service.wave import run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
 from tests.helpers import DAY, put_uploads
@@ -89,3 +91,48 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
     for row in images:
         assert len(store.read(row["processed_key"])) == row["processed_bytes"]
     assert len({r["image_id"] for r in images}) == 36
+
+
+@pytest.mark.parametrize("when", ["while it collects", "while it processes"])
+def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(tmp_path, when):
+    """What a supervisor (systemd, Kubernetes) does to stop a wave: SIGTERM to its process."""
+    blobs, lake = tmp_path / "blobs", tmp_path / "lake"
+    count = 4 if when == "while it collects" else 24
+    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(count)}
+    keys = put_uploads(blobs, DAY, files)
+    prefect_home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
+    env = os.environ | {
+        "GRAYWAVE_BLOB_URL": str(blobs),
+        "GRAYWAVE_LAKE_URL": str(lake),
+        "GRAYWAVE_WORKERS": "1",
+        "GRAYWAVE_BATCH_SIZE": "1",
+        "GRAYWAVE_LAKE_FLUSH_ROWS": "1",
+        "GRAYWAVE_DEVICE": "cpu",
+        "PREFECT_HOME": str(prefect_home),
+    }
+    process = subprocess.Popen(
+        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        target = count if when == "while it collects" else 2  # all recorded, or a round under way
+        deadline = time.monotonic() + 120
+        while lake_files(lake) < target:
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the wave made no progress"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)  # a TimeoutExpired here is the failure: the wave did not end
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # its Prefect server, if it outlived it
+        process.wait()
+    assert process.returncode != 0  # it stopped; it did not finish
+    settings = Settings(blob_url=str(blobs), lake_url=str(lake), device="cpu")
+    run_wave(settings, DAY, "evening", log=lambda _: None)  # the lock was released
+    images = Lake(LocalBlobStore(lake)).read("images").column("source_key").to_pylist()
+    assert sorted(images) == sorted(keys)
