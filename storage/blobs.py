@@ -83,7 +83,10 @@ class BlobStore(Protocol):
         ...
 
 
-_TEMP_PREFIX = ".graywave-tmp-"
+_TEMP_FOLDER = ".graywave-tmp"
+"""Where a write stages its bytes before it renames them into place: a folder of the store's root,
+outside every key prefix, so that no listing sees a half-written file and every upload is listed,
+whatever its name."""
 
 
 class LocalBlobStore:
@@ -106,10 +109,8 @@ class LocalBlobStore:
         if not base.is_dir():
             return
         for directory, subdirs, files in os.walk(base):  # symbolic links to folders are not followed
-            subdirs.sort()
+            subdirs[:] = sorted(d for d in subdirs if not (d == _TEMP_FOLDER and Path(directory) == self.root))
             for name in sorted(files):
-                if name.startswith(_TEMP_PREFIX):
-                    continue
                 path = Path(directory, name)
                 key = path.relative_to(self.root).as_posix()
                 if not key.startswith(prefix):
@@ -147,7 +148,9 @@ class LocalBlobStore:
     def write(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f"{_TEMP_PREFIX}{uuid.uuid4().hex}")
+        staging = self.root / _TEMP_FOLDER
+        staging.mkdir(exist_ok=True)
+        temp = staging / uuid.uuid4().hex
         temp.write_bytes(data)
         os.replace(temp, path)
 

@@ -116,3 +116,11 @@ def test_a_listing_skips_a_blob_deleted_while_it_runs(tmp_path):
     first = next(listing)
     store.delete("u/b.jpg")  # after the folder was read, before b's entry is looked at
     assert [first.key, *(blob.key for blob in listing)] == ["u/a.jpg", "u/c.jpg"]
+
+
+def test_any_upload_name_is_listed_and_no_half_written_file_is(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    store.write("uploads/2026-11-25/u/.graywave-tmp-1.jpg", b"a photo", "image/jpeg")  # once skipped as a temp file
+    (tmp_path / ".graywave-tmp").mkdir(exist_ok=True)
+    (tmp_path / ".graywave-tmp" / "in-flight").write_bytes(b"half")  # a write under way
+    assert [blob.key for blob in store.list("")] == ["uploads/2026-11-25/u/.graywave-tmp-1.jpg"]
