@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         state.backends.close()
 
-    app = FastAPI(title="graywave", version=__version__, lifespan=lifespan, description=DESCRIPTION)
+    # No trailing-slash redirects: Starlette builds their Location from the Host header (an open redirect).
+    app = FastAPI(
+        title="graywave", version=__version__, lifespan=lifespan, description=DESCRIPTION, redirect_slashes=False
+    )
     app.state.graywave = state
     errors.install(app)
     app.add_middleware(EarlyRefusal)  # before any body is read

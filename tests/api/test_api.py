@@ -427,3 +427,8 @@ def test_a_405_names_every_documented_method_and_huge_offsets_are_refused(api):
     assert refused.headers["allow"] == "DELETE, GET, POST, PUT"
     assert admin.request("PATCH", "/images/day/median").headers["allow"] == "GET"
     assert error_of(admin.get("/images", params={"offset": 2**64})) == (422, "invalid")  # once a 500 on MongoDB
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_host_a_client_names(api):
+    response = api.client("alice").get("/images/alice/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert error_of(response) == (404, "not_found") and "location" not in response.headers
