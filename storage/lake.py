@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from graywave.errors import BackendUnavailable, BlobNotFound, Busy, LakeBusy
 from graywave.records import ImageRecord, RejectRecord
@@ -97,6 +98,8 @@ SORT_KEYS: dict[Table, list[tuple[str, str]]] = {
 }
 """Appended files are sorted so that row-group statistics serve the reads that filter by these."""
 
+READ_ATTEMPTS = 6
+"""Reads of a lake whose files change under them, before it counts as unreadable."""
 ROW_GROUP = 1024
 """Rows per row group of appended files: small enough that a filter on one user reads little."""
 
@@ -344,16 +347,24 @@ class Lake:
 
     def _reading(self, read: Callable[[bool], pa.Table]) -> pa.Table:
         """``read(False)``; if a file changed under it (rewritten or removed since it was listed: a
-        missing file, or bytes that no longer match the footer read), ``read(True)`` once, listing
-        afresh. A store that still cannot be read is ``BackendUnavailable``."""
+        missing file, or bytes that no longer match the footer read), ``read(True)``, listing afresh,
+        up to ``READ_ATTEMPTS`` times in all: writers that keep rewriting files (deletes and
+        reprocessing while a wave records) can beat one retry. A store that still cannot be read is
+        ``BackendUnavailable``."""
+        attempts = Retrying(
+            stop=stop_after_attempt(READ_ATTEMPTS),
+            wait=wait_random(0.01, 0.1),
+            retry=retry_if_exception_type((OSError, pa.ArrowInvalid)),
+            before_sleep=lambda _: self._datasets.clear(),
+            reraise=True,
+        )
         try:
-            return read(False)
-        except (OSError, pa.ArrowInvalid):
-            self._datasets.clear()
-        try:
-            return read(True)
+            for attempt in attempts:
+                with attempt:
+                    return read(attempt.retry_state.attempt_number > 1)
         except (OSError, pa.ArrowInvalid) as error:
             raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
     def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""

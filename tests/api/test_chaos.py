@@ -1,0 +1,118 @@
+"""A chaos test: for a while, concurrent uploads, uploads processed at once, deletes, lists,
+reprocessing and two waves run against one API and one lake. Afterwards nothing answered 5xx, every
+upload was deleted or is exactly one row, processed images match the rows one to one, and a rerun
+changes nothing."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from graywave.errors import LakeBusy
+from graywave.service.backends import Backends
+from graywave.service.wave import run_wave
+from tests.api.test_api import DARK, PHOTO, upload
+
+pytestmark = pytest.mark.slow
+SECONDS = 25
+
+
+@pytest.mark.parametrize("api", ["embedded"], indirect=True)
+def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
+    stop = threading.Event()
+    statuses: Counter[int] = Counter()
+    uploaded: dict[str, str] = {}  # image id -> user
+    deleted: set[str] = set()
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def note(response) -> None:
+        with lock:
+            statuses[response.status_code] += 1
+
+    def actor(work) -> threading.Thread:
+        def loop() -> None:
+            rng = random.Random(threading.get_ident())
+            try:
+                while not stop.is_set():
+                    work(rng)
+            except BaseException as error:  # noqa: BLE001 - reported after the run
+                errors.append(error)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        return thread
+
+    clients = {who: api.client(who) for who in ("alice", "bob", "admin")}
+
+    def uploads(rng: random.Random, wait: bool = False) -> None:
+        user = rng.choice(["alice", "bob"])
+        response = upload(clients[user], user, rng.choice([PHOTO, DARK]), wait=wait)
+        note(response)
+        if response.status_code in (200, 202):
+            with lock:
+                uploaded[response.json()["image_id"]] = user
+
+    def deletes(rng: random.Random) -> None:
+        with lock:
+            choices = [(i, u) for i, u in uploaded.items() if i not in deleted]
+        if not choices:
+            time.sleep(0.05)
+            return
+        image_id, user = rng.choice(choices)
+        response = clients[user].delete(f"/images/{user}/{image_id}")
+        note(response)
+        if response.status_code == 204:
+            with lock:
+                deleted.add(image_id)
+        time.sleep(0.2)
+
+    def lists(rng: random.Random) -> None:
+        note(clients["admin"].get("/images"))
+        note(clients["alice"].get("/images/alice"))
+
+    def reprocesses(rng: random.Random) -> None:
+        note(clients["alice"].put("/images/alice"))
+        time.sleep(0.5)
+
+    def waves(rng: random.Random) -> None:
+        try:
+            run_wave(api.settings, api.settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
+        except LakeBusy:
+            time.sleep(0.1)
+
+    actors = [
+        actor(uploads),
+        actor(uploads),
+        actor(lambda rng: uploads(rng, wait=True)),
+        actor(deletes),
+        actor(lists),
+        actor(reprocesses),
+        actor(waves),
+        actor(waves),
+    ]
+    time.sleep(SECONDS)
+    stop.set()
+    for thread in actors:
+        thread.join(120)
+    assert not errors, errors
+    assert not [code for code in statuses if code >= 500], statuses
+    assert uploaded and deleted, "the run should have uploaded and deleted"
+
+    run_wave(api.settings, api.settings.today(), "final", log=lambda _: None)  # what is still pending
+    with Backends.open(api.settings) as backends:
+        images = backends.lake.read("images").to_pylist()
+        rejects = backends.lake.read("rejects").to_pylist()
+        rows = Counter(row["image_id"] for row in images + rejects)
+        assert max(rows.values()) == 1, [i for i, n in rows.items() if n > 1]  # no duplicate
+        expected = set(uploaded) - deleted
+        extra, lost = set(rows) - expected, expected - set(rows)
+        assert not extra and not lost, (statuses, "deleted but recorded:", extra & deleted, "extra:", extra, lost)
+        processed = {blob.key for blob in backends.blobs.list("processed/")}
+        assert processed == {row["processed_key"] for row in images}  # files match rows, one to one
+    again = run_wave(api.settings, api.settings.today(), "rerun", log=lambda _: None)
+    assert (again.processed, again.rejected) == (0, 0)
