@@ -38,7 +38,9 @@ class EarlyRefusal:
             return
         state = scope["app"].state.graywave
         limit = state.settings.max_upload_bytes + ENVELOPE_BYTES
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:  # the first of a repeated header, as Starlette reads it
+            headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
         refusal = _refusal(state, headers, limit)
         if refusal is not None:
             await refusal(scope, receive, send)
@@ -75,7 +77,9 @@ def _refusal(state: Any, headers: dict[str, str], limit: int) -> Any:
     if principal is None:
         return error_response(401, "unauthorized", "the bearer token is not valid", challenge)
     length = headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and not (length.isascii() and length.isdigit()):
+        return error_response(400, "bad_request", "the Content-Length header is not a number")
+    if length is not None and int(length) > limit:
         return _too_large(limit)
     return None
 

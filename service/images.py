@@ -13,8 +13,10 @@ Processing and deleting hold the lake's writer lock, like a wave: while a wave r
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal, cast
@@ -23,7 +25,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from graywave.config import Settings
-from graywave.errors import BadKey, LakeBusy, NotFound
+from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, LakeBusy, NotFound
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
 from graywave.records import ImageRecord, RejectRecord, handling_days, record_from_document, wave_upload_days
@@ -248,6 +250,19 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
     return ProcessedImage(data=backends.blobs.read(key))
 
 
+_API_WRITES = threading.Lock()
+"""The API's own writes to the lake, one at a time in this process: they wait for each other (a
+request, briefly) instead of taking each other for a running wave."""
+
+
+@contextmanager
+def _holding_the_lake(backends: Backends, settings: Settings) -> Iterator[None]:
+    """The lake for one API write: after this process's other API writes, and ``LakeBusy`` at
+    once if a wave (another process) holds it."""
+    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s):
+        yield
+
+
 def upload_now(
     backends: Backends, settings: Settings, user_id: str, data: bytes, content_type: str
 ) -> tuple[str, bool]:
@@ -259,7 +274,7 @@ def upload_now(
     key = store_upload(backends, settings, user_id, data, content_type)
     try:
         process_now(backends, settings, [key])
-    except LakeBusy:
+    except (LakeBusy, BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
         return key, False
     return key, True
 
@@ -270,7 +285,8 @@ def replace_and_reprocess(
     """Replace an upload's original and reprocess it, holding the lake from before the write: while a
     wave runs, this fails with ``LakeBusy`` having changed nothing."""
     identify(data, settings.max_pixels)
-    with backends.lake.exclusive(settings.lock_ttl_s):
+    select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
+    with _holding_the_lake(backends, settings):
         backends.blobs.write(source_key, data, content_type)
         _process(backends, settings, [source_key])
 
@@ -284,7 +300,7 @@ def _blob_info(backends: Backends, key: str) -> BlobInfo:
 
 def process_now(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
     """Process these uploads at once (again, if they were handled): their old records are replaced."""
-    with backends.lake.exclusive(settings.lock_ttl_s):
+    with _holding_the_lake(backends, settings):
         _process(backends, settings, source_keys)
 
 
@@ -300,7 +316,7 @@ def delete_images(backends: Backends, settings: Settings, entries: Iterable[Imag
     """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
     owners' analytics rows of the days those images counted in (rerun the analytics to recompute)."""
     entries = list(entries)
-    with backends.lake.exclusive(settings.lock_ttl_s):
+    with _holding_the_lake(backends, settings):
         for entry in entries:
             backends.blobs.delete(entry.source_key)
             if isinstance(entry.record, ImageRecord):

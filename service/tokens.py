@@ -80,8 +80,11 @@ def _read(path: Path) -> list[dict[str, Any]]:
         return []
     try:
         entries = json.loads(text)["tokens"]
-        if not all(isinstance(e["sha256"], str) and isinstance(e["admin"], bool) for e in entries):
-            raise ValueError("an entry's sha256 is not a string or its admin not a boolean")
+        if not all(
+            isinstance(e["sha256"], str) and isinstance(e["label"], str) and isinstance(e["admin"], bool)
+            for e in entries
+        ):
+            raise ValueError("an entry's sha256 or label is not a string, or its admin not a boolean")
         return list(entries)
     except (ValueError, KeyError, TypeError) as error:
         raise BackendUnavailable(

@@ -112,10 +112,12 @@ class S3BlobStore:
                     raise BlobNotFound(key) from None
                 raise
             body = response["Body"]
-            if max_bytes is not None and response["ContentLength"] > max_bytes:
+            if max_bytes is not None and response.get("ContentLength", 0) > max_bytes:
                 body.close()  # the rest is never downloaded
                 raise too_large(key, max_bytes)
-            data: bytes = body.read()
+            data: bytes = body.read() if max_bytes is None else body.read(max_bytes + 1)
+            if max_bytes is not None and len(data) > max_bytes:  # a server that gave no length
+                raise too_large(key, max_bytes)
             return data
 
     def write(self, key: str, data: bytes, content_type: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
 
 from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, processing, read_upload
 from graywave.api.errors import ERRORS
@@ -87,13 +88,13 @@ def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
     summary="Replace an image's content and reprocess it now",
 )
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
-    entry = app.catalog.get(app.settings.today(), user_id, image_id)
+    entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
     await processing(
         app, lambda: replace_and_reprocess(app.backends, app.settings, entry.source_key, data, content_type)
     )
-    return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
+    return Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id))
 
 
 @router.delete("/images/{user_id}/{image_id}", status_code=204, summary="Delete an image everywhere")

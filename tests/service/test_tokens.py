@@ -46,6 +46,9 @@ def test_a_damaged_token_file_is_an_error_naming_it_and_is_never_overwritten(tmp
     path.write_text(json.dumps({"tokens": [{"label": "x"}]}))
     with pytest.raises(BackendUnavailable, match="KeyError"):
         TokenStore(path).authenticate("gw_anything")
+    path.write_text(json.dumps({"tokens": [{"sha256": "00", "admin": False}]}))  # no label
+    with pytest.raises(BackendUnavailable, match="KeyError"):
+        TokenStore(path).authenticate("gw_anything")
 
 
 @pytest.mark.parametrize("label", ["alice\n", "alice\nbob", "weekly", "day", "similarity", "a/b", ""])
