@@ -90,9 +90,9 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
         return 409, CODES[409], "a wave is running: try again when it has ended"
     if isinstance(error, Busy):
         return 409, CODES[409], str(error)
-    if isinstance(error, BackendUnavailable):
-        return 503, CODES[503], str(error)
-    return 500, "error", f"{type(error).__name__}: {error}"
+    if isinstance(error, BackendUnavailable):  # its message names buckets, paths, URLs: logged only
+        return 503, CODES[503], "a storage backend is unavailable; try again later"
+    return 500, "error", "an unexpected error; it is logged on the server"
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graywave.api.errors import error_response
+from graywave.api.errors import error_response, logger
 from graywave.errors import BackendUnavailable
 
 ENVELOPE_BYTES = 64 * 1024
@@ -73,7 +73,8 @@ def _refusal(state: Any, headers: dict[str, str], limit: int) -> Any:
     try:
         principal = state.tokens.authenticate(token.strip())
     except BackendUnavailable as error:
-        return error_response(503, "unavailable", str(error))
+        logger.error("the token store cannot be read: %s", error)
+        return error_response(503, "unavailable", "the API's token store is unavailable; try again later")
     if principal is None:
         return error_response(401, "unauthorized", "the bearer token is not valid", challenge)
     length = headers.get("content-length")

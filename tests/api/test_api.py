@@ -297,7 +297,7 @@ def test_a_damaged_token_file_answers_a_json_503_not_a_crash(api):
     tokens_file.write_text(tokens_file.read_text()[:50])  # torn, as concurrent writers once left it
     response = api.client("alice").get("/images/alice")
     assert error_of(response) == (503, "unavailable")
-    assert "token file" in response.json()["error"]["message"]
+    assert str(tokens_file) not in response.json()["error"]["message"]  # the path is the log's business
 
 
 def test_writes_during_a_wave_change_nothing_or_wait_as_pending(api):
