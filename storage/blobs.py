@@ -151,8 +151,12 @@ class LocalBlobStore:
         staging = self.root / _TEMP_FOLDER
         staging.mkdir(exist_ok=True)
         temp = staging / uuid.uuid4().hex
-        temp.write_bytes(data)
-        os.replace(temp, path)
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, path)
+        except BaseException:  # a full disk, a folder in the way: no half-written file stays behind
+            temp.unlink(missing_ok=True)
+            raise
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -124,3 +124,11 @@ def test_any_upload_name_is_listed_and_no_half_written_file_is(tmp_path):
     (tmp_path / ".graywave-tmp").mkdir(exist_ok=True)
     (tmp_path / ".graywave-tmp" / "in-flight").write_bytes(b"half")  # a write under way
     assert [blob.key for blob in store.list("")] == ["uploads/2026-11-25/u/.graywave-tmp-1.jpg"]
+
+
+def test_a_failed_write_leaves_no_staged_file(tmp_path):
+    store = LocalBlobStore(tmp_path)
+    (tmp_path / "a" / "b.jpg").mkdir(parents=True)  # a folder where the file should go
+    with pytest.raises(OSError):
+        store.write("a/b.jpg", b"bytes", "image/jpeg")
+    assert list((tmp_path / ".graywave-tmp").iterdir()) == []
