@@ -61,11 +61,11 @@ from wave_bench import SIZES, samples  # noqa: E402
 
 from graywave.config import Settings  # noqa: E402
 from graywave.kernels.codecs import decode_luma, encode_luma_jpeg, upright  # noqa: E402
-from graywave.records import ImageRecord, image_id_for, wave_upload_days  # noqa: E402
+from graywave.records import ImageRecord, wave_upload_days  # noqa: E402
 from graywave.service.wave import run_wave, split_batches  # noqa: E402
 from graywave.storage.blobs import LocalBlobStore, open_blob_store  # noqa: E402
 from graywave.storage.lake import Lake  # noqa: E402
-from graywave.storage.layout import uploads_prefix  # noqa: E402
+from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix  # noqa: E402
 from graywave.storage.s3 import S3BlobStore  # noqa: E402
 from graywave.storage.uploads import presign_upload  # noqa: E402
 
@@ -264,17 +264,16 @@ def synthetic_records(
     records = []
     for i in range(n):
         user = f"user{i:06d}"
-        key = f"{uploads_prefix(upload_day)}{user}/{rng.bytes(16).hex()}.jpg"
-        image_id = image_id_for(key)
+        key = parse_upload_key(upload_key(upload_day, user, f"{rng.bytes(16).hex()}.jpg"))
         at = burst + timedelta(seconds=float(uploaded[i]))
         records.append(
             ImageRecord(
-                image_id=image_id,
+                image_id=key.image_id,
                 user_id=user,
                 upload_date=upload_day,
-                file_name=key.rsplit("/", 1)[-1],
-                source_key=key,
-                processed_key=f"processed/{upload_day}/{user}/{image_id}.jpg",
+                file_name=key.file_name,
+                source_key=key.key,
+                processed_key=key.processed_key,
                 uploaded_at=at,
                 processed_at=at + timedelta(seconds=float(waited[i])),
                 width=first.width,
