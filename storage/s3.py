@@ -80,13 +80,11 @@ class S3BlobStore:
         """S3 errors that outlast botocore's retries, as ``BackendUnavailable`` naming the store."""
         try:
             yield
-        except ClientError as error:
-            if _code(error) in _REFUSED:
+        except (BotoCoreError, ClientError) as error:
+            if isinstance(error, ClientError) and _code(error) in _REFUSED:
                 raise BackendUnavailable(
                     f"S3 refused to let this machine {what} ({self.url}): {error}; check its AWS credentials"
                 ) from error
-            raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
-        except BotoCoreError as error:
             raise BackendUnavailable(f"S3 could not {what} ({self.url}): {error}") from error
 
     def check(self) -> None:
