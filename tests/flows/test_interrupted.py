@@ -27,6 +27,22 @@ def lake_files(lake: Path) -> int:
     return sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
 
 
+def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int) -> dict[str, str]:
+    """The environment of a ``graywave wave run`` subprocess: ``per_batch`` workers, uploads per
+    batch and rows per lake file, and a copy of the session's Prefect home of its own."""
+    prefect_home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
+    return os.environ | {
+        "GRAYWAVE_BLOB_URL": str(blobs),
+        "GRAYWAVE_LAKE_URL": str(lake),
+        "GRAYWAVE_WORKERS": str(per_batch),
+        "GRAYWAVE_BATCH_SIZE": str(per_batch),
+        "GRAYWAVE_LAKE_FLUSH_ROWS": str(per_batch),
+        "GRAYWAVE_DEVICE": "cpu",
+        "PREFECT_HOME": str(prefect_home),
+    }
+
+
 def start_wave(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
@@ -56,17 +72,7 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
     files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(36)}
     files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(4)}
     keys = put_uploads(blobs, DAY, files)
-    prefect_home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
-    env = os.environ | {
-        "GRAYWAVE_BLOB_URL": str(blobs),
-        "GRAYWAVE_LAKE_URL": str(lake),
-        "GRAYWAVE_WORKERS": "2",
-        "GRAYWAVE_BATCH_SIZE": "2",
-        "GRAYWAVE_LAKE_FLUSH_ROWS": "2",
-        "GRAYWAVE_DEVICE": "cpu",
-        "PREFECT_HOME": str(prefect_home),
-    }
+    env = wave_env(tmp_path, blobs, lake, per_batch=2)
 
     kill_after_new_lake_files(env, lake, 1)
     kill_after_new_lake_files(env, lake, 4)
@@ -100,17 +106,7 @@ def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(
     count = 4 if when == "while it collects" else 24
     files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(count)}
     keys = put_uploads(blobs, DAY, files)
-    prefect_home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
-    env = os.environ | {
-        "GRAYWAVE_BLOB_URL": str(blobs),
-        "GRAYWAVE_LAKE_URL": str(lake),
-        "GRAYWAVE_WORKERS": "1",
-        "GRAYWAVE_BATCH_SIZE": "1",
-        "GRAYWAVE_LAKE_FLUSH_ROWS": "1",
-        "GRAYWAVE_DEVICE": "cpu",
-        "PREFECT_HOME": str(prefect_home),
-    }
+    env = wave_env(tmp_path, blobs, lake, per_batch=1)
     process = subprocess.Popen(
         [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"],
         env=env,
