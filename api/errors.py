@@ -67,7 +67,7 @@ REJECTED_MESSAGES = {
 
 def _rejected(error: Rejected) -> tuple[int, str, str]:
     """An upload refused at the door: too big (413), empty (400), or not an accepted image (415)."""
-    if error.reason == RejectReason.TOO_MANY_PIXELS:
+    if error.reason in (RejectReason.TOO_MANY_PIXELS, RejectReason.OVER_DECODE_BUDGET):
         return 413, CODES[413], error.detail
     if error.reason == RejectReason.EMPTY:
         return 400, "empty", "the uploaded file is empty"
@@ -95,14 +95,25 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
     return 500, "error", "an unexpected error; it is logged on the server"
 
 
+def _route_path(request: Request) -> str:
+    """The path as the routes know it. Behind a proxy prefix (uvicorn's ``--root-path``) the
+    request's path starts with that prefix, which no documented path carries."""
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    if root and (path == root or path.startswith(f"{root}/")):
+        return path[len(root) :] or "/"
+    return path
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """The methods the API documents at the path (Starlette's 405 names only those of the first
     route whose path matched, and FastAPI makes one route per method). Where templates overlap
     (``/images/day/median`` and ``/images/{user_id}/{image_id}``), the one with the most literal
     segments is the path's."""
+    path = _route_path(request)
     matches: list[tuple[int, set[str]]] = []
     for template, operations in request.app.openapi()["paths"].items():
-        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), request.url.path):
+        if re.fullmatch(re.sub(r"\{[^/}]+\}", "[^/]+", template), path):
             literals = sum(1 for part in template.split("/") if part and not part.startswith("{"))
             matches.append((literals, {method.upper() for method in operations}))
     best = max((literals for literals, _ in matches), default=0)

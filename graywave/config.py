@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         256_000_000, gt=0, description="Uploads with more pixels are rejected (decompression bombs)."
     )
+    max_decode_bytes: int = Field(
+        2 * 1024**3,  # kernels.codecs.DEFAULT_MAX_DECODE_BYTES
+        gt=0,
+        description="Memory one decode may need, from the header's size and mode (rejected over_decode_budget).",
+    )
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of the processed grayscale JPEG.")
     batch_size: int = Field(64, ge=1, description="Largest number of uploads in one Prefect task.")
     max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest direct upload a presigned POST allows.")

@@ -75,6 +75,8 @@ class RejectReason(StrEnum):
     NOT_AN_IMAGE = "not_an_image"
     UNSUPPORTED_FORMAT = "unsupported_format"
     TOO_MANY_PIXELS = "too_many_pixels"
+    OVER_DECODE_BUDGET = "over_decode_budget"
+    """Decoding would need more memory than ``GRAYWAVE_MAX_DECODE_BYTES`` (it depends on the mode)."""
     TRUNCATED = "truncated"
     CORRUPT = "corrupt"
     BAD_KEY = "bad_key"

@@ -10,6 +10,10 @@
   RGB by ``luma_from_rgb``; transparency is composited over white; 16-bit grayscale is scaled
   to 8 bits with rounding (``round(v * 255 / 65535)``), never clipped; palettes are expanded.
 
+Before any pixel is decoded the header is checked against two limits: the pixel count, and a
+memory budget that knows the decoded mode (``decode_bytes``): a 16000x16000 RGBA PNG passes a
+256 MP pixel limit but needs about 5.6 GB to decode, a JPEG of the same size about 320 MB.
+
 The EXIF orientation is read but not applied to the plane (histograms do not depend on it);
 ``upright`` returns the displayed view and ``encode_luma_jpeg`` writes it.
 Anything that cannot be decoded raises ``Rejected`` with a stable reason code.
@@ -35,6 +39,34 @@ pillow_heif.register_heif_opener()
 Image.MAX_IMAGE_PIXELS = None
 
 JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+DEFAULT_MAX_DECODE_BYTES = 2 * 1024**3
+"""The default memory budget of one decode: any JPEG within the pixel limit and a 108 MP HEIC fit, a
+16000x16000 RGBA PNG does not."""
+
+# Peak memory of ``decode_luma`` per pixel, by container and the mode its header declares: measured
+# (VmHWM in a warm process, 1500x1500 and 3000x3000 images; tests/kernels/test_codecs.py checks
+# it) with about 15% of headroom. Pillow holds RGB as 4 bytes a pixel; compositing transparency
+# over white takes three more RGBA images; WebP's decoder keeps its own RGB(A) buffer beside Pillow's.
+_PEAK_BYTES_PER_PIXEL: dict[str, float] = {
+    "1": 3.5,
+    "L": 3.5,
+    "P": 13,
+    "I;16": 18,
+    "I;16L": 18,
+    "I;16B": 18,
+    "I": 18,
+    "RGB": 12,
+    "YCbCr": 12,
+    "CMYK": 16.5,
+    "LA": 22,
+    "La": 22,
+    "PA": 22,
+    "RGBA": 22,
+    "RGBa": 22,
+}
+_WORST_BYTES_PER_PIXEL = 22.0
+_PLAIN_JPEG_BYTES_PER_PIXEL = 1.25  # libjpeg-turbo writes the Y plane and nothing else
+_EXTRA_BYTES_PER_PIXEL = {"WEBP": 11.0, "HEIF": 5.0, "AVIF": 5.0}  # the decoder's own buffer
 SUPPORTED_FORMATS = JPEG_FORMATS | {"PNG", "WEBP", "HEIF", "AVIF"}
 
 
@@ -74,8 +106,19 @@ def upright(image: DecodedImage) -> np.ndarray:
     return _UPRIGHT[image.orientation](image.plane)
 
 
-def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
-    """Open the container (header only) and check it: an accepted format within the pixel limit."""
+def decode_bytes(fmt: str, mode: str, width: int, height: int, *, transparent: bool = False) -> int:
+    """Upper bound of the memory ``decode_luma`` needs for an image whose header says ``fmt`` (``JPEG``,
+    ``PNG``...), ``mode`` (Pillow's) and this size; ``transparent``: a palette with a transparent colour."""
+    pixels = width * height
+    if fmt in JPEG_FORMATS and mode in ("L", "RGB"):
+        return int(pixels * _PLAIN_JPEG_BYTES_PER_PIXEL)
+    per_pixel = _PEAK_BYTES_PER_PIXEL.get("PA" if mode == "P" and transparent else mode, _WORST_BYTES_PER_PIXEL)
+    return int(pixels * (per_pixel + _EXTRA_BYTES_PER_PIXEL.get(fmt, 0.0)))
+
+
+def _open_checked(data: bytes, max_pixels: int, max_decode_bytes: int) -> Image.Image:
+    """Open the container (header only) and check it: an accepted format within the pixel limit
+    and the memory budget."""
     if not data:
         raise Rejected(RejectReason.EMPTY, "the upload has no bytes")
     try:
@@ -91,6 +134,14 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         image.close()
         raise Rejected(RejectReason.TOO_MANY_PIXELS, f"{width}x{height} is above the limit of {max_pixels} pixels")
+    needed = decode_bytes(image.format, image.mode, width, height, transparent="transparency" in image.info)
+    if needed > max_decode_bytes:
+        image.close()
+        raise Rejected(
+            RejectReason.OVER_DECODE_BUDGET,
+            f"a {width}x{height} {image.mode} {image.format} needs about {needed / 1e6:.0f} MB to decode,"
+            f" above the budget of {max_decode_bytes / 1e6:.0f} MB",
+        )
     return image
 
 
@@ -113,21 +164,25 @@ def _format(image: Image.Image) -> str:
     return "JPEG" if image.format == "MPO" else cast(str, image.format)
 
 
-def read_header(data: bytes, max_pixels: int) -> Header:
+def read_header(data: bytes, max_pixels: int, *, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Header:
     """The format, colour mode and EXIF orientation of an upload; raises ``Rejected`` like ``decode_luma``."""
-    with _open_checked(data, max_pixels) as image:
+    with _open_checked(data, max_pixels, max_decode_bytes) as image:
         return Header(format=_format(image), mode=image.mode, orientation=_orientation(image))
 
 
-def identify(data: bytes, max_pixels: int) -> str:
+def identify(data: bytes, max_pixels: int, *, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> str:
     """The accepted format of an upload (``JPEG``, ``PNG``, ``WEBP``, ``HEIF``, ``AVIF``), from its header
     alone; raises ``Rejected`` like ``decode_luma`` for what is not one."""
-    return read_header(data, max_pixels).format
+    return read_header(data, max_pixels, max_decode_bytes=max_decode_bytes).format
 
 
-def decode_luma(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode an uploaded photo to its 8-bit BT.601 luma plane, whatever its file name says."""
-    with _open_checked(data, max_pixels) as image:
+def decode_luma(data: bytes, max_pixels: int, *, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> DecodedImage:
+    """Decode an uploaded photo to its 8-bit BT.601 luma plane, whatever its file name says.
+
+    Refused from the header, before any pixel is decoded: more than ``max_pixels`` pixels
+    (``too_many_pixels``), or more than ``max_decode_bytes`` of memory to decode (``decode_bytes``;
+    ``over_decode_budget``)."""
+    with _open_checked(data, max_pixels, max_decode_bytes) as image:
         orientation = _orientation(image)
         try:
             if image.format in JPEG_FORMATS and image.mode in ("L", "RGB"):

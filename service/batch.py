@@ -122,7 +122,7 @@ def process_bytes(upload: Upload, data: bytes, settings: Settings, device: Devic
 
     Raises ``Rejected`` for bad input.
     """
-    image = decode_luma(data, settings.max_pixels)
+    image = decode_luma(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     counts = device.get(histogram(device.put(image.plane), settings.bins))
     encoded = encode_luma_jpeg(upright(image), settings.jpeg_quality)
     return _image_record(upload, image, counts.tolist(), len(encoded)), encoded
@@ -225,7 +225,7 @@ def process_uploads_batched(
         try:
             if isinstance(data, Rejected):
                 raise data
-            headers[i] = read_header(data, settings.max_pixels)
+            headers[i] = read_header(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
             present[i] = data
         except Rejected as rejected:
             result.reject(upload, rejected)
@@ -237,7 +237,7 @@ def process_uploads_batched(
         if i in images:
             continue
         try:
-            decoded = decode_luma(present[i], settings.max_pixels)
+            decoded = decode_luma(present[i], settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
         except Rejected as rejected:
             result.reject(uploads[i], rejected)
             continue

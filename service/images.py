@@ -219,7 +219,7 @@ def store_upload(backends: Backends, settings: Settings, user_id: str, data: byt
 
     Returns its key; raises ``Rejected`` for what a wave would reject from the header.
     """
-    fmt = identify(data, settings.max_pixels)
+    fmt = identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     key = upload_key(settings.today(), user_id, f"{uuid.uuid4().hex}.{EXTENSIONS[fmt]}")
     backends.blobs.write(key, data, content_type)
     return key
@@ -284,7 +284,7 @@ def replace_and_reprocess(
 ) -> None:
     """Replace an upload's original and reprocess it, holding the lake from before the write: while a
     wave runs, this fails with ``LakeBusy`` having changed nothing."""
-    identify(data, settings.max_pixels)
+    identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
     with _holding_the_lake(backends, settings):
         backends.blobs.write(source_key, data, content_type)

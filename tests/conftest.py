@@ -150,7 +150,7 @@ def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyP
 def phone_files() -> dict[str, bytes]:
     """One upload per kind that the wave must handle, keyed by ``user/file name``; names may lie."""
     from graywave.service.samples import encode, synthetic_photo
-    from tests.helpers import rotated_jpeg
+    from tests.helpers import png_header, rotated_jpeg
 
     rgb = synthetic_photo(400, 300, seed=3)
     jpeg = encode(rgb, "JPEG", quality=90)
@@ -166,4 +166,5 @@ def phone_files() -> dict[str, bytes]:
         "eve/readme.jpg": b"not an image at all",
         "eve/empty.jpg": b"",
         "eve/anim.gif": encode(rgb, "GIF"),
+        "eve/huge.png": png_header(16000, 16000, "RGBA"),  # within the pixel limit, over the memory budget
     }

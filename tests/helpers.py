@@ -27,6 +27,7 @@ EXPECTED_REJECTS = {
     "eve/readme.jpg": "not_an_image",
     "eve/empty.jpg": "empty",
     "eve/anim.gif": "unsupported_format",
+    "eve/huge.png": "over_decode_budget",
 }
 
 
@@ -54,3 +55,18 @@ def lake_of(settings: Settings) -> Lake:
 
 def blobs_of(settings: Settings) -> BlobStore:
     return open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+
+
+def png_header(width: int, height: int, mode: str) -> bytes:
+    """The first bytes of a PNG of that size and mode (``L``, ``RGB``, ``RGBA``...): a valid header and
+    nothing decodable after it. What a header check sees of a 16000x16000 image, in 60 bytes."""
+    import struct
+    import zlib
+
+    color = {"L": 0, "RGB": 2, "LA": 4, "RGBA": 6}[mode]
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))

@@ -11,12 +11,15 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from graywave.api.app import create_app
 from graywave.api.errors import REJECTED_MESSAGES
 from graywave.flows.analytics import analytics_flow
 from graywave.flows.wave import wave_flow
 from graywave.records import image_id_for
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
+from tests.api.conftest import serving
+from tests.helpers import png_header
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
 DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)
@@ -98,6 +101,9 @@ def test_bad_uploads_get_clear_errors_and_change_nothing(api):
     )
     assert error_of(upload(alice, "alice", b"")) == (400, "empty")
     assert error_of(upload(alice, "alice", b"\xff" * 2_000_001)) == (413, "too_large")
+    # Within the pixel limit, over the memory budget: refused from its header, before any decode.
+    over_budget = upload(alice, "alice", png_header(16000, 16000, "RGBA"))
+    assert error_of(over_budget) == (413, "too_large") and "RGBA" in over_budget.json()["error"]["message"]
     assert error_of(upload(alice, "bad.id")) == (400, "invalid_id")
     assert error_of(alice.post("/images/alice")) == (422, "invalid")  # no file
     assert alice.get("/images/alice").json()["total"] == 0
@@ -432,3 +438,13 @@ def test_a_405_names_every_documented_method_and_huge_offsets_are_refused(api):
 def test_a_trailing_slash_is_not_redirected_to_the_host_a_client_names(api):
     response = api.client("alice").get("/images/alice/", headers={"Host": "evil.example"}, follow_redirects=False)
     assert error_of(response) == (404, "not_found") and "location" not in response.headers
+
+
+def test_a_405_behind_a_root_path_still_names_the_documented_methods(settings):
+    """Behind a proxy prefix (uvicorn's ``--root-path``) the request's path carries the prefix, the
+    documented paths do not: the ``Allow`` header once came out empty there."""
+    with serving(create_app(settings), root_path="/graywave") as url, httpx.Client(base_url=url) as client:
+        refused = client.request("OPTIONS", "/images/alice")  # what the proxy passes on of /graywave/images/alice
+        assert error_of(refused) == (405, "method_not_allowed")
+        assert refused.headers["allow"] == "DELETE, GET, POST, PUT"
+        assert client.request("PATCH", "/images/day/median").headers["allow"] == "GET"

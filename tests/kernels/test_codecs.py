@@ -1,12 +1,23 @@
 import io
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
 from graywave.errors import Rejected, RejectReason
-from graywave.kernels.codecs import decode_luma, encode_luma_jpeg, upright
+from graywave.kernels.codecs import (
+    DEFAULT_MAX_DECODE_BYTES,
+    decode_bytes,
+    decode_luma,
+    encode_luma_jpeg,
+    read_header,
+    upright,
+)
 from graywave.service.samples import encode, synthetic_photo
+from tests.helpers import png_header
 
 MAX = 10_000_000
 
@@ -148,3 +159,85 @@ def test_decompression_bombs_are_rejected_from_the_header():
     assert len(bomb) < 100_000
     assert reason_of(bomb, max_pixels=11_999_999) == RejectReason.TOO_MANY_PIXELS
     assert decode_luma(bomb, max_pixels=12_000_000).plane.shape == (3000, 4000)
+
+
+def test_the_memory_budget_knows_the_decoded_mode():
+    # The issue's worst case: 16000x16000 RGBA passes the pixel limit, and needs gigabytes to decode.
+    rgba, gray = png_header(16000, 16000, "RGBA"), png_header(16000, 16000, "L")
+    with pytest.raises(Rejected) as caught:
+        read_header(rgba, 256_000_000)
+    assert caught.value.reason == RejectReason.OVER_DECODE_BUDGET
+    assert "RGBA" in caught.value.detail and "MB" in caught.value.detail
+    assert read_header(gray, 256_000_000).mode == "L"  # the same size in grayscale fits the budget
+    assert decode_bytes("PNG", "RGBA", 16000, 16000) > 4 * 10**9 > DEFAULT_MAX_DECODE_BYTES
+    # A plain JPEG decodes straight to its Y plane: the largest accepted one fits the budget easily.
+    assert decode_bytes("JPEG", "RGB", 16000, 16000) < 0.2 * DEFAULT_MAX_DECODE_BYTES
+    assert decode_bytes("JPEG", "CMYK", 1000, 1000) > 10 * decode_bytes("JPEG", "RGB", 1000, 1000)
+
+
+def test_a_budget_refuses_before_decoding_and_admits_what_fits(photo):
+    png = encode(photo, "PNG")  # 320x240 RGB
+    needed = decode_bytes("PNG", "RGB", 320, 240)
+    with pytest.raises(Rejected) as caught:
+        decode_luma(png, MAX, max_decode_bytes=needed - 1)
+    assert caught.value.reason == RejectReason.OVER_DECODE_BUDGET
+    assert decode_luma(png, MAX, max_decode_bytes=needed).plane.shape == (240, 320)
+
+
+_PEAK_SCRIPT = r"""
+import ctypes, io, json, sys
+import numpy as np
+import pillow_heif
+from PIL import Image
+from graywave.kernels.codecs import decode_bytes, decode_luma
+
+pillow_heif.register_heif_opener()
+side = int(sys.argv[1])
+rng = np.random.default_rng(1)
+def noise(channels, dtype=np.uint8, top=256):
+    return rng.integers(0, top, (side, side, channels)[: 2 if channels == 1 else 3], dtype=dtype)
+images = {
+    "L": Image.fromarray(noise(1), "L"), "RGB": Image.fromarray(noise(3), "RGB"),
+    "RGBA": Image.fromarray(noise(4), "RGBA"), "LA": Image.fromarray(noise(2), "LA"),
+    "I;16": Image.fromarray(noise(1, np.uint16, 65536)), "P": Image.fromarray(noise(3), "RGB").quantize(256),
+    "CMYK": Image.fromarray(noise(4), "CMYK"),
+}
+cases = [("PNG", m) for m in ("L", "RGB", "RGBA", "LA", "I;16", "P")]
+cases += [("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"), ("WEBP", "RGB"), ("WEBP", "RGBA")]
+cases += [("HEIF", "RGB"), ("HEIF", "L")]
+files = {}
+for fmt, mode in cases:
+    out = io.BytesIO()
+    images[mode].save(out, fmt, **({"compress_level": 1} if fmt == "PNG" else {"quality": 80}))
+    files[fmt, mode] = out.getvalue()
+del images
+for data in files.values():  # warm: compiled kernels, decoder libraries, allocator arenas
+    decode_luma(data, 10**9)
+def status(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) * 1024
+libc = ctypes.CDLL("libc.so.6")
+found = []
+for (fmt, mode), data in files.items():
+    libc.malloc_trim(0)  # freed memory goes back: the next decode's pages count again
+    with open("/proc/self/clear_refs", "w") as reset:
+        reset.write("5")  # VmHWM := VmRSS
+    before = status("VmRSS")
+    decode_luma(data, 10**9)
+    header = Image.open(io.BytesIO(data))
+    estimate = decode_bytes(header.format, header.mode, side, side, transparent="transparency" in header.info)
+    found.append([fmt, header.mode, status("VmHWM") - before, estimate])
+print(json.dumps(found))
+"""
+
+
+def test_the_budget_is_an_upper_bound_of_the_measured_peak():
+    """Each mode's estimate holds the peak resident memory of a real decode (in a process of its own,
+    measured with Linux's VmHWM), and is not wildly above it."""
+    side = 1500
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(side)], capture_output=True, text=True, timeout=240, check=True
+    )
+    slack = 6 * 2**20  # allocator granularity and the decoders' fixed buffers
+    for fmt, mode, peak, estimate in json.loads(done.stdout):
+        assert peak <= estimate + slack, f"{fmt} {mode}: measured {peak / side**2:.1f} B/px"
+        assert estimate <= 2 * peak + slack, f"{fmt} {mode}: estimate {estimate / side**2:.1f} B/px, too cautious"
