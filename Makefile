@@ -29,6 +29,7 @@ bench: install
 	$(VENV)/bin/python bench/wave_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/python bench/similarity_bench.py  # the machine pins an old BLAS kernel otherwise
 	$(VENV)/bin/python bench/api_bench.py
+	$(VENV)/bin/python bench/api_processing_bench.py
 	$(VENV)/bin/python bench/lake_bench.py
 	$(VENV)/bin/python bench/dask_bench.py
 	$(VENV)/bin/python bench/burst.py

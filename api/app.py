@@ -21,7 +21,7 @@ from graywave import __version__
 from graywave.api import errors
 from graywave.api.deps import State
 from graywave.api.limits import EarlyRefusal
-from graywave.api.routers import analytics, images, uploads
+from graywave.api.routers import analytics, images, jobs, uploads
 from graywave.config import Settings
 
 DESCRIPTION = (
@@ -52,4 +52,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics.router)  # first: its aliases share the /images prefix
     app.include_router(images.router)
     app.include_router(uploads.router)
+    app.include_router(jobs.router)
     return app

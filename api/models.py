@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 
 from graywave.records import ImageRecord, RejectRecord
-from graywave.service.images import ImageEntry
+from graywave.service.images import ImageEntry, ReprocessReport
 from graywave.storage.uploads import UPLOAD_CONTENT_TYPES
 
 HISTOGRAM_EXAMPLE: list[Any] = [
@@ -34,6 +35,10 @@ HISTOGRAM_EXAMPLE: list[Any] = [
 class Links(BaseModel):
     self: str
     processed: str | None = None
+
+
+class SelfLink(BaseModel):
+    self: str
 
 
 class Image(BaseModel):
@@ -124,6 +129,93 @@ class ImagePage(BaseModel):
 class Count(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"count": 12}]})
     count: int = Field(description="How many images the request touched.")
+
+
+class NotReprocessed(BaseModel):
+    image_id: str
+    source_key: str
+    reason: Literal["vanished", "bad_key"] = Field(
+        description="vanished: its original is gone; bad_key: its key is not an upload's. Its record is kept."
+    )
+    detail: str
+
+
+class Reprocessed(BaseModel):
+    """What a reprocessing did, image by image where it could not."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "count": 3,
+                    "processed": 2,
+                    "rejected": 0,
+                    "failed": [
+                        {
+                            "image_id": "9f2c1e0b7d6a5c4b3a21",
+                            "source_key": "uploads/2026-11-25/alice/IMG_0001.HEIC",
+                            "reason": "vanished",
+                            "detail": "the upload uploads/2026-11-25/alice/IMG_0001.HEIC is gone from the blob store",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+    count: int = Field(description="Handled images asked for.")
+    processed: int
+    rejected: int = Field(description="Reprocessed into a reject (e.g. an original that became unreadable).")
+    failed: list[NotReprocessed] = Field(description="Images that could not be reprocessed; they keep their record.")
+
+    @classmethod
+    def of(cls, report: ReprocessReport) -> Reprocessed:
+        return cls(
+            count=report.count,
+            processed=report.processed,
+            rejected=report.rejected,
+            failed=[NotReprocessed.model_validate(failure, from_attributes=True) for failure in report.failed],
+        )
+
+
+class Job(BaseModel):
+    """A background job: a Prefect flow run (its id is the job's id)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+                    "kind": "reprocess",
+                    "user_id": "alice",
+                    "count": 1200,
+                    "state": "SCHEDULED",
+                    "failed": [],
+                    "links": {"self": "/jobs/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"},
+                }
+            ]
+        }
+    )
+    job_id: str = Field(description="The Prefect flow run id (open it in the Prefect UI).")
+    kind: Literal["reprocess"] = "reprocess"
+    user_id: str | None = Field(description="Whose images; null: every user's.")
+    count: int | None = Field(None, description="Images to reprocess when the job was asked for.")
+    state: str = Field(description="Prefect's state: SCHEDULED, PENDING, RUNNING, COMPLETED, FAILED, CRASHED...")
+    failed: list[NotReprocessed] = Field(
+        default_factory=list, description="Once it has finished: the images it could not reprocess."
+    )
+    links: SelfLink
+
+    @classmethod
+    def of(cls, run: FlowRun, failed: list[dict[str, Any]] | None = None, count: int | None = None) -> Job:
+        """The HTTP view of a reprocessing job's flow run (and of its failures table, once finished)."""
+        return cls(
+            job_id=str(run.id),
+            user_id=run.parameters.get("user_id"),
+            count=count,
+            state=run.state_type.value if run.state_type else "UNKNOWN",
+            failed=[NotReprocessed.model_validate(row) for row in failed or []],
+            links=SelfLink(self=f"/jobs/{run.id}"),
+        )
 
 
 class PresignedUpload(BaseModel):

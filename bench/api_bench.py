@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,6 +93,32 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@contextmanager
+def running_api(env: dict[str, str]) -> Iterator[str]:
+    """``graywave api`` (uvicorn, one worker) in a process of its own with ``env``; its base URL once it answers."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("graywave")), "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = os.environ | {
@@ -104,23 +132,7 @@ def main() -> None:
         ids = seed_lake(Lake(LocalBlobStore(settings.lake_url)), day)
         tokens_file = Path(env["GRAYWAVE_API_TOKENS_FILE"])
         tokens = {user: issue_token(tokens_file, user, admin=False) for user, _ in ids[:200]}
-        port = free_port()
-        server = subprocess.Popen(
-            [str(Path(sys.executable).with_name("graywave")), "api", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    httpx.get(f"{base}/openapi.json", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, "the API did not start"
-                    time.sleep(0.2)
+        with running_api(env) as base:
             users = list(tokens)
             metadata = [(f"/images/{u}/{dict(ids)[u]}", tokens[u]) for u in users] * (REQUESTS // len(users))
             median = [(f"/analytics/median?date={day}", tokens[users[k % len(users)]]) for k in range(REQUESTS // 3)]
@@ -139,9 +151,6 @@ def main() -> None:
                     f"| {np.percentile(latencies, 99):.0f} ms |"
                 )
                 print(lines[-1], flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     OUT.mkdir(exist_ok=True)
     (OUT / "api.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -2,9 +2,11 @@
 
 A wave with a settle window (``service.wave.run_wave`` with a ``Drain``) drains a burst in rounds:
 it lists the store, splits what is pending into batches (``split_batches``), runs them on its
-workers, records the rows, and lists again at once; while nothing is pending it lists every poll
-interval. ``simulate`` replays exactly that on a clock, for arrival times and a cost per photo, and
-gives the drain time (first upload to last photo processed) and the upload-to-processed latencies.
+workers, records the rows, and lists again a poll interval after the previous listing started (at
+once if the round took longer); while nothing is pending it lists every poll interval.
+``simulate`` replays exactly that on a clock, following the wave's own ``SettleWindow``, for arrival
+times and a cost per photo, and gives the drain time (first upload to last photo processed) and the
+upload-to-processed latencies.
 
 ``main`` measures its inputs on this machine, checks it against real waves, then answers the design's
 question for 100,000 uploads within 2 minutes:
@@ -26,6 +28,7 @@ phone's photo, is also calibrated for the scale table).
 from __future__ import annotations
 
 import argparse
+import bisect
 import heapq
 import json
 import math
@@ -48,7 +51,7 @@ from graywave.config import Settings
 from graywave.flows.wave import WORKER_DASK_CONFIG
 from graywave.records import ImageRecord
 from graywave.service.batch import BatchResult, Upload
-from graywave.service.wave import TASKS_PER_WORKER, Drain, plan_wave, process_batch, run_wave
+from graywave.service.wave import TASKS_PER_WORKER, Drain, SettleWindow, plan_wave, process_batch, run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
 from graywave.storage.layout import upload_key
@@ -76,7 +79,8 @@ class Costs:
     batch_s: float = 0.0
     """Fixed cost of a batch: the task's round trip to its worker."""
     round_s: float = 0.0
-    """Fixed cost of a round: the listing and the lake append."""
+    """Fixed cost of a round: the listing and the lake append (counted in every round, though a
+    draining wave's rounds share lake files: an upper bound)."""
     list_s_per_1000: float = 0.0
     """Listing cost per 1,000 keys already in the store (both upload days)."""
 
@@ -110,17 +114,18 @@ def simulate(
 ) -> Outcome:
     """Replay a draining wave that starts at ``start_s`` on ``arrivals`` (seconds, any order)."""
     arrivals = sorted(arrivals)
-    t = opened = last_new = start_s
+    t = last_done = start_s
+    window: SettleWindow | None = None
     taken = rounds = 0
     latencies: list[float] = []
-    last_done = start_s
     while True:
-        seen = taken
-        while seen < len(arrivals) and arrivals[seen] <= t:
-            seen += 1
+        seen = bisect.bisect_right(arrivals, t)  # the listing that starts at t
+        if window is None:
+            window = SettleWindow.open(drain, t, found=seen > taken)
+        else:
+            window.record_listing(t, found=seen > taken)
         t += costs.round_s + costs.list_s_per_1000 * seen / 1000
         if seen > taken:
-            last_new = t
             rounds += 1
             free = [t] * workers  # each worker's next free moment
             heapq.heapify(free)
@@ -132,12 +137,9 @@ def simulate(
                 first += size
             t = last_done = max(free)
             taken = seen
-            if t - opened >= drain.max_duration_s:
-                break
-            continue
-        if t - last_new >= drain.settle_s or t - opened >= drain.max_duration_s:
+        if window.closed(t):
             break
-        t += min(drain.poll_s, last_new + drain.settle_s - t, opened + drain.max_duration_s - t)
+        t = max(t, window.next_listing())
     cuts = statistics.quantiles(latencies, n=100, method="inclusive")
     drain_s = last_done - arrivals[0] if taken == len(arrivals) else math.inf
     return Outcome(drain_s, cuts[49], cuts[94], max(latencies), rounds, left=len(arrivals) - taken)

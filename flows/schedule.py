@@ -1,5 +1,5 @@
-"""``graywave serve``: the wave deployments at the two daily upload bursts, and the analytics after
-the evening wave."""
+"""``graywave serve``: the wave deployments at the two daily upload bursts, the analytics after the
+evening wave, and the reprocessing jobs that the API starts."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from prefect.schedules import Cron
 
 from graywave.config import Settings
 from graywave.flows.analytics import analytics_flow
+from graywave.flows.reprocess import reprocess_flow
 from graywave.flows.wave import wave_flow_for
+from graywave.service.images import REPROCESS_JOB
 
 BURSTS = {"morning": 10, "evening": 17}
 """Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
@@ -64,5 +66,16 @@ def analytics_deployment() -> RunnerDeployment:
     )
 
 
+def reprocess_deployment() -> RunnerDeployment:
+    """Reprocessing of many images, run when the API asks for it (``service.images.REPROCESS_JOB``)."""
+    return _deployment(
+        reprocess_flow,
+        name=REPROCESS_JOB.split("/")[1],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        description="Every handled image of a user (or of all) processed again from its original; the API starts it.",
+        tags=["graywave"],
+    )
+
+
 def deployments(settings: Settings) -> list[RunnerDeployment]:
-    return [*wave_deployments(settings), analytics_deployment()]
+    return [*wave_deployments(settings), analytics_deployment(), reprocess_deployment()]

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     api_processing_slots: int = Field(
         2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more answer 503."
     )
+    api_inline_reprocess_max: int = Field(
+        10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
+    )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
     workers: int = Field(
@@ -69,7 +72,12 @@ class Settings(BaseSettings):
     wave_max_duration_s: float = Field(
         3600.0, ge=0, description="The longest a wave keeps collecting uploads (with a settle window)."
     )
-    wave_poll_s: float = Field(10.0, gt=0, description="How often a wave in its settle window lists the store again.")
+    wave_poll_s: float = Field(
+        10.0,
+        gt=0,
+        description="In a settle window: the least time between two listings, and the longest rows wait before"
+        " they are written to the lake.",
+    )
     dask_address: str | None = Field(
         None, description="Run the waves' batches on the Dask cluster of this scheduler (tcp://host:8786)."
     )

@@ -6,13 +6,13 @@ with Backends.open(Settings()) as backends:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
 
 from graywave.config import Settings
-from graywave.records import ImageRecord, RejectRecord
+from graywave.records import ImageRecord, RejectRecord, handling_days
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import parse_upload_key
@@ -54,19 +54,35 @@ class Backends:
         ]
         return [key for key in written if key is not None]
 
-    def rerecord(self, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
-        """Record new rows for uploads that were handled before, then remove their older rows.
+    def rerecord(
+        self,
+        wave: str,
+        images: Sequence[ImageRecord],
+        rejects: Sequence[RejectRecord],
+        *,
+        days: Mapping[str, date] | None = None,
+    ) -> None:
+        """Record new rows for uploads that may have been handled before, then remove their older rows.
 
-        The new rows go to the partition of each upload's own day, which every wave that can list the
-        upload looks at, so no rerun of a past wave handles it again. The old rows go only once the new
-        ones are written: a crash in between leaves two rows of an upload, never none. MongoDB's
-        documents are replaced in place (the same ``_id``).
+        Each upload's new row goes to ``days[source_key]`` (the partition of its old row, whose day's
+        analytics it counts in) when that is a day a wave can handle the upload on, else to the
+        partition of the upload's own day. Every wave that can list the upload looks at those
+        partitions, so no rerun of a past wave handles it again. The old rows go
+        only once the new ones are written: a crash in between leaves two rows of an upload, never
+        none. MongoDB's documents are replaced in place (the same ``_id``).
         """
+        days = days or {}
+
+        def day_of(source_key: str) -> date:
+            uploaded = parse_upload_key(source_key).upload_date
+            before = days.get(source_key)
+            return before if before in handling_days(uploaded) else uploaded
+
         by_day: dict[date, tuple[list[ImageRecord], list[RejectRecord]]] = {}
         for image in images:
-            by_day.setdefault(image.upload_date, ([], []))[0].append(image)
+            by_day.setdefault(day_of(image.source_key), ([], []))[0].append(image)
         for reject in rejects:
-            by_day.setdefault(parse_upload_key(reject.source_key).upload_date, ([], []))[1].append(reject)
+            by_day.setdefault(day_of(reject.source_key), ([], []))[1].append(reject)
         written = [key for day, (i, r) in sorted(by_day.items()) for key in self.record(day, wave, i, r)]
         source_keys = {image.source_key for image in images} | {reject.source_key for reject in rejects}
         for table in ("images", "rejects"):

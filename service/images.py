@@ -9,13 +9,18 @@ uploads that a wave of today would still pick up.
 
 Processing and deleting hold the lake's writer lock, like a wave: while a wave runs they raise
 ``LakeBusy`` rather than race with it.
+
+Reprocessing (``reprocess``) never loses a record: an image whose original is gone, or whose key
+is not an upload's, is reported and keeps its record; new rows replace old ones only once they
+are written, in the old rows' partition (the day whose analytics they count in). More than a few
+images are reprocessed by a background job: the Prefect deployment ``REPROCESS_JOB``.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -25,12 +30,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from graywave.config import Settings
-from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, LakeBusy, NotFound
+from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, LakeBusy, NotFound, RejectReason
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
 from graywave.records import ImageRecord, RejectRecord, handling_days, record_from_document, wave_upload_days
 from graywave.service.backends import Backends
-from graywave.service.batch import Upload, process_uploads
+from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
 from graywave.storage.lake import Table
 from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix
@@ -45,6 +50,12 @@ Status = Literal["pending", "processed", "rejected"]
 INDEXED: tuple[tuple[Table, str], ...] = (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id"))
 """The lake columns that the catalog looks rows up by (``Lake.lookup``)."""
 PROCESSED_URL_EXPIRY_S = 300
+REPROCESS_JOB = "graywave-reprocess/reprocess"
+"""The Prefect deployment (``flow name/deployment name``) that reprocesses many images in the
+background: ``graywave serve`` registers and runs it, the API starts runs of it by this name."""
+REPROCESS_FAILURES_ARTIFACT = "reprocess-failures"
+"""The key of the table artifact in which a reprocessing job lists the images it could not reprocess
+(``NotReprocessed`` rows), which the API reads back."""
 
 
 @dataclass(frozen=True)
@@ -250,16 +261,19 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
     return ProcessedImage(data=backends.blobs.read(key))
 
 
+API_LOCK_WAIT_S = 2.0
+"""How long an API write waits for another holder of the lake: another API process's write (a few
+hundred ms) is waited for; a wave (minutes) is not, and the write answers that a wave runs."""
 _API_WRITES = threading.Lock()
 """The API's own writes to the lake, one at a time in this process: they wait for each other (a
 request, briefly) instead of taking each other for a running wave."""
 
 
 @contextmanager
-def _holding_the_lake(backends: Backends, settings: Settings) -> Iterator[None]:
-    """The lake for one API write: after this process's other API writes, and ``LakeBusy`` at
-    once if a wave (another process) holds it."""
-    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s):
+def _holding_the_lake(backends: Backends, settings: Settings, wait_s: float = API_LOCK_WAIT_S) -> Iterator[None]:
+    """The lake for one API write: after this process's other API writes, and ``LakeBusy`` if
+    another process (a wave) holds it for longer than ``wait_s``."""
+    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s, wait_s=wait_s):
         yield
 
 
@@ -273,43 +287,110 @@ def upload_now(
     """
     key = store_upload(backends, settings, user_id, data, content_type)
     try:
-        process_now(backends, settings, [key])
+        with _holding_the_lake(backends, settings):
+            _process(backends, settings, [_upload_of(backends, key)])
     except (LakeBusy, BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
         return key, False
     return key, True
 
 
 def replace_and_reprocess(
-    backends: Backends, settings: Settings, source_key: str, data: bytes, content_type: str
+    backends: Backends, settings: Settings, entry: ImageEntry, data: bytes, content_type: str
 ) -> None:
     """Replace an upload's original and reprocess it, holding the lake from before the write: while a
     wave runs, this fails with ``LakeBusy`` having changed nothing."""
     identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
     with _holding_the_lake(backends, settings):
-        backends.blobs.write(source_key, data, content_type)
-        _process(backends, settings, [source_key])
+        backends.blobs.write(entry.source_key, data, content_type)
+        _process(backends, settings, [_upload_of(backends, entry.source_key)], [entry])
 
 
-def _blob_info(backends: Backends, key: str) -> BlobInfo:
+def _upload_of(backends: Backends, key: str) -> Upload:
+    """The upload at ``key`` as the blob store lists it; ``BadKey``, or ``NotFound`` when it is gone."""
+    upload_key = parse_upload_key(key)
     for blob in backends.blobs.list(key):
         if blob.key == key:
-            return blob
+            return Upload(upload_key, blob)
     raise NotFound(f"the upload {key} is gone from the blob store")
 
 
-def process_now(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
-    """Process these uploads at once (again, if they were handled): their old records are replaced."""
-    with _holding_the_lake(backends, settings):
-        _process(backends, settings, source_keys)
+def _process(
+    backends: Backends, settings: Settings, uploads: Sequence[Upload], before: Sequence[ImageEntry] = ()
+) -> BatchResult:
+    """Process ``uploads`` and record them in place of what ``before`` held of them (their rows stay
+    in the partitions they were in; a processed image that became a reject loses its old JPEG)."""
+    result = process_uploads(uploads, backends.blobs, settings, select_device(settings.device))
+    days = {entry.source_key: entry.date for entry in before if entry.date is not None}
+    backends.rerecord(API_WAVE, result.images, result.rejects, days=days)
+    now_rejected = {reject.source_key for reject in result.rejects}
+    for entry in before:
+        if isinstance(entry.record, ImageRecord) and entry.source_key in now_rejected:
+            backends.blobs.delete(entry.record.processed_key)
+    return result
 
 
-def _process(backends: Backends, settings: Settings, source_keys: Sequence[str]) -> None:
-    # Everything that can refuse comes before the old records are replaced.
-    device = select_device(settings.device)
-    uploads = [Upload(parse_upload_key(key), _blob_info(backends, key)) for key in source_keys]
-    result = process_uploads(uploads, backends.blobs, settings, device)
-    backends.rerecord(API_WAVE, result.images, result.rejects)
+@dataclass(frozen=True)
+class NotReprocessed:
+    """An image that could not be reprocessed, and kept its record: why (``vanished``: its original is
+    gone; ``bad_key``: its key is not an upload's)."""
+
+    image_id: str
+    source_key: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ReprocessReport:
+    """What a reprocessing did: images asked for, processed, rejected, and those it could not reprocess."""
+
+    count: int
+    processed: int
+    rejected: int
+    failed: tuple[NotReprocessed, ...]
+
+    def line(self) -> str:
+        return (
+            f"reprocessed {self.count} images: {self.processed} processed, {self.rejected} rejected,"
+            f" {len(self.failed)} could not be reprocessed (kept as they were)"
+        )
+
+
+def reprocess(
+    backends: Backends,
+    settings: Settings,
+    entries: Iterable[ImageEntry],
+    *,
+    lock_wait_s: float = 0.0,
+    progress: Callable[[ReprocessReport], None] | None = None,
+) -> ReprocessReport:
+    """Process handled images again from their originals (pending ones are left to the waves).
+
+    ``settings.batch_size`` images at a time, each batch holding the lake (waiting up to
+    ``lock_wait_s``, at least ``API_LOCK_WAIT_S``, for a wave to finish), so that waves and the
+    API's writes go on in between. An image that cannot be reprocessed keeps its record and is reported in ``failed``.
+    """
+    entries = [entry for entry in entries if entry.status != "pending"]
+    select_device(settings.device)  # a device that cannot be used refuses before anything changes
+    processed = rejected = 0
+    failed: list[NotReprocessed] = []
+    for start in range(0, len(entries), settings.batch_size):
+        chunk = entries[start : start + settings.batch_size]
+        with _holding_the_lake(backends, settings, max(lock_wait_s, API_LOCK_WAIT_S)):
+            ready: list[tuple[ImageEntry, Upload]] = []
+            for entry in chunk:
+                try:
+                    ready.append((entry, _upload_of(backends, entry.source_key)))
+                except (BadKey, NotFound) as error:
+                    reason = RejectReason.BAD_KEY if isinstance(error, BadKey) else RejectReason.VANISHED
+                    failed.append(NotReprocessed(entry.image_id, entry.source_key, reason, str(error)))
+            if ready:
+                result = _process(backends, settings, [u for _, u in ready], [e for e, _ in ready])
+                processed, rejected = processed + len(result.images), rejected + len(result.rejects)
+        if progress is not None:
+            progress(ReprocessReport(len(entries), processed, rejected, tuple(failed)))
+    return ReprocessReport(len(entries), processed, rejected, tuple(failed))
 
 
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:

@@ -12,9 +12,13 @@ a Prefect task; ``run_batches_in_threads`` runs them on local threads.
 
 A wave given a ``Drain`` keeps collecting: each time its pending list is done it lists again and
 processes, in a new round, what arrived meanwhile; it stops once nothing new has arrived for
-``settle_s`` seconds, or after ``max_duration_s``. It holds the lake for the whole time, so a second
-wave cannot start until it ends, and every upload is handled once across its rounds. Uploads that
-arrive after it stopped are left for the next wave.
+``settle_s`` seconds, or after ``max_duration_s``. Two listings start at least ``poll_s`` apart (a
+round that took longer lists again at once), and a draining wave also flushes its rows once the
+oldest has waited ``poll_s``, or when a listing finds nothing new: a trickle of uploads (one a
+second) makes a round and a lake file every ``poll_s`` or so, not one per upload. It holds the lake
+for the whole time, so a second wave cannot start until it ends (it waits ``WAVE_LOCK_WAIT_S``, then
+fails), and every upload is handled once across its rounds. Uploads that arrive after it stopped are
+left for the next wave.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ from graywave.storage.layout import parse_upload_key, uploads_prefix
 
 TASKS_PER_WORKER = 4
 """Aim for this many batches per worker, so that the last batches finish close together."""
+WAVE_LOCK_WAIT_S = 30.0
+"""How long a wave waits for the lake when another writer holds it. An API write (an upload with
+``?wait=true``, a replace, a delete) holds it for well under a second, so a wave that starts during
+one is delayed, not failed; a wave that still finds the lake held after this long (another wave, a
+long reprocessing) fails with "another wave"."""
 
 BatchRunner = Callable[[list[Sequence[Upload]], Settings], Iterator[BatchResult]]
 """Runs batches (``process_batch`` on each, at most ``settings.workers`` at once) and yields their
@@ -64,13 +73,56 @@ class Drain:
     max_duration_s: float
     """Stop listing this long after the wave started, whatever still arrives."""
     poll_s: float = 10.0
-    """How often an idle wave lists the store again."""
+    """The least time between the starts of two listings (an idle wave lists this often), and the
+    longest a row waits in the buffer while more arrive."""
 
     def __post_init__(self) -> None:
         if self.settle_s < 0 or self.max_duration_s < 0 or self.poll_s <= 0:
             raise InvalidInput(
                 "the settle window and the maximum duration cannot be negative, the poll interval must be positive"
             )
+
+
+@dataclass
+class SettleWindow:
+    """Where a draining wave stands in its settle window, on the wave's clock: when to list next,
+    and when to stop. ``run_wave`` follows it, and so does the burst simulator (``bench/burst.py``)."""
+
+    drain: Drain
+    opened: float
+    """When the wave listed first."""
+    listed: float
+    """When the last listing started."""
+    last_new: float
+    """When a listing last found something new (the first listing counts as new)."""
+    idle: bool = False
+    """Whether the last listing found nothing new."""
+
+    @classmethod
+    def open(cls, drain: Drain, at: float, *, found: bool) -> SettleWindow:
+        """The window after a wave's first listing, started ``at``."""
+        return cls(drain, opened=at, listed=at, last_new=at, idle=not found)
+
+    def record_listing(self, at: float, *, found: bool) -> None:
+        self.listed, self.idle = at, not found
+        if found:
+            self.last_new = at
+
+    def closed(self, now: float) -> bool:
+        """Past the maximum duration, or nothing new for ``settle_s`` (seen by a listing that found
+        nothing: after a round the wave always lists once more, for what arrived while it ran)."""
+        return now - self.opened >= self.drain.max_duration_s or (
+            self.idle and now - self.last_new >= self.drain.settle_s
+        )
+
+    def next_listing(self) -> float:
+        """``poll_s`` after the last listing started (at once when that has passed); while idle, no
+        later than the settle window's end, so that the last listing closes it on time; never after the
+        maximum duration."""
+        due = self.listed + self.drain.poll_s
+        if self.idle:
+            due = min(due, self.last_new + self.drain.settle_s)
+        return min(due, self.opened + self.drain.max_duration_s)
 
 
 @dataclass(frozen=True)
@@ -232,22 +284,50 @@ def run_batches_in_threads(batches: list[Sequence[Upload]], settings: Settings) 
 
 
 class Recorder:
-    """Rows waiting to be recorded (``Backends.record``), flushed every ``flush_rows`` rows."""
+    """Rows waiting to be recorded (``Backends.record``), flushed every ``flush_rows`` rows and once
+    the oldest has waited ``max_wait_s`` on ``clock``.
 
-    def __init__(self, backends: Backends, day: date, wave: str, flush_rows: int):
+    Each flush appends a lake file, so rows that come a few at a time (a draining wave's rounds
+    under a trickle of uploads) are gathered for a while rather than written one small file each;
+    ``max_wait_s`` bounds how late the lake shows them.
+    """
+
+    def __init__(
+        self,
+        backends: Backends,
+        day: date,
+        wave: str,
+        flush_rows: int,
+        *,
+        max_wait_s: float = math.inf,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.backends, self.day, self.wave, self.flush_rows = backends, day, wave, flush_rows
+        self.max_wait_s, self.clock = max_wait_s, clock
         self.images: list[ImageRecord] = []
         self.rejects: list[RejectRecord] = []
+        self.oldest: float | None = None
+        """When the oldest row in the buffer came."""
 
     def add(self, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
+        if self.oldest is None and (images or rejects):
+            self.oldest = self.clock()
         self.images += images
         self.rejects += rejects
         if len(self.images) + len(self.rejects) >= self.flush_rows:
             self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush if the oldest row has waited ``max_wait_s``."""
+        if self.oldest is not None and self.clock() - self.oldest >= self.max_wait_s:
+            self.flush()
 
     def flush(self) -> None:
-        self.backends.record(self.day, self.wave, self.images, self.rejects)
-        self.images, self.rejects = [], []
+        if self.images or self.rejects:
+            self.backends.record(self.day, self.wave, self.images, self.rejects)
+        self.images, self.rejects, self.oldest = [], [], None
 
 
 def run_wave(
@@ -264,17 +344,22 @@ def run_wave(
     """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row.
 
     Without ``drain`` the wave makes one round: what was pending when it listed. With one it lists
-    again after each round until the settle window closes (see ``Drain``).
+    again after each round until the settle window closes (see ``Drain``, ``SettleWindow``).
     """
     started = time.perf_counter()
-    with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s):
+    with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s, wait_s=WAVE_LOCK_WAIT_S):
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
-        recorder = Recorder(backends, day, name, settings.lake_flush_rows)
-        rounds = _Rounds(settings, day, name, recorder, run_batches, log, log_rounds=drain is not None)
+        max_wait_s = math.inf if drain is None else drain.poll_s
+        recorder = Recorder(backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock)
         handled = handled_uploads(backends.lake, day)
-        opened = last_new = clock()
-        plan = plan_wave(backends.blobs, backends.lake, day, handled)
+        rounds = _Rounds(settings, day, name, recorder, run_batches, log, handled, log_rounds=drain is not None)
+
+        def list_pending() -> WavePlan:
+            return plan_wave(backends.blobs, backends.lake, day, rounds.handled)
+
+        opened = clock()
+        plan = list_pending()
         skipped = plan.skipped
         log(
             f"wave {name} of {day}: {len(plan.pending)} pending, {plan.skipped} already handled, "
@@ -283,21 +368,8 @@ def run_wave(
         )
         try:
             rounds.run(plan)
-            handled |= plan.source_keys
-            while drain is not None:  # list again at once after a round, then every poll_s while idle
-                plan = plan_wave(backends.blobs, backends.lake, day, handled)
-                if plan:
-                    last_new = clock()
-                    rounds.run(plan)
-                    handled |= plan.source_keys
-                    if clock() - opened >= drain.max_duration_s:
-                        break
-                    continue
-                now = clock()
-                if now - last_new >= drain.settle_s or now - opened >= drain.max_duration_s:
-                    break
-                sleep(min(drain.poll_s, last_new + drain.settle_s - now, opened + drain.max_duration_s - now))
             if drain is not None:
+                _collect(SettleWindow.open(drain, opened, found=bool(plan)), rounds, list_pending, clock, sleep)
                 log(f"wave {name} of {day}: stopped collecting after {clock() - opened:.0f} s")
         finally:
             recorder.flush()
@@ -317,8 +389,32 @@ def run_wave(
     return summary
 
 
+def _collect(
+    window: SettleWindow,
+    rounds: _Rounds,
+    list_pending: Callable[[], WavePlan],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> None:
+    """The settle window after the first round: list when the window says, run a round of what is
+    new, until it closes. A listing that finds nothing flushes the rows: no more are coming to
+    share their lake file, and the window may stay open for ``settle_s`` yet."""
+    while not window.closed(clock()):
+        wait = window.next_listing() - clock()
+        if wait > 0:
+            sleep(wait)
+        listed = clock()
+        plan = list_pending()
+        window.record_listing(listed, found=bool(plan))
+        if plan:
+            rounds.run(plan)
+        else:
+            rounds.recorder.flush()
+
+
 class _Rounds:
-    """The rounds of one wave: each plan's batches run, their rows recorded, the latencies kept."""
+    """The rounds of one wave: each plan's batches run, their rows recorded, the latencies kept, and
+    the uploads handled (``handled``, which the next listing leaves out)."""
 
     def __init__(
         self,
@@ -328,11 +424,13 @@ class _Rounds:
         recorder: Recorder,
         run_batches: BatchRunner,
         log: Callable[[str], None],
+        handled: set[str],
         *,
         log_rounds: bool,
     ):
         self.settings, self.day, self.name = settings, day, name
         self.recorder, self.run_batches, self.log, self.log_rounds = recorder, run_batches, log, log_rounds
+        self.handled = handled
         self.done: list[RoundSummary] = []
         self.latencies: list[float] = []
         self.pixels = 0
@@ -352,7 +450,8 @@ class _Rounds:
                 rejected += len(result.rejects)
                 self.pixels += result.pixels
                 progress.advance(len(result.images) + len(result.rejects))
-        self.recorder.flush()  # what a round handled is in the lake before the next listing
+        self.handled |= plan.source_keys
+        self.recorder.flush_if_due()  # else its rows wait for more, to share a lake file with them
         self.done.append(
             RoundSummary(
                 len(self.done) + 1,

@@ -40,7 +40,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random,
+    wait_random_exponential,
+)
 
 from graywave.errors import BackendUnavailable, BlobNotFound, Busy, LakeBusy
 from graywave.records import ImageRecord, RejectRecord
@@ -104,6 +111,11 @@ ROW_GROUP = 1024
 """Rows per row group of appended files: small enough that a filter on one user reads little."""
 
 WRITER_LOCK = "_locks/writer"
+LOCK_RETRY_S = 0.05
+LOCK_RETRY_MAX_S = 0.5
+"""A writer waiting for the lake tries again within ``LOCK_RETRY_S``, then at random intervals (so
+that waiting writers do not retry in step) doubling up to ``LOCK_RETRY_MAX_S``: a short holder is
+followed within tens of ms, and a long wait on S3 costs a request or two every half second."""
 GENERATION = "_generation"
 _WRITING = "writing-"
 _DATASETS_CACHED = 32
@@ -374,11 +386,24 @@ class Lake:
         return set(self.scan(table, days=days, columns=["source_key"]).column("source_key").to_pylist())
 
     @contextmanager
-    def exclusive(self, ttl_s: float = 60.0) -> Iterator[None]:
-        """Hold the lake for one writer (a wave); raise ``LakeBusy`` at once if another holds it."""
+    def exclusive(self, ttl_s: float = 60.0, *, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the lake for one writer (a wave, an API write); raise ``LakeBusy`` if another still
+        holds it after ``wait_s`` seconds (at once by default).
+
+        The other holder may be a short write (an API upload holds the lake for a few hundred ms,
+        in this process or another): a writer that can wait that long is not refused for it.
+        """
+        attempts = Retrying(
+            stop=stop_after_delay(wait_s),
+            wait=wait_random_exponential(multiplier=LOCK_RETRY_S, max=LOCK_RETRY_MAX_S),
+            retry=retry_if_exception_type(Busy),
+            reraise=True,
+        )
         with ExitStack() as stack:
             try:
-                stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
+                for attempt in attempts:
+                    with attempt:
+                        stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
             except Busy as busy:
                 raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
             if not self.settled(self.generation()):  # a writer died in the middle of a write

@@ -207,7 +207,7 @@ class _Lease:
         except ClientError as error:
             if _code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
                 raise
-            current = self.client.get_object(Bucket=self.bucket, Key=self.key)
+            current = self._current()
             holder = json.loads(current["Body"].read())
             if datetime.fromisoformat(holder["expires_at"]) > datetime.now(UTC):
                 raise Busy(
@@ -220,6 +220,17 @@ class _Lease:
                     raise Busy(f"s3://{self.bucket}/{self.key} was taken by another process") from None
                 raise
         self._renewer.start()
+
+    def _current(self) -> dict[str, Any]:
+        """The lock object that the conditional PUT ran into. A holder that let go since has left
+        none: ``Busy`` as it was an instant ago (a waiting writer tries again), not S3's error."""
+        try:
+            current: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as error:
+            if _code(error) in ("NoSuchKey", "404"):
+                raise Busy(f"s3://{self.bucket}/{self.key} was let go as this process looked at it") from None
+            raise
+        return current
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 3):

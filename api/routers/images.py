@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
+from graywave.api import jobs
 from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, processing, read_upload
 from graywave.api.errors import ERRORS
-from graywave.api.models import Count, Error, Image, ImagePage
-from graywave.service.images import delete_images, process_now, replace_and_reprocess
+from graywave.api.models import Count, Error, Image, ImagePage, Job, Reprocessed
+from graywave.service.images import REPROCESS_JOB, delete_images, replace_and_reprocess, reprocess
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -19,10 +23,22 @@ def _page(app: State, user_id: str | None, limit: int, offset: int, path: str) -
     return ImagePage(items=[Image.of(e) for e in entries], total=total, limit=limit, offset=offset, next=following)
 
 
-def _reprocess(app: State, user_id: str | None) -> Count:
-    keys = [e.source_key for e in app.catalog.entries(app.settings.today(), user_id) if e.status != "pending"]
-    process_now(app.backends, app.settings, keys)
-    return Count(count=len(keys))
+REPROCESSING: dict[int | str, dict[str, Any]] = {
+    202: {"model": Job, "description": "More than a few images: a background job (a Prefect flow run) started."},
+    503: {"model": Error, "description": "Busy, or no Prefect server to run a background job on."},
+}
+
+
+async def _reprocess(app: State, user_id: str | None) -> Reprocessed | JSONResponse:
+    """Up to ``GRAYWAVE_API_INLINE_REPROCESS_MAX`` handled images now, in a processing slot (200);
+    more in a background job (202 with the job, ``Location: /jobs/{id}``)."""
+    entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
+    handled = [entry for entry in entries if entry.status != "pending"]
+    if len(handled) > app.settings.api_inline_reprocess_max:
+        run = await run_in_threadpool(jobs.start, REPROCESS_JOB, {"user_id": user_id})
+        job = Job.of(run, count=len(handled))
+        return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": job.links.self})
+    return Reprocessed.of(await processing(app, lambda: reprocess(app.backends, app.settings, handled)))
 
 
 def _delete(app: State, user_id: str | None) -> Count:
@@ -39,9 +55,14 @@ def list_all(_: Admin, app: AppState, limit: Limit = 100, offset: Offset = 0) ->
     return _page(app, None, limit, offset, "/images")
 
 
-@router.put("/images", response_model=Count, summary="Reprocess every handled image from its original")
-def reprocess_all(_: Admin, app: AppState) -> Count:
-    return _reprocess(app, None)
+@router.put(
+    "/images",
+    response_model=Reprocessed,
+    responses=REPROCESSING,
+    summary="Reprocess every handled image from its original (a background job past a few images)",
+)
+async def reprocess_all(_: Admin, app: AppState) -> Reprocessed | JSONResponse:
+    return await _reprocess(app, None)
 
 
 @router.delete("/images", response_model=Count, summary="Delete every image")
@@ -58,10 +79,13 @@ def list_user(user_id: Owner, app: AppState, limit: Limit = 100, offset: Offset 
 
 
 @router.put(
-    "/images/{user_id}", response_model=Count, summary="Reprocess every handled image of a user from its original"
+    "/images/{user_id}",
+    response_model=Reprocessed,
+    responses=REPROCESSING,
+    summary="Reprocess every handled image of a user from its original (a background job past a few images)",
 )
-def reprocess_user(user_id: Owner, app: AppState) -> Count:
-    return _reprocess(app, user_id)
+async def reprocess_user(user_id: Owner, app: AppState) -> Reprocessed | JSONResponse:
+    return await _reprocess(app, user_id)
 
 
 @router.delete("/images/{user_id}", response_model=Count, summary="Delete every image of a user, everywhere")
@@ -91,9 +115,7 @@ async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: A
     entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
-    await processing(
-        app, lambda: replace_and_reprocess(app.backends, app.settings, entry.source_key, data, content_type)
-    )
+    await processing(app, lambda: replace_and_reprocess(app.backends, app.settings, entry, data, content_type))
     return Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id))
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from graywave.api.app import create_app
 from graywave.config import Settings
@@ -28,6 +30,13 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
+@pytest.fixture
+def reprocess_inside_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reprocessing inside the request however many images there are (these servers have no Prefect
+    server for background jobs). Name it in ``usefixtures``, which come before ``api``."""
+    monkeypatch.setenv("GRAYWAVE_API_INLINE_REPROCESS_MAX", "100000")
+
+
 @pytest.fixture(params=["embedded", "s3+mongodb"])
 def api(request, tmp_path, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
@@ -38,14 +47,24 @@ def api(request, tmp_path, monkeypatch) -> Iterator[Api]:
         "bob": issue_token(settings.api_tokens_file, "bob", admin=False),
         "admin": issue_token(settings.api_tokens_file, "ops", admin=True),
     }
+    with serving(create_app(settings)) as url:
+        yield Api(url, settings, tokens)
+
+
+@contextmanager
+def serving(app: FastAPI, root_path: str = "") -> Iterator[str]:
+    """``app`` under a real uvicorn server on 127.0.0.1 (``root_path``: uvicorn's ``--root-path``); its URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield Api(f"http://127.0.0.1:{port}", settings, tokens)
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -6,6 +6,7 @@ import io
 import tempfile
 import threading
 import time
+import uuid
 
 import httpx
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 
 from graywave.api.app import create_app
 from graywave.api.errors import REJECTED_MESSAGES
+from graywave.config import Settings
 from graywave.flows.analytics import analytics_flow
 from graywave.flows.wave import wave_flow
 from graywave.records import image_id_for
@@ -141,8 +143,9 @@ def test_put_replaces_an_image_and_reprocesses(api):
     after = replaced.json()
     assert after["image_id"] == bright["image_id"] and after["histogram"] != bright["histogram"]
     assert np.average(range(16), weights=after["histogram"]) < np.average(range(16), weights=bright["histogram"])
-    assert alice.put("/images/alice").json() == {"count": 1}
-    assert api.client("admin").put("/images").json() == {"count": 1}
+    done = {"count": 1, "processed": 1, "rejected": 0, "failed": []}
+    assert alice.put("/images/alice").json() == done
+    assert api.client("admin").put("/images").json() == done
     assert alice.get("/images/alice").json()["total"] == 1  # reprocessing never duplicates
     with Backends.open(api.settings) as backends:
         assert len(backends.lake.read("images")) == 1
@@ -285,17 +288,46 @@ def test_deleting_one_image_of_a_file_that_holds_several_is_seen_by_every_read(a
     assert alice.get("/images/alice").json()["total"] == 3
 
 
-def test_a_reprocessing_that_cannot_run_forgets_nothing(api):
-    """PUT on a user whose original is gone used to forget the records first, then fail: lost for good."""
+def test_a_reprocessing_reports_what_it_cannot_reprocess_and_forgets_nothing(api):
+    """PUT on a user whose original is gone used to forget the records first, then fail: lost for good.
+    Now the image that cannot be reprocessed is named in the answer and keeps its record, and the
+    others are reprocessed."""
     alice = api.client("alice")
-    done = upload(alice, "alice", wait=True).json()
+    gone = upload(alice, "alice", wait=True).json()
+    kept = upload(alice, "alice", DARK, wait=True).json()
     with Backends.open(api.settings) as backends:
-        [image] = [r for r in backends.lake.read("images").to_pylist() if r["image_id"] == done["image_id"]]
+        [image] = [r for r in backends.lake.read("images").to_pylist() if r["image_id"] == gone["image_id"]]
         backends.blobs.delete(image["source_key"])  # the original vanishes
-    assert alice.put("/images/alice").status_code >= 400
-    assert alice.get(f"/images/alice/{done['image_id']}").json()["histogram"] == done["histogram"]
+    answer = alice.put("/images/alice")
+    assert answer.status_code == 200
+    report = answer.json()
+    assert (report["count"], report["processed"], report["rejected"]) == (2, 1, 0)
+    [failure] = report["failed"]
+    assert (failure["image_id"], failure["source_key"], failure["reason"]) == (
+        gone["image_id"],
+        image["source_key"],
+        "vanished",
+    )
+    assert alice.get(f"/images/alice/{gone['image_id']}").json()["histogram"] == gone["histogram"]
+    reprocessed = alice.get(f"/images/alice/{kept['image_id']}").json()
+    assert reprocessed["histogram"] == kept["histogram"] and reprocessed["processed_at"] > kept["processed_at"]
     with Backends.open(api.settings) as backends:
-        assert backends.lake.read("images").column("image_id").to_pylist() == [done["image_id"]]
+        assert sorted(backends.lake.read("images").column("image_id").to_pylist()) == sorted(
+            [gone["image_id"], kept["image_id"]]
+        )
+
+
+def test_reprocessing_many_images_needs_a_prefect_server_and_changes_nothing_without_one(api, monkeypatch):
+    alice = api.client("alice")
+    first = upload(alice, "alice", wait=True).json()
+    upload(alice, "alice", DARK, wait=True)
+    monkeypatch.setenv("GRAYWAVE_API_INLINE_REPROCESS_MAX", "1")
+    with serving(create_app(Settings())) as url:  # the same deployment, reprocessing inline at most 1 image
+        answer = httpx.put(f"{url}/images/alice", headers=alice.headers, timeout=60)
+    # 2 images > 1: a background job, and this test process has no PREFECT_API_URL
+    assert error_of(answer) == (503, "jobs_unavailable") and "PREFECT_API_URL" in answer.json()["error"]["message"]
+    assert alice.get(f"/images/alice/{first['image_id']}").json()["processed_at"] == first["processed_at"]
+    assert error_of(alice.get(f"/jobs/{uuid.uuid4()}")) == (404, "not_found")  # no Prefect server, no jobs
 
 
 def test_a_damaged_token_file_answers_a_json_503_not_a_crash(api):
@@ -440,10 +472,14 @@ def test_a_trailing_slash_is_not_redirected_to_the_host_a_client_names(api):
     assert error_of(response) == (404, "not_found") and "location" not in response.headers
 
 
-def test_a_405_behind_a_root_path_still_names_the_documented_methods(settings):
+def test_a_405_behind_a_root_path_still_names_the_documented_methods(api):
     """Behind a proxy prefix (uvicorn's ``--root-path``) the request's path carries the prefix, the
     documented paths do not: the ``Allow`` header once came out empty there."""
-    with serving(create_app(settings), root_path="/graywave") as url, httpx.Client(base_url=url) as client:
+    admin = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    with (
+        serving(create_app(api.settings), root_path="/graywave") as url,
+        httpx.Client(base_url=url, headers=admin) as client,
+    ):
         refused = client.request("OPTIONS", "/images/alice")  # what the proxy passes on of /graywave/images/alice
         assert error_of(refused) == (405, "method_not_allowed")
         assert refused.headers["allow"] == "DELETE, GET, POST, PUT"

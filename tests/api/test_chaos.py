@@ -17,7 +17,7 @@ from graywave.service.backends import Backends
 from graywave.service.wave import run_wave
 from tests.api.test_api import DARK, PHOTO, upload
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("reprocess_inside_requests")]
 SECONDS = 25
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("reprocess_inside_requests")]
 
 MAX_TIME_S = 15
 CONFIG = Path(__file__).with_name("schemathesis.toml")

@@ -31,8 +31,8 @@ def test_deployments_register_with_the_prefect_api(monkeypatch):
 
 def test_the_analytics_run_after_each_completed_evening_wave():
     names = [d.name for d in deployments(Settings())]
-    assert names == ["wave-morning", "wave-evening", "analytics-daily"]
-    analytics = deployments(Settings())[-1]
+    assert names == ["wave-morning", "wave-evening", "analytics-daily", "reprocess"]
+    analytics = deployments(Settings())[2]
     trigger = analytics.triggers[0]
     assert trigger.expect == {"prefect.flow-run.Completed"}
     assert trigger.match_related.root == {
@@ -40,3 +40,9 @@ def test_the_analytics_run_after_each_completed_evening_wave():
         "prefect.resource.name": "wave-evening",
     }
     assert analytics.concurrency_limit == 1
+
+
+def test_the_reprocessing_job_is_served_without_a_schedule_one_run_at_a_time():
+    reprocess = deployments(Settings())[-1]
+    assert (reprocess.flow_name, reprocess.name) == tuple(["graywave-reprocess", "reprocess"])
+    assert not reprocess.schedules and not reprocess.triggers and reprocess.concurrency_limit == 1

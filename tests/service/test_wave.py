@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
 from datetime import date, timedelta
+from itertools import pairwise
+from pathlib import Path
 
 import pytest
 
 from graywave.config import Settings
 from graywave.errors import InvalidInput, LakeBusy
+from graywave.service import wave
 from graywave.service.backends import Backends
-from graywave.service.images import process_now
+from graywave.service.images import ImageCatalog, reprocess
 from graywave.service.samples import encode, synthetic_photo
-from graywave.service.wave import Drain, Latency, drain_of, run_wave
+from graywave.service.wave import Drain, Latency, drain_of, plan_wave, run_batches_in_threads, run_wave
 from tests.helpers import DAY, lake_of, put_uploads
 
 
@@ -73,7 +77,10 @@ def test_a_draining_wave_processes_what_arrives_while_it_runs_and_leaves_what_co
     assert handled_keys(settings) == sorted(inside + late)
 
 
-def test_a_second_wave_started_while_one_drains_fails_as_another_wave(settings, quiet_logs):
+def test_a_second_wave_started_while_one_drains_fails_as_another_wave(settings, monkeypatch, quiet_logs):
+    """It waits its bounded time for the lake (``WAVE_LOCK_WAIT_S``, shortened here to less than
+    the drain has left), then fails."""
+    monkeypatch.setattr(wave, "WAVE_LOCK_WAIT_S", 0.5)
     put_uploads(settings.blob_url, DAY, {"u/a.jpg": photo(1)})
     draining = threading.Thread(
         target=run_wave,
@@ -140,6 +147,48 @@ def test_the_settle_window_closes_a_settle_after_the_last_new_upload(settings, q
     assert [r.new for r in summary.rounds] == [0, 1]
 
 
+def test_a_trickle_is_listed_every_poll_and_recorded_in_a_few_lake_files(settings, monkeypatch, quiet_logs):
+    """One upload a second, and rounds of a second each (a Prefect round costs about that). Listing
+    again as soon as a round ended found one new upload each time, and every round appended a lake
+    file of its own: 20 files for 20 uploads."""
+    now = [0.0]
+    listings: list[float] = []
+    uploads = 20
+
+    def advance(seconds: float) -> None:  # the trickle: upload k at k s, for k < 20
+        for second in range(math.floor(now[0]) + 1, math.floor(now[0] + seconds) + 1):
+            if second < uploads:
+                put_uploads(settings.blob_url, DAY, {f"u/{second:03}.jpg": photo(second)})
+        now[0] += seconds
+
+    def rounds_of_a_second(batches, settings):
+        results = list(run_batches_in_threads(batches, settings))
+        advance(1.0)
+        yield from results
+
+    def listing(*args, **kwargs):
+        listings.append(now[0])
+        return plan_wave(*args, **kwargs)
+
+    monkeypatch.setattr(wave, "plan_wave", listing)
+    put_uploads(settings.blob_url, DAY, {"u/000.jpg": photo(0)})
+    summary = run_wave(
+        settings,
+        DAY,
+        "morning",
+        drain=Drain(settle_s=30, max_duration_s=1000, poll_s=10),
+        run_batches=rounds_of_a_second,
+        log=quiet_logs.append,
+        clock=lambda: now[0],
+        sleep=advance,
+    )
+    lake_files = list(Path(settings.lake_url).glob("images/**/*.parquet"))
+    assert len(lake_files) <= 3, f"{len(lake_files)} lake files for {uploads} uploads"
+    assert all(later - earlier >= 10 for earlier, later in pairwise(listings)), listings
+    assert len(summary.rounds) <= 4
+    assert summary.processed == uploads == len(set(handled_keys(settings))) == len(handled_keys(settings))
+
+
 def test_one_pass_without_a_drain_and_settings_give_the_scheduled_window(settings, monkeypatch, quiet_logs):
     put_uploads(settings.blob_url, DAY, {"u/a.jpg": photo(1)})
 
@@ -202,15 +251,19 @@ def test_hostile_entries_in_the_upload_folder_each_become_one_reject_and_the_wav
 
 
 def test_rerunning_a_past_wave_after_a_reprocess_changes_nothing(settings, quiet_logs):
-    """Reprocessed rows go to their upload's day, where every wave that lists the upload looks."""
+    """Reprocessed rows stay in the partition of the wave that handled them, where every wave that
+    lists the upload looks (and whose day's analytics they count in)."""
     past = DAY - timedelta(days=3)
     keys = put_uploads(settings.blob_url, past, {"alice/a.jpg": photo(1), "alice/b.jpg": b"not a photo"})
-    run_wave(settings, past, "morning", log=quiet_logs.append)
-    with Backends.open(settings) as backends:
-        process_now(backends, settings, keys)  # e.g. PUT /images/alice: both handled again, now
-    for day in (past, past + timedelta(days=1)):  # each wave whose upload days include them
+    handled_on = past + timedelta(days=1)  # the next day's wave picks up the day before's uploads
+    run_wave(settings, handled_on, "morning", log=quiet_logs.append)
+    with Backends.open(settings) as backends:  # e.g. PUT /images/alice: both handled again, now
+        report = reprocess(backends, settings, ImageCatalog(backends).entries(DAY, "alice"))
+    assert (report.count, report.processed, report.rejected, report.failed) == (2, 1, 1, ())
+    for day in (past, handled_on):  # each wave whose upload days include them
         again = run_wave(settings, day, "evening", log=quiet_logs.append)
         assert (again.processed, again.rejected, again.skipped) == (0, 0, 2)
     assert handled_keys(settings) == sorted(keys)  # one row each, no duplicate
-    rows = lake_of(settings).read("images").to_pylist()
-    assert [(row["wave"], row["date"]) for row in rows] == [("api", past)]
+    lake = lake_of(settings)
+    rows = [(row["wave"], row["date"]) for table in ("images", "rejects") for row in lake.read(table).to_pylist()]
+    assert rows == [("api", handled_on), ("api", handled_on)]  # still in the day that counted them

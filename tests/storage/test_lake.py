@@ -1,3 +1,7 @@
+from __future__ import annotations
+
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -7,6 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
+from graywave.errors import LakeBusy
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import Busy, LocalBlobStore
 from graywave.storage.lake import Lake
@@ -98,6 +103,44 @@ def test_one_writer_at_a_time(local_lake):
         pass
     with local_lake.exclusive():  # released
         pass
+
+
+class Holder(threading.Thread):
+    """Another writer holding the lake (an API write, a wave) until ``release`` is set."""
+
+    def __init__(self, lake: Lake):
+        super().__init__(name="holder", daemon=True)
+        self.lake, self.held, self.release = lake, threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        with self.lake.exclusive():
+            self.held.set()
+            self.release.wait(timeout=60)
+
+    def __enter__(self) -> Holder:
+        self.start()
+        assert self.held.wait(timeout=30)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release.set()
+        self.join(timeout=30)
+
+
+def test_a_writer_waits_a_bounded_time_for_the_lake(lake):
+    """A short write (an API upload's few hundred ms) delays the next writer instead of failing it."""
+    with Holder(lake) as holder:
+        threading.Timer(1.0, holder.release.set).start()
+        started = time.monotonic()
+        with lake.exclusive(wait_s=10):
+            assert time.monotonic() - started >= 0.9  # it got the lake once the holder let go
+    with Holder(lake):
+        started = time.monotonic()
+        with pytest.raises(LakeBusy, match="another wave"), lake.exclusive(wait_s=0.5):
+            pass
+        assert time.monotonic() - started >= 0.5
+        with pytest.raises(LakeBusy):  # no wait asked: refused at once
+            lake.exclusive().__enter__()
 
 
 def test_every_write_changes_the_generation(lake):

@@ -4,6 +4,8 @@ import base64
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import boto3
@@ -13,6 +15,7 @@ from botocore.awsrequest import AWSResponse
 
 from graywave.errors import BlobNotFound, Busy, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
+from graywave.storage.lake import Lake
 from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
 from graywave.storage.uploads import presign_upload
 
@@ -115,6 +118,33 @@ def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
         store.exclusive("_locks/writer", ttl_s=30).__enter__()
     time.sleep(0.8)
     with store.exclusive("_locks/writer", ttl_s=30):
+        pass
+
+
+@contextmanager
+def released_while_a_contender_looks(store: S3BlobStore) -> Iterator[None]:
+    """The lock held, and let go just after a contender's conditional PUT failed, before its GET of
+    the lock object (as a holder finishing at that moment does)."""
+    holder = store.exclusive("_locks/writer", ttl_s=30)
+    holder.__enter__()
+
+    def release(**_: object) -> None:
+        store.client.meta.events.unregister("before-call.s3.GetObject", release)
+        holder.__exit__(None, None, None)
+
+    store.client.meta.events.register("before-call.s3.GetObject", release)
+    try:
+        yield
+    finally:
+        store.client.meta.events.unregister("before-call.s3.GetObject", release)
+
+
+def test_a_lock_let_go_while_a_contender_looks_at_it_is_busy_for_an_instant_not_an_error(store):
+    """The contender finds no lock object: that reads as busy (it was held a moment ago), which a
+    waiting writer tries again, never as S3's NoSuchKey."""
+    with released_while_a_contender_looks(store), pytest.raises(Busy):
+        store.exclusive("_locks/writer", ttl_s=30).__enter__()
+    with released_while_a_contender_looks(store), Lake(store).exclusive(wait_s=5):
         pass
 
 

@@ -1,0 +1,49 @@
+"""The reprocessing flow: every handled image of a user (or of all users) processed again from its
+original, as a background job.
+
+    PUT /images/alice    more than GRAYWAVE_API_INLINE_REPROCESS_MAX images: 202 and a run of this flow
+
+The API starts runs of the ``reprocess`` deployment (``graywave serve`` registers and runs it) and
+reads back the table artifact of images it could not reprocess. What reprocessing does is the
+service's (``graywave.service.images.reprocess``): batch by batch, each holding the lake, so waves
+go on in between; an image whose original is gone keeps its record and is listed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from graywave.config import Settings
+from graywave.service.backends import Backends
+from graywave.service.images import REPROCESS_FAILURES_ARTIFACT, ImageCatalog, ReprocessReport, reprocess
+
+
+@flow(name="graywave-reprocess")
+def reprocess_flow(user_id: str | None = None) -> ReprocessReport:
+    """Reprocess every handled image of ``user_id`` (None: of every user) from its original."""
+    settings = Settings()
+    logger = get_run_logger()
+    with Backends.open(settings) as backends:
+        entries = ImageCatalog(backends).entries(settings.today(), user_id)
+        report = reprocess(
+            backends,
+            settings,
+            entries,
+            lock_wait_s=settings.wave_max_duration_s,  # a wave draining a burst holds the lake that long at most
+            progress=lambda so_far: logger.info(so_far.line()),
+        )
+    create_table_artifact(
+        [asdict(failure) for failure in report.failed],
+        key=REPROCESS_FAILURES_ARTIFACT,
+        description=f"Images of {user_id or 'every user'} that could not be reprocessed; they keep their record.",
+    )
+    create_markdown_artifact(
+        f"# Reprocessing of {user_id or 'every user'}\n\n{report.line()}.\n",
+        key="reprocess-summary",
+        description="What the reprocessing did.",
+    )
+    logger.info(report.line())
+    return report

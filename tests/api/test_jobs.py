@@ -1,0 +1,124 @@
+"""Bulk reprocessing as a background job, end to end on real processes: a Prefect server,
+``graywave serve`` (which runs the ``reprocess`` deployment) and ``graywave api``, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.server.api.server import SubprocessASGIServer
+
+from graywave.config import Settings
+from graywave.service.backends import Backends
+from graywave.service.images import ImageCatalog
+from graywave.service.samples import encode, synthetic_photo
+from graywave.service.tokens import issue_token
+from graywave.service.wave import run_wave
+from tests.conftest import free_port
+from tests.helpers import DAY, put_uploads
+
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+
+
+def wait_for(check, what: str, timeout_s: float, processes: list[subprocess.Popen]):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = check()
+        except httpx.HTTPError:
+            found = None
+        if found:
+            return found
+        dead = [p.args for p in processes if p.poll() is not None]
+        assert not dead and time.monotonic() < deadline, f"{what}: not in {timeout_s} s (exited: {dead})"
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Prefect server of its own (a copy of the session's Prefect home, so its database is migrated)."""
+    home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], home, dirs_exist_ok=True)
+    monkeypatch.setenv("PREFECT_HOME", str(home))  # the server's subprocess, and graywave's, use it
+    server = SubprocessASGIServer(port=free_port())
+    server.start()
+    yield server.api_url
+    server.stop()
+
+
+def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_image(
+    settings: Settings, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    settings = Settings()
+    photos = {f"alice/{k}.jpg": encode(synthetic_photo(64, 48, seed=k), "JPEG", quality=90) for k in range(4)}
+    keys = put_uploads(settings.blob_url, DAY, photos)
+    run_wave(settings, DAY, "morning", log=lambda _: None)
+    with Backends.open(settings) as backends:
+        before = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        backends.blobs.delete(keys[0])  # this one's original vanishes: it must be reported and kept
+    alice = issue_token(settings.api_tokens_file, "alice", admin=False)
+    bob = issue_token(settings.api_tokens_file, "bob", admin=False)
+
+    env = os.environ | {
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "GRAYWAVE_API_INLINE_REPROCESS_MAX": "2",
+        "GRAYWAVE_TIMEZONE": "UTC",
+    }
+    port = free_port()
+    processes = [
+        subprocess.Popen([GRAYWAVE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [GRAYWAVE, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        ),
+    ]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(
+            lambda: httpx.get(f"{prefect_server}/deployments/name/graywave-reprocess/reprocess").status_code == 200,
+            "graywave serve registers the reprocess deployment",
+            120,
+            processes,
+        )
+        wait_for(lambda: httpx.get(f"{url}/openapi.json").status_code == 200, "the API starts", 60, processes)
+
+        answer = httpx.put(f"{url}/images/alice", headers={"Authorization": f"Bearer {alice}"}, timeout=60)
+        assert answer.status_code == 202, answer.text  # 4 images > 2: not inside the request
+        job = answer.json()
+        assert (job["kind"], job["user_id"], job["count"]) == ("reprocess", "alice", 4)
+        assert answer.headers["location"] == job["links"]["self"] == f"/jobs/{job['job_id']}"
+
+        def finished() -> dict | None:
+            state = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {alice}"}).json()
+            return state if state["state"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+        done = wait_for(finished, "the reprocessing job finishes", 180, processes)
+        assert done["state"] == "COMPLETED"
+        [failure] = done["failed"]
+        assert (failure["source_key"], failure["reason"]) == (keys[0], "vanished")
+        other = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {bob}"})
+        assert other.status_code == 404  # another user's job is not shown to exist
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    with Backends.open(settings) as backends:
+        after = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+    assert sorted(after) == sorted(keys)  # nothing lost, nothing duplicated
+    assert after[keys[0]].record == before[keys[0]].record  # kept as it was
+    for key in keys[1:]:
+        assert after[key].wave == "api" and after[key].record.processed_at > before[key].record.processed_at  # type: ignore[union-attr]
