@@ -121,6 +121,7 @@ def main() -> None:
                 "",
             ]
             print("\n".join(lines), flush=True)
+            part_two = len(lines)
 
             # 2. ?wait=true latency as the lake grows.
             photos = [encode(synthetic_photo(1600, 1200, seed=k), "JPEG", quality=90) for k in range(UPLOADS)]
@@ -146,7 +147,7 @@ def main() -> None:
             ]
     OUT.mkdir(exist_ok=True)
     (OUT / "api_processing.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[-12:]))
+    print("\n".join(lines[part_two:]))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,14 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, LakeBusy, NotFound, RejectReason
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
-from graywave.records import ImageRecord, RejectRecord, handling_days, record_from_document, wave_upload_days
+from graywave.records import (
+    ImageRecord,
+    RejectRecord,
+    handling_days,
+    image_id_for,
+    record_from_document,
+    wave_upload_days,
+)
 from graywave.service.backends import Backends
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
@@ -210,6 +217,11 @@ class ImageCatalog:
             return handled[0]
         raise NotFound(f"image {image_id} of {user_id} does not exist")
 
+    def handled(self, user_id: str, image_id: str) -> ImageEntry | None:
+        """The handled image ``image_id`` of ``user_id`` (processed or rejected), or None."""
+        found = self._handled_one(user_id, image_id)
+        return found[0] if found else None
+
     def _handled_one(self, user_id: str, image_id: str) -> list[ImageEntry]:
         if self.backends.catalog is not None:
             return self._from_mongo({"user_id": user_id, "_id": image_id})
@@ -284,11 +296,17 @@ def upload_now(
 
     While a wave holds the lake the upload stays stored as pending (the wave, or the next one,
     processes it) instead of failing after it was stored, which a client's retry would duplicate.
+    A new upload has no older rows to replace: its rows are appended, and the cost of an upload
+    does not grow with the lake (a wave that recorded it while this waited for the lake is seen
+    through the catalog's indexes).
     """
     key = store_upload(backends, settings, user_id, data, content_type)
     try:
         with _holding_the_lake(backends, settings):
-            _process(backends, settings, [_upload_of(backends, key)])
+            if not ImageCatalog(backends).handled(user_id, image_id_for(key)):
+                upload = _upload_of(backends, key)
+                result = process_uploads([upload], backends.blobs, settings, select_device(settings.device))
+                backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
     except (LakeBusy, BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
         return key, False
     return key, True
@@ -316,7 +334,7 @@ def _upload_of(backends: Backends, key: str) -> Upload:
 
 
 def _process(
-    backends: Backends, settings: Settings, uploads: Sequence[Upload], before: Sequence[ImageEntry] = ()
+    backends: Backends, settings: Settings, uploads: Sequence[Upload], before: Sequence[ImageEntry]
 ) -> BatchResult:
     """Process ``uploads`` and record them in place of what ``before`` held of them (their rows stay
     in the partitions they were in; a processed image that became a reject loses its old JPEG)."""

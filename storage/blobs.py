@@ -8,6 +8,7 @@ Keys are ``/``-separated and relative to the store's root.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterator
@@ -102,7 +103,12 @@ class LocalBlobStore:
         parts = key.split("/")
         if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise InvalidInput(f"invalid blob key {key!r}")
-        return self.root.joinpath(*parts)
+        path = self.root.joinpath(*parts)
+        if "\\x" in key and not os.path.lexists(path):  # the printable key of a name that is not UTF-8
+            raw = self.root.joinpath(*(_from_printable(part) for part in parts))
+            if os.path.lexists(raw):
+                return raw
+        return path
 
     def list(self, prefix: str) -> Iterator[BlobInfo]:
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
@@ -113,7 +119,7 @@ class LocalBlobStore:
             for name in sorted(files):
                 path = Path(directory, name)
                 key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix):
+                if not _printable(key).startswith(prefix):
                     continue
                 try:
                     info = path.lstat()  # the entry itself, never what a link points to
@@ -195,13 +201,27 @@ def _kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
+def _printable(name: str) -> str:
+    """A local name as a key: itself, or for bytes that are not UTF-8 (which ``os.fsdecode`` carries as
+    surrogates) each such byte as ``\\xNN`` (``caf\\xe9.jpg``); ``_from_printable`` undoes it."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode(errors="backslashreplace")
+    return name
+
+
+def _from_printable(part: str) -> str:
+    """The local name that ``_printable`` showed as ``part``."""
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda escaped: bytes([int(escaped[1], 16)]), part.encode())
+    return os.fsdecode(raw)
+
+
 def _blob_info(key: str, info: os.stat_result) -> BlobInfo:
     """A listed entry of a local folder, with why it can never be an upload when it cannot."""
     modified = datetime.fromtimestamp(info.st_mtime, UTC)
-    try:
-        key.encode()
-    except UnicodeEncodeError:  # bytes that are not UTF-8, carried by os.fsdecode's surrogates
-        shown = os.fsencode(key).decode(errors="backslashreplace")
+    shown = _printable(key)
+    if shown != key:  # bytes that are not UTF-8
         return BlobInfo(shown, info.st_size, modified, (RejectReason.BAD_KEY, "the file name is not UTF-8"))
     if not stat.S_ISREG(info.st_mode):
         detail = f"{_kind(info.st_mode)}, not a regular file: the blob store reads regular files only"

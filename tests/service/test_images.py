@@ -1,9 +1,13 @@
-"""Reprocessing (``service.images.reprocess``): what it keeps, what it reports, what it cleans up."""
+"""What the API changes (``service.images``): uploads processed at once, and reprocessing (what it
+keeps, what it reports, what it cleans up)."""
 
 from __future__ import annotations
 
+import pytest
+
+from graywave.service import images
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, reprocess
+from graywave.service.images import ImageCatalog, reprocess, upload_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
 from tests.helpers import DAY, put_uploads
@@ -42,3 +46,33 @@ def test_reprocessing_goes_batch_by_batch_and_reports_progress(settings, monkeyp
     with Backends.open(settings) as backends:
         report = reprocess(backends, settings, ImageCatalog(backends).entries(DAY, "bob"), progress=seen.append)
     assert [r.processed for r in seen] == [2, 4, 5] and report == seen[-1]
+
+
+def test_an_upload_processed_at_once_rewrites_no_lake_file(settings, monkeypatch):
+    """Its rows are appended; the rows of other uploads are not searched (that grew with the lake:
+    ``bench/api_processing_bench.py``) nor rewritten."""
+    photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
+    with Backends.open(settings) as backends:
+        for _ in range(3):
+            upload_now(backends, settings, "alice", photo, "image/jpeg")
+        monkeypatch.setattr(type(backends.lake), "remove_rows", lambda *a, **k: pytest.fail("searched the lake"))
+        _, processed = upload_now(backends, settings, "alice", photo, "image/jpeg")
+        assert processed
+        assert len(ImageCatalog(backends).entries(DAY, "alice")) == 4
+
+
+def test_an_upload_that_a_wave_recorded_meanwhile_is_not_recorded_twice(settings, monkeypatch):
+    photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
+    real_store = images.store_upload
+
+    def store_then_a_wave_runs(*args, **kwargs):  # the wave lists and records it before upload_now holds the lake
+        key = real_store(*args, **kwargs)
+        run_wave(settings, settings.today(), "morning", log=lambda _: None)
+        return key
+
+    monkeypatch.setattr(images, "store_upload", store_then_a_wave_runs)
+    with Backends.open(settings) as backends:
+        key, processed = upload_now(backends, settings, "alice", photo, "image/jpeg")
+        assert processed
+        [entry] = ImageCatalog(backends).entries(settings.today(), "alice")
+        assert (entry.source_key, entry.wave) == (key, "morning")

@@ -132,3 +132,24 @@ def test_a_failed_write_leaves_no_staged_file(tmp_path):
     with pytest.raises(OSError):
         store.write("a/b.jpg", b"bytes", "image/jpeg")
     assert list((tmp_path / ".graywave-tmp").iterdir()) == []
+
+
+def test_a_name_that_is_not_utf8_is_reached_by_the_key_it_is_listed_under(tmp_path):
+    """Its printable key used to name no file: deleting it through the API left it on disk."""
+    store = hostile_folder(tmp_path)
+    key = DAY_PREFIX + "mallory/caf\\xe9.jpg"
+    assert [blob.key for blob in store.list(key)] == [key]
+    assert store.read(key) == b"bytes"
+    store.delete(key)
+    assert os.fsencode(tmp_path / "blobs" / DAY_PREFIX / "mallory") + b"/caf\xe9.jpg" not in [
+        os.path.join(os.fsencode(tmp_path / "blobs" / DAY_PREFIX / "mallory"), name)
+        for name in os.listdir(os.fsencode(tmp_path / "blobs" / DAY_PREFIX / "mallory"))
+    ]
+    assert not list(store.list(key))
+
+
+def test_a_literal_backslash_name_is_its_own_file(tmp_path):
+    """A UTF-8 name that happens to read like an escape is the file of that name, not another one."""
+    store = hostile_folder(tmp_path)
+    store.write(DAY_PREFIX + "mallory/caf\\xe9.jpg", b"literal", "image/jpeg")
+    assert store.read(DAY_PREFIX + "mallory/caf\\xe9.jpg") == b"literal"
