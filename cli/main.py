@@ -18,16 +18,19 @@ telemetry off), so every command works without internet access.
 
 from __future__ import annotations
 
+import re
+import signal
 import threading
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
-from graywave.errors import GraywaveError, InvalidInput
+from graywave.errors import GraywaveError
+from graywave.storage.layout import user_id_problem
 
 if TYPE_CHECKING:
     import polars as pl
@@ -47,6 +50,29 @@ app.add_typer(query_app, name="query")
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the REST API.")
 app.add_typer(token_app, name="token")
 console = Console(soft_wrap=True)
+
+
+class _InvalidDate(typer.BadParameter):
+    exit_code = 1
+
+
+def _date(text: str) -> date:
+    """A ``--date`` value: an ISO date; a wrong day is named as such, not as a wrong format."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise _InvalidDate(f"{text} is not a date of the calendar") from None
+        raise _InvalidDate(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25") from None
+
+
+def _user(user_id: str) -> str:
+    """A USER argument: a user id the API could serve (pattern, reserved names); exit 1 otherwise."""
+    problem = user_id_problem(user_id)
+    if problem:
+        console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(1)
+    return user_id
 
 
 def _settings() -> Settings:
@@ -69,8 +95,10 @@ def _warm_up_in_background(settings: Settings) -> None:
 @wave_app.command("run")
 def wave_run(
     day: Annotated[
-        datetime | None,
-        typer.Option("--date", formats=["%Y-%m-%d"], help="Wave day (default: today in GRAYWAVE_TIMEZONE)."),
+        date | None,
+        typer.Option(
+            "--date", parser=_date, metavar="YYYY-MM-DD", help="Wave day (default: today in GRAYWAVE_TIMEZONE)."
+        ),
     ] = None,
     name: Annotated[str, typer.Option("--name", help="Wave name, e.g. morning or evening.")] = "manual",
     settle: Annotated[
@@ -106,9 +134,7 @@ def wave_run(
     from graywave.flows.wave import run_wave_flow
 
     try:
-        summary = run_wave_flow(
-            settings, day.date() if day else None, name, settle_s=settle, max_duration_s=max_duration
-        )
+        summary = run_wave_flow(settings, day, name, settle_s=settle, max_duration_s=max_duration)
     except GraywaveError as error:
         console.print(f"[red]the wave could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
@@ -116,7 +142,8 @@ def wave_run(
 
 
 DayOption = Annotated[
-    datetime | None, typer.Option("--date", formats=["%Y-%m-%d"], help="Day (default: today in GRAYWAVE_TIMEZONE).")
+    date | None,
+    typer.Option("--date", parser=_date, metavar="YYYY-MM-DD", help="Day (default: today in GRAYWAVE_TIMEZONE)."),
 ]
 MetricOption = Annotated[
     str, typer.Option("--metric", help="design, l1, chisquare, intersection, hellinger, correlation.")
@@ -145,7 +172,7 @@ def analytics_run(
     from graywave.flows.analytics import analytics_flow
 
     try:
-        summary = analytics_flow(day=day.date() if day else None, top_n=top_n, metric=metric)
+        summary = analytics_flow(day=day, top_n=top_n, metric=metric)
     except GraywaveError as error:
         console.print(f"[red]the analytics could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
@@ -197,11 +224,17 @@ def query_weekly(
     as_json: JsonOption = False,
 ) -> None:
     """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
+    from graywave.errors import NoData
     from graywave.service.daily import iso_week, weekly_histograms
+
+    _user(user)
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         monday, sunday = iso_week(week, settings.today())
-        return monday, weekly_histograms(lake, user, monday, sunday)
+        images = weekly_histograms(lake, user, monday, sunday)
+        if images.height == 0:
+            raise NoData(f"{user} has no processed images in the week of {monday} to {sunday}")
+        return monday, images
 
     monday, frame = _answer(question)
     _print(frame, as_json, f"{user}: images of the week of {monday}")
@@ -215,7 +248,7 @@ def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
     from graywave.service.daily import daily_histograms, median_row
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        when = day.date() if day else settings.today()
+        when = day or settings.today()
         return when, median_row(daily_histograms(lake, when))
 
     when, row = _answer(question)
@@ -232,10 +265,11 @@ def query_similar(
 ) -> None:
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
     checked = _check_metric(metric)
+    _user(user)
     from graywave.service.daily import daily_histograms, similar_to
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        when = day.date() if day else settings.today()
+        when = day or settings.today()
         return when, similar_to(daily_histograms(lake, when), user, n, checked)
 
     when, frame = _answer(question)
@@ -266,10 +300,8 @@ def token_issue(
     settings = Settings()
     try:
         token = issue_token(settings.api_tokens_file, label, admin)
-    except InvalidInput as error:
-        raise typer.BadParameter(str(error), param_hint="LABEL") from None
-    except GraywaveError as error:
-        console.print(f"[red]no token issued:[/red] {type(error).__name__}: {error}")
+    except GraywaveError as error:  # a user id that cannot be one, a damaged token file
+        console.print(f"[red]no token issued:[/red] {error}")
         raise typer.Exit(1) from None
     typer.echo(token)
 
@@ -288,12 +320,32 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
 
 @app.command()
 def serve() -> None:
-    """Register the wave and analytics deployments and run them on schedule (needs PREFECT_API_URL)."""
+    """Register the wave, analytics and reprocessing deployments and run them (needs a Prefect server:
+    PREFECT_API_URL)."""
     settings = _settings()
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        console.print(
+            "[red]graywave serve needs a Prefect server that outlives it:[/red] start one (`prefect server start`)"
+            " and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api"
+        )
+        raise typer.Exit(1)
+    with get_client(sync_client=True) as client:
+        unhealthy = client.api_healthcheck()
+    if unhealthy is not None:
+        console.print(f"[red]the Prefect server at {url} cannot be reached:[/red] {unhealthy}")
+        raise typer.Exit(1)
     from prefect import serve as prefect_serve
 
     from graywave.flows.schedule import deployments
 
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt  # Prefect's serve shuts down quietly on it (SIGTERM: systemd, docker stop)
+
+    signal.signal(signal.SIGTERM, stop)
     prefect_serve(*deployments(settings))
 
 

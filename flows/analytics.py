@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from graywave.config import Settings
-from graywave.errors import InvalidInput
+from graywave.errors import InvalidInput, NoData
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 from graywave.service.backends import Backends
@@ -48,7 +48,9 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     settings = Settings()
     day = day or settings.today()
     daily = _daily_task(settings, day)
-    median = median_row(daily) if daily.table.height else None
+    if daily.table.height == 0:
+        raise NoData(f"no images were processed on {day}: there is nothing to compute, and nothing was written")
+    median = median_row(daily)
     similar = _similar_task(daily, top_n, checked, settings.device)
     with Backends.open(settings) as backends:
         summary = record_analytics(backends, daily, median, similar, checked, lock_ttl_s=settings.lock_ttl_s)

@@ -28,7 +28,7 @@ from typing import Any
 import filelock
 
 from graywave.errors import BackendUnavailable, InvalidInput
-from graywave.storage.layout import RESERVED_USER_IDS, USER_ID_PATTERN
+from graywave.storage.layout import user_id_problem
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,9 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def issue_token(path: Path, label: str, admin: bool) -> str:
     """Create a token, store its digest, and return the token (the only time it is seen)."""
-    if not admin and not USER_ID_PATTERN.fullmatch(label):
-        raise InvalidInput(f"user id {label!r} does not match [A-Za-z0-9_-]{{1,64}}")
-    if not admin and label in RESERVED_USER_IDS:
-        raise InvalidInput(f"{label!r} is a reserved name of the API's routes and cannot be a user id")
+    problem = None if admin else user_id_problem(label)
+    if problem:
+        raise InvalidInput(problem)
     token = f"gw_{secrets.token_urlsafe(32)}"
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(path.with_name(f"{path.name}.lock")):

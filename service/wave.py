@@ -348,6 +348,7 @@ def run_wave(
     """
     started = time.perf_counter()
     with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s, wait_s=WAVE_LOCK_WAIT_S):
+        backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
         max_wait_s = math.inf if drain is None else drain.poll_s

@@ -40,6 +40,15 @@ class UploadKey:
         return processed_key(self.upload_date, self.user_id, self.image_id)
 
 
+def user_id_problem(user_id: str) -> str | None:
+    """Why ``user_id`` cannot be a user's id (the pattern, or a reserved name), or None if it can."""
+    if not USER_ID_PATTERN.fullmatch(user_id):
+        return f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}"
+    if user_id in RESERVED_USER_IDS:
+        return f"{user_id!r} is a reserved name of the API's routes and cannot be a user id"
+    return None
+
+
 def uploads_prefix(day: date) -> str:
     return f"{UPLOADS}/{day.isoformat()}/"
 
@@ -60,8 +69,9 @@ def parse_upload_key(key: str) -> UploadKey:
         upload_date = date.fromisoformat(day)
     except ValueError:
         raise BadKey(f"{day!r} in {key!r} is not a YYYY-MM-DD date") from None
-    if not USER_ID_PATTERN.fullmatch(user_id):
-        raise BadKey(f"user id {user_id!r} in {key!r} does not match [A-Za-z0-9_-]{{1,64}}")
+    problem = user_id_problem(user_id)
+    if problem:
+        raise BadKey(f"{problem} (in {key!r})")
     if not file_name:
         raise BadKey(f"{key!r} has an empty file name")
     return UploadKey(key=key, upload_date=upload_date, user_id=user_id, file_name=file_name)

@@ -34,6 +34,7 @@ prepare_prefect_environment(Settings())
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty embedded deployment (blob folder and lake) that ``Settings()`` points at."""
+    (tmp_path / "blobs").mkdir()  # the upload folder exists (a wave fails on one that does not)
     monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(tmp_path / "blobs"))
     monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(tmp_path / "lake"))
     monkeypatch.setenv("GRAYWAVE_WORKERS", "2")

@@ -53,6 +53,15 @@ def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     server.stop()
 
 
+def test_serve_refuses_to_start_without_a_prefect_server_it_can_reach(settings):
+    env = os.environ | {"PREFECT_API_URL": ""}
+    alone = subprocess.run([GRAYWAVE, "serve"], env=env, capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 1 and "PREFECT_API_URL" in alone.stdout
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{free_port()}/api"
+    unreachable = subprocess.run([GRAYWAVE, "serve"], env=env, capture_output=True, text=True, timeout=120)
+    assert unreachable.returncode == 1 and "cannot be reached" in unreachable.stdout
+
+
 def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_image(
     settings: Settings, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -74,8 +83,9 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
         "GRAYWAVE_TIMEZONE": "UTC",
     }
     port = free_port()
+    serve_log = (tmp_path / "serve.log").open("w+")
     processes = [
-        subprocess.Popen([GRAYWAVE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen([GRAYWAVE, "serve"], env=env, stdout=serve_log, stderr=subprocess.STDOUT),
         subprocess.Popen(
             [GRAYWAVE, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ),
@@ -106,6 +116,14 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
         assert (failure["source_key"], failure["reason"]) == (keys[0], "vanished")
         other = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {bob}"})
         assert other.status_code == 404  # another user's job is not shown to exist
+
+        serve = processes[0]
+        stopping = time.monotonic()
+        serve.terminate()  # as systemd or docker stop would
+        serve.wait(timeout=30)
+        assert time.monotonic() - stopping < 10
+        serve_log.seek(0)
+        assert "Traceback" not in serve_log.read()
     finally:
         for process in processes:
             process.terminate()
