@@ -15,7 +15,9 @@ $(UV):
 install: $(UV)
 	$(UV) sync --frozen --inexact --extra test --extra lint
 
+# The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop).
 demo: install
+	$(VENV)/bin/graywave server start || echo "no local Prefect server: the demo runs on a temporary one"
 	$(VENV)/bin/graywave demo
 
 check: install

@@ -10,6 +10,7 @@
     graywave token issue USER [--admin]                   a bearer token for the API
     graywave demo                                         a week of sample uploads, processed, reported
     graywave serve                                        the scheduled waves and analytics (Prefect)
+    graywave server start|stop|status                     a local Prefect server (and its UI) for every command
     graywave settings                                     the configuration in force
 
 Prefect is imported only after its environment is prepared (state under the data folder,
@@ -18,6 +19,7 @@ telemetry off), so every command works without internet access.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -49,7 +51,10 @@ query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questi
 app.add_typer(query_app, name="query")
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the REST API.")
 app.add_typer(token_app, name="token")
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server that graywave manages (and its UI).")
+app.add_typer(server_app, name="server")
 console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, style="dim")
 
 
 class _InvalidDate(typer.BadParameter):
@@ -75,9 +80,29 @@ def _user(user_id: str) -> str:
     return user_id
 
 
-def _settings() -> Settings:
+def _settings_only() -> Settings:
+    """The settings, with Prefect's environment prepared (graywave's ``PREFECT_HOME``, telemetry off)."""
     settings = Settings()
     prepare_prefect_environment(settings)
+    return settings
+
+
+def _settings() -> Settings:
+    """The settings, with Prefect's environment prepared (before Prefect is imported): graywave's
+    ``PREFECT_HOME``, telemetry off, and the managed local server when one runs and
+    ``PREFECT_API_URL`` is not set; otherwise Prefect starts a temporary server, and the command says so."""
+    settings = _settings_only()
+    if not os.environ.get("PREFECT_API_URL"):
+        from graywave.cli import server
+
+        local = server.running()
+        if local is not None:
+            os.environ["PREFECT_API_URL"] = local.api_url
+        else:
+            err_console.print(
+                "graywave: no Prefect server is running, so this command starts a temporary one (several seconds);"
+                " `graywave server start` keeps one running, with the UI"
+            )
     return settings
 
 
@@ -316,6 +341,21 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
         console.print(summary.line())
     console.print()
     console.print(demo_report(settings), highlight=False)
+    from graywave.cli import server
+
+    local = server.running()
+    console.print()
+    if local is None:
+        console.print(
+            "The runs went to a temporary Prefect server, now gone: `graywave server start` keeps one, with its UI."
+        )
+        return
+    console.print(
+        f"The Prefect UI: {local.ui_url}/runs. Click a run named wave-evening-<day>, then its Artifacts tab:"
+        " the wave's summary, its rejects and their reasons; analytics-<day> has the median histogram."
+        " The Artifacts page shows each one's history. Stop the server with: graywave server stop",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -329,8 +369,8 @@ def serve() -> None:
     url = PREFECT_API_URL.value()
     if not url:
         console.print(
-            "[red]graywave serve needs a Prefect server that outlives it:[/red] start one (`prefect server start`)"
-            " and set PREFECT_API_URL, e.g. http://127.0.0.1:4200/api"
+            "[red]graywave serve needs a Prefect server that outlives it:[/red] start one (`graywave server start`),"
+            " or set PREFECT_API_URL to yours, e.g. http://127.0.0.1:4200/api"
         )
         raise typer.Exit(1)
     with get_client(sync_client=True) as client:
@@ -347,6 +387,56 @@ def serve() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     prefect_serve(*deployments(settings))
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Port of the API and the UI.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start Prefect's server in the background, with graywave's PREFECT_HOME and telemetry off."""
+    _settings_only()
+    from graywave.cli import server
+
+    if (local := server.running()) is not None:
+        console.print(f"already running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)
+        return
+    try:
+        local = server.start(host, port)
+    except RuntimeError as error:
+        console.print(f"[red]the Prefect server did not start:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(
+        f"Prefect server running: the UI at {local.ui_url}, the API at {local.api_url}\n"
+        f"graywave commands on this machine use it; for other Prefect tools: export PREFECT_API_URL={local.api_url}\n"
+        "stop it with: graywave server stop",
+        highlight=False,
+    )
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server that `graywave server start` started."""
+    _settings_only()
+    from graywave.cli import server
+
+    if not server.stop():
+        console.print("[red]no local Prefect server was running[/red]")
+        raise typer.Exit(1)
+    console.print("the local Prefect server is stopped")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server runs, and where its UI is (exit 1 when it does not run)."""
+    _settings_only()
+    from graywave.cli import server
+
+    local = server.running()
+    if local is None:
+        console.print("no local Prefect server is running: graywave server start")
+        raise typer.Exit(1)
+    console.print(f"running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)
 
 
 @app.command("settings")

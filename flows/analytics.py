@@ -12,9 +12,11 @@ from datetime import date
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from graywave.config import Settings
 from graywave.errors import InvalidInput, NoData
+from graywave.flows.artifacts import publish_analytics, run_day, tag_this_run
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 from graywave.service.backends import Backends
@@ -39,14 +41,23 @@ def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: Device
     return similar_users_table(daily, n, metric, device)
 
 
-@flow(name="graywave-analytics")
+def _analytics_run_name() -> str:
+    return f"analytics-{run_day(Settings(), flow_run.parameters.get('day'))}"
+
+
+@flow(name="graywave-analytics", flow_run_name=_analytics_run_name)
 def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
-    """The day's user histograms, median and top-n similar users, into the lake (and MongoDB)."""
+    """The day's user histograms, median and top-n similar users, into the lake (and MongoDB).
+
+    ``day`` defaults to the day of the run's scheduled start in GRAYWAVE_TIMEZONE. The run publishes
+    the median histogram (a table and a bar chart) and a sample of the neighbours as artifacts.
+    """
     checked = check_metric(metric)
     if top_n < 1:
         raise InvalidInput("top_n must be at least 1")
     settings = Settings()
-    day = day or settings.today()
+    day = run_day(settings, day)
+    tag_this_run(f"day:{day}")
     daily = _daily_task(settings, day)
     if daily.table.height == 0:
         raise NoData(f"no images were processed on {day}: there is nothing to compute, and nothing was written")
@@ -54,5 +65,6 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     similar = _similar_task(daily, top_n, checked, settings.device)
     with Backends.open(settings) as backends:
         summary = record_analytics(backends, daily, median, similar, checked, lock_ttl_s=settings.lock_ttl_s)
+    publish_analytics(day, median, similar)
     get_run_logger().info(summary.line())
     return summary

@@ -28,12 +28,14 @@ from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
 from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask.task_runners import DaskTaskRunner
 
 from graywave.config import Settings, validate_wave_name
 from graywave.errors import BackendUnavailable
+from graywave.flows.artifacts import Progress, publish_wave, run_day, tag_this_run
 from graywave.service import wave
 from graywave.service.batch import BatchResult, Upload
 
@@ -54,17 +56,21 @@ def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
 
 
 def run_batches_as_tasks(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:
-    """A ``BatchRunner``: results as batch tasks finish, with at most ``settings.workers`` in flight."""
-    queue = iter(batches)
-    in_flight: list[PrefectFuture[BatchResult]] = [
-        process_batch.submit(batch, settings) for batch in islice(queue, settings.workers)
-    ]
+    """A ``BatchRunner``: results as batch tasks finish, with at most ``settings.workers`` in flight.
+    Each task run is named ``batch-<i>-of-<n>`` (of its round)."""
+    queue = iter(enumerate(batches, start=1))
+
+    def submit(i: int, batch: Sequence[Upload]) -> PrefectFuture[BatchResult]:
+        named = process_batch.with_options(task_run_name=f"batch-{i}-of-{len(batches)}")
+        return named.submit(batch, settings)
+
+    in_flight = [submit(i, batch) for i, batch in islice(queue, settings.workers)]
     while in_flight:
         finished = next(as_completed(in_flight))
         in_flight.remove(finished)
         following = next(queue, None)
         if following is not None:
-            in_flight.append(process_batch.submit(following, settings))
+            in_flight.append(submit(*following))
         yield finished.result()
 
 
@@ -103,28 +109,42 @@ def _on_the_cluster(settings: Settings) -> Settings:
     return settings.model_copy(update={"workers": threads})
 
 
-@flow(name="graywave-wave", log_prints=False)
+def _wave_run_name() -> str:
+    parameters = flow_run.parameters
+    return f"wave-{parameters.get('name', 'manual')}-{run_day(Settings(), parameters.get('day'))}"
+
+
+@flow(name="graywave-wave", flow_run_name=_wave_run_name, log_prints=False)
 def wave_flow(
     day: date | None = None,
     name: str = "manual",
     settle_s: float | None = None,
     max_duration_s: float | None = None,
 ) -> wave.WaveSummary:
-    """Process the pending uploads of ``day`` (default: today in GRAYWAVE_TIMEZONE) and the day before.
+    """Process the pending uploads of ``day`` (default: the day of the run's scheduled start, in
+    GRAYWAVE_TIMEZONE) and the day before.
 
     With ``settle_s`` the wave keeps collecting until nothing new has arrived for that many seconds,
-    or ``max_duration_s`` (default ``GRAYWAVE_WAVE_MAX_DURATION_S``) has passed.
+    or ``max_duration_s`` (default ``GRAYWAVE_WAVE_MAX_DURATION_S``) has passed. The run publishes
+    its progress, a summary and its rejects as artifacts (``flows.artifacts``).
     """
     settings = _on_the_cluster(Settings())
+    day = run_day(settings, day)
+    name = validate_wave_name(name)
+    tag_this_run(f"day:{day}", f"wave:{name}")
     drain = None if settle_s is None else wave.drain_of(settings, settle_s, max_duration_s)
-    return wave.run_wave(
+    progress = Progress(f"Uploads of wave {name} of {day} handled so far")
+    summary = wave.run_wave(
         settings,
-        day or settings.today(),
-        validate_wave_name(name),
+        day,
+        name,
         drain=drain,
         run_batches=run_batches_as_tasks,
         log=get_run_logger().info,
+        progress=progress.update,
     )
+    publish_wave(summary, settings)
+    return summary
 
 
 def wave_flow_for(settings: Settings) -> Flow[..., wave.WaveSummary]:

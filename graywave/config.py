@@ -126,6 +126,10 @@ class Settings(BaseSettings):
         """Today's date in the service time zone."""
         return datetime.now(self.zone).date()
 
+    def day_of(self, instant: datetime) -> date:
+        """The date of ``instant`` (aware) in the service time zone: a scheduled run's day."""
+        return instant.astimezone(self.zone).date()
+
 
 def validate_wave_name(name: str) -> str:
     if not WAVE_NAME_PATTERN.fullmatch(name):

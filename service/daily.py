@@ -177,6 +177,29 @@ class AnalyticsSummary:
         )
 
 
+def median_markdown(day: date, median: dict[str, Any]) -> str:
+    """The day's median histogram as markdown: a table of the bins (their grey-level ranges) with a
+    bar for each, drawn in text so that any markdown viewer (the Prefect UI's) shows it."""
+    histogram = median["histogram"]
+    width = 256 // len(histogram)
+    top = max(histogram) or 1.0
+    rows = [
+        f"| {k * width}-{(k + 1) * width - 1} | {share:.4f} | {'█' * round(40 * share / top)} |"
+        for k, share in enumerate(histogram)
+    ]
+    return "\n".join(
+        [
+            f"# Median histogram of {day}",
+            "",
+            f"Across {median['users']} users: each bin is the median of the users' shares of pixels in it.",
+            "",
+            "| grey levels | share | |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def record_analytics(
     backends: Backends,
     daily: DailyHistograms,
@@ -185,11 +208,13 @@ def record_analytics(
     metric: str,
     *,
     lock_ttl_s: float = 60.0,
+    lock_wait_s: float = 30.0,
 ) -> AnalyticsSummary:
     """Replace the day's results in the lake (and in MongoDB, when configured), holding the lake
-    like any writer (``LakeBusy`` while a wave or an API write holds it)."""
+    like any writer: it waits up to ``lock_wait_s`` for another (an API write), then raises
+    ``LakeBusy`` (a wave still running)."""
     day = daily.day
-    with backends.lake.exclusive(lock_ttl_s):
+    with backends.lake.exclusive(lock_ttl_s, wait_s=lock_wait_s):
         backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
         if median is not None:
             backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)

@@ -27,6 +27,7 @@ import math
 import socket
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import parse_upload_key, uploads_prefix
 
+REPORTED_REJECTS = 1000
+"""How many rejects a wave's summary lists one by one (every one is counted by reason)."""
 TASKS_PER_WORKER = 4
 """Aim for this many batches per worker, so that the last batches finish close together."""
 WAVE_LOCK_WAIT_S = 30.0
@@ -189,10 +192,43 @@ class WaveSummary:
     megapixels: float
     rounds: list[RoundSummary] = field(default_factory=list)
     latency: Latency | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Rejects by reason code."""
+    rejects: list[RejectRecord] = field(default_factory=list)
+    """The first ``REPORTED_REJECTS`` rejects, in the order they were handled."""
+    lake_files: list[str] = field(default_factory=list)
+    """The lake files the wave appended (``images`` and ``rejects`` partitions)."""
 
     @property
     def images_per_s(self) -> float:
         return (self.processed + self.rejected) / self.seconds if self.seconds else 0.0
+
+    def markdown(self, where: str) -> str:
+        """The summary an operator reads (the Prefect UI's artifact); ``where``: where the rows went."""
+        reasons = "\n".join(f"| `{reason}` | {count} |" for reason, count in sorted(self.reasons.items()))
+        rounds = f"{len(self.rounds)} rounds, " if len(self.rounds) > 1 else ""
+        return "\n".join(
+            [
+                f"# Wave {self.wave} of {self.date}",
+                "",
+                "| outcome | uploads |",
+                "|---|---|",
+                f"| processed | {self.processed} |",
+                f"| rejected | {self.rejected} |",
+                f"| skipped (handled before) | {self.skipped} |",
+                "",
+                f"{rounds}{self.seconds:.1f} s, {self.images_per_s:.1f} images/s"
+                f" ({self.megapixels / self.seconds if self.seconds else 0:.0f} MP/s).",
+                "",
+                f"Upload to processed: {self.latency.line().split(': ', 1)[1]}." if self.latency else "",
+                "",
+                *(["| reject reason | uploads |", "|---|---|", reasons, ""] if self.reasons else []),
+                f"Rows: {where}. Lake files written: {len(self.lake_files)}"
+                + (" (" + ", ".join(f"`{key}`" for key in self.lake_files[:10]) + ")" if self.lake_files else "")
+                + ("..." if len(self.lake_files) > 10 else "")
+                + ".",
+            ]
+        )
 
     def line(self) -> str:
         rounds = f" in {len(self.rounds)} rounds" if len(self.rounds) > 1 else ""
@@ -308,6 +344,8 @@ class Recorder:
         self.rejects: list[RejectRecord] = []
         self.oldest: float | None = None
         """When the oldest row in the buffer came."""
+        self.written: list[str] = []
+        """The lake files flushed so far."""
 
     def add(self, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
         if self.oldest is None and (images or rejects):
@@ -326,7 +364,7 @@ class Recorder:
 
     def flush(self) -> None:
         if self.images or self.rejects:
-            self.backends.record(self.day, self.wave, self.images, self.rejects)
+            self.written += self.backends.record(self.day, self.wave, self.images, self.rejects)
         self.images, self.rejects, self.oldest = [], [], None
 
 
@@ -340,8 +378,10 @@ def run_wave(
     log: Callable[[str], None] = print,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
 ) -> WaveSummary:
-    """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row.
+    """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row;
+    ``progress(handled, listed)`` after each batch, over every round.
 
     Without ``drain`` the wave makes one round: what was pending when it listed. With one it lists
     again after each round until the settle window closes (see ``Drain``, ``SettleWindow``).
@@ -354,7 +394,9 @@ def run_wave(
         max_wait_s = math.inf if drain is None else drain.poll_s
         recorder = Recorder(backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock)
         handled = handled_uploads(backends.lake, day)
-        rounds = _Rounds(settings, day, name, recorder, run_batches, log, handled, log_rounds=drain is not None)
+        rounds = _Rounds(
+            settings, day, name, recorder, run_batches, log, handled, log_rounds=drain is not None, progress=progress
+        )
 
         def list_pending() -> WavePlan:
             return plan_wave(backends.blobs, backends.lake, day, rounds.handled)
@@ -385,6 +427,9 @@ def run_wave(
         megapixels=rounds.pixels / 1e6,
         rounds=rounds.done,
         latency=Latency.of(rounds.latencies),
+        reasons=dict(rounds.reasons),
+        rejects=rounds.rejects,
+        lake_files=recorder.written,
     )
     log(summary.line())
     return summary
@@ -428,6 +473,7 @@ class _Rounds:
         handled: set[str],
         *,
         log_rounds: bool,
+        progress: Callable[[int, int], None] | None = None,
     ):
         self.settings, self.day, self.name = settings, day, name
         self.recorder, self.run_batches, self.log, self.log_rounds = recorder, run_batches, log, log_rounds
@@ -435,12 +481,19 @@ class _Rounds:
         self.done: list[RoundSummary] = []
         self.latencies: list[float] = []
         self.pixels = 0
+        self.reasons: Counter[str] = Counter()
+        self.rejects: list[RejectRecord] = []
+        self.progress = progress
+        self.known = self.finished = 0
+        """Uploads listed for processing so far, and those handled, over every round."""
 
     def run(self, plan: WavePlan) -> None:
         started = time.perf_counter()
         processed, rejected = 0, len(plan.bad_keys)
+        self.known += len(plan.pending) + len(plan.bad_keys)
         self.recorder.add([], plan.bad_keys)
         self._arrived(plan.bad_keys)
+        self._rejected(plan.bad_keys)
         batches = split_batches(plan.pending, self.settings.workers, self.settings.batch_size)
         label = f"wave {self.name} {self.day} round {len(self.done) + 1}"
         with WaveProgress(len(plan.pending), label, self.log) as progress:
@@ -450,6 +503,7 @@ class _Rounds:
                 processed += len(result.images)
                 rejected += len(result.rejects)
                 self.pixels += result.pixels
+                self._rejected(result.rejects)
                 progress.advance(len(result.images) + len(result.rejects))
         self.handled |= plan.source_keys
         self.recorder.flush_if_due()  # else its rows wait for more, to share a lake file with them
@@ -465,6 +519,13 @@ class _Rounds:
         if self.log_rounds:
             self.log(self.done[-1].line())
 
+    def _rejected(self, rejects: Sequence[RejectRecord]) -> None:
+        self.reasons.update(reject.reason for reject in rejects)
+        self.rejects += rejects[: REPORTED_REJECTS - len(self.rejects)]
+
     def _arrived(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
+        self.finished += len(records)
+        if self.progress is not None and records:
+            self.progress(self.finished, self.known)
         now = datetime.now(UTC)
         self.latencies += [(now - r.uploaded_at).total_seconds() for r in records if r.uploaded_at is not None]

@@ -179,3 +179,29 @@ def test_query_commands(day_in_lake, settings):
     assert runner.invoke(app, ["query", "similar", "nobody", "--date", str(DAY)]).exit_code == 1
     assert runner.invoke(app, ["query", "similar", "carol", "--metric", "cosine"]).exit_code == 2
     assert runner.invoke(app, ["query", "weekly", "alice", "--week", "48"]).exit_code == 1
+
+
+def test_an_analytics_run_is_named_for_its_day_and_publishes_the_median_and_neighbours(day_in_lake, settings):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterName,
+    )
+
+    analytics_flow(day=DAY, top_n=2, metric="design")
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"analytics-{DAY}"])), limit=1
+        )
+        assert f"day:{DAY}" in run.tags
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
+    artifacts = {artifact.key: artifact.data for artifact in found}
+    median = artifacts["analytics-median"]
+    assert "| 0-15 |" in median and "| 240-255 |" in median and "█" in median
+    neighbours = json.loads(artifacts["analytics-neighbours"])
+    assert {row["user_id"] for row in neighbours} == {"alice", "bob", "carol", "dave", "erin"}
+    assert sorted(row["rank"] for row in neighbours) == [1] * 5 + [2] * 5

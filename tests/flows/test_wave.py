@@ -1,5 +1,8 @@
-from datetime import timedelta
+import json
+import re
+from datetime import datetime, time, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -108,3 +111,60 @@ def test_batches_are_small_enough_to_balance_and_large_enough_to_amortise(count,
     batches = split_batches(list(range(count)), workers, max_size)
     assert [len(b) for b in batches] == sizes
     assert [x for b in batches for x in b] == list(range(count))
+
+
+def _artifacts_of(client, run_id) -> dict:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return {artifact.key or artifact.type: artifact for artifact in found}
+
+
+def test_a_wave_run_is_named_tagged_and_publishes_what_an_operator_reads(settings, phone_files):
+    """The UI used to show a random run name, tasks named process-batch-<hex>, and no artifact: the
+    rejects and their reasons appeared nowhere but in a count in the log."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterFlowRunId
+
+    put_uploads(settings.blob_url, DAY, phone_files)
+    wave_flow(day=DAY, name="morning")
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[f"wave-morning-{DAY}"])), limit=1
+        )
+        assert {f"day:{DAY}", "wave:morning"} <= set(run.tags)
+        tasks = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run.id])))
+        batches = [t.name for t in tasks if t.name.startswith("batch-")]
+        assert batches and all(re.fullmatch(r"batch-\d+-of-\d+", name) for name in batches)
+        artifacts = _artifacts_of(client, run.id)
+    summary = artifacts["wave-summary"].data
+    assert "| processed | 7 |" in summary and f"| rejected | {len(EXPECTED_REJECTS)} |" in summary
+    assert "`over_decode_budget`" in summary and settings.lake_url in summary
+    rejects = json.loads(artifacts["wave-rejects"].data)
+    assert sorted(row["reason"] for row in rejects) == sorted(EXPECTED_REJECTS.values())
+    assert {row["key"].rsplit("/", 2)[1] for row in rejects} == {"dan", "eve"}
+    assert artifacts["progress"].data == 100.0
+
+
+def test_a_scheduled_run_that_starts_late_does_the_day_it_was_scheduled_for(settings, phone_files):
+    """A run's day used to be the clock's day when it started: an evening run that started late, past
+    midnight, would process the wrong day."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import Scheduled
+
+    from graywave.flows.schedule import wave_deployments
+
+    zone = ZoneInfo(settings.timezone)
+    scheduled = datetime.combine(settings.today() - timedelta(days=3), time(17, 0), zone)
+    put_uploads(settings.blob_url, scheduled.date(), phone_files)
+    evening = wave_deployments(settings)[1]
+    with get_client(sync_client=True) as client:
+        created = client.create_flow_run_from_deployment(
+            evening.apply(), parameters={"name": "evening"}, state=Scheduled(scheduled_time=scheduled)
+        )
+        late = client.read_flow_run(created.id)  # started now, three days late
+    summary = run_flow(wave_flow, flow_run=late, parameters={"name": "evening"})
+    assert summary.date == scheduled.date().isoformat() and summary.processed == 7
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(created.id).name == f"wave-evening-{scheduled.date()}"

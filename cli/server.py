@@ -1,0 +1,94 @@
+"""``graywave server start|stop|status``: a local Prefect server that graywave manages, in the
+background, with graywave's ``PREFECT_HOME`` (so its runs are the ones the UI shows) and telemetry
+off; and the lookup that makes every other command use it.
+
+Prefect's own ``prefect server start --background`` does the starting and stopping (its PID file is
+in ``PREFECT_HOME``); graywave records the address it started it on in ``graywave-server.json``
+beside it, so that any command can find it without configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+STATE_FILE = "graywave-server.json"
+START_TIMEOUT_S = 90.0
+HEALTH_TIMEOUT_S = 1.0
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    host: str
+    port: int
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _state_file() -> Path:
+    return Path(os.environ["PREFECT_HOME"]) / STATE_FILE
+
+
+def recorded() -> LocalServer | None:
+    """The server ``graywave server start`` started last with this ``PREFECT_HOME``, if any."""
+    try:
+        data = json.loads(_state_file().read_text())
+        return LocalServer(str(data["host"]), int(data["port"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def running() -> LocalServer | None:
+    """The managed local server, if it is up."""
+    server = recorded()
+    return server if server is not None and server.healthy() else None
+
+
+def _prefect(*arguments: str) -> subprocess.CompletedProcess[str]:
+    prefect = Path(sys.executable).with_name("prefect")
+    return subprocess.run([str(prefect), *arguments], capture_output=True, text=True, timeout=120, check=False)
+
+
+def start(host: str, port: int) -> LocalServer:
+    """Start Prefect's server in the background on ``host:port`` and wait until it answers."""
+    server = LocalServer(host, port)
+    if server.healthy():
+        raise RuntimeError(f"something already answers at {server.api_url}; stop it, or choose another --port")
+    done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off")
+    if done.returncode != 0:
+        raise RuntimeError(f"prefect server start failed: {(done.stdout + done.stderr).strip()[-2000:]}")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.healthy():
+        if time.monotonic() > deadline:
+            _prefect("server", "stop")
+            raise RuntimeError(f"the Prefect server did not answer at {server.api_url} within {START_TIMEOUT_S:.0f} s")
+        time.sleep(0.5)
+    _state_file().write_text(json.dumps({"host": host, "port": port}))
+    return server
+
+
+def stop() -> bool:
+    """Stop the managed server; whether one was running."""
+    was = running() is not None
+    _prefect("server", "stop")
+    _state_file().unlink(missing_ok=True)
+    return was

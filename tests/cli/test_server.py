@@ -1,0 +1,55 @@
+"""``graywave server start|stop|status`` on a real Prefect server, and other commands finding it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+from tests.helpers import DAY, put_uploads
+
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+
+
+def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([GRAYWAVE, *arguments], env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings, phone_files, tmp_path):
+    home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], home)  # its database is migrated already
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
+    put_uploads(settings.blob_url, DAY, phone_files)
+    port = free_port()
+    started = graywave(env, "server", "start", "--port", str(port))
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert f"http://127.0.0.1:{port}" in started.stdout and "graywave server stop" in started.stdout
+        status = graywave(env, "server", "status")
+        assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
+
+        wave = graywave(env, "wave", "run", "--date", DAY.isoformat(), "--name", "morning")
+        assert wave.returncode == 0, wave.stdout + wave.stderr
+        assert "temporary" not in wave.stderr  # it found the running server
+        runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}, timeout=10).json()
+        assert [run["name"] for run in runs] == [f"wave-morning-{DAY}"]  # the run is in the server's UI
+    finally:
+        stopped = graywave(env, "server", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    after = graywave(env, "server", "status")
+    assert after.returncode == 1 and "graywave server start" in after.stdout
+    assert graywave(env, "server", "stop").returncode == 1  # nothing was running
+
+
+def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "empty-prefect-home")
+    (tmp_path / "empty-prefect-home").mkdir()
+    done = graywave(env, "analytics", "run", "--date", DAY.isoformat())
+    assert done.returncode == 1  # no images that day; what matters here is the hint
+    assert "starts a temporary one" in done.stderr and "graywave server start" in done.stderr
