@@ -8,9 +8,12 @@
     graywave query similar USER [-n 5] [--date D] [--metric M] [--json]
     graywave api [--host 127.0.0.1] [--port 8000]         the REST API (docs at /docs)
     graywave token issue USER [--admin]                   a bearer token for the API
+    graywave token list | revoke ID                       the tokens (ids, never the tokens), revoke one
     graywave demo                                         a week of sample uploads, processed, reported
     graywave serve                                        the scheduled waves and analytics (Prefect)
     graywave server start|stop|status                     a local Prefect server (and its UI) for every command
+    graywave status                                       recent waves, uploads pending now, who holds the lake
+    graywave rejects [--date D] [--reason R] [--json]     which uploads were rejected, and why
     graywave settings                                     the configuration in force
 
 Prefect is imported only after its environment is prepared (state under the data folder,
@@ -331,6 +334,35 @@ def token_issue(
     typer.echo(token)
 
 
+@token_app.command("list")
+def token_list(as_json: JsonOption = False) -> None:
+    """The tokens in GRAYWAVE_API_TOKENS_FILE: id, label, user, admin (the tokens themselves are not stored)."""
+    import polars as pl
+
+    from graywave.service.tokens import list_tokens
+
+    try:
+        tokens = list_tokens(Settings().api_tokens_file)
+    except GraywaveError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
+    schema = {"token_id": pl.String, "label": pl.String, "user_id": pl.String, "admin": pl.Boolean}
+    _print(pl.DataFrame([vars(t) for t in tokens], schema=schema), as_json, f"{len(tokens)} tokens")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id, from `graywave token list`.")]) -> None:
+    """Revoke a token: the API refuses it from the next request on."""
+    from graywave.service.tokens import revoke_token
+
+    try:
+        revoked = revoke_token(Settings().api_tokens_file, token_id)
+    except GraywaveError as error:
+        console.print(f"[red]no token revoked:[/red] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"revoked token {revoked.token_id} ({revoked.label}{', admin' if revoked.admin else ''})")
+
+
 @app.command()
 def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample uploads.")] = 7) -> None:
     """Generate a week of sample uploads, run the waves on them, and report where the results are."""
@@ -387,6 +419,46 @@ def serve() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     prefect_serve(*deployments(settings))
+
+
+@app.command()
+def status() -> None:
+    """Recent waves with their counts, uploads pending now, and who holds the lake (and since when)."""
+    from graywave.service.backends import Backends
+    from graywave.service.operations import status as status_of
+
+    settings = Settings()
+    with Backends.open(settings) as backends:
+        try:
+            found = status_of(backends, settings.today())
+        except GraywaveError as error:
+            console.print(f"[red]{error}[/red]")
+            raise typer.Exit(1) from None
+    _print(found.waves, False, "waves of the last 7 days")
+    console.print(f"pending now: {found.pending} uploads for a wave of {settings.today()}")
+    holder = found.holder
+    if holder is None:
+        console.print("the lake: free")
+    else:
+        since = f" since {holder.since:%Y-%m-%d %H:%M:%S %Z}" if holder.since else ""
+        console.print(f"the lake: held by {holder.what} ({holder.process}){since}", highlight=False)
+
+
+@app.command()
+def rejects(
+    day: DayOption = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason, e.g. corrupt.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The uploads the waves of a day rejected, with the reason and its detail."""
+    from graywave.service.operations import rejects_of
+
+    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
+        when = day or settings.today()
+        return when, rejects_of(lake, when, reason)
+
+    when, frame = _answer(question)
+    _print(frame, as_json, f"{frame.height} rejects of {when}" + (f" ({reason})" if reason else ""))
 
 
 @server_app.command("start")

@@ -214,7 +214,7 @@ def record_analytics(
     like any writer: it waits up to ``lock_wait_s`` for another (an API write), then raises
     ``LakeBusy`` (a wave still running)."""
     day = daily.day
-    with backends.lake.exclusive(lock_ttl_s, wait_s=lock_wait_s):
+    with backends.lake.exclusive(lock_ttl_s, wait_s=lock_wait_s, holder=f"the analytics of {day}"):
         backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
         if median is not None:
             backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)

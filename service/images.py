@@ -285,7 +285,7 @@ request, briefly) instead of taking each other for a running wave."""
 def _holding_the_lake(backends: Backends, settings: Settings, wait_s: float = API_LOCK_WAIT_S) -> Iterator[None]:
     """The lake for one API write: after this process's other API writes, and ``LakeBusy`` if
     another process (a wave) holds it for longer than ``wait_s``."""
-    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s, wait_s=wait_s):
+    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s, wait_s=wait_s, holder="an API write"):
         yield
 
 
@@ -411,11 +411,26 @@ def reprocess(
     return ReprocessReport(len(entries), processed, rejected, tuple(failed))
 
 
+def _as_they_are_now(backends: Backends, entries: list[ImageEntry]) -> list[ImageEntry]:
+    """``entries`` as the lake has them now (called holding it): an upload that was pending when it
+    was read may have been handled since, by a wave that held the lake meanwhile, with a processed
+    image and a day of its own."""
+    catalog = ImageCatalog(backends)
+    now = []
+    for entry in entries:
+        handled = (
+            catalog.handled(entry.user_id, entry.image_id) if entry.status == "pending" and entry.user_id else None
+        )
+        now.append(handled or entry)
+    return now
+
+
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:
     """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
     owners' analytics rows of the days those images counted in (rerun the analytics to recompute)."""
     entries = list(entries)
     with _holding_the_lake(backends, settings):
+        entries = _as_they_are_now(backends, entries)
         for entry in entries:
             backends.blobs.delete(entry.source_key)
             if isinstance(entry.record, ImageRecord):

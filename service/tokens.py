@@ -11,6 +11,8 @@ API answers 503 and the CLI refuses to issue, rather than overwrite it.
 
     graywave token issue alice          # a token for user alice
     graywave token issue ops --admin    # an admin token labelled "ops"
+    graywave token list                 # ids, labels, users; never the tokens
+    graywave token revoke 3f9a2c1b7d6e  # stops working at once
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,10 +103,52 @@ def issue_token(path: Path, label: str, admin: bool) -> str:
     if problem:
         raise InvalidInput(problem)
     token = f"gw_{secrets.token_urlsafe(32)}"
+    with _changing(path) as entries:
+        entries.append({"sha256": _digest(token), "label": label, "user_id": None if admin else label, "admin": admin})
+    return token
+
+
+TOKEN_ID_LENGTH = 12
+"""A token's id: the first hex digits of its digest. It names a token (to list, to revoke) without
+giving any of it away."""
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    token_id: str
+    label: str
+    user_id: str | None
+    admin: bool
+
+
+def list_tokens(path: Path) -> list[TokenInfo]:
+    """The stored tokens, by id (never the tokens themselves, which are not stored)."""
+    return [TokenInfo(e["sha256"][:TOKEN_ID_LENGTH], e["label"], e.get("user_id"), e["admin"]) for e in _read(path)]
+
+
+def revoke_token(path: Path, token_id: str) -> TokenInfo:
+    """Remove the token whose id is (or starts with, 6 digits at least) ``token_id``: it stops working
+    at once. ``InvalidInput`` if that names none, or several."""
+    if len(token_id) < 6:
+        raise InvalidInput("give at least 6 digits of the token id (graywave token list)")
+    with _changing(path) as entries:
+        matching = [e for e in entries if e["sha256"].startswith(token_id.lower())]
+        if len(matching) != 1:
+            named = "no token" if not matching else f"{len(matching)} tokens"
+            raise InvalidInput(f"{token_id!r} names {named}: see graywave token list")
+        entries.remove(matching[0])
+    found = matching[0]
+    return TokenInfo(found["sha256"][:TOKEN_ID_LENGTH], found["label"], found.get("user_id"), found["admin"])
+
+
+@contextmanager
+def _changing(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """The stored entries, to change in place; written back (a unique temporary file, then an atomic
+    rename, under a file lock) when the block ends without an error."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with filelock.FileLock(path.with_name(f"{path.name}.lock")):
         entries = _read(path)
-        entries.append({"sha256": _digest(token), "label": label, "user_id": None if admin else label, "admin": admin})
+        yield entries
         descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
         try:
             with os.fdopen(descriptor, "w") as out:
@@ -113,4 +159,3 @@ def issue_token(path: Path, label: str, admin: bool) -> str:
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise
-    return token

@@ -387,7 +387,10 @@ def run_wave(
     again after each round until the settle window closes (see ``Drain``, ``SettleWindow``).
     """
     started = time.perf_counter()
-    with Backends.open(settings) as backends, backends.lake.exclusive(settings.lock_ttl_s, wait_s=WAVE_LOCK_WAIT_S):
+    with (
+        Backends.open(settings) as backends,
+        backends.lake.exclusive(settings.lock_ttl_s, wait_s=WAVE_LOCK_WAIT_S, holder=f"wave {name} of {day}"),
+    ):
         backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()

@@ -26,11 +26,15 @@ a rewrite, a deletion) has changed since, even when the writer was killed in the
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from datetime import date
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
 from threading import Lock
 from typing import Generic, Literal, TypeVar
 
@@ -51,7 +55,7 @@ from tenacity import (
 
 from graywave.errors import BackendUnavailable, BlobNotFound, Busy, LakeBusy
 from graywave.records import ImageRecord, RejectRecord
-from graywave.storage.blobs import BlobStore
+from graywave.storage.blobs import BlobStore, LocalBlobStore
 
 Table = Literal["images", "rejects", "daily_user_histograms", "daily_median", "similar_users"]
 
@@ -111,6 +115,18 @@ ROW_GROUP = 1024
 """Rows per row group of appended files: small enough that a filter on one user reads little."""
 
 WRITER_LOCK = "_locks/writer"
+HOLDER_NOTE = "_locks/holder.json"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds the lake's writer lock: what (``wave morning of 2026-11-25``), which process, since when."""
+
+    what: str
+    process: str
+    since: datetime | None
+
+
 LOCK_RETRY_S = 0.05
 LOCK_RETRY_MAX_S = 0.5
 """A writer waiting for the lake tries again within ``LOCK_RETRY_S``, then at random intervals (so
@@ -157,6 +173,17 @@ class Lake:
             return self.store.read(GENERATION).decode()
         except BlobNotFound:
             return "0"
+
+    def check(self) -> None:
+        """Raise ``BackendUnavailable`` when this machine cannot read the lake: its store cannot be
+        reached (a bucket these credentials cannot read, a folder that is not there) or its
+        ``_generation`` cannot be read. A local lake never written yet (no folder, in a parent folder
+        that exists: the first write makes it) is readable, and empty."""
+        store = self.store
+        if isinstance(store, LocalBlobStore) and not store.root.exists() and store.root.parent.is_dir():
+            return
+        store.check()
+        self.generation()
 
     @staticmethod
     def settled(generation: str) -> bool:
@@ -386,12 +413,14 @@ class Lake:
         return set(self.scan(table, days=days, columns=["source_key"]).column("source_key").to_pylist())
 
     @contextmanager
-    def exclusive(self, ttl_s: float = 60.0, *, wait_s: float = 0.0) -> Iterator[None]:
+    def exclusive(self, ttl_s: float = 60.0, *, wait_s: float = 0.0, holder: str = "a writer") -> Iterator[None]:
         """Hold the lake for one writer (a wave, an API write); raise ``LakeBusy`` if another still
         holds it after ``wait_s`` seconds (at once by default).
 
         The other holder may be a short write (an API upload holds the lake for a few hundred ms,
         in this process or another): a writer that can wait that long is not refused for it.
+        While it holds the lake, a note says who (``holder``, host and process) and since when
+        (``Lake.holder``, for ``graywave status``).
         """
         attempts = Retrying(
             stop=stop_after_delay(wait_s),
@@ -409,7 +438,26 @@ class Lake:
             if not self.settled(self.generation()):  # a writer died in the middle of a write
                 with self._changing():
                     pass
-            yield
+            note = LockHolder(holder, f"{socket.gethostname()}:{os.getpid()}", datetime.now(UTC))
+            self.store.write(HOLDER_NOTE, json.dumps(asdict(note), default=str).encode(), "application/json")
+            try:
+                yield
+            finally:
+                self.store.delete(HOLDER_NOTE)
+
+    def holder(self) -> LockHolder | None:
+        """Who holds the lake now, and since when; None when nobody does. (It tries the lock for an
+        instant to know: a writer that starts meanwhile waits that instant.)"""
+        try:
+            with self.store.exclusive(WRITER_LOCK, 5.0):
+                return None
+        except Busy:
+            pass
+        try:
+            note = json.loads(self.store.read(HOLDER_NOTE))
+            return LockHolder(note["what"], note["process"], datetime.fromisoformat(note["since"]))
+        except (BlobNotFound, ValueError, KeyError):  # between the lock and its note
+            return LockHolder("a writer", "unknown", None)
 
 
 class ValueIndex:

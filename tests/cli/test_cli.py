@@ -1,3 +1,4 @@
+import json
 import threading
 import time
 from datetime import date
@@ -130,3 +131,37 @@ def test_token_issue_refuses_reserved_ids_and_a_damaged_file(settings, tmp_path,
     damaged = runner.invoke(app, ["token", "issue", "alice"])
     assert damaged.exit_code == 1 and "no token issued" in damaged.output and "not valid" in damaged.output
     assert tokens_file.read_text() == '{"tokens": ['
+
+
+def test_token_list_and_revoke(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    token = runner.invoke(app, ["token", "issue", "alice"]).output.strip()
+    listed = runner.invoke(app, ["token", "list", "--json"])
+    assert listed.exit_code == 0 and token not in listed.output
+    [entry] = json.loads(listed.output)
+    assert (entry["label"], entry["user_id"], entry["admin"]) == ("alice", "alice", False)
+    revoked = runner.invoke(app, ["token", "revoke", entry["token_id"]])
+    assert revoked.exit_code == 0 and "revoked token" in revoked.output
+    again = runner.invoke(app, ["token", "revoke", entry["token_id"]])
+    assert again.exit_code == 1 and "no token revoked" in again.output
+
+
+def test_status_and_rejects_tell_an_operator_what_happened(settings, phone_files):
+    today = settings.today()  # the status shows the last 7 days
+    put_uploads(settings.blob_url, today, phone_files)
+    assert runner.invoke(app, ["wave", "run", "--name", "morning"]).exit_code == 0
+    put_uploads(settings.blob_url, today, {"zed/new.jpg": phone_files["ann/plain.jpg"]})
+
+    free = runner.invoke(app, ["status"])
+    assert free.exit_code == 0, free.output
+    assert "morning" in free.output and "pending now: 1 uploads" in free.output and "the lake: free" in free.output
+    with lake_of(settings).exclusive(holder="wave evening of today"):
+        held = runner.invoke(app, ["status"])
+    assert "the lake: held by wave evening of today" in held.output and " since " in held.output
+
+    found = runner.invoke(app, ["rejects", "--reason", "over_decode_budget", "--json"])
+    assert found.exit_code == 0, found.output
+    [row] = json.loads(found.output)
+    assert row["source_key"].endswith("eve/huge.png") and row["user_id"] == "eve" and "MB" in row["detail"]
+    every = json.loads(runner.invoke(app, ["rejects", "--date", today.isoformat(), "--json"]).output)
+    assert sorted(r["reason"] for r in every) == sorted(EXPECTED_REJECTS.values())

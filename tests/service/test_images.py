@@ -7,7 +7,7 @@ import pytest
 
 from graywave.service import images
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, reprocess, upload_now
+from graywave.service.images import ImageCatalog, delete_images, reprocess, upload_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
 from tests.helpers import DAY, put_uploads
@@ -76,3 +76,16 @@ def test_an_upload_that_a_wave_recorded_meanwhile_is_not_recorded_twice(settings
         assert processed
         [entry] = ImageCatalog(backends).entries(settings.today(), "alice")
         assert (entry.source_key, entry.wave) == (key, "morning")
+
+
+def test_deleting_an_upload_that_a_wave_processed_since_it_was_read_leaves_no_processed_image(settings):
+    """The chaos test found it: a delete read the upload as pending, waited for the wave that held
+    the lake, then removed its rows but not the processed image the wave had written."""
+    put_uploads(settings.blob_url, DAY, {"alice/a.jpg": encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)})
+    with Backends.open(settings) as backends:
+        [pending] = ImageCatalog(backends).entries(DAY, "alice")
+        assert pending.status == "pending"
+        run_wave(settings, DAY, "morning", log=lambda _: None)  # while the delete request waits
+        delete_images(backends, settings, [pending])
+        assert not list(backends.blobs.list("processed/"))
+        assert not ImageCatalog(backends).entries(DAY, "alice")

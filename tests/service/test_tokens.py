@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from graywave.errors import BackendUnavailable, InvalidInput
-from graywave.service.tokens import TokenStore, issue_token
+from graywave.service.tokens import TokenStore, issue_token, list_tokens, revoke_token
 
 WRITERS, EACH = 6, 5
 
@@ -56,3 +56,20 @@ def test_user_tokens_need_a_whole_valid_user_id_that_no_route_reserves(tmp_path,
     with pytest.raises(InvalidInput):
         issue_token(tmp_path / "tokens.json", label, admin=False)
     assert not (tmp_path / "tokens.json").exists()
+
+
+def test_a_revoked_token_stops_working_at_once_and_the_list_never_shows_a_token(tmp_path):
+    path = tmp_path / "tokens.json"
+    alice, ops = issue_token(path, "alice", admin=False), issue_token(path, "ops", admin=True)
+    store = TokenStore(path)
+    assert store.authenticate(alice) is not None
+    listed = list_tokens(path)
+    assert [(t.label, t.user_id, t.admin) for t in listed] == [("alice", "alice", False), ("ops", None, True)]
+    assert all(t.token_id not in alice and t.token_id not in ops for t in listed)  # an id is not a piece of a token
+    revoked = revoke_token(path, listed[0].token_id)
+    assert revoked.label == "alice"
+    assert store.authenticate(alice) is None and store.authenticate(ops) is not None
+    with pytest.raises(InvalidInput, match="no token"):
+        revoke_token(path, listed[0].token_id)
+    with pytest.raises(InvalidInput, match="at least 6"):
+        revoke_token(path, "ab")

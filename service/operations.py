@@ -1,0 +1,54 @@
+"""What an operator asks of a deployment (``graywave status``, ``graywave rejects``): recent waves
+and their counts, what is pending now, who holds the lake, and which uploads were rejected and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+import pyarrow.dataset as ds
+
+from graywave.service.backends import Backends
+from graywave.service.wave import plan_wave
+from graywave.storage.lake import Lake, LockHolder, Table
+
+
+def recent_waves(lake: Lake, today: date, days: int = 7) -> pl.DataFrame:
+    """Per wave of the last ``days`` days (newest first): date, wave, processed, rejected."""
+    partitions = [today - timedelta(days=k) for k in range(days)]
+    outcomes: tuple[tuple[Table, str], ...] = (("images", "processed"), ("rejects", "rejected"))
+    counts = [
+        pl.DataFrame(lake.scan(table, days=partitions, columns=["date", "wave"]))
+        .group_by("date", "wave")
+        .agg(pl.len().alias(outcome))
+        for table, outcome in outcomes
+    ]
+    waves = counts[0].join(counts[1], on=["date", "wave"], how="full", coalesce=True)
+    return waves.with_columns(pl.col("processed", "rejected").fill_null(0)).sort(
+        ["date", "wave"], descending=[True, False]
+    )
+
+
+@dataclass(frozen=True)
+class Status:
+    waves: pl.DataFrame
+    pending: int
+    """Uploads a wave of today would process now (including bad keys it would reject)."""
+    holder: LockHolder | None
+
+
+def status(backends: Backends, today: date, days: int = 7) -> Status:
+    plan = plan_wave(backends.blobs, backends.lake, today)
+    return Status(
+        recent_waves(backends.lake, today, days), len(plan.pending) + len(plan.bad_keys), backends.lake.holder()
+    )
+
+
+def rejects_of(lake: Lake, day: date, reason: str | None = None) -> pl.DataFrame:
+    """The rejects that the waves of ``day`` recorded (of one ``reason`` when given), oldest upload first."""
+    columns = ["source_key", "user_id", "reason", "detail", "uploaded_at", "wave"]
+    found = lake.scan(
+        "rejects", days=[day], columns=columns, filter=None if reason is None else ds.field("reason") == reason
+    )
+    return pl.DataFrame(found).sort("uploaded_at", "source_key", nulls_last=False)
