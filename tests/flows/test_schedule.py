@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from prefect.client.orchestration import get_client
 
 from graywave.config import Settings
@@ -46,3 +48,13 @@ def test_the_reprocessing_job_is_served_without_a_schedule_one_run_at_a_time():
     reprocess = deployments(Settings())[-1]
     assert (reprocess.flow_name, reprocess.name) == tuple(["graywave-reprocess", "reprocess"])
     assert not reprocess.schedules and not reprocess.triggers and reprocess.concurrency_limit == 1
+
+
+def test_the_runbooks_alerting_automation_is_a_valid_prefect_automation():
+    import yaml
+    from prefect.events.schemas.automations import AutomationCore
+
+    path = Path(__file__).parents[2] / "docs/operations/graywave-failed-runs.yaml"
+    [automation] = [AutomationCore.model_validate(a) for a in yaml.safe_load(path.read_text())["automations"]]
+    assert automation.trigger.expect == {"prefect.flow-run.Failed", "prefect.flow-run.Crashed"}
+    assert automation.actions[0].type == "send-notification"
