@@ -36,6 +36,7 @@ bench: install
 	$(VENV)/bin/python bench/dask_bench.py
 	$(VENV)/bin/python bench/burst.py
 	$(VENV)/bin/python bench/capacity.py
+	$(VENV)/bin/python bench/startup_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out

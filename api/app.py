@@ -18,15 +18,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from graywave import __version__
-from graywave.api import errors
+from graywave.api import docs, errors
 from graywave.api.deps import State
 from graywave.api.limits import EarlyRefusal
-from graywave.api.routers import analytics, images, jobs, uploads
+from graywave.api.routers import analytics, health, images, jobs, uploads
 from graywave.config import Settings
 
 DESCRIPTION = (
     "Uploads, image status, processed grayscale images and the daily analytics of graywave.\n\n"
-    "Every route needs `Authorization: Bearer <token>` (issue one with `graywave token issue USER`): "
+    "Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer <token>` "
+    "(issue one with `graywave token issue USER`): "
     "a user token reads and writes its own user's images and results, an admin token everything. "
     'Errors are JSON: `{"error": {"code", "message", "status"}}`.'
 )
@@ -43,8 +44,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.backends.close()
 
     # No trailing-slash redirects: Starlette builds their Location from the Host header (an open redirect).
+    # The docs pages are docs.install's: their assets served from here, not from a CDN.
     app = FastAPI(
-        title="graywave", version=__version__, lifespan=lifespan, description=DESCRIPTION, redirect_slashes=False
+        title="graywave",
+        version=__version__,
+        lifespan=lifespan,
+        description=DESCRIPTION,
+        redirect_slashes=False,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.graywave = state
     errors.install(app)
@@ -53,4 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(uploads.router)
     app.include_router(jobs.router)
+    app.include_router(health.router)
+    docs.install(app)
     return app

@@ -282,6 +282,26 @@ class Similar(BaseModel):
     neighbours: list[Neighbour]
 
 
+class Health(BaseModel):
+    """The process is alive (``/healthz``): nothing else is checked."""
+
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    """Every backend answered (``/readyz``); a 503 names those that did not."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "checks": {"blob_store": "ok", "lake": "ok", "mongodb": "ok"}}]
+        }
+    )
+    status: Literal["ready"]
+    checks: dict[str, Literal["ok"]] = Field(
+        description="Each backend checked: `blob_store`, `lake`, and `mongodb` when configured."
+    )
+
+
 class ErrorBody(BaseModel):
     code: str = Field(examples=["not_found"])
     message: str = Field(examples=["image 9f2c1e0b7d6a5c4b3a21 of alice does not exist"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import pymongo
 from pymongo import ASCENDING, MongoClient, ReplaceOne
 from pymongo.errors import ConnectionFailure, PyMongoError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -110,6 +111,17 @@ class MongoCatalog:
             )
 
         self._retrying("deletions of analytics", delete)
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise ``BackendUnavailable`` unless MongoDB answers a ping within ``timeout_s`` (server
+        selection included), without retrying: a readiness check, not a write that must land."""
+        try:
+            with pymongo.timeout(timeout_s):
+                self.client.admin.command("ping")
+        except PyMongoError as error:
+            raise BackendUnavailable(
+                f"MongoDB did not answer a ping in {timeout_s:g} s: {type(error).__name__}"
+            ) from error
 
     def close(self) -> None:
         self.client.close()

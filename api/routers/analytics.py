@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+import polars as pl
+from fastapi import APIRouter, Path, Query, Response
 
 from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner, State
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
 from graywave.service.daily import iso_week, median_row, similar_to, weekly_histograms
+from graywave.service.plots import median_png, weekly_png
 
 router = APIRouter(tags=["analytics"], responses=ERRORS)
 
 
-def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
+def _week(app: State, user_id: str, week: str | None) -> tuple[str, date, date, pl.DataFrame]:
+    """The week's name (``2026-W48``), Monday, Sunday, and the user's images of it."""
     monday, sunday = iso_week(week, app.settings.today())
     frame = weekly_histograms(app.backends.lake, user_id, monday, sunday)
     year, number, _ = monday.isocalendar()
+    return f"{year}-W{number:02d}", monday, sunday, frame
+
+
+def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
+    name, monday, sunday, frame = _week(app, user_id, week)
     return Weekly(
-        user_id=user_id,
-        week=f"{year}-W{number:02d}",
-        monday=monday.isoformat(),
-        sunday=sunday.isoformat(),
-        images=frame.to_dicts(),
+        user_id=user_id, week=name, monday=monday.isoformat(), sunday=sunday.isoformat(), images=frame.to_dicts()
     )
 
 
@@ -36,6 +40,16 @@ def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) ->
         Neighbour(rank=r["rank"], user_id=r["neighbour_id"], distance=r["distance"]) for r in frame.to_dicts()
     ]
     return Similar(user_id=user_id, date=when.isoformat(), metric=metric, neighbours=neighbours)
+
+
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A PNG chart.", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+}
+"""The documented answer of the chart routes (drawn in the threadpool: they are plain ``def``s)."""
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, media_type="image/png")
 
 
 N_BOUNDS = {"minimum": 1, "maximum": 1000}
@@ -66,6 +80,28 @@ def get_weekly(user_id: Owner, app: AppState, week: WeekQuery = None) -> Weekly:
 def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
     when = day or app.settings.today()
     return Median(date=when.isoformat(), **median_row(app.daily.get(when)))
+
+
+@router.get(
+    "/users/{user_id}/weekly.png",
+    response_class=Response,
+    responses=PNG,
+    summary="A chart of a user's image histograms in an ISO week, one line per image",
+)
+def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) -> Response:
+    name, _, _, frame = _week(app, user_id, week)
+    return _png(weekly_png(user_id, name, frame, app.settings.bins))
+
+
+@router.get(
+    "/analytics/median.png",
+    response_class=Response,
+    responses=PNG,
+    summary="A chart of the median histogram of a day across all users",
+)
+def get_median_png(_: Caller, app: AppState, day: Day = None) -> Response:
+    when = day or app.settings.today()
+    return _png(median_png(when, median_row(app.daily.get(when))))
 
 
 @router.get(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -21,6 +23,7 @@ from graywave.records import image_id_for
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
 from tests.api.conftest import serving
+from tests.conftest import free_port
 from tests.helpers import png_header
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
@@ -484,3 +487,82 @@ def test_a_405_behind_a_root_path_still_names_the_documented_methods(api):
         assert error_of(refused) == (405, "method_not_allowed")
         assert refused.headers["allow"] == "DELETE, GET, POST, PUT"
         assert client.request("PATCH", "/images/day/median").headers["allow"] == "GET"
+
+
+def test_the_probes_answer_without_a_token_and_name_an_unavailable_backend(api):
+    anonymous = api.client(None)
+    assert anonymous.get("/healthz").json() == {"status": "ok"}
+    ready = anonymous.get("/readyz")
+    expected = {"blob_store", "lake"} | ({"mongodb"} if api.settings.mongodb_uri else set())
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": dict.fromkeys(expected, "ok")}
+    if api.settings.blob_url.startswith("s3://"):
+        return
+    shutil.rmtree(api.settings.blob_url)  # the blob folder is gone (a volume not mounted)
+    unready = anonymous.get("/readyz")
+    assert error_of(unready) == (503, "unavailable")
+    assert "blob_store unavailable" in unready.json()["error"]["message"]
+    assert "lake ok" in unready.json()["error"]["message"]
+    assert api.settings.blob_url not in unready.text  # where it is stays in the log
+    assert anonymous.get("/healthz").status_code == 200  # alive all the same
+
+
+def test_readyz_names_mongodb_when_it_cannot_be_reached(settings, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    monkeypatch.setenv("GRAYWAVE_MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
+    monkeypatch.setenv("GRAYWAVE_BACKEND_RETRY_S", "1")
+    with serving(create_app(Settings())) as url, httpx.Client(base_url=url, timeout=30) as client:
+        started = time.monotonic()
+        unready = client.get("/readyz")
+        assert time.monotonic() - started < 8  # a short ping, not the driver's server selection
+        assert client.get("/healthz").status_code == 200
+    assert error_of(unready) == (503, "unavailable")
+    message = unready.json()["error"]["message"]
+    assert "mongodb unavailable" in message and "blob_store ok" in message
+    assert "127.0.0.1" not in unready.text and "mongodb://" not in unready.text  # no URI
+
+
+def test_the_docs_pages_load_every_asset_from_the_api_itself(api):
+    anonymous = api.client(None)
+    for page, kinds in (("/docs", {"javascript", "css", "png"}), ("/redoc", {"javascript", "png"})):
+        html = anonymous.get(page)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html.text)
+        urls += re.findall(r"""url:\s*["']([^"']+)["']""", html.text)  # Swagger UI's openapi.json
+        assert "http://" not in html.text and "https://" not in html.text, page  # no CDN, no fonts
+        assert urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+        seen = set()
+        for url in urls:
+            asset = anonymous.get(url)
+            assert asset.status_code == 200, url
+            seen |= {kind for kind in ("javascript", "css", "png", "json") if kind in asset.headers["content-type"]}
+        assert kinds <= seen, page
+    # Behind a proxy prefix (uvicorn's --root-path) the pages name the prefixed URLs.
+    with serving(create_app(api.settings), root_path="/graywave") as url, httpx.Client(base_url=url) as client:
+        html = client.get("/docs").text
+        assert '"/graywave/docs-assets/swagger-ui-bundle.js"' in html and "'/graywave/openapi.json'" in html
+        assert '"/graywave/docs-assets/redoc.standalone.js"' in client.get("/redoc").text
+
+
+def test_the_charts_are_pngs_under_the_access_rules_of_their_json_twins(api):
+    alice, bob, admin = api.client("alice"), api.client("bob"), api.client("admin")
+    upload(alice, "alice", wait=True)
+    upload(alice, "alice", DARK, wait=True, name="dark.jpg")
+    upload(bob, "bob", DARK, wait=True)
+    day = api.settings.today().isoformat()
+    charts = {
+        "median": alice.get("/analytics/median.png", params={"date": day}),
+        "weekly": alice.get("/users/alice/weekly.png"),
+        "weekly of another week": alice.get("/users/alice/weekly.png", params={"week": "2020-W10"}),
+        "weekly by an admin": admin.get("/users/alice/weekly.png"),
+    }
+    for name, chart in charts.items():
+        assert chart.status_code == 200 and chart.headers["content-type"] == "image/png", name
+        picture = Image.open(io.BytesIO(chart.content))
+        assert picture.format == "PNG" and 400 <= picture.width <= 2000 and 300 <= picture.height <= 2000, name
+    assert charts["weekly"].content != charts["weekly of another week"].content  # two lines, or none
+    assert error_of(bob.get("/users/alice/weekly.png")) == (403, "forbidden")
+    assert error_of(api.client(None).get("/analytics/median.png")) == (401, "unauthorized")
+    assert error_of(alice.get("/analytics/median.png", params={"date": "2020-01-01"})) == (404, "not_found")
+    assert error_of(alice.get("/users/alice/weekly.png", params={"week": "48"})) == (400, "bad_request")
+    assert error_of(alice.get("/users/bad.id/weekly.png")) == (400, "invalid_id")

@@ -1,0 +1,115 @@
+"""Start-up of graywave's commands (``make bench``), issue 12, as ratios against baselines measured
+in the same run, on the same machine:
+
+1. an empty ``graywave wave run`` (nothing pending) against a running local Prefect server
+   (``graywave server start``), against a trivial one-task Prefect flow run against the same server
+   (target: within 1.3x);
+2. ``graywave query median`` against ``python -c "import polars, pyarrow.parquet"`` (target: within
+   2x; a query needs no Prefect);
+3. for reference, the empty wave without a server (Prefect's temporary server, started per command).
+
+Each figure is the median of ``RUNS`` runs of a fresh process.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from api_bench import free_port
+
+from graywave.config import Settings
+from graywave.service.samples import encode, synthetic_photo
+from graywave.service.wave import run_wave
+from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.layout import upload_key
+
+RUNS = 5
+OUT = Path(__file__).with_name("out")
+BIN = Path(sys.executable).parent
+TRIVIAL_FLOW = """
+from prefect import flow, task
+
+@task
+def one() -> int:
+    return 1
+
+@flow
+def trivial() -> int:
+    return one()
+
+trivial()
+"""
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    """Median seconds of ``RUNS`` runs of ``command`` (each must succeed)."""
+    seconds = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        seconds.append(time.perf_counter() - start)
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    return statistics.median(seconds)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs",
+            "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
+            "PREFECT_HOME": f"{tmp}/prefect",
+            "GRAYWAVE_DEVICE": "cpu",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        Path(f"{tmp}/blobs").mkdir()
+        settings = Settings(blob_url=env["GRAYWAVE_BLOB_URL"], lake_url=env["GRAYWAVE_LAKE_URL"], device="cpu")
+        day = settings.today()
+        store = LocalBlobStore(settings.blob_url)
+        for k in range(20):  # one day in the lake, for the query; nothing left pending for the wave
+            store.write(upload_key(day, f"user{k}", "a.jpg"), encode(synthetic_photo(64, 48, seed=k), "JPEG"), "")
+        run_wave(settings, day, "morning", log=lambda _: None)
+        script = Path(tmp, "trivial_flow.py")
+        script.write_text(TRIVIAL_FLOW)
+        graywave, python = str(BIN / "graywave"), str(BIN / "python")
+
+        without_server = timed([graywave, "wave", "run"], env)
+        port = free_port()
+        started = subprocess.run([graywave, "server", "start", "--port", str(port)], env=env, capture_output=True)
+        assert started.returncode == 0, started
+        try:
+            served = env | {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
+            trivial = timed([python, str(script)], served)
+            wave = timed([graywave, "wave", "run"], env)  # finds the running server itself
+        finally:
+            subprocess.run([graywave, "server", "stop"], env=env, capture_output=True)
+        imports = timed([python, "-c", "import polars, pyarrow.parquet"], env)
+        query = timed([graywave, "query", "median"], env)
+        shutil.rmtree(f"{tmp}/prefect", ignore_errors=True)
+
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; medians of {RUNS} runs of a fresh process.",
+        "",
+        "| command | seconds | baseline (same run) | seconds | ratio | target |",
+        "|---|---|---|---|---|---|",
+        f"| empty `graywave wave run`, local server running | {wave:.2f} | one-task Prefect flow, same server "
+        f"| {trivial:.2f} | **{wave / trivial:.2f}x** | ≤ 1.3x |",
+        f'| `graywave query median` | {query:.2f} | `python -c "import polars, pyarrow.parquet"` '
+        f"| {imports:.2f} | **{query / imports:.2f}x** | ≤ 2x |",
+        f"| empty `graywave wave run`, no server (a temporary one) | {without_server:.2f} | | | | |",
+    ]
+    OUT.mkdir(exist_ok=True)
+    (OUT / "startup.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Readiness: can this process reach its backends now? The blob store, the lake and, when
+configured, MongoDB, each checked once, cheaply (a folder's existence or a HEAD of the bucket, a
+read of the lake's ``_generation``, a MongoDB ping with a short timeout).
+
+What went wrong is logged, with the backend's own words (paths, buckets, hosts); a check's result
+says only ``ok`` or ``unavailable``, so that it can be shown to anyone who may ask.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graywave.service.backends import Backends
+
+logger = logging.getLogger("graywave.health")
+
+MONGODB_PING_TIMEOUT_S = 2.0
+"""How long a readiness check waits for MongoDB (server selection included)."""
+
+
+@dataclass(frozen=True)
+class Readiness:
+    checks: dict[str, bool]
+    """Each backend checked (``blob_store``, ``lake``, ``mongodb`` when configured): reachable or not."""
+
+    @property
+    def ready(self) -> bool:
+        return all(self.checks.values())
+
+    @property
+    def failing(self) -> list[str]:
+        return [name for name, ok in self.checks.items() if not ok]
+
+
+def _passes(name: str, check: Callable[[], object]) -> bool:
+    try:
+        check()
+    # A probe reports what it finds, whatever the backend raised (BackendUnavailable, an OSError, a
+    # driver's own error): it must never fail itself.
+    except Exception as error:  # noqa: BLE001
+        logger.warning("readiness: the %s is unavailable: %s: %s", name.replace("_", " "), type(error).__name__, error)
+        return False
+    return True
+
+
+def readiness(backends: Backends, mongodb_timeout_s: float = MONGODB_PING_TIMEOUT_S) -> Readiness:
+    """Check each backend in turn; never raises."""
+    checks = {
+        "blob_store": _passes("blob_store", backends.blobs.check),
+        "lake": _passes("lake", backends.lake.check),
+    }
+    catalog = backends.catalog
+    if catalog is not None:
+        checks["mongodb"] = _passes("mongodb", lambda: catalog.ping(mongodb_timeout_s))
+    return Readiness(checks)
