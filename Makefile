@@ -11,9 +11,11 @@ $(UV):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-# Exact versions from uv.lock; --inexact keeps uv itself in the environment.
+# Exact versions from uv.lock; --inexact keeps uv itself in the environment. --compile-bytecode
+# writes every module's .pyc now: where PYTHONDONTWRITEBYTECODE is set, Python would otherwise
+# compile Prefect's thousands of modules again in every command (seconds of each start-up).
 install: $(UV)
-	$(UV) sync --frozen --inexact --extra test --extra lint
+	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint
 
 # The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop).
 demo: install
@@ -27,7 +29,7 @@ test: check
 	$(VENV)/bin/python -m pytest
 
 bench: install
-	$(UV) sync --frozen --inexact --extra test --extra lint --extra bench
+	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra bench
 	$(VENV)/bin/python bench/wave_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/python bench/similarity_bench.py  # the machine pins an old BLAS kernel otherwise
 	$(VENV)/bin/python bench/api_bench.py

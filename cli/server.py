@@ -71,6 +71,7 @@ def _prefect(*arguments: str) -> subprocess.CompletedProcess[str]:
 def start(host: str, port: int) -> LocalServer:
     """Start Prefect's server in the background on ``host:port`` and wait until it answers."""
     server = LocalServer(host, port)
+    _state_file().parent.mkdir(parents=True, exist_ok=True)  # Prefect writes its PID file there
     if server.healthy():
         raise RuntimeError(f"something already answers at {server.api_url}; stop it, or choose another --port")
     done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off")

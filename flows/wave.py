@@ -29,7 +29,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask.task_runners import DaskTaskRunner
 
@@ -164,6 +163,8 @@ def prefect_api_for_workers(settings: Settings) -> Iterator[None]:
     if task_runner(settings) is None or PREFECT_API_URL.value():
         yield
         return
+    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+
     server = SubprocessASGIServer()  # the one Prefect would start for this process
     server.start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):

@@ -19,7 +19,8 @@ import numba
 import numpy as np
 from numba import prange
 
-DESIGN, L1, CHISQ, DOT = 0, 1, 2, 3
+from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
+
 TILE = 512
 BLOCK = 64
 CHUNK = 32

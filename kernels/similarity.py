@@ -21,20 +21,21 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from graywave.errors import InvalidInput
-from graywave.kernels import _similarity_cpu as cpu
 from graywave.kernels.device import is_gpu_array
 
 Metric = Literal["design", "l1", "chisquare", "intersection", "hellinger", "correlation"]
 METRICS: tuple[str, ...] = ("design", "l1", "chisquare", "intersection", "hellinger", "correlation")
 DEFAULT_METRIC: Metric = "design"
 
+DESIGN, L1, CHISQ, DOT = 0, 1, 2, 3
+"""The all-pairs kernels' metric codes (the same in ``_similarity_cpu`` and ``_similarity_gpu``)."""
 _KERNEL_CODE = {
-    "design": cpu.DESIGN,
-    "l1": cpu.L1,
-    "intersection": cpu.L1,  # 1 - sum(min) == L1 / 2 on normalised rows: the same order
-    "chisquare": cpu.CHISQ,
-    "hellinger": cpu.DOT,
-    "correlation": cpu.DOT,
+    "design": DESIGN,
+    "l1": L1,
+    "intersection": L1,  # 1 - sum(min) == L1 / 2 on normalised rows: the same order
+    "chisquare": CHISQ,
+    "hellinger": DOT,
+    "correlation": DOT,
 }
 EXTRA_CANDIDATES = 6
 """Candidates kept beyond n by the float32 search, re-scored in float64."""
@@ -141,6 +142,8 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
         xt = np.ascontiguousarray(features.T, dtype=np.float32)
         # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
         tiny: Any = np.finfo(np.float32).tiny
+        from graywave.kernels import _similarity_cpu as cpu  # Numba: compiled code, loaded when first needed
+
         candidates, rough = cpu.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
     exact = _rescore(host, candidates, metric)
     indices, distances = _ranked(candidates, exact, n)

@@ -10,13 +10,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from graywave.config import Settings
 from graywave.records import ImageRecord, RejectRecord, handling_days
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import parse_upload_key
-from graywave.storage.mongo import MongoCatalog
+
+if TYPE_CHECKING:
+    from graywave.storage.mongo import MongoCatalog
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Backends:
     def open(cls, settings: Settings) -> Backends:
         catalog = None
         if settings.mongodb_uri is not None:
+            from graywave.storage.mongo import MongoCatalog  # pymongo: a quarter second, for MongoDB only
+
             catalog = MongoCatalog(
                 settings.mongodb_uri.get_secret_value(), settings.mongodb_database, settings.backend_retry_s
             )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,7 @@ def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProces
 
 
 def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings, phone_files, tmp_path):
-    home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], home)  # its database is migrated already
+    home = tmp_path / "data" / "prefect"  # does not exist yet, as on a fresh checkout
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
     put_uploads(settings.blob_url, DAY, phone_files)
     port = free_port()
