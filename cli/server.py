@@ -63,9 +63,9 @@ def running() -> LocalServer | None:
     return server if server is not None and server.healthy() else None
 
 
-def _prefect(*arguments: str) -> subprocess.CompletedProcess[str]:
+def _prefect(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     prefect = Path(sys.executable).with_name("prefect")
-    return subprocess.run([str(prefect), *arguments], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run([str(prefect), *arguments], capture_output=True, text=True, timeout=120, check=False, env=env)
 
 
 def start(host: str, port: int) -> LocalServer:
@@ -74,7 +74,13 @@ def start(host: str, port: int) -> LocalServer:
     _state_file().parent.mkdir(parents=True, exist_ok=True)  # Prefect writes its PID file there
     if server.healthy():
         raise RuntimeError(f"something already answers at {server.api_url}; stop it, or choose another --port")
-    done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off")
+    # The UI asks its API for data at PREFECT_UI_API_URL, which otherwise stays on port 4200.
+    env = os.environ | {
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": server.api_url,
+    }
+    done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off", env=env)
     if done.returncode != 0:
         raise RuntimeError(f"prefect server start failed: {(done.stdout + done.stderr).strip()[-2000:]}")
     deadline = time.monotonic() + START_TIMEOUT_S

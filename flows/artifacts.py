@@ -84,7 +84,7 @@ def publish_wave(summary: WaveSummary, settings: Settings) -> None:
     create_markdown_artifact(
         summary.markdown(where_rows_go(settings)),
         key=WAVE_SUMMARY,
-        description=f"Wave {summary.wave} of {summary.date}: {summary.line()}",
+        description=summary.line(),
     )
     rows: list[dict[str, Any]] = [
         {"key": r.source_key, "user": r.user_id, "reason": r.reason, "detail": r.detail} for r in summary.rejects
@@ -92,8 +92,9 @@ def publish_wave(summary: WaveSummary, settings: Settings) -> None:
     create_table_artifact(
         rows or [{"key": "", "user": "", "reason": "", "detail": "no rejects"}],
         key=WAVE_REJECTS,
-        description=f"Rejects of wave {summary.wave} of {summary.date}"
-        + (f" (the first {len(rows)} of {summary.rejected})" if len(rows) < summary.rejected else ""),
+        description=f"Rejects of wave {summary.wave} of {summary.date}: "
+        + (", ".join(f"{reason} {count}" for reason, count in sorted(summary.reasons.items())) or "none")
+        + (f" (the first {len(rows)} of {summary.rejected} listed)" if len(rows) < summary.rejected else ""),
     )
 
 
