@@ -41,6 +41,10 @@ class NotFound(GraywaveError, LookupError):
     """What was asked for does not exist."""
 
 
+class BlobExists(GraywaveError):
+    """A blob was to be created at a key that already holds one (``write(..., overwrite=False)``)."""
+
+
 class BlobNotFound(NotFound, KeyError):
     """The key does not exist (or no longer exists) in the blob store."""
 

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from graywave.config import Settings
-from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, LakeBusy, NotFound, RejectReason
+from graywave.errors import BackendUnavailable, BadKey, BlobExists, DeviceUnavailable, LakeBusy, NotFound, RejectReason
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
 from graywave.records import (
@@ -45,7 +45,7 @@ from graywave.service.backends import Backends
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
 from graywave.storage.lake import Table
-from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix
+from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
 
@@ -237,15 +237,43 @@ def _entries(kind: type[ImageRecord] | type[RejectRecord], table: pa.Table) -> l
 # --- what the API changes --------------------------------------------------------------------------
 
 
-def store_upload(backends: Backends, settings: Settings, user_id: str, data: bytes, content_type: str) -> str:
-    """Check that ``data`` is an accepted image (header only) and store it as a new upload of today.
+def store_upload(
+    backends: Backends,
+    settings: Settings,
+    user_id: str,
+    data: bytes,
+    content_type: str,
+    file_name: str | None = None,
+) -> str:
+    """Check that ``data`` is an accepted image (header only) and store it as a new upload of today,
+    under its own ``file_name`` (made safe: ``safe_file_name``) when it has one: ``IMG_0001 (2).HEIC``
+    when that name is taken that day, a random name when it has none.
 
     Returns its key; raises ``Rejected`` for what a wave would reject from the header.
     """
     fmt = identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
-    key = upload_key(settings.today(), user_id, f"{uuid.uuid4().hex}.{EXTENSIONS[fmt]}")
-    backends.blobs.write(key, data, content_type)
-    return key
+    folder = f"{uploads_prefix(settings.today())}{user_id}/"
+    taken = {blob.key for blob in backends.blobs.list(folder)}  # one listing; a race is caught below
+    for name in _names_to_try(safe_file_name(file_name), EXTENSIONS[fmt]):
+        key = upload_key(settings.today(), user_id, name)
+        if key in taken:
+            continue
+        try:
+            backends.blobs.write(key, data, content_type, overwrite=False)
+        except BlobExists:
+            continue
+        return key
+    raise AssertionError("a random name was taken")  # pragma: no cover - 128 random bits
+
+
+def _names_to_try(name: str | None, extension: str) -> Iterator[str]:
+    """The uploaded name, then ``stem (2).ext`` ... ``stem (20).ext``, then a random name."""
+    if name is not None:
+        yield name
+        stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+        for k in range(2, 21):
+            yield f"{stem} ({k}){dot}{ext}"
+    yield f"{uuid.uuid4().hex}.{extension}"
 
 
 def presigned_upload(backends: Backends, settings: Settings, user_id: str, content_type: str) -> PresignedPost:
@@ -290,7 +318,12 @@ def _holding_the_lake(backends: Backends, settings: Settings, wait_s: float = AP
 
 
 def upload_now(
-    backends: Backends, settings: Settings, user_id: str, data: bytes, content_type: str
+    backends: Backends,
+    settings: Settings,
+    user_id: str,
+    data: bytes,
+    content_type: str,
+    file_name: str | None = None,
 ) -> tuple[str, bool]:
     """Store a new upload and try to process it at once: (its key, whether it was processed).
 
@@ -300,7 +333,7 @@ def upload_now(
     does not grow with the lake (a wave that recorded it while this waited for the lake is seen
     through the catalog's indexes).
     """
-    key = store_upload(backends, settings, user_id, data, content_type)
+    key = store_upload(backends, settings, user_id, data, content_type, file_name)
     try:
         with _holding_the_lake(backends, settings):
             if not ImageCatalog(backends).handled(user_id, image_id_for(key)):

@@ -22,7 +22,7 @@ from typing import Protocol
 import filelock
 import pyarrow.fs as pafs
 
-from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput, Rejected, RejectReason
+from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Busy, InvalidInput, Rejected, RejectReason
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,10 @@ class BlobStore(Protocol):
         and (``not_a_file``) for what is not a regular object."""
         ...
 
-    def write(self, key: str, data: bytes, content_type: str) -> None:
-        """Store ``data`` at ``key`` atomically: readers see the old object or the whole new one."""
+    def write(self, key: str, data: bytes, content_type: str, *, overwrite: bool = True) -> None:
+        """Store ``data`` at ``key`` atomically: readers see the old object or the whole new one.
+        ``overwrite=False``: only if ``key`` holds nothing yet, else ``BlobExists`` (atomically too:
+        of two writers of one new key, one wins)."""
         ...
 
     def delete(self, key: str) -> None:
@@ -151,7 +153,7 @@ class LocalBlobStore:
         if not self.root.is_dir():
             raise BackendUnavailable(f"the blob store {self.url} is not a folder on this machine")
 
-    def write(self, key: str, data: bytes, content_type: str) -> None:
+    def write(self, key: str, data: bytes, content_type: str, *, overwrite: bool = True) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = self.root / _TEMP_FOLDER
@@ -159,10 +161,18 @@ class LocalBlobStore:
         temp = staging / uuid.uuid4().hex
         try:
             temp.write_bytes(data)
-            os.replace(temp, path)
+            if overwrite:
+                os.replace(temp, path)
+            else:
+                os.link(temp, path)  # fails if the name exists: create-if-absent, atomically
+        except FileExistsError:
+            raise BlobExists(key) from None
         except BaseException:  # a full disk, a folder in the way: no half-written file stays behind
             temp.unlink(missing_ok=True)
             raise
+        finally:
+            if not overwrite:
+                temp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ processed/YYYY-MM-DD/<user_id>/<image_id>.jpg     written by graywave, same date
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
@@ -47,6 +48,33 @@ def user_id_problem(user_id: str) -> str | None:
     if user_id in RESERVED_USER_IDS:
         return f"{user_id!r} is a reserved name of the API's routes and cannot be a user id"
     return None
+
+
+MAX_FILE_NAME_BYTES = 200
+
+
+def safe_file_name(name: str | None) -> str | None:
+    """An uploaded file's name fit to be a key's last segment: its base name (no folders, whichever
+    separator), without control or format characters, trimmed to ``MAX_FILE_NAME_BYTES`` of UTF-8
+    (the extension kept); None when nothing usable is left.
+
+    >>> safe_file_name("C:\\Users\\ann\\IMG_0001.HEIC")
+    'IMG_0001.HEIC'
+    >>> safe_file_name("../../etc/pass\x00wd\n.jpg")
+    'passwd.jpg'
+    """
+    if not name:
+        return None
+    base = re.split(r"[/\\]", name)[-1]
+    cleaned = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip()
+    if cleaned in ("", ".", ".."):
+        return None
+    stem, dot, extension = cleaned.rpartition(".")
+    if not dot or len(extension.encode()) > 16:
+        stem, dot, extension = cleaned, "", ""
+    room = MAX_FILE_NAME_BYTES - len((dot + extension).encode())
+    stem = stem.encode()[:room].decode(errors="ignore")
+    return (stem + dot + extension) or None
 
 
 def uploads_prefix(day: date) -> str:

@@ -27,7 +27,7 @@ import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from graywave.errors import BackendUnavailable, BlobNotFound, Busy, InvalidInput
+from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Busy, InvalidInput
 from graywave.storage.blobs import BlobInfo, too_large
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
@@ -118,9 +118,17 @@ class S3BlobStore:
                 raise too_large(key, max_bytes)
             return data
 
-    def write(self, key: str, data: bytes, content_type: str) -> None:
+    def write(self, key: str, data: bytes, content_type: str, *, overwrite: bool = True) -> None:
+        condition = {} if overwrite else {"IfNoneMatch": "*"}  # S3's conditional create
         with self._failing_as(f"write {key}"):
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type)
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type, **condition
+                )
+            except ClientError as error:
+                if not overwrite and _code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise BlobExists(key) from None
+                raise
 
     def delete(self, key: str) -> None:
         with self._failing_as(f"delete {key}"):

@@ -40,10 +40,12 @@ async def upload(
     content_type = file.content_type or "application/octet-stream"
     if wait:
         key, processed = await processing(
-            app, lambda: upload_now(app.backends, app.settings, user_id, data, content_type)
+            app, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file.filename)
         )
     else:  # the header check only, but still not on the event loop
-        key = await run_in_threadpool(store_upload, app.backends, app.settings, user_id, data, content_type)
+        key = await run_in_threadpool(
+            store_upload, app.backends, app.settings, user_id, data, content_type, file.filename
+        )
         processed = False
     image = Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(key)))
     if processed:

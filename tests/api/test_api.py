@@ -566,3 +566,17 @@ def test_the_charts_are_pngs_under_the_access_rules_of_their_json_twins(api):
     assert error_of(alice.get("/analytics/median.png", params={"date": "2020-01-01"})) == (404, "not_found")
     assert error_of(alice.get("/users/alice/weekly.png", params={"week": "48"})) == (400, "bad_request")
     assert error_of(alice.get("/users/bad.id/weekly.png")) == (400, "invalid_id")
+
+
+def test_an_upload_keeps_its_file_name_made_safe_and_its_key_stays_unique(api):
+    """file_name used to be a random hex name; the README said "as uploaded"."""
+    alice = api.client("alice")
+    first = upload(alice, "alice", name="IMG_0001.HEIC").json()
+    second = upload(alice, "alice", DARK, name="IMG_0001.HEIC", wait=True).json()
+    hostile = upload(alice, "alice", name="../../etc/x\u202ey\u200b.jpg").json()  # folders, format characters
+    assert (first["file_name"], second["file_name"]) == ("IMG_0001.HEIC", "IMG_0001 (2).HEIC")
+    assert hostile["file_name"] == "xy.jpg"
+    assert len({first["image_id"], second["image_id"], hostile["image_id"]}) == 3
+    listed = {i["file_name"]: i for i in alice.get("/images/alice").json()["items"]}
+    assert set(listed) == {"IMG_0001.HEIC", "IMG_0001 (2).HEIC", "xy.jpg"}
+    assert listed["IMG_0001 (2).HEIC"]["status"] == "processed"

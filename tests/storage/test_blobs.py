@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from graywave.errors import BlobNotFound, Rejected, RejectReason
+from graywave.errors import BlobExists, BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import LocalBlobStore, open_blob_store
 
 
@@ -153,3 +153,12 @@ def test_a_literal_backslash_name_is_its_own_file(tmp_path):
     store = hostile_folder(tmp_path)
     store.write(DAY_PREFIX + "mallory/caf\\xe9.jpg", b"literal", "image/jpeg")
     assert store.read(DAY_PREFIX + "mallory/caf\\xe9.jpg") == b"literal"
+
+
+def test_a_write_that_must_not_overwrite_refuses_a_taken_key_and_leaves_it_as_it_was(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.write("uploads/2026-11-25/ann/a.jpg", b"first", "image/jpeg", overwrite=False)
+    with pytest.raises(BlobExists):
+        store.write("uploads/2026-11-25/ann/a.jpg", b"second", "image/jpeg", overwrite=False)
+    assert store.read("uploads/2026-11-25/ann/a.jpg") == b"first"
+    assert not list((tmp_path / "blobs" / ".graywave-tmp").iterdir())  # no staged file left behind

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from graywave.errors import BlobNotFound, Busy, Rejected, RejectReason
+from graywave.errors import BlobExists, BlobNotFound, Busy, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
@@ -203,3 +203,10 @@ def test_a_bucket_that_cannot_be_reached_is_a_clear_error(local_s3):
         list(missing.list("uploads/"))
     with pytest.raises(BackendUnavailable, match=r"S3 could not write a\.jpg"):
         missing.write("a.jpg", b"x", "image/jpeg")
+
+
+def test_a_write_that_must_not_overwrite_is_a_conditional_create(store):
+    store.write("uploads/2026-11-25/ann/a.jpg", b"first", "image/jpeg", overwrite=False)
+    with pytest.raises(BlobExists):
+        store.write("uploads/2026-11-25/ann/a.jpg", b"second", "image/jpeg", overwrite=False)
+    assert store.read("uploads/2026-11-25/ann/a.jpg") == b"first"
