@@ -6,6 +6,7 @@
     graywave query weekly USER [--week 2026-W48] [--json]
     graywave query median [--date D] [--json]
     graywave query similar USER [-n 5] [--date D] [--metric M] [--json]
+    graywave plot median [--date D] [-o median.png] | plot weekly USER [--week W] [-o week.png]
     graywave api [--host 127.0.0.1] [--port 8000]         the REST API (docs at /docs)
     graywave token issue USER [--admin]                   a bearer token for the API
     graywave token list | revoke ID                       the tokens (ids, never the tokens), revoke one
@@ -28,6 +29,7 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -52,6 +54,8 @@ analytics_app = typer.Typer(no_args_is_help=True, help="Daily analytics.")
 app.add_typer(analytics_app, name="analytics")
 query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questions now, from the lake.")
 app.add_typer(query_app, name="query")
+plot_app = typer.Typer(no_args_is_help=True, help="The analytical answers as PNG charts (matplotlib).")
+app.add_typer(plot_app, name="plot")
 token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the REST API.")
 app.add_typer(token_app, name="token")
 server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server that graywave manages (and its UI).")
@@ -245,13 +249,11 @@ def _answer(question: Callable[[Lake, Settings], T]) -> T:
             raise typer.Exit(1) from None
 
 
-@query_app.command("weekly")
-def query_weekly(
-    user: str,
-    week: Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
+WeekOption = Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")]
+
+
+def _week_of(user: str, week: str | None) -> tuple[date, Any]:
+    """Monday of the ISO week and the user's images of it; exit 1 when there are none."""
     from graywave.errors import NoData
     from graywave.service.daily import iso_week, weekly_histograms
 
@@ -264,7 +266,13 @@ def query_weekly(
             raise NoData(f"{user} has no processed images in the week of {monday} to {sunday}")
         return monday, images
 
-    monday, frame = _answer(question)
+    return _answer(question)
+
+
+@query_app.command("weekly")
+def query_weekly(user: str, week: WeekOption = None, as_json: JsonOption = False) -> None:
+    """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
+    monday, frame = _week_of(user, week)
     _print(frame, as_json, f"{user}: images of the week of {monday}")
 
 
@@ -302,6 +310,42 @@ def query_similar(
 
     when, frame = _answer(question)
     _print(frame, as_json, f"users most similar to {user} on {when} ({metric})")
+
+
+OutputOption = Annotated[Path, typer.Option("-o", "--output", help="The PNG file to write.")]
+
+
+def _write_png(data: bytes, output: Path) -> None:
+    try:
+        output.write_bytes(data)
+    except OSError as error:
+        console.print(f"[red]could not write {output}:[/red] {error.strerror}")
+        raise typer.Exit(1) from None
+    console.print(f"wrote {output} ({len(data):,} bytes)", highlight=False)
+
+
+@plot_app.command("median")
+def plot_median(output: OutputOption = Path("median.png"), day: DayOption = None) -> None:
+    """The day's median histogram, a bar per bin labelled with its grey levels."""
+    from graywave.service.daily import daily_histograms, median_row
+    from graywave.service.plots import median_png
+
+    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
+        when = day or settings.today()
+        return when, median_row(daily_histograms(lake, when))
+
+    when, median = _answer(question)
+    _write_png(median_png(when, median), output)
+
+
+@plot_app.command("weekly")
+def plot_weekly(user: str, output: OutputOption = Path("week.png"), week: WeekOption = None) -> None:
+    """A user's image histograms of an ISO week, a line per image."""
+    from graywave.service.plots import weekly_png
+
+    monday, images = _week_of(user, week)
+    year, number, _ = monday.isocalendar()
+    _write_png(weekly_png(user, f"{year}-W{number:02d}", images, Settings().bins), output)
 
 
 @app.command()

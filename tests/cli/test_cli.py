@@ -52,7 +52,8 @@ def test_commands_that_did_nothing_say_so_and_exit_1(settings, phone_files, tmp_
 
     monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(tmp_path / "no" / "such" / "folder"))
     missing = runner.invoke(app, ["wave", "run", "--date", DAY.isoformat()])
-    assert missing.exit_code == 1 and "is not a folder" in missing.output and "processed" not in missing.output
+    assert missing.exit_code == 1 and "is not a folder" in missing.output
+    assert "0 processed, 0 rejected" not in missing.output  # no summary of a wave that did nothing
 
 
 def test_wave_run_with_a_settle_window_reports_its_rounds(settings, phone_files, monkeypatch):
@@ -165,3 +166,21 @@ def test_status_and_rejects_tell_an_operator_what_happened(settings, phone_files
     assert row["source_key"].endswith("eve/huge.png") and row["user_id"] == "eve" and "MB" in row["detail"]
     every = json.loads(runner.invoke(app, ["rejects", "--date", today.isoformat(), "--json"]).output)
     assert sorted(r["reason"] for r in every) == sorted(EXPECTED_REJECTS.values())
+
+
+def test_plot_commands_write_pngs_and_exit_1_without_data(settings, phone_files, tmp_path):
+    from PIL import Image
+
+    today = settings.today()
+    put_uploads(settings.blob_url, today, phone_files)
+    assert runner.invoke(app, ["wave", "run", "--name", "morning"]).exit_code == 0
+    assert runner.invoke(app, ["analytics", "run"]).exit_code == 0
+    median, week = tmp_path / "median.png", tmp_path / "week.png"
+    made = runner.invoke(app, ["plot", "median", "-o", str(median)])
+    assert made.exit_code == 0, made.output
+    assert Image.open(median).format == "PNG" and Image.open(median).size[0] >= 400
+    made = runner.invoke(app, ["plot", "weekly", "ann", "-o", str(week)])
+    assert made.exit_code == 0, made.output
+    assert Image.open(week).format == "PNG"
+    nobody = runner.invoke(app, ["plot", "weekly", "nobody", "-o", str(tmp_path / "x.png")])
+    assert nobody.exit_code == 1 and not (tmp_path / "x.png").exists()
