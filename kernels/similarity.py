@@ -65,7 +65,8 @@ def pair_distances(p: np.ndarray, others: np.ndarray, metric: Metric = DEFAULT_M
     - intersection: 1 - sum min(p, q) (OpenCV's HISTCMP_INTERSECT turned into a distance; 0 .. 1)
     - hellinger: sqrt(sum (sqrt p - sqrt q)^2 / 2), which on normalised rows equals
       sqrt(1 - sum sqrt(p q)), OpenCV's HISTCMP_BHATTACHARYYA, without its cancellation near 0 (0 .. 1)
-    - correlation: 1 - Pearson r (OpenCV's HISTCMP_CORREL; r = 0 when a row is constant; 0 .. 2)
+    - correlation: 1 - Pearson r (OpenCV's HISTCMP_CORREL; 0 .. 2). A constant row (on normalised
+      rows: the uniform histogram) has r = 1 with another constant row and r = 0 with any other
     """
     check_metric(metric)
     p = np.asarray(p, dtype=np.float64)
@@ -86,10 +87,13 @@ def pair_distances(p: np.ndarray, others: np.ndarray, metric: Metric = DEFAULT_M
 
 
 def _standardised(rows: np.ndarray) -> np.ndarray:
-    """Rows centred and scaled to unit norm, so that a dot product is Pearson's r; constant rows -> 0."""
+    """Rows centred and scaled to unit norm, so that a dot product is Pearson's r. A constant row
+    becomes the unit vector along (1, ..., 1), which is orthogonal to every centred row: r = 1
+    between two constant rows (identical, once normalised), 0 with any other."""
     centred = rows - rows.mean(axis=-1, keepdims=True)
     norms = np.linalg.norm(centred, axis=-1, keepdims=True)
-    return np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 0)
+    constant = np.full_like(centred, 1.0 / np.sqrt(rows.shape[-1]))
+    return np.where(norms > 0, np.divide(centred, np.where(norms > 0, norms, 1.0)), constant)
 
 
 def _kernel_features(fractions: np.ndarray, metric: Metric) -> np.ndarray:

@@ -105,6 +105,10 @@ class LocalBlobStore:
         parts = key.split("/")
         if not key or key.startswith("/") or any(part in ("", ".", "..") for part in parts):
             raise InvalidInput(f"invalid blob key {key!r}")
+        try:
+            key.encode()
+        except UnicodeEncodeError:  # a lone surrogate: no file name is that
+            raise InvalidInput(f"invalid blob key {key!r}: not UTF-8") from None
         path = self.root.joinpath(*parts)
         if "\\x" in key and not os.path.lexists(path):  # the printable key of a name that is not UTF-8
             raw = self.root.joinpath(*(_from_printable(part) for part in parts))

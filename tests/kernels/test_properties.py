@@ -61,3 +61,12 @@ def test_a_user_far_from_everyone_changes_nobody_elses_neighbours(users, metric)
     before, _ = all_pairs_nearest(others, n, metric)
     after, _ = all_pairs_nearest(np.vstack([others, far]), n, metric)
     assert after[: len(others)].tolist() == before.tolist()
+
+
+def test_the_uniform_histogram_is_at_distance_0_from_itself_in_every_metric():
+    """Hypothesis found it: Pearson's r of two constant rows was taken as 0, a correlation distance of 1."""
+    uniform = normalize(np.ones(16))
+    peaked = normalize(np.arange(16.0))
+    for metric in METRICS:
+        assert np.isclose(pair_distances(uniform, uniform[None], metric)[0], 0.0, atol=1e-9), metric
+    assert np.isclose(pair_distances(uniform, peaked[None], "correlation")[0], 1.0)

@@ -55,3 +55,9 @@ def test_no_key_reaches_outside_a_local_store(tmp_path_factory, key):
     except InvalidInput:
         return
     assert path.resolve().is_relative_to(root.resolve())
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_not_a_crash(tmp_path):
+    """Hypothesis found it: such a key (no file name can be it) failed deep in the path code."""
+    with pytest.raises(InvalidInput):
+        LocalBlobStore(tmp_path)._path("uploads/2026-11-25/ann/\ud800.jpg")
