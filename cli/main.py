@@ -536,7 +536,12 @@ def server_stop() -> None:
     _settings_only()
     from graywave.cli import server
 
-    if not server.stop():
+    try:
+        stopped = server.stop()
+    except RuntimeError as error:
+        console.print(f"[red]the local Prefect server did not stop:[/red] {error}")
+        raise typer.Exit(1) from None
+    if not stopped:
         console.print("[red]no local Prefect server was running[/red]")
         raise typer.Exit(1)
     console.print("the local Prefect server is stopped")

@@ -94,8 +94,13 @@ def start(host: str, port: int) -> LocalServer:
 
 
 def stop() -> bool:
-    """Stop the managed server; whether one was running."""
-    was = running() is not None
-    _prefect("server", "stop")
+    """Stop the managed server; whether one was running. ``RuntimeError`` if it still answers after."""
+    server = recorded()
+    was = server is not None and server.healthy()
+    done = _prefect("server", "stop")
+    if server is not None and server.healthy():
+        raise RuntimeError(
+            f"the server at {server.api_url} still answers: {(done.stdout + done.stderr).strip()[-500:]}"
+        )
     _state_file().unlink(missing_ok=True)
     return was

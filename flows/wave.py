@@ -21,18 +21,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 from itertools import islice
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import dask
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect_dask.task_runners import DaskTaskRunner
 
 from graywave.config import Settings, validate_wave_name
+
+if TYPE_CHECKING:
+    from prefect_dask.task_runners import DaskTaskRunner
 from graywave.errors import BackendUnavailable
 from graywave.flows.artifacts import Progress, publish_wave, run_day, tag_this_run
 from graywave.service import wave
@@ -74,7 +75,13 @@ def run_batches_as_tasks(batches: list[Sequence[Upload]], settings: Settings) ->
 
 
 def task_runner(settings: Settings) -> DaskTaskRunner | None:
-    """The Dask task runner the settings ask for; None for Prefect's default thread pool."""
+    """The Dask task runner the settings ask for; None for Prefect's default thread pool.
+    (prefect-dask and Dask are imported only then: a quarter second of every wave's start-up.)"""
+    if not (settings.dask_address or settings.dask_workers):
+        return None
+    import dask
+    from prefect_dask.task_runners import DaskTaskRunner
+
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": DASK_CONNECT_TIMEOUT_S})
     if settings.dask_workers:
@@ -94,9 +101,9 @@ def _on_the_cluster(settings: Settings) -> Settings:
     """``settings`` with ``workers`` set to the Dask cluster's threads, once connected to it (a
     scheduler that cannot be reached fails the wave here, before it holds or records anything)."""
     context = FlowRunContext.get()
-    runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
+    if context is None or not (settings.dask_address or settings.dask_workers):  # Prefect's thread pool
         return settings
+    runner = cast("DaskTaskRunner", context.task_runner)
     where = settings.dask_address or "a local cluster"
     try:
         nthreads = cast(Callable[[], dict[str, int]], runner.client.nthreads)  # untyped in distributed

@@ -19,6 +19,7 @@ images are reprocessed by a background job: the Prefect deployment ``REPROCESS_J
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,10 @@ PROCESSED_URL_EXPIRY_S = 300
 REPROCESS_JOB = "graywave-reprocess/reprocess"
 """The Prefect deployment (``flow name/deployment name``) that reprocesses many images in the
 background: ``graywave serve`` registers and runs it, the API starts runs of it by this name."""
+REPROCESS_PAUSE_S = 1.0
+"""The pause between two batches of a reprocessing, without the lake: longer than a waiting writer's
+longest retry interval (``storage.lake.LOCK_RETRY_MAX_S``), so a scheduled wave or an API write that
+waits for the lake gets it between batches instead of starving behind a long job."""
 REPROCESS_FAILURES_ARTIFACT = "reprocess-failures"
 """The key of the table artifact in which a reprocessing job lists the images it could not reprocess
 (``NotReprocessed`` rows), which the API reads back."""
@@ -254,10 +259,11 @@ def store_upload(
     fmt = identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     folder = f"{uploads_prefix(settings.today())}{user_id}/"
     taken = {blob.key for blob in backends.blobs.list(folder)}  # one listing; a race is caught below
+    catalog = ImageCatalog(backends)
     for name in _names_to_try(safe_file_name(file_name), EXTENSIONS[fmt]):
         key = upload_key(settings.today(), user_id, name)
-        if key in taken:
-            continue
+        if key in taken or catalog.handled(user_id, image_id_for(key)) is not None:
+            continue  # a record of that id outlives its blob (a delete that failed half-way): not reused
         try:
             backends.blobs.write(key, data, content_type, overwrite=False)
         except BlobExists:
@@ -439,6 +445,8 @@ def reprocess(
             if ready:
                 result = _process(backends, settings, [u for _, u in ready], [e for e, _ in ready])
                 processed, rejected = processed + len(result.images), rejected + len(result.rejects)
+        if start + settings.batch_size < len(entries):
+            time.sleep(REPROCESS_PAUSE_S)  # a wave or an API write waiting for the lake gets it now
         if progress is not None:
             progress(ReprocessReport(len(entries), processed, rejected, tuple(failed)))
     return ReprocessReport(len(entries), processed, rejected, tuple(failed))

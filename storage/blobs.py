@@ -109,9 +109,15 @@ class LocalBlobStore:
             key.encode()
         except UnicodeEncodeError:  # a lone surrogate: no file name is that
             raise InvalidInput(f"invalid blob key {key!r}: not UTF-8") from None
-        path = self.root.joinpath(*parts)
-        if "\\x" in key and not os.path.lexists(path):  # the printable key of a name that is not UTF-8
-            raw = self.root.joinpath(*(_from_printable(part) for part in parts))
+        return self.root.joinpath(*parts)
+
+    def _existing(self, key: str) -> Path:
+        """The path of ``key`` to read or delete: for the printable key of a name that is not UTF-8
+        (``caf\\xe9.jpg``, as ``list`` gives it), that name. Writes never take this turn: they
+        write the key's own name, never another file."""
+        path = self._path(key)
+        if "\\x" in key and not os.path.lexists(path):
+            raw = self.root.joinpath(*(_from_printable(part) for part in key.split("/")))
             if os.path.lexists(raw):
                 return raw
         return path
@@ -134,7 +140,7 @@ class LocalBlobStore:
                 yield _blob_info(key, info)
 
     def read(self, key: str, max_bytes: int | None = None) -> bytes:
-        path = self._path(key)
+        path = self._existing(key)
         try:
             if not path.parent.resolve().is_relative_to(self.root):
                 raise Rejected(RejectReason.NOT_A_FILE, f"{key} is reached through a link out of the blob store")
@@ -179,7 +185,7 @@ class LocalBlobStore:
                 temp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self._existing(key).unlink(missing_ok=True)
 
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()

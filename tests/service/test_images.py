@@ -3,6 +3,9 @@ keeps, what it reports, what it cleans up)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from graywave.service import images
@@ -10,7 +13,7 @@ from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, delete_images, reprocess, upload_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
-from tests.helpers import DAY, put_uploads
+from tests.helpers import DAY, lake_of, put_uploads
 
 
 def test_an_image_whose_original_became_unreadable_is_rejected_and_loses_its_old_processed_image(settings):
@@ -89,3 +92,50 @@ def test_deleting_an_upload_that_a_wave_processed_since_it_was_read_leaves_no_pr
         delete_images(backends, settings, [pending])
         assert not list(backends.blobs.list("processed/"))
         assert not ImageCatalog(backends).entries(DAY, "alice")
+
+
+def test_a_long_reprocessing_lets_a_waiting_writer_have_the_lake_between_batches(settings, monkeypatch):
+    """The review found it: batches took the lake again at once, and a scheduled wave that waited for
+    it (randomised retries up to half a second apart) failed with "another wave" behind a long job."""
+    monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "2")
+    settings = type(settings)()
+    photos = {f"bob/{k}.jpg": encode(synthetic_photo(32, 32, seed=k), "JPEG", quality=90) for k in range(6)}
+    put_uploads(settings.blob_url, DAY, photos)
+    run_wave(settings, DAY, "morning", log=lambda _: None)
+    batches_done: list[int] = []
+    got_it: list[int] = []
+    processing = threading.Event()
+    real_process = images.process_uploads
+
+    def slow_batch(*args, **kwargs):  # each batch holds the lake a while, as real photos do
+        processing.set()
+        time.sleep(0.3)
+        return real_process(*args, **kwargs)
+
+    monkeypatch.setattr(images, "process_uploads", slow_batch)
+
+    def writer() -> None:
+        processing.wait(10)  # the job holds the lake: this writer waits, retrying, as a wave would
+        with lake_of(settings).exclusive(wait_s=10, holder="a waiting wave"):
+            got_it.append(len(batches_done))
+
+    waiting = threading.Thread(target=writer)
+    waiting.start()
+    with Backends.open(settings) as backends:
+        entries = ImageCatalog(backends).entries(DAY, "bob")
+        reprocess(backends, settings, entries, progress=lambda r: batches_done.append(r.processed))
+    waiting.join(15)
+    assert got_it and got_it[0] < 3  # the lake was had before the job's last batch, not after
+
+
+def test_a_name_whose_record_outlived_its_original_is_not_taken_again(settings):
+    """The review found it: a delete that failed between the original and the rows left the rows;
+    the same name uploaded again got the same key and id, and was taken as handled: never processed."""
+    from graywave.service.images import store_upload
+
+    photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
+    with Backends.open(settings) as backends:
+        first, _ = upload_now(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
+        backends.blobs.delete(first)  # the original is gone, its rows are not
+        again = store_upload(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
+    assert first.endswith("/IMG_0001.jpg") and again.endswith("/IMG_0001 (2).jpg")

@@ -149,9 +149,15 @@ def test_a_name_that_is_not_utf8_is_reached_by_the_key_it_is_listed_under(tmp_pa
 
 
 def test_a_literal_backslash_name_is_its_own_file(tmp_path):
-    """A UTF-8 name that happens to read like an escape is the file of that name, not another one."""
+    """A UTF-8 name that happens to read like an escape is the file of that name, not another one:
+    writing it leaves the Latin-1 file as it was."""
     store = hostile_folder(tmp_path)
     store.write(DAY_PREFIX + "mallory/caf\\xe9.jpg", b"literal", "image/jpeg")
+    folder = os.fsencode(tmp_path / "blobs" / DAY_PREFIX / "mallory")
+    with open(folder + b"/caf\xe9.jpg", "rb") as latin1:
+        assert latin1.read() == b"bytes"
+    with open(folder + b"/caf\\xe9.jpg", "rb") as literal:
+        assert literal.read() == b"literal"
     assert store.read(DAY_PREFIX + "mallory/caf\\xe9.jpg") == b"literal"
 
 
