@@ -93,6 +93,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def deployment_env(folder: str, **extra: str) -> dict[str, str]:
+    """This environment with an embedded deployment of graywave (blobs, lake, tokens, Prefect's
+    state) under ``folder``, and ``extra`` variables."""
+    return os.environ | {
+        "GRAYWAVE_BLOB_URL": f"{folder}/blobs",
+        "GRAYWAVE_LAKE_URL": f"{folder}/lake",
+        "GRAYWAVE_API_TOKENS_FILE": f"{folder}/tokens.json",
+        "PREFECT_HOME": f"{folder}/prefect",
+        **extra,
+    }
+
+
 @contextmanager
 def running_api(env: dict[str, str]) -> Iterator[str]:
     """``graywave api`` (uvicorn, one worker) in a process of its own with ``env``; its base URL once it answers."""
@@ -121,12 +133,7 @@ def running_api(env: dict[str, str]) -> Iterator[str]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        env = os.environ | {
-            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs",
-            "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
-            "GRAYWAVE_API_TOKENS_FILE": f"{tmp}/tokens.json",
-            "PREFECT_HOME": f"{tmp}/prefect",
-        }
+        env = deployment_env(tmp)
         settings = Settings(blob_url=env["GRAYWAVE_BLOB_URL"], lake_url=env["GRAYWAVE_LAKE_URL"])
         day = settings.today()
         ids = seed_lake(Lake(LocalBlobStore(settings.lake_url)), day)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from api_bench import running_api
+from api_bench import deployment_env, running_api
 
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
@@ -64,13 +64,7 @@ def main() -> None:
         "",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        env = os.environ | {
-            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs",
-            "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
-            "GRAYWAVE_API_TOKENS_FILE": f"{tmp}/tokens.json",
-            "PREFECT_HOME": f"{tmp}/prefect",
-            "GRAYWAVE_DEVICE": "cpu",
-        }
+        env = deployment_env(tmp, GRAYWAVE_DEVICE="cpu")
         tokens = {
             who: issue_token(Path(env["GRAYWAVE_API_TOKENS_FILE"]), who, admin=False) for who in ("reader", "big")
         }

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from api_bench import free_port
+from api_bench import deployment_env, free_port
 
 from graywave.config import Settings
 from graywave.service.samples import encode, synthetic_photo
@@ -62,14 +62,8 @@ def timed(command: list[str], env: dict[str, str]) -> float:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-            "GRAYWAVE_BLOB_URL": f"{tmp}/blobs",
-            "GRAYWAVE_LAKE_URL": f"{tmp}/lake",
-            "PREFECT_HOME": f"{tmp}/prefect",
-            "GRAYWAVE_DEVICE": "cpu",
-            "DO_NOT_TRACK": "1",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
+        env = deployment_env(tmp, GRAYWAVE_DEVICE="cpu", DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        env.pop("PREFECT_API_URL", None)  # the commands find the local server by themselves
         Path(f"{tmp}/blobs").mkdir()
         settings = Settings(blob_url=env["GRAYWAVE_BLOB_URL"], lake_url=env["GRAYWAVE_LAKE_URL"], device="cpu")
         day = settings.today()

@@ -210,27 +210,25 @@ class ImageCatalog:
 
     def get(self, today: date, user_id: str, image_id: str) -> ImageEntry:
         """One image of ``user_id``; ``NotFound`` when it has none of that id."""
-        handled = self._handled_one(user_id, image_id)
-        if handled:
-            return handled[0]
+        handled = self.handled(user_id, image_id)
+        if handled is not None:
+            return handled
         for entry in self._pending(user_id, today):
             if entry.image_id == image_id:
                 return entry
         # A wave may have recorded it between the two looks: pending turns into handled, never back.
-        handled = self._handled_one(user_id, image_id)
-        if handled:
-            return handled[0]
+        handled = self.handled(user_id, image_id)
+        if handled is not None:
+            return handled
         raise NotFound(f"image {image_id} of {user_id} does not exist")
 
     def handled(self, user_id: str, image_id: str) -> ImageEntry | None:
         """The handled image ``image_id`` of ``user_id`` (processed or rejected), or None."""
-        found = self._handled_one(user_id, image_id)
-        return found[0] if found else None
-
-    def _handled_one(self, user_id: str, image_id: str) -> list[ImageEntry]:
         if self.backends.catalog is not None:
-            return self._from_mongo({"user_id": user_id, "_id": image_id})
-        return self._from_lake(user_id, image_id)
+            found = self._from_mongo({"user_id": user_id, "_id": image_id})
+        else:
+            found = self._from_lake(user_id, image_id)
+        return found[0] if found else None
 
 
 def _entries(kind: type[ImageRecord] | type[RejectRecord], table: pa.Table) -> list[ImageEntry]:
