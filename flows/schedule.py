@@ -49,8 +49,15 @@ def wave_deployments(settings: Settings) -> list[RunnerDeployment]:
     ]
 
 
+WAVE_DAY_TEMPLATE = "{% for tag in flow_run.tags if tag.startswith('day:') %}{{ tag[4:] }}{% endfor %}"
+"""The day of the flow run that triggered an action, rendered by Prefect's server from that run's
+``day:`` tag (every wave run tags itself with the day it processed, ``flows.wave``)."""
+
+
 def analytics_deployment() -> RunnerDeployment:
-    """The daily analytics, run each time the evening wave's flow run completes."""
+    """The daily analytics, run each time the evening wave's flow run completes, for that wave's day
+    (not the day the analytics start on: an evening wave that ends past midnight still has its
+    day's analytics)."""
     return _deployment(
         analytics_flow,
         name="analytics-daily",
@@ -58,6 +65,7 @@ def analytics_deployment() -> RunnerDeployment:
             DeploymentEventTrigger(
                 expect={"prefect.flow-run.Completed"},
                 match_related={"prefect.resource.role": "deployment", "prefect.resource.name": "wave-evening"},
+                parameters={"day": WAVE_DAY_TEMPLATE},
             )
         ],
         concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -145,6 +146,20 @@ def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GRAYWAVE_DEVICE", "cpu")
     monkeypatch.setenv("GRAYWAVE_LOCK_TTL_S", "3")
     return Settings()
+
+
+@pytest.fixture
+def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A Prefect server of its own (a copy of the session's Prefect home, so its database is migrated)."""
+    home = tmp_path / "prefect"
+    shutil.copytree(os.environ["PREFECT_HOME"], home, dirs_exist_ok=True)
+    monkeypatch.setenv("PREFECT_HOME", str(home))  # the server's subprocess, and graywave's, use it
+    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+
+    server = SubprocessASGIServer(port=free_port())
+    server.start()
+    yield server.api_url
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import time
 from datetime import date
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 
@@ -70,3 +73,19 @@ def png_header(width: int, height: int, mode: str) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+
+
+def wait_for(check, what: str, timeout_s: float, processes: list[subprocess.Popen]):
+    """``check()``'s first truthy answer, polled every half second; fails once ``timeout_s`` have passed
+    or one of ``processes`` has exited."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            found = check()
+        except httpx.HTTPError:
+            found = None
+        if found:
+            return found
+        dead = [p.args for p in processes if p.poll() is not None]
+        assert not dead and time.monotonic() < deadline, f"{what}: not in {timeout_s} s (exited: {dead})"
+        time.sleep(0.5)

@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prefect.server.api.server import SubprocessASGIServer
 
 from graywave.config import Settings
 from graywave.service.backends import Backends
@@ -22,35 +19,9 @@ from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
 from tests.conftest import free_port
-from tests.helpers import DAY, put_uploads
+from tests.helpers import DAY, put_uploads, wait_for
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
-
-
-def wait_for(check, what: str, timeout_s: float, processes: list[subprocess.Popen]):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            found = check()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        dead = [p.args for p in processes if p.poll() is not None]
-        assert not dead and time.monotonic() < deadline, f"{what}: not in {timeout_s} s (exited: {dead})"
-        time.sleep(0.5)
-
-
-@pytest.fixture
-def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A Prefect server of its own (a copy of the session's Prefect home, so its database is migrated)."""
-    home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], home, dirs_exist_ok=True)
-    monkeypatch.setenv("PREFECT_HOME", str(home))  # the server's subprocess, and graywave's, use it
-    server = SubprocessASGIServer(port=free_port())
-    server.start()
-    yield server.api_url
-    server.stop()
 
 
 def test_serve_refuses_to_start_without_a_prefect_server_it_can_reach(settings):
