@@ -15,7 +15,7 @@ $(UV):
 # writes every module's .pyc now: where PYTHONDONTWRITEBYTECODE is set, Python would otherwise
 # compile Prefect's thousands of modules again in every command (seconds of each start-up).
 install: $(UV)
-	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint
+	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci
 
 # The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop).
 demo: install
@@ -25,11 +25,14 @@ demo: install
 check: install
 	scripts/check
 
+# The GPU kernels under numba-cuda's simulator run in a pytest process of their own (the simulator
+# replaces numba.cuda for the whole process); the main run leaves their folder out.
 test: check
 	$(VENV)/bin/python -m pytest
+	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/python -m pytest tests/kernels/gpu_sim
 
 bench: install
-	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra bench
+	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci --extra bench
 	$(VENV)/bin/python bench/wave_bench.py
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(VENV)/bin/python bench/similarity_bench.py  # the machine pins an old BLAS kernel otherwise
 	$(VENV)/bin/python bench/api_bench.py
@@ -39,6 +42,7 @@ bench: install
 	$(VENV)/bin/python bench/burst.py
 	$(VENV)/bin/python bench/capacity.py
 	$(VENV)/bin/python bench/startup_bench.py
+	$(VENV)/bin/python bench/daft_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out

@@ -11,6 +11,7 @@ code 1. Anything else that escapes is a bug, and shows its traceback.
     Rejected          an upload that cannot become a processed image, with a reason code -> 413/415/400
     BackendUnavailable a store stayed unreachable longer than graywave waits              -> 503
     DeviceUnavailable GRAYWAVE_DEVICE=gpu on a machine without a usable GPU
+    CodecFailed       a batch codec (nvImageCodec) failed a whole call; its images go to the CPU
 
 Each also derives from the built-in exception of its meaning (``ValueError``, ``LookupError``,
 ``KeyError``, ``RuntimeError``), so that plain Python code that catches those keeps working.
@@ -70,6 +71,11 @@ class BackendUnavailable(GraywaveError, RuntimeError):
 
 class DeviceUnavailable(GraywaveError, RuntimeError):
     """The configured device (a GPU) cannot be used on this machine."""
+
+
+class CodecFailed(GraywaveError, RuntimeError):
+    """A batch codec (nvImageCodec) failed a whole call at run time: its images are done on the CPU
+    codecs, and counted as fallbacks."""
 
 
 class RejectReason(StrEnum):

@@ -86,13 +86,9 @@ def histogram_batch(planes: Any | Sequence[Any], bins: int = 16) -> Any:
     planes = list(planes)
     if not planes:
         return np.zeros((0, bins), np.int64)
-    if is_gpu_array(planes[0]):
-        from graywave.kernels import _gpu
-
-        for plane in planes:
-            _check_uint8(plane, "planes")
-        return _gpu.counts256_planes(planes).reshape(-1, bins, width).sum(axis=2)  # one launch
-    return np.stack([histogram(plane, bins) for plane in planes])
+    for plane in planes:
+        _check_uint8(plane, "planes")
+    return _impl(planes[0]).counts256_planes(planes).reshape(-1, bins, width).sum(axis=2)  # one launch on a GPU
 
 
 def warm_up(device: Device) -> None:

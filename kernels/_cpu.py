@@ -1,4 +1,6 @@
-"""CPU kernels, compiled with Numba. Single-threaded and GIL-free: the wave runs one per core."""
+"""CPU kernels, compiled with Numba. Single-threaded and GIL-free: the wave runs one per core.
+
+The CPU twins of ``_gpu``: the same names and signatures, NumPy arrays in and out."""
 
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def counts256(plane: np.ndarray) -> np.ndarray:
 def counts256_batch(planes: np.ndarray) -> np.ndarray:
     flat = np.ascontiguousarray(planes).reshape(planes.shape[0], -1)
     return np.stack([_counts256(row) for row in flat]) if len(flat) else np.zeros((0, 256), np.int64)
+
+
+def counts256_planes(planes: list[np.ndarray]) -> np.ndarray:
+    """256-bin counts of each plane (any shapes): (n, 256) int64."""
+    return np.stack([counts256(plane) for plane in planes]) if planes else np.zeros((0, 256), np.int64)
 
 
 def luma_from_rgb(rgb: np.ndarray) -> np.ndarray:

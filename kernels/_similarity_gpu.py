@@ -1,97 +1,159 @@
-"""All-pairs top-k on the GPU: one fused CUDA kernel (distances and per-row top-k in one pass).
+"""All-pairs top-n on the GPU: one fused numba-cuda kernel (distances and each row's n best in one
+pass), the GPU twin of ``_similarity_cpu.top_n_all_pairs`` (same name, signature and results).
 
 One thread per row; a block stages tiles of other rows in shared memory; each thread keeps its
-row's k best (distance, index) pairs in registers. No N x N matrix exists. Same metric codes and
-float32 arithmetic as the CPU kernel (``_similarity_cpu``); ``similarity.all_pairs_nearest``
-re-scores the candidates in float64 either way.
+row's n best (distance, index) pairs in a table of its own. No N x N matrix exists. Same metric
+codes, float32 arithmetic and order of summation as the CPU kernel (four bins a pass, added as
+``(t0 + t1) + (t2 + t3)``), so the simulator gives the CPU kernel's distances bit for bit; on a
+device, NVVM may contract a product and a sum into one FMA (the DOT metric), which moves a
+distance by an ulp at most. ``similarity.all_pairs_nearest`` re-scores the candidates in float64
+either way, so its answer does not depend on it.
+
+The kernel is specialised on the number of bins (the row held by each thread, the tile's shape);
+``signature(bins)`` is the one signature each specialisation is launched with, which
+``tests/kernels/test_ptx.py`` compiles to PTX for sm_80 and sm_90.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
+from typing import Any
 
-import cupy as cp
 import numpy as np
+from numba import cuda, types
 
-MAX_K = 32
+from graywave.kernels._gpu import SIMULATED, current_stream, gpu_arrays
+from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
+
+MAX_K = 128
+"""The most neighbours a row's table holds (the analytics' top-n goes up to 100, plus the
+re-scoring's extra candidates); the table lives in local memory, and a launch loops over its ``n``."""
 THREADS = 128
-TILE_ROWS = 64
+"""Threads (rows) per block."""
+TILE_BYTES = 16384
+"""The most shared memory a block's tile takes: 64 rows of up to 64 bins, fewer rows of more bins
+(CUDA's static limit is 48 KiB)."""
+SUPPORTED_BINS = tuple(2**e for e in range(9))
+"""Histogram bins graywave can be configured with (``GRAYWAVE_BINS``): 1, 2, 4 ... 256."""
+INF = np.float32(np.inf)
 
-_SOURCE = r"""
-#define BINS {bins}
-#define K {k}
-#define TILE_ROWS {tile_rows}
-extern "C" __global__
-void graywave_top_k(const float* __restrict__ x, const int rows, const int metric,
-                    long long* __restrict__ out_index, float* __restrict__ out_distance) {{
-    __shared__ float tile[TILE_ROWS * BINS];
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    float a[BINS];
-    for (int b = 0; b < BINS; ++b) a[b] = (i < rows) ? x[(long long)i * BINS + b] : 0.0f;
-    float best_d[K];
-    int best_j[K];
-    for (int s = 0; s < K; ++s) {{ best_d[s] = INFINITY; best_j[s] = 0x7fffffff; }}
-    int worst = 0;
-    for (int j0 = 0; j0 < rows; j0 += TILE_ROWS) {{
-        for (int t = threadIdx.x; t < TILE_ROWS * BINS; t += blockDim.x) {{
-            const long long j = j0 + t / BINS;
-            tile[t] = (j < rows) ? x[j * BINS + t % BINS] : 0.0f;
-        }}
-        __syncthreads();
-        const int count = min(TILE_ROWS, rows - j0);
-        if (i < rows) {{
-            for (int jj = 0; jj < count; ++jj) {{
-                const int j = j0 + jj;
-                if (j == i) continue;
-                const float* q = &tile[jj * BINS];
-                float d = 0.0f;
-                if (metric == 0) {{
-                    for (int b = 0; b < BINS; ++b) d += fabsf(a[b] - q[b]) / fmaxf(fmaxf(a[b], q[b]), FLT_MIN);
-                }} else if (metric == 1) {{
-                    for (int b = 0; b < BINS; ++b) d += fabsf(a[b] - q[b]);
-                }} else if (metric == 2) {{
-                    for (int b = 0; b < BINS; ++b) {{ const float e = a[b] - q[b]; d += e * e / fmaxf(a[b] + q[b], FLT_MIN); }}
-                }} else {{
-                    for (int b = 0; b < BINS; ++b) d += a[b] * q[b];
-                    d = 1.0f - d;
-                }}
-                if (d < best_d[worst] || (d == best_d[worst] && j < best_j[worst])) {{
-                    best_d[worst] = d;
-                    best_j[worst] = j;
-                    for (int s = 0; s < K; ++s) {{
-                        if (best_d[s] > best_d[worst] || (best_d[s] == best_d[worst] && best_j[s] > best_j[worst])) worst = s;
-                    }}
-                }}
-            }}
-        }}
-        __syncthreads();
-    }}
-    if (i < rows) {{
-        for (int s = 0; s < K; ++s) {{
-            out_index[(long long)i * K + s] = (best_j[s] == 0x7fffffff) ? -1 : best_j[s];
-            out_distance[(long long)i * K + s] = best_d[s];
-        }}
-    }}
-}}
-"""
+
+def tile_rows(bins: int) -> int:
+    """Rows of other users a block stages in shared memory at a time."""
+    return max(1, min(64, TILE_BYTES // (4 * bins)))
+
+
+def _source(bins: int) -> Callable[..., None]:
+    """The kernel for rows of ``bins`` bins, as a Python function (``cuda.jit`` it, or compile it)."""
+    tile_size = tile_rows(bins) * bins
+    rows_per_tile = tile_rows(bins)
+    body = bins - bins % 4
+
+    def graywave_top_k(xt: Any, rows: int, k: int, metric: int, tiny: float, out_index: Any, out_distance: Any) -> None:
+        tile = cuda.shared.array(tile_size, dtype=np.float32)
+        a = cuda.local.array(bins, dtype=np.float32)
+        best_d = cuda.local.array(MAX_K, dtype=np.float32)
+        best_j = cuda.local.array(MAX_K, dtype=np.int32)
+        i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        for b in range(bins):
+            a[b] = xt[b, i] if i < rows else np.float32(0)
+        for s in range(k):
+            best_d[s] = INF
+            best_j[s] = rows  # no candidate: ranks after every real one
+        worst = 0
+        for j0 in range(0, rows, rows_per_tile):
+            # The tile, column by column of xt (bins x N): consecutive threads read consecutive rows.
+            for t in range(cuda.threadIdx.x, tile_size, cuda.blockDim.x):
+                b = t // rows_per_tile
+                jj = t % rows_per_tile
+                tile[jj * bins + b] = xt[b, j0 + jj] if j0 + jj < rows else np.float32(0)
+            cuda.syncthreads()
+            if i < rows:
+                for jj in range(min(rows_per_tile, rows - j0)):
+                    j = j0 + jj
+                    if j == i:
+                        continue
+                    d = np.float32(0)
+                    for k4 in range(0, body, 4):
+                        q = jj * bins + k4
+                        d += (_term(metric, a[k4], tile[q], tiny) + _term(metric, a[k4 + 1], tile[q + 1], tiny)) + (
+                            _term(metric, a[k4 + 2], tile[q + 2], tiny) + _term(metric, a[k4 + 3], tile[q + 3], tiny)
+                        )
+                    for b in range(body, bins):
+                        d += _term(metric, a[b], tile[jj * bins + b], tiny)
+                    if metric != DESIGN and metric != L1 and metric != CHISQ:
+                        d = np.float32(1) - d
+                    if d < best_d[worst] or (d == best_d[worst] and j < best_j[worst]):
+                        best_d[worst] = d
+                        best_j[worst] = j
+                        for s in range(k):  # the new worst of the table
+                            if best_d[s] > best_d[worst] or (best_d[s] == best_d[worst] and best_j[s] > best_j[worst]):
+                                worst = s
+            cuda.syncthreads()
+        if i < rows:
+            for s in range(k):
+                out_index[i, s] = best_j[s] if best_j[s] < rows else -1
+                out_distance[i, s] = best_d[s]
+
+    return graywave_top_k
+
+
+def _term_source(metric: int, a: Any, b: Any, tiny: Any) -> Any:
+    """One bin's term of a distance, in float32 (the CPU kernel's ``_design``, ``_l1``, ``_chisq``,
+    ``_product``)."""
+    if metric == DESIGN:
+        return abs(a - b) / max(max(a, b), tiny)
+    if metric == L1:
+        return abs(a - b)
+    if metric == CHISQ:
+        e = a - b
+        return e * e / max(a + b, tiny)
+    return a * b
+
+
+_term = _term_source if SIMULATED else cuda.jit(device=True, inline="always")(_term_source)
+
+
+def signature(bins: int) -> tuple[Any, ...]:
+    """The types ``top_n_all_pairs`` launches the ``bins`` kernel with."""
+    del bins  # the same types for every specialisation; the bins are in the kernel's constants
+    return (
+        types.float32[:, ::1],
+        types.int32,
+        types.int32,
+        types.int32,
+        types.float32,
+        types.int64[:, ::1],
+        types.float32[:, ::1],
+    )
 
 
 @cache
-def _kernel(bins: int, k: int) -> cp.RawKernel:
-    source = "#include <cfloat>\n" + _SOURCE.format(bins=bins, k=k, tile_rows=TILE_ROWS)
-    return cp.RawKernel(source, "graywave_top_k", options=("--std=c++11",))
+def kernel(bins: int) -> Any:
+    if bins not in SUPPORTED_BINS:
+        raise ValueError(f"the GPU kernel handles {SUPPORTED_BINS} bins, not {bins}")
+    return cuda.jit(_source(bins))
 
 
-def top_k_all_pairs(features: np.ndarray, k: int, metric: int) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates, float32 distances as float64), each N x k on the host, sorted by (distance, index)."""
-    if k > MAX_K:
-        raise ValueError(f"the GPU kernel keeps at most {MAX_K} neighbours per row")
-    rows, bins = features.shape
-    x = cp.asarray(features, dtype=cp.float32)
-    index = cp.empty((rows, k), dtype=cp.int64)
-    distance = cp.empty((rows, k), dtype=cp.float32)
-    blocks = (rows + THREADS - 1) // THREADS
-    _kernel(bins, k)((blocks,), (THREADS,), (x, np.int32(rows), np.int32(metric), index, distance))
-    index, distance = cp.asnumpy(index), cp.asnumpy(distance).astype(np.float64)
+def top_n_all_pairs(xt: Any, n: int, metric: int, tiny: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of ``xt.T`` (``xt`` is bins x N; a CuPy array, or NumPy, copied to the device):
+    the ``n`` nearest other rows. Returns (indices, distances) on the host, each N x n, sorted by
+    (distance, index); -1 / inf pad rows that have fewer than n others."""
+    if not 1 <= n <= MAX_K:
+        raise ValueError(f"the GPU kernel keeps between 1 and {MAX_K} neighbours per row, not {n}")
+    xp = gpu_arrays()
+    bins, rows = xt.shape
+    x = xp.ascontiguousarray(xp.asarray(xt, dtype=xp.float32))
+    index = xp.full((rows, n), -1, dtype=xp.int64)
+    distance = xp.full((rows, n), np.inf, dtype=xp.float32)
+    if rows:
+        blocks = (rows + THREADS - 1) // THREADS
+        kernel(bins)[blocks, THREADS, current_stream()](
+            x, np.int32(rows), np.int32(n), np.int32(metric), np.float32(tiny), index, distance
+        )
+    if not SIMULATED:
+        index, distance = index.get(), distance.get()
+    distance = distance.astype(np.float64)
     order = np.lexsort((np.where(index < 0, np.iinfo(np.int64).max, index), distance), axis=-1)
     return np.take_along_axis(index, order, axis=-1), np.take_along_axis(distance, order, axis=-1)

@@ -16,8 +16,8 @@ DeviceName = Literal["auto", "cpu", "gpu"]
 
 @cache
 def gpu_available() -> bool:
-    """True when CuPy is installed and sees at least one CUDA device."""
-    if importlib.util.find_spec("cupy") is None:
+    """True when CuPy and numba-cuda (the kernels) are installed and CuPy sees a CUDA device."""
+    if importlib.util.find_spec("cupy") is None or importlib.util.find_spec("numba_cuda") is None:
         return False
     try:
         import cupy

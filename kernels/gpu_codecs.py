@@ -1,20 +1,28 @@
-"""JPEG decode to luma and grayscale JPEG encode on the GPU, a batch at a time, with nvImageCodec.
+"""JPEG decode to luma and grayscale JPEG encode, a batch at a time, with nvImageCodec (0.9).
 
-Planes come back as CuPy arrays (zero-copy through ``__cuda_array_interface__``); only encoded bytes
-return to the host. An image nvImageCodec cannot handle is ``None`` in the result: the caller falls
-back to the CPU codecs (``codecs.decode_luma``, ``codecs.encode_luma_jpeg``) for it.
+``NvImageCodecLuma(device)`` runs on the GPU (nvJPEG: planes come back as CuPy arrays, zero-copy
+through ``__cuda_array_interface__``, and only encoded bytes return to the host), or, for a
+``cpu`` device, on nvImageCodec's CPU backend (libjpeg-turbo) with NumPy planes: the same calls,
+the same batching and the same ``None`` in place of an image it could not handle, which is how
+CI runs this code without a GPU.
 
-Status: written without a GPU at hand; not yet run on one (see docs/benchmarks.md).
+An image the codec cannot decode or encode is ``None`` in its place in the result, and the caller
+(``service.batch.process_uploads_batched``) does that one on the CPU codecs and counts it as a
+fallback. A failure of the whole call raises ``CodecFailed`` with nvImageCodec's message. A wrong
+call (arguments nvImageCodec does not take) raises ``TypeError`` and is never caught: it is a bug,
+and the tests, which run the real calls, fail on it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 from collections.abc import Sequence
 from typing import Any
 
-logger = logging.getLogger(__name__)
+import numpy as np
+
+from graywave.errors import CodecFailed
+from graywave.kernels.device import Device
 
 
 def nvimgcodec_available() -> bool:
@@ -22,47 +30,67 @@ def nvimgcodec_available() -> bool:
 
 
 class NvImageCodecLuma:
-    """The ``LumaBatchCodec`` of the GPU path (see ``service.batch``)."""
+    """The ``LumaBatchCodec`` of the batch path (see ``service.batch``), on ``device``."""
 
-    def __init__(self) -> None:
-        import cupy
+    def __init__(self, device: Device) -> None:
         from nvidia import nvimgcodec
 
-        self._cp = cupy
+        self.device = device
         self._nv = nvimgcodec
-        self._decoder = nvimgcodec.Decoder()
-        self._encoder = nvimgcodec.Encoder()
+        try:
+            if device.name == "gpu":
+                self._decoder = nvimgcodec.Decoder()
+                self._encoder = nvimgcodec.Encoder()
+            else:  # both arguments are needed: without the backend, it still looks for a GPU
+                cpu_only = [nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)]
+                self._decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, backends=cpu_only)
+                self._encoder = nvimgcodec.Encoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, backends=cpu_only)
+        except RuntimeError as error:  # no CUDA device or driver
+            raise CodecFailed(f"nvImageCodec cannot start on the {device.name}: {error}") from error
         # GRAY straight from the JPEG: the Y plane, no colour conversion. The EXIF orientation is
         # applied by graywave (like on the CPU), so that histograms never depend on it.
         self._decode_params = nvimgcodec.DecodeParams(
             color_spec=nvimgcodec.ColorSpec.GRAY, apply_exif_orientation=False
         )
 
+    @property
+    def name(self) -> str:
+        return f"nvImageCodec ({'nvJPEG' if self.device.name == 'gpu' else 'CPU backend'})"
+
+    def encode_params(self, quality: int) -> Any:
+        nv = self._nv
+        return nv.EncodeParams(
+            quality_type=nv.QualityType.QUALITY,
+            quality_value=float(quality),
+            color_spec=nv.ColorSpec.GRAY,
+            chroma_subsampling=nv.ChromaSubsampling.CSS_GRAY,
+        )
+
+    def _plane(self, image: Any) -> Any:
+        """A decoded image as a (h, w) plane on ``device``."""
+        if image.buffer_kind == self._nv.ImageBufferKind.STRIDED_DEVICE:
+            import cupy
+
+            plane = cupy.asarray(image)
+        else:
+            plane = self.device.put(np.asarray(image))
+        return plane.reshape(plane.shape[:2]) if plane.ndim == 3 else plane
+
     def decode(self, datas: Sequence[bytes]) -> list[Any | None]:
+        """The Y plane of each JPEG, or ``None`` where nvImageCodec could not decode it."""
         try:
-            images = self._decoder.decode(list(datas), self._decode_params)
-        except Exception:  # the whole batch falls back to the CPU
-            logger.exception("nvImageCodec could not decode a batch; decoding it on the CPU")
-            return [None] * len(datas)
-        planes: list[Any | None] = []
-        for image in images:
-            if image is None:
-                planes.append(None)
-                continue
-            plane = self._cp.asarray(image)
-            planes.append(plane.reshape(plane.shape[:2]) if plane.ndim == 3 else plane)
-        return planes
+            images = self._decoder.decode(list(datas), params=self._decode_params)
+        except RuntimeError as error:
+            raise CodecFailed(f"nvImageCodec could not decode the batch: {error}") from error
+        return [None if image is None else self._plane(image) for image in images]
 
     def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]:
+        """Each plane as a grayscale JPEG, or ``None`` where nvImageCodec could not encode it."""
+        xp = self.device.xp
+        params = self.encode_params(quality)
         try:
-            params = self._nv.EncodeParams(
-                quality=quality,
-                color_spec=self._nv.ColorSpec.GRAY,
-                chroma_subsampling=self._nv.ChromaSubsampling.CSS_GRAY,
-            )
-            images = [self._nv.as_image(self._cp.ascontiguousarray(plane)[..., None]) for plane in planes]
-            encoded = self._encoder.encode(images, "jpeg", params)
-        except Exception:  # the whole batch is encoded on the CPU
-            logger.exception("nvImageCodec could not encode a batch; encoding it on the CPU")
-            return [None] * len(planes)
-        return [bytes(item) if item is not None else None for item in encoded]
+            images = [self._nv.as_image(xp.ascontiguousarray(plane)[..., None]) for plane in planes]
+            encoded = self._encoder.encode(images, "jpeg", params=params)
+        except RuntimeError as error:
+            raise CodecFailed(f"nvImageCodec could not encode the batch: {error}") from error
+        return [None if stream is None else bytes(stream) for stream in encoded]

@@ -3,7 +3,7 @@
 All functions take normalised histograms (rows of fractions summing to 1, ``normalize``) and use
 distances where smaller means closer. The definitions (``pair_distances``) are exact float64
 NumPy; ``all_pairs_nearest`` searches candidates with a compiled float32 kernel (Numba on the
-CPU, CUDA through CuPy on the GPU), then re-scores them with those exact definitions, so its
+CPU, numba-cuda over CuPy arrays on the GPU), then re-scores them with those exact definitions, so its
 results are the float64 answer: neighbours sorted by (distance, index), ties broken by index.
 
 >>> import numpy as np
@@ -138,17 +138,15 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
     total = len(host)
     keep = min(n + EXTRA_CANDIDATES, max(total - 1, 1))
     features = _kernel_features(host, metric)
+    xt = np.ascontiguousarray(features.T, dtype=np.float32)
+    # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
+    tiny: Any = np.finfo(np.float32).tiny
+    # The twins (Numba on the CPU, numba-cuda on the GPU): compiled code, loaded when first needed.
     if on_gpu:
-        from graywave.kernels import _similarity_gpu
-
-        candidates, rough = _similarity_gpu.top_k_all_pairs(features, keep, _KERNEL_CODE[metric])
+        from graywave.kernels import _similarity_gpu as kernels
     else:
-        xt = np.ascontiguousarray(features.T, dtype=np.float32)
-        # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
-        tiny: Any = np.finfo(np.float32).tiny
-        from graywave.kernels import _similarity_cpu as cpu  # Numba: compiled code, loaded when first needed
-
-        candidates, rough = cpu.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
+        from graywave.kernels import _similarity_cpu as kernels  # type: ignore[no-redef]
+    candidates, rough = kernels.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
     exact = _rescore(host, candidates, metric)
     indices, distances = _ranked(candidates, exact, n)
     if indices.shape[1] < n:  # fewer other rows than n

@@ -9,17 +9,17 @@ Every upload ends as exactly one image record or one reject record.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from itertools import islice
 from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 from graywave.config import Settings
-from graywave.errors import BlobNotFound, Rejected, RejectReason
+from graywave.errors import BlobNotFound, CodecFailed, Rejected, RejectReason
 from graywave.kernels import Device, histogram, histogram_batch
 from graywave.kernels.codecs import DecodedImage, decode_luma, encode_luma_jpeg, read_header, upright
 from graywave.records import ImageRecord, RejectRecord
@@ -64,13 +64,27 @@ class Upload:
         return self.blob.size
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """An upload that the device's batch codec did not do, and the CPU codecs did instead."""
+
+    source_key: str
+    stage: Literal["decode", "encode"]
+    reason: str
+
+    def label(self) -> str:
+        return f"{self.stage}: {self.reason}"
+
+
 @dataclass
 class BatchResult:
-    """What a batch hands back to the wave: rows for the lake (small), and pixels for throughput."""
+    """What a batch hands back to the wave: rows for the lake (small), pixels for throughput, and
+    the uploads that fell back from the device's codec to the CPU's (counted, never silent)."""
 
     images: list[ImageRecord] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
     pixels: int = 0
+    fallbacks: list[Fallback] = field(default_factory=list)
 
     def reject(self, upload: Upload, rejected: Rejected) -> None:
         self.rejects.append(
@@ -187,7 +201,11 @@ def process_uploads(uploads: Sequence[Upload], store: BlobStore, settings: Setti
 
 class LumaBatchCodec(Protocol):
     """Decodes plain JPEGs to luma planes and encodes planes to grayscale JPEGs, a batch at a time,
-    on a device (``kernels.gpu_codecs.NvImageCodecLuma``). ``None`` marks what it could not do."""
+    on a device (``kernels.gpu_codecs.NvImageCodecLuma``). ``None`` marks an image it could not do;
+    ``CodecFailed`` a call that failed as a whole."""
+
+    @property
+    def name(self) -> str: ...
 
     def decode(self, datas: Sequence[bytes]) -> list[Any | None]: ...
 
@@ -209,12 +227,33 @@ def _read_all(store: BlobStore, uploads: Sequence[Upload], settings: Settings) -
         return list(io.map(read, uploads))
 
 
+def _decoded_by_codec(codec: LumaBatchCodec, datas: list[bytes]) -> tuple[list[Any | None], str]:
+    """The codec's planes of ``datas`` (``None`` where it gave none), and why those are missing."""
+    if not datas:
+        return [], ""
+    try:
+        return codec.decode(datas), f"{codec.name} could not decode it"
+    except CodecFailed as error:
+        return [None] * len(datas), str(error)
+
+
+def _encoded_by_codec(codec: LumaBatchCodec, planes: list[Any], quality: int) -> tuple[list[bytes | None], str]:
+    if not planes:
+        return [], ""
+    try:
+        return codec.encode(planes, quality), f"{codec.name} could not encode it"
+    except CodecFailed as error:
+        return [None] * len(planes), str(error)
+
+
 def process_uploads_batched(
     uploads: Sequence[Upload], store: BlobStore, settings: Settings, device: Device, codec: LumaBatchCodec
 ) -> BatchResult:
     """The batch path of a GPU: the plain JPEGs decoded together by ``codec``, every plane's histogram
-    in one kernel launch, the processed images encoded together; what the codec cannot decode or
-    encode goes through the CPU codecs, one image at a time. The whole batch is held in memory.
+    in one kernel launch, the processed images encoded together. What the codec cannot decode (other
+    containers, an image it gives no plane for, a call that fails) or encode goes through the CPU
+    codecs, one image at a time, and is counted in ``BatchResult.fallbacks`` with the reason. The
+    whole batch is held in memory.
     """
     result = BatchResult()
     datas = _read_all(store, uploads, settings)
@@ -230,26 +269,34 @@ def process_uploads_batched(
         except Rejected as rejected:
             result.reject(upload, rejected)
     plain = [i for i, header in headers.items() if header.plain_jpeg]
-    for i, plane in zip(plain, codec.decode([present[i] for i in plain]), strict=True):
-        if plane is not None:
+    planes, why = _decoded_by_codec(codec, [present[i] for i in plain])
+    missing: dict[int, str] = {}
+    for i, plane in zip(plain, planes, strict=True):
+        if plane is None:
+            missing[i] = why
+        else:
             images[i] = DecodedImage(plane=plane, format="JPEG", orientation=headers[i].orientation)
-    for i in headers:
+    for i, header in headers.items():
         if i in images:
             continue
         try:
             decoded = decode_luma(present[i], settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
-        except Rejected as rejected:
+        except Rejected as rejected:  # what the codec could not decode, the CPU may reject: not a fallback
             result.reject(uploads[i], rejected)
             continue
+        reason = missing.get(i) or f"{codec.name} decodes plain JPEGs, not {header.format} ({header.mode})"
+        result.fallbacks.append(Fallback(uploads[i].key.key, "decode", reason))
         images[i] = DecodedImage(device.put(decoded.plane), decoded.format, decoded.orientation)
     order = sorted(images)
     counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
     shown = [upright(images[i]) for i in order]
-    encoded = codec.encode(shown, settings.jpeg_quality)
-    outputs = [
-        data if data is not None else encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
-        for data, plane in zip(encoded, shown, strict=True)
-    ]
+    encoded, why = _encoded_by_codec(codec, shown, settings.jpeg_quality)
+    outputs: list[bytes] = []
+    for k, (output, plane) in enumerate(zip(encoded, shown, strict=True)):
+        if output is None:
+            result.fallbacks.append(Fallback(uploads[order[k]].key.key, "encode", why))
+            output = encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
+        outputs.append(output)
     with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
         list(
             io.map(
@@ -263,11 +310,34 @@ def process_uploads_batched(
     return result
 
 
-@cache
+NO_BATCH_CODEC = "nvImageCodec is not installed (the gpu extra): decoded and encoded on the CPU"
+
+
+def process_uploads_on(uploads: Sequence[Upload], store: BlobStore, settings: Settings, device: Device) -> BatchResult:
+    """A batch on ``device``: the batch path where the device has a batch codec (a GPU with
+    nvImageCodec), else ``process_uploads``; on a GPU without its codec every upload is counted as
+    a fallback."""
+    codec = luma_batch_codec(device)
+    if codec is not None:
+        return process_uploads_batched(uploads, store, settings, device, codec)
+    result = process_uploads(uploads, store, settings, device)
+    if device.name == "gpu":
+        result.fallbacks += [Fallback(upload.key.key, "decode", NO_BATCH_CODEC) for upload in uploads]
+    return result
+
+
+_codecs = threading.local()
+
+
 def luma_batch_codec(device: Device) -> LumaBatchCodec | None:
-    """The batch codec of ``device``: nvImageCodec on a GPU where it is installed, else none."""
+    """The batch codec of ``device`` for this thread: nvImageCodec on a GPU where it is installed,
+    else none. One per thread: an nvImageCodec decoder or encoder used by two batches at once
+    fails their images (the wave test with two workers showed it)."""
     from graywave.kernels.gpu_codecs import NvImageCodecLuma, nvimgcodec_available
 
-    if device.name == "gpu" and nvimgcodec_available():
-        return NvImageCodecLuma()
-    return None
+    if device.name != "gpu" or not nvimgcodec_available():
+        return None
+    codecs: dict[Device, LumaBatchCodec] = _codecs.__dict__.setdefault("by_device", {})
+    if device not in codecs:
+        codecs[device] = NvImageCodecLuma(device)
+    return codecs[device]

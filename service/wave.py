@@ -41,10 +41,9 @@ from graywave.records import ImageRecord, RejectRecord, handling_days, wave_uplo
 from graywave.service.backends import Backends
 from graywave.service.batch import (
     BatchResult,
+    Fallback,
     Upload,
-    luma_batch_codec,
-    process_uploads,
-    process_uploads_batched,
+    process_uploads_on,
     reject_record,
 )
 from graywave.service.progress import WaveProgress
@@ -198,6 +197,12 @@ class WaveSummary:
     """The first ``REPORTED_REJECTS`` rejects, in the order they were handled."""
     lake_files: list[str] = field(default_factory=list)
     """The lake files the wave appended (``images`` and ``rejects`` partitions)."""
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    """Uploads the device's batch codec did not do and the CPU did, by ``stage: reason``."""
+
+    @property
+    def fell_back(self) -> int:
+        return sum(self.fallbacks.values())
 
     @property
     def images_per_s(self) -> float:
@@ -206,6 +211,7 @@ class WaveSummary:
     def markdown(self, where: str) -> str:
         """The summary an operator reads (the Prefect UI's artifact); ``where``: where the rows went."""
         reasons = "\n".join(f"| `{reason}` | {count} |" for reason, count in sorted(self.reasons.items()))
+        fallbacks = "\n".join(f"| {label} | {count} |" for label, count in sorted(self.fallbacks.items()))
         rounds = f"{len(self.rounds)} rounds, " if len(self.rounds) > 1 else ""
         return "\n".join(
             [
@@ -223,6 +229,18 @@ class WaveSummary:
                 f"Upload to processed: {self.latency.line().split(': ', 1)[1]}." if self.latency else "",
                 "",
                 *(["| reject reason | uploads |", "|---|---|", reasons, ""] if self.reasons else []),
+                *(
+                    [
+                        f"{self.fell_back} uploads fell back from the device's codec to the CPU's:",
+                        "",
+                        "| stage: reason | uploads |",
+                        "|---|---|",
+                        fallbacks,
+                        "",
+                    ]
+                    if self.fallbacks
+                    else []
+                ),
                 f"Rows: {where}. Lake files written: {len(self.lake_files)}"
                 + (" (" + ", ".join(f"`{key}`" for key in self.lake_files[:10]) + ")" if self.lake_files else "")
                 + ("..." if len(self.lake_files) > 10 else "")
@@ -233,8 +251,9 @@ class WaveSummary:
     def line(self) -> str:
         rounds = f" in {len(self.rounds)} rounds" if len(self.rounds) > 1 else ""
         latency = f"; {self.latency.line()}" if self.latency else ""
+        fell_back = f", {self.fell_back} fell back to the CPU" if self.fallbacks else ""
         return (
-            f"wave {self.wave} of {self.date}: {self.processed} processed, {self.rejected} rejected, "
+            f"wave {self.wave} of {self.date}: {self.processed} processed{fell_back}, {self.rejected} rejected, "
             f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s "
             f"({self.images_per_s:.1f} images/s, {self.megapixels / self.seconds if self.seconds else 0:.0f} MP/s)"
             f"{latency}"
@@ -288,10 +307,7 @@ def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
         device = select_device(settings.device)  # and one without the GPU that GRAYWAVE_DEVICE=gpu asks for
     except (BackendUnavailable, DeviceUnavailable) as error:
         raise type(error)(f"on {socket.gethostname()}: {error}") from error
-    codec = luma_batch_codec(device)
-    if codec is None:
-        return process_uploads(uploads, store, settings, device)
-    return process_uploads_batched(uploads, store, settings, device, codec)
+    return process_uploads_on(uploads, store, settings, device)
 
 
 def drain_of(settings: Settings, settle_s: float | None = None, max_duration_s: float | None = None) -> Drain:
@@ -433,6 +449,7 @@ def run_wave(
         reasons=dict(rounds.reasons),
         rejects=rounds.rejects,
         lake_files=recorder.written,
+        fallbacks=dict(rounds.fallbacks),
     )
     log(summary.line())
     return summary
@@ -486,6 +503,7 @@ class _Rounds:
         self.pixels = 0
         self.reasons: Counter[str] = Counter()
         self.rejects: list[RejectRecord] = []
+        self.fallbacks: Counter[str] = Counter()
         self.progress = progress
         self.known = self.finished = 0
         """Uploads listed for processing so far, and those handled, over every round."""
@@ -507,6 +525,7 @@ class _Rounds:
                 rejected += len(result.rejects)
                 self.pixels += result.pixels
                 self._rejected(result.rejects)
+                self._fell_back(result.fallbacks)
                 progress.advance(len(result.images) + len(result.rejects))
         self.handled |= plan.source_keys
         self.recorder.flush_if_due()  # else its rows wait for more, to share a lake file with them
@@ -525,6 +544,18 @@ class _Rounds:
     def _rejected(self, rejects: Sequence[RejectRecord]) -> None:
         self.reasons.update(reject.reason for reject in rejects)
         self.rejects += rejects[: REPORTED_REJECTS - len(self.rejects)]
+
+    def _fell_back(self, fallbacks: Sequence[Fallback]) -> None:
+        """Count and log the uploads of a batch that the CPU did in the device codec's place."""
+        if not fallbacks:
+            return
+        labels = Counter(fallback.label() for fallback in fallbacks)
+        self.fallbacks.update(labels)
+        self.log(
+            f"{len(fallbacks)} uploads of a batch fell back to the CPU: "
+            + "; ".join(f"{count} x {label}" for label, count in labels.most_common())
+            + f" (first: {fallbacks[0].source_key})"
+        )
 
     def _arrived(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
         self.finished += len(records)

@@ -31,6 +31,10 @@ from graywave.config import Settings, prepare_prefect_environment  # noqa: E402
 
 prepare_prefect_environment(Settings())
 
+# The GPU kernels under numba-cuda's simulator need a process of their own (NUMBA_ENABLE_CUDASIM=1
+# replaces numba.cuda for the whole process): ``make test`` runs that folder after this run.
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["kernels/gpu_sim"]
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:

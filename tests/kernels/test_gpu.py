@@ -1,4 +1,10 @@
-"""CuPy kernels against the CPU kernels: run on a machine with an NVIDIA GPU, skipped elsewhere."""
+"""The GPU path on a device: the numba-cuda kernels over CuPy arrays and nvJPEG, against the CPU.
+
+Run on a machine with an NVIDIA GPU and the gpu extra; skipped elsewhere, with the reason. Without
+a GPU, the same kernels run under numba-cuda's simulator (``tests/kernels/gpu_sim``), compile to
+PTX (``test_ptx.py``), and the codec's calls run on nvImageCodec's CPU backend
+(``test_gpu_codecs.py``): never skipped.
+"""
 
 import numpy as np
 import pytest
@@ -7,7 +13,7 @@ from graywave.kernels import gpu_available, histogram, histogram_batch, luma_fro
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not gpu_available(), reason="needs CuPy and an NVIDIA GPU"),
+    pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU, CuPy and numba-cuda (the gpu extra)"),
 ]
 
 
@@ -53,18 +59,20 @@ def test_all_pairs_gpu_equals_cpu(cp, metric):
 
 @pytest.fixture(scope="module")
 def nv_codec(cp):
+    from graywave.kernels import select_device
     from graywave.kernels.gpu_codecs import NvImageCodecLuma, nvimgcodec_available
 
     if not nvimgcodec_available():
         pytest.skip("needs nvImageCodec (the gpu extra)")
-    return NvImageCodecLuma()
+    return NvImageCodecLuma(select_device("gpu"))
 
 
 @pytest.mark.parametrize(
     "options", [{"quality": 90}, {"quality": 85, "progressive": True}, {"quality": 95, "subsampling": 0}]
 )
 def test_gpu_decode_matches_the_cpu_y_plane(cp, nv_codec, options):
-    """Provisional tolerance, to be set from the first GPU run: at most 1 grey level per pixel."""
+    """nvJPEG's IDCT is not libjpeg-turbo's. Provisional tolerance, to be set from the first GPU run:
+    at most 1 grey level per pixel (nvImageCodec's CPU backend is exact: ``test_gpu_codecs.py``)."""
     from graywave.kernels.codecs import decode_luma
     from graywave.service.samples import encode, synthetic_photo
 
@@ -101,6 +109,8 @@ def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phon
     uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
     cpu = process_uploads(uploads, store, settings, select_device("cpu"))
     gpu = process_uploads_batched(uploads, store, settings, select_device("gpu"), nv_codec)
+    plain = {key for key in keys if key.rsplit("/", 1)[1] in ("plain.jpg", "progressive.jpg", "rotated.jpg")}
+    assert not plain & {f.source_key for f in gpu.fallbacks}  # nvJPEG decoded and encoded each of them
     assert sorted(r.source_key for r in gpu.rejects) == sorted(r.source_key for r in cpu.rejects)
     assert sorted(r.source_key for r in gpu.images) == sorted(r.source_key for r in cpu.images)  # none missing
     assert len(gpu.images) + len(gpu.rejects) == len(uploads)
@@ -110,3 +120,14 @@ def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phon
         assert (row.width, row.height, row.format) == (reference.width, reference.height, reference.format)
         moved = np.abs(np.array(row.histogram) - reference.histogram).sum()
         assert moved <= 0.01 * row.pixel_count  # provisional: at most 1% of pixels change bin
+
+
+def test_the_kernels_run_on_cupys_current_stream(cp):
+    """A launch on a stream of CuPy's own, then a CuPy operation on it: in order, with no synchronisation."""
+    from graywave.kernels import _gpu
+
+    plane = cp.asarray(np.random.default_rng(1).integers(0, 256, (2000, 3000), dtype=np.uint8))
+    with cp.cuda.Stream(non_blocking=True):
+        counts = _gpu.counts256(plane)
+        total = int(counts.sum())
+    assert total == plane.size

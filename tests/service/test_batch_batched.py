@@ -4,10 +4,14 @@ nvImageCodec: it must give the rows and images of the CPU path, whichever images
 from __future__ import annotations
 
 import dataclasses
+import io
+from collections import Counter
 
 import numpy as np
+import pytest
 import simplejpeg
 
+from graywave.errors import CodecFailed
 from graywave.kernels import select_device
 from graywave.service.batch import Upload, process_uploads, process_uploads_batched
 from graywave.storage.blobs import LocalBlobStore
@@ -17,6 +21,8 @@ from tests.helpers import DAY, put_uploads
 
 class HostCodec:
     """libjpeg-turbo in the codec's place; it "cannot" decode or encode the images listed in ``fail``."""
+
+    name = "the host codec"
 
     def __init__(self, fail_decode: set[int] = frozenset(), fail_encode: set[int] = frozenset()):
         self.fail_decode, self.fail_encode = fail_decode, fail_encode
@@ -74,6 +80,14 @@ def test_the_batch_path_gives_the_rows_of_the_cpu_path(settings, phone_files):
     assert codec.decoded == 4  # the plain JPEGs only (plain, progressive, rotated, truncated); the rest on the CPU
     for key, data in reference_images.items():
         assert store.read(key) == data  # the same processed images, upright
+    # Every other container is decoded on the CPU, and counted so (the truncated JPEG is a reject, not one).
+    assert sorted((f.source_key.rsplit("/", 1)[1], f.stage) for f in batched.fallbacks) == [
+        ("actually-a-png.jpg", "decode"),
+        ("photo.heic", "decode"),
+        ("screenshot.png", "decode"),
+        ("sticker.webp", "decode"),
+    ]
+    assert all("decodes plain JPEGs, not" in f.reason for f in batched.fallbacks)
 
 
 def test_what_the_codec_cannot_do_falls_back_to_the_cpu(settings, phone_files):
@@ -83,3 +97,105 @@ def test_what_the_codec_cannot_do_falls_back_to_the_cpu(settings, phone_files):
     assert comparable(batched.rejects) == comparable(reference.rejects)
     for key, data in reference_images.items():
         assert store.read(key) == data
+    by_reason = {}
+    for fallback in batched.fallbacks:
+        by_reason.setdefault((fallback.stage, fallback.reason), []).append(fallback.source_key.rsplit("/", 1)[1])
+    assert sorted(by_reason[("decode", "the host codec could not decode it")]) == ["plain.jpg", "rotated.jpg"]
+    assert len(by_reason[("encode", "the host codec could not encode it")]) == 2
+
+
+class FailingCodec(HostCodec):
+    def decode(self, datas):
+        raise CodecFailed("out of device memory")
+
+    def encode(self, planes, quality):
+        raise CodecFailed("the encoder is gone")
+
+
+def test_a_codec_call_that_fails_sends_its_whole_batch_to_the_cpu_counted_with_the_reason(settings, phone_files):
+    reference, _, batched, _ = run(settings, phone_files, FailingCodec())
+    assert comparable(batched.images) == comparable(reference.images)
+    assert comparable(batched.rejects) == comparable(reference.rejects)
+    stages = Counter((f.stage, f.reason) for f in batched.fallbacks)
+    assert stages[("decode", "out of device memory")] == 3  # the plain JPEGs the CPU could decode
+    assert stages[("encode", "the encoder is gone")] == len(reference.images)
+
+
+def test_a_gpu_without_its_batch_codec_counts_every_upload_as_a_fallback(settings, phone_files, monkeypatch):
+    from graywave.kernels import Device
+    from graywave.service import batch
+
+    keys = put_uploads(settings.blob_url, DAY, {"ann/plain.jpg": phone_files["ann/plain.jpg"]})
+    store = LocalBlobStore(settings.blob_url)
+    [blob] = store.list("uploads/")
+    uploads = [Upload(parse_upload_key(keys[0]), blob)]
+    monkeypatch.setattr(batch, "luma_batch_codec", lambda device: None)  # the gpu extra without nvImageCodec
+    monkeypatch.setattr(batch, "process_uploads", lambda *args: batch.BatchResult())  # no CuPy here
+    result = batch.process_uploads_on(uploads, store, settings, Device("gpu"))
+    assert [(f.source_key, f.stage, f.reason) for f in result.fallbacks] == [(keys[0], "decode", batch.NO_BATCH_CODEC)]
+    assert batch.process_uploads_on(uploads, store, settings, Device("cpu")).fallbacks == []
+
+
+# The real codec of the GPU path, nvImageCodec, on its CPU backend (no GPU needed).
+
+
+def test_nvimgcodec_on_its_cpu_backend_gives_the_rows_of_the_cpu_path(settings, phone_files):
+    from PIL import Image
+
+    from graywave.kernels import Device
+    from graywave.kernels.codecs import decode_luma, upright
+    from graywave.kernels.gpu_codecs import NvImageCodecLuma
+    from tests.helpers import decode_processed
+
+    reference, reference_images, batched, store = run(settings, phone_files, NvImageCodecLuma(Device("cpu")))
+    # Its decode is libjpeg-turbo's Y plane, bit for bit: the same histograms, dimensions and formats.
+    # Only the processed JPEGs' bytes differ (another encoder build, the same quantisation).
+    assert comparable(batched.rejects) == comparable(reference.rejects)
+    assert [{**row, "processed_bytes": 0} for row in comparable(batched.images)] == [
+        {**row, "processed_bytes": 0} for row in comparable(reference.images)
+    ]
+    for row in reference.images:
+        shown = upright(decode_luma(store.read(row.source_key), settings.max_pixels))
+        ours = np.asarray(decode_processed(store.read(row.processed_key)))
+        cpu = np.asarray(Image.open(io.BytesIO(reference_images[row.processed_key])))
+        assert ours.shape == cpu.shape == shown.shape
+        # At least the fidelity to the upright plane of the CPU's encoder, less 0.5 dB.
+        assert psnr(ours, shown) > psnr(cpu, shown) - 0.5, row.source_key
+    # The plain JPEGs (baseline, progressive, rotated) never fall back; the other containers do, counted.
+    fell_back = {f.source_key.rsplit("/", 1)[1] for f in batched.fallbacks}
+    assert fell_back == {"actually-a-png.jpg", "photo.heic", "screenshot.png", "sticker.webp"}
+
+
+def psnr(a, b) -> float:
+    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+class MisusedCodec(HostCodec):
+    def decode(self, datas):
+        raise TypeError("decode(): incompatible function arguments")  # what nvImageCodec 0.9 said to the old call
+
+
+def test_a_wrong_call_to_the_codec_fails_the_batch_instead_of_falling_back(settings, phone_files):
+    with pytest.raises(TypeError, match="incompatible function arguments"):
+        run(settings, phone_files, MisusedCodec())
+
+
+def test_each_batch_thread_gets_a_codec_of_its_own(monkeypatch):
+    """An nvImageCodec decoder shared by two batch threads failed their images (seen as 'could not
+    decode it' fallbacks in a two-worker wave): each thread builds its own."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from graywave.kernels import Device, gpu_codecs
+    from graywave.service import batch
+    from graywave.service.batch import luma_batch_codec
+
+    monkeypatch.setattr(batch, "_codecs", threading.local())  # none cached by other tests
+    monkeypatch.setattr(gpu_codecs, "nvimgcodec_available", lambda: True)
+    monkeypatch.setattr(gpu_codecs, "NvImageCodecLuma", lambda device: object())  # no GPU to build one on
+    gpu = Device("gpu")
+    here = luma_batch_codec(gpu)
+    assert here is not None and luma_batch_codec(gpu) is here
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(luma_batch_codec, gpu).result() is not here
+    assert luma_batch_codec(Device("cpu")) is None

@@ -267,3 +267,30 @@ def test_rerunning_a_past_wave_after_a_reprocess_changes_nothing(settings, quiet
     lake = lake_of(settings)
     rows = [(row["wave"], row["date"]) for table in ("images", "rejects") for row in lake.read(table).to_pylist()]
     assert rows == [("api", handled_on), ("api", handled_on)]  # still in the day that counted them
+
+
+def test_uploads_that_fall_back_from_the_device_codec_are_counted_in_the_summary_and_the_log(
+    settings, phone_files, monkeypatch
+):
+    """The batch path with nvImageCodec (here on its CPU backend): the containers it does not decode
+    are done on the CPU, and the wave says so, by reason, instead of reporting them as the device's."""
+    from graywave.kernels import Device
+    from graywave.kernels.gpu_codecs import NvImageCodecLuma
+    from graywave.service import batch
+
+    codecs = threading.local()  # one per batch thread, like luma_batch_codec's
+
+    def codec_of_this_thread(device):
+        if not hasattr(codecs, "codec"):
+            codecs.codec = NvImageCodecLuma(Device("cpu"))
+        return codecs.codec
+
+    monkeypatch.setattr(batch, "luma_batch_codec", codec_of_this_thread)
+    put_uploads(settings.blob_url, DAY, phone_files)
+    logs: list[str] = []
+    summary = run_wave(settings, DAY, "morning", log=logs.append)
+    assert summary.processed == 7 and summary.fell_back == 4  # HEIC, PNG (twice, one named .jpg), WebP
+    assert sum(count for label, count in summary.fallbacks.items() if "not PNG" in label) == 2
+    assert "4 fell back to the CPU" in summary.line()
+    assert "4 uploads fell back from the device's codec to the CPU's" in summary.markdown("the lake")
+    assert sum(int(line.split()[0]) for line in logs if "fell back to the CPU:" in line) == 4
