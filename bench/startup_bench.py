@@ -8,7 +8,9 @@ in the same run, on the same machine:
    2x; a query needs no Prefect);
 3. for reference, the empty wave without a server (Prefect's temporary server, started per command).
 
-Each figure is the median of ``RUNS`` runs of a fresh process.
+Each figure is the median of ``RUNS`` runs of a fresh process. A command and its baseline run in
+turns (baseline, command, command, baseline, ...), so that a slower minute of this shared machine
+weighs on both sides of a ratio alike.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from graywave.service.wave import run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import upload_key
 
-RUNS = 5
+RUNS = 7
 OUT = Path(__file__).with_name("out")
 BIN = Path(sys.executable).parent
 TRIVIAL_FLOW = """
@@ -49,15 +51,30 @@ trivial()
 """
 
 
+def once(command: list[str], env: dict[str, str]) -> float:
+    """Seconds of one run of ``command`` (which must succeed)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    return seconds
+
+
 def timed(command: list[str], env: dict[str, str]) -> float:
-    """Median seconds of ``RUNS`` runs of ``command`` (each must succeed)."""
-    seconds = []
-    for _ in range(RUNS):
-        start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-        seconds.append(time.perf_counter() - start)
-        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
-    return statistics.median(seconds)
+    """Median seconds of ``RUNS`` runs of ``command``."""
+    return statistics.median(once(command, env) for _ in range(RUNS))
+
+
+def in_turns(
+    baseline: tuple[list[str], dict[str, str]], command: tuple[list[str], dict[str, str]]
+) -> tuple[float, float]:
+    """Median seconds of ``RUNS`` runs of each, in turns: (baseline, command)."""
+    seconds: dict[int, list[float]] = {0: [], 1: []}
+    for k in range(RUNS):
+        order = (0, 1) if k % 2 == 0 else (1, 0)
+        for side in order:
+            seconds[side].append(once(*(baseline, command)[side]))
+    return statistics.median(seconds[0]), statistics.median(seconds[1])
 
 
 def main() -> None:
@@ -81,12 +98,13 @@ def main() -> None:
         assert started.returncode == 0, started
         try:
             served = env | {"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
-            trivial = timed([python, str(script)], served)
-            wave = timed([graywave, "wave", "run"], env)  # finds the running server itself
+            # graywave finds the running server itself
+            trivial, wave = in_turns(([python, str(script)], served), ([graywave, "wave", "run"], env))
         finally:
             subprocess.run([graywave, "server", "stop"], env=env, capture_output=True)
-        imports = timed([python, "-c", "import polars, pyarrow.parquet"], env)
-        query = timed([graywave, "query", "median"], env)
+        imports, query = in_turns(
+            ([python, "-c", "import polars, pyarrow.parquet"], env), ([graywave, "query", "median"], env)
+        )
         shutil.rmtree(f"{tmp}/prefect", ignore_errors=True)
 
     lines = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -113,17 +112,6 @@ def _settings() -> Settings:
     return settings
 
 
-def _warm_up_in_background(settings: Settings) -> None:
-    """Load the compiled kernels while Prefect starts (about 1 s that the first batch would wait)."""
-
-    def warm() -> None:
-        from graywave.kernels import select_device, warm_up
-
-        warm_up(select_device(settings.device))
-
-    threading.Thread(target=warm, name="graywave-warm-up", daemon=True).start()
-
-
 @wave_app.command("run")
 def wave_run(
     day: Annotated[
@@ -162,7 +150,8 @@ def wave_run(
             "only applies to a wave with a settle window: give --settle too", param_hint="--max-duration"
         )
     settings = _settings()
-    _warm_up_in_background(settings)
+    # No kernel warm-up in the background: on two cores it slowed Prefect's start-up by about a
+    # second (the GIL), and an empty wave never needs the kernels; the first batch loads them.
     from graywave.flows.wave import run_wave_flow
 
     try:

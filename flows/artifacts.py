@@ -9,10 +9,9 @@ the UI's Artifacts page shows each one's history across runs.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
-import polars as pl
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -23,8 +22,10 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from graywave.config import Settings
-from graywave.service.daily import median_markdown
 from graywave.service.wave import WaveSummary
+
+if TYPE_CHECKING:
+    import polars as pl
 
 WAVE_SUMMARY = "wave-summary"
 WAVE_REJECTS = "wave-rejects"
@@ -100,6 +101,10 @@ def publish_wave(summary: WaveSummary, settings: Settings) -> None:
 
 def publish_analytics(day: date, median: dict[str, Any], similar: pl.DataFrame) -> None:
     """The day's median histogram (a table with a bar chart) and the nearest users of a sample of users."""
+    import polars as pl  # only the analytics need Polars: a wave's start-up does not import it
+
+    from graywave.service.daily import median_markdown
+
     create_markdown_artifact(
         median_markdown(day, median), key=ANALYTICS_MEDIAN, description=f"Median histogram of {day}"
     )

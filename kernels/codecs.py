@@ -24,17 +24,16 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import cast
 
 import numpy as np
-import pillow_heif
 import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from graywave.errors import Rejected, RejectReason
 from graywave.kernels import luma_from_rgb
 
-pillow_heif.register_heif_opener()
 # graywave checks its own pixel limit from the header, before decoding (see ``decode_luma``).
 Image.MAX_IMAGE_PIXELS = None
 
@@ -116,9 +115,19 @@ def decode_bytes(fmt: str, mode: str, width: int, height: int, *, transparent: b
     return int(pixels * (per_pixel + _EXTRA_BYTES_PER_PIXEL.get(fmt, 0.0)))
 
 
+@cache
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF (pillow-heif), at the first image opened: a tenth of a second of
+    import that a command which decodes nothing (an empty wave) does not pay."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
 def _open_checked(data: bytes, max_pixels: int, max_decode_bytes: int) -> Image.Image:
     """Open the container (header only) and check it: an accepted format within the pixel limit
     and the memory budget."""
+    _register_heif()
     if not data:
         raise Rejected(RejectReason.EMPTY, "the upload has no bytes")
     try:

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import graywave.service.wave as wave_module
+import graywave.service.batch as batch_module
 from graywave.config import Settings
 from graywave.flows.wave import wave_flow
 from graywave.service.wave import split_batches
@@ -84,20 +84,20 @@ def test_a_failing_batch_fails_the_wave_but_keeps_what_was_done(settings, phone_
     monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "1")
     files = {f"u{i}/p.jpg": phone_files["ann/plain.jpg"] for i in range(4)}
     keys = put_uploads(settings.blob_url, DAY, files)
-    real = wave_module.process_uploads
+    real = batch_module.process_uploads
 
     def fail_on_the_last(uploads, store, settings, device):
         if uploads[0].key.key == keys[-1]:
             raise OSError("disk full")
         return real(uploads, store, settings, device)
 
-    monkeypatch.setattr(wave_module, "process_uploads", fail_on_the_last)
+    monkeypatch.setattr(batch_module, "process_uploads", fail_on_the_last)
     with pytest.raises(OSError, match="disk full"):
         wave_flow(day=DAY, name="morning")
     done = lake_of(settings).source_keys("images", [DAY])
     assert done == set(keys[:-1])
 
-    monkeypatch.setattr(wave_module, "process_uploads", real)
+    monkeypatch.setattr(batch_module, "process_uploads", real)
     rerun = wave_flow(day=DAY, name="morning")
     assert (rerun.processed, rerun.skipped) == (1, 3)
     assert_exactly_once(settings, keys)
