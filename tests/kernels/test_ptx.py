@@ -6,7 +6,9 @@ device: float64 arithmetic in the float32 kernels, more static shared memory tha
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from numba.cuda import compile_ptx
@@ -15,6 +17,26 @@ from graywave.kernels import _gpu, _similarity_gpu
 
 ARCHITECTURES = [(8, 0), (9, 0)]
 STATIC_SHARED_LIMIT = 48 * 1024
+IMAGE_KERNELS = {kernel.__name__: kernel for kernel in _gpu.SIGNATURES}
+
+
+def _compile(job: tuple[str, int, tuple[int, int]]) -> tuple[str, str]:
+    """(PTX, return type) of one kernel: an image kernel by name (bins 0), or the top-n kernel of ``bins``."""
+    name, bins, cc = job
+    if name == "top_n":
+        ptx, returns = compile_ptx(_similarity_gpu._source(bins), _similarity_gpu.signature(bins), cc=cc)
+    else:
+        ptx, returns = compile_ptx(IMAGE_KERNELS[name], _gpu.SIGNATURES[IMAGE_KERNELS[name]], cc=cc)
+    return ptx, str(returns)
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[tuple[str, int, tuple[int, int]], tuple[str, str]]:
+    """Every kernel's PTX for every architecture, compiled on all cores (NVVM takes a second or two each)."""
+    jobs = [(name, 0, cc) for name in IMAGE_KERNELS for cc in ARCHITECTURES]
+    jobs += [("top_n", bins, cc) for bins in _similarity_gpu.SUPPORTED_BINS for cc in ARCHITECTURES]
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        return dict(zip(jobs, pool.map(_compile, jobs), strict=True))
 
 
 def shared_bytes(ptx: str) -> int:
@@ -30,19 +52,19 @@ def test_the_compile_is_real():
 
 
 @pytest.mark.parametrize("cc", ARCHITECTURES, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
-@pytest.mark.parametrize("kernel", list(_gpu.SIGNATURES), ids=lambda k: k.__name__)
-def test_the_image_kernels_compile(cc, kernel):
-    ptx, returns = compile_ptx(kernel, _gpu.SIGNATURES[kernel], cc=cc)
+@pytest.mark.parametrize("kernel", list(IMAGE_KERNELS))
+def test_the_image_kernels_compile(compiled, cc, kernel):
+    ptx, returns = compiled[(kernel, 0, cc)]
     assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".visible .entry" in ptx
-    assert str(returns) == "none"
+    assert returns == "none"
     assert not float64_instructions(ptx)
     assert shared_bytes(ptx) <= STATIC_SHARED_LIMIT
 
 
 @pytest.mark.parametrize("cc", ARCHITECTURES, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
 @pytest.mark.parametrize("bins", _similarity_gpu.SUPPORTED_BINS)
-def test_the_top_n_kernel_compiles_for_every_bin_count(cc, bins):
-    ptx, _ = compile_ptx(_similarity_gpu._source(bins), _similarity_gpu.signature(bins), cc=cc)
+def test_the_top_n_kernel_compiles_for_every_bin_count(compiled, cc, bins):
+    ptx, _ = compiled[("top_n", bins, cc)]
     assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".visible .entry" in ptx
     assert not float64_instructions(ptx), "float32 distances: a float64 literal slipped in"
     tile = shared_bytes(ptx)
