@@ -41,6 +41,11 @@ def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: Device
     return similar_users_table(daily, n, metric, device)
 
 
+MAX_TOP_N = 100
+"""The most neighbours per user the analytics keep (the CLI's --top-n, and what the GPU kernel's
+table holds with the re-scoring's extra candidates)."""
+
+
 def _analytics_run_name() -> str:
     return f"analytics-{run_day(Settings(), flow_run.parameters.get('day'))}"
 
@@ -53,8 +58,8 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     the median histogram (a table and a bar chart) and a sample of the neighbours as artifacts.
     """
     checked = check_metric(metric)
-    if top_n < 1:
-        raise InvalidInput("top_n must be at least 1")
+    if not 1 <= top_n <= MAX_TOP_N:
+        raise InvalidInput(f"top_n must be between 1 and {MAX_TOP_N}, not {top_n}")
     settings = Settings()
     day = run_day(settings, day)
     tag_this_run(f"day:{day}")

@@ -4,10 +4,11 @@ pass), the GPU twin of ``_similarity_cpu.top_n_all_pairs`` (same name, signature
 One thread per row; a block stages tiles of other rows in shared memory; each thread keeps its
 row's n best (distance, index) pairs in a table of its own. No N x N matrix exists. Same metric
 codes, float32 arithmetic and order of summation as the CPU kernel (four bins a pass, added as
-``(t0 + t1) + (t2 + t3)``), so the simulator gives the CPU kernel's distances bit for bit; on a
-device, NVVM may contract a product and a sum into one FMA (the DOT metric), which moves a
-distance by an ulp at most. ``similarity.all_pairs_nearest`` re-scores the candidates in float64
-either way, so its answer does not depend on it.
+``(t0 + t1) + (t2 + t3)``), so the simulator gives the CPU kernel's distances bit for bit. On a
+device, ptxas may contract a product and a sum into one FMA (the DOT metric: the PTX has plain
+``mul.f32``/``add.f32``), which moves the float32 distances by a few ulps; the candidates that the
+search keeps are re-scored in float64 by ``similarity.all_pairs_nearest`` either way (rows too close
+to call are redone one against all), so its answer does not depend on it.
 
 The kernel is specialised on the number of bins (the row held by each thread, the tile's shape);
 ``signature(bins)`` is the one signature each specialisation is launched with, which

@@ -39,8 +39,18 @@ class NvImageCodecLuma:
         self._nv = nvimgcodec
         try:
             if device.name == "gpu":
-                self._decoder = nvimgcodec.Decoder()
-                self._encoder = nvimgcodec.Encoder()
+                # GPU backends only: by default nvImageCodec would also decode or encode on its own CPU
+                # backend, silently; what the GPU cannot do must come back as None, to be counted.
+                gpu_only = [
+                    nvimgcodec.Backend(kind)
+                    for kind in (
+                        nvimgcodec.BackendKind.HW_GPU_ONLY,  # the hardware JPEG decoder (A100, H100)
+                        nvimgcodec.BackendKind.GPU_ONLY,
+                        nvimgcodec.BackendKind.HYBRID_CPU_GPU,  # nvJPEG's Huffman on the CPU, the rest on the GPU
+                    )
+                ]
+                self._decoder = nvimgcodec.Decoder(backends=gpu_only)
+                self._encoder = nvimgcodec.Encoder(backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
             else:  # both arguments are needed: without the backend, it still looks for a GPU
                 cpu_only = [nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)]
                 self._decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, backends=cpu_only)
@@ -66,14 +76,18 @@ class NvImageCodecLuma:
             chroma_subsampling=nv.ChromaSubsampling.CSS_GRAY,
         )
 
-    def _plane(self, image: Any) -> Any:
-        """A decoded image as a (h, w) plane on ``device``."""
-        if image.buffer_kind == self._nv.ImageBufferKind.STRIDED_DEVICE:
+    def _plane(self, image: Any) -> Any | None:
+        """A decoded image as a (h, w) plane on ``device``; ``None`` for a host image on a GPU device
+        (decoded on a CPU, which the caller must count as such)."""
+        on_device = image.buffer_kind == self._nv.ImageBufferKind.STRIDED_DEVICE
+        if self.device.name == "gpu" and not on_device:
+            return None
+        if on_device:
             import cupy
 
             plane = cupy.asarray(image)
         else:
-            plane = self.device.put(np.asarray(image))
+            plane = np.asarray(image)
         return plane.reshape(plane.shape[:2]) if plane.ndim == 3 else plane
 
     def decode(self, datas: Sequence[bytes]) -> list[Any | None]:

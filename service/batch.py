@@ -66,11 +66,14 @@ class Upload:
 
 @dataclass(frozen=True)
 class Fallback:
-    """An upload that the device's batch codec did not do, and the CPU codecs did instead."""
+    """An upload that the device's batch codec did not decode or encode, and the CPU codecs did."""
 
     source_key: str
     stage: Literal["decode", "encode"]
     reason: str
+
+    def __post_init__(self) -> None:  # one short line: it goes into log lines and markdown tables
+        object.__setattr__(self, "reason", " ".join(self.reason.split()).replace("|", "/")[:200])
 
     def label(self) -> str:
         return f"{self.stage}: {self.reason}"
@@ -315,14 +318,17 @@ NO_BATCH_CODEC = "nvImageCodec is not installed (the gpu extra): decoded and enc
 
 def process_uploads_on(uploads: Sequence[Upload], store: BlobStore, settings: Settings, device: Device) -> BatchResult:
     """A batch on ``device``: the batch path where the device has a batch codec (a GPU with
-    nvImageCodec), else ``process_uploads``; on a GPU without its codec every upload is counted as
-    a fallback."""
-    codec = luma_batch_codec(device)
+    nvImageCodec), else ``process_uploads``. On a GPU without a codec that works (not installed, or
+    one that cannot start), every image of the batch is counted as a fallback, with the reason."""
+    try:
+        codec, why = luma_batch_codec(device), NO_BATCH_CODEC
+    except CodecFailed as error:
+        codec, why = None, str(error)
     if codec is not None:
         return process_uploads_batched(uploads, store, settings, device, codec)
     result = process_uploads(uploads, store, settings, device)
     if device.name == "gpu":
-        result.fallbacks += [Fallback(upload.key.key, "decode", NO_BATCH_CODEC) for upload in uploads]
+        result.fallbacks += [Fallback(row.source_key, "decode", why) for row in result.images]
     return result
 
 

@@ -198,11 +198,10 @@ class WaveSummary:
     lake_files: list[str] = field(default_factory=list)
     """The lake files the wave appended (``images`` and ``rejects`` partitions)."""
     fallbacks: dict[str, int] = field(default_factory=dict)
-    """Uploads the device's batch codec did not do and the CPU did, by ``stage: reason``."""
-
-    @property
-    def fell_back(self) -> int:
-        return sum(self.fallbacks.values())
+    """What the device's batch codec did not do and the CPU did, by ``stage: reason`` (an upload
+    whose decode and encode both fell back counts once in each)."""
+    fell_back: int = 0
+    """Uploads with at least one fallback."""
 
     @property
     def images_per_s(self) -> float:
@@ -233,7 +232,7 @@ class WaveSummary:
                     [
                         f"{self.fell_back} uploads fell back from the device's codec to the CPU's:",
                         "",
-                        "| stage: reason | uploads |",
+                        "| stage: reason | fallbacks |",
                         "|---|---|",
                         fallbacks,
                         "",
@@ -450,6 +449,7 @@ def run_wave(
         rejects=rounds.rejects,
         lake_files=recorder.written,
         fallbacks=dict(rounds.fallbacks),
+        fell_back=rounds.fell_back,
     )
     log(summary.line())
     return summary
@@ -504,6 +504,7 @@ class _Rounds:
         self.reasons: Counter[str] = Counter()
         self.rejects: list[RejectRecord] = []
         self.fallbacks: Counter[str] = Counter()
+        self.fell_back = 0
         self.progress = progress
         self.known = self.finished = 0
         """Uploads listed for processing so far, and those handled, over every round."""
@@ -551,8 +552,10 @@ class _Rounds:
             return
         labels = Counter(fallback.label() for fallback in fallbacks)
         self.fallbacks.update(labels)
+        uploads = len({fallback.source_key for fallback in fallbacks})  # an upload is in one batch only
+        self.fell_back += uploads
         self.log(
-            f"{len(fallbacks)} uploads of a batch fell back to the CPU: "
+            f"{uploads} uploads of a batch fell back to the CPU: "
             + "; ".join(f"{count} x {label}" for label, count in labels.most_common())
             + f" (first: {fallbacks[0].source_key})"
         )

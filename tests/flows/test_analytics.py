@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from graywave.cli.main import app
+from graywave.errors import InvalidInput
 from graywave.flows.analytics import analytics_flow
 from graywave.kernels.similarity import nearest
 from graywave.records import ImageRecord
@@ -149,6 +150,14 @@ def test_analytics_of_days_with_one_user_and_with_none(day_in_lake, settings):
     with pytest.raises(NoData, match="nothing was written"):  # it used to say "median written" over empty files
         analytics_flow(day=DAY + timedelta(days=5), top_n=3, metric="design")
     assert not len(lake_of(settings).read("daily_median", [DAY + timedelta(days=5)]))
+
+
+@pytest.mark.parametrize("top_n", [0, 101])
+def test_a_top_n_out_of_bounds_is_refused_before_anything_is_read(day_in_lake, settings, top_n):
+    """A deployment run could ask for more neighbours than the GPU kernel's table holds (the CLI
+    caps --top-n at 100): it used to fail after the day was read, and only on a GPU."""
+    with pytest.raises(InvalidInput, match="between 1 and 100"):
+        analytics_flow(day=DAY, top_n=top_n, metric="design")
 
 
 def test_analytics_go_to_mongodb_when_configured(s3_settings):

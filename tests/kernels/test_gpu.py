@@ -123,11 +123,15 @@ def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phon
 
 
 def test_the_kernels_run_on_cupys_current_stream(cp):
-    """A launch on a stream of CuPy's own, then a CuPy operation on it: in order, with no synchronisation."""
+    """Work queued on a CuPy stream of its own, then a kernel: the kernel runs after that work, on the
+    same stream, with no synchronisation between them (on another stream it would count a plane
+    still being written)."""
     from graywave.kernels import _gpu
 
-    plane = cp.asarray(np.random.default_rng(1).integers(0, 256, (2000, 3000), dtype=np.uint8))
-    with cp.cuda.Stream(non_blocking=True):
+    with cp.cuda.Stream(non_blocking=True) as stream:
+        plane = cp.zeros((6000, 8000), dtype=cp.uint8)
+        for _ in range(20):
+            plane += 1  # queued, asynchronous
         counts = _gpu.counts256(plane)
-        total = int(counts.sum())
-    assert total == plane.size
+        stream.synchronize()
+    assert int(counts[20]) == plane.size

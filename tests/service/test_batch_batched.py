@@ -129,11 +129,12 @@ def test_a_gpu_without_its_batch_codec_counts_every_upload_as_a_fallback(setting
     store = LocalBlobStore(settings.blob_url)
     [blob] = store.list("uploads/")
     uploads = [Upload(parse_upload_key(keys[0]), blob)]
+    assert batch.process_uploads_on(uploads, store, settings, Device("cpu")).fallbacks == []  # the CPU's own path
     monkeypatch.setattr(batch, "luma_batch_codec", lambda device: None)  # the gpu extra without nvImageCodec
-    monkeypatch.setattr(batch, "process_uploads", lambda *args: batch.BatchResult())  # no CuPy here
+    reference = batch.process_uploads(uploads, store, settings, Device("cpu"))
+    monkeypatch.setattr(batch, "process_uploads", lambda *args: reference)  # no CuPy here for Device("gpu")
     result = batch.process_uploads_on(uploads, store, settings, Device("gpu"))
     assert [(f.source_key, f.stage, f.reason) for f in result.fallbacks] == [(keys[0], "decode", batch.NO_BATCH_CODEC)]
-    assert batch.process_uploads_on(uploads, store, settings, Device("cpu")).fallbacks == []
 
 
 # The real codec of the GPU path, nvImageCodec, on its CPU backend (no GPU needed).
@@ -199,3 +200,28 @@ def test_each_batch_thread_gets_a_codec_of_its_own(monkeypatch):
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(luma_batch_codec, gpu).result() is not here
     assert luma_batch_codec(Device("cpu")) is None
+
+
+def test_a_codec_that_cannot_start_sends_the_batch_to_the_cpu_counted_with_its_reason(
+    settings, phone_files, monkeypatch
+):
+    """nvImageCodec present but unable to start (no nvJPEG library, no device): every batch used to
+    fail; now the CPU does it, and each image is counted with nvImageCodec's message."""
+    from graywave.kernels import Device
+    from graywave.service import batch
+
+    keys = put_uploads(settings.blob_url, DAY, phone_files)
+    store = LocalBlobStore(settings.blob_url)
+    blobs = {blob.key: blob for blob in store.list("uploads/")}
+    uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
+
+    def cannot_start(device):
+        raise CodecFailed("nvImageCodec cannot start on the gpu: CUDA Runtime failure:\n '#35' | driver")
+
+    monkeypatch.setattr(batch, "luma_batch_codec", cannot_start)
+    reference = batch.process_uploads(uploads, store, settings, Device("cpu"))
+    monkeypatch.setattr(batch, "process_uploads", lambda *args: reference)  # no CuPy here for Device("gpu")
+    result = batch.process_uploads_on(uploads, store, settings, Device("gpu"))
+    assert sorted(f.source_key for f in result.fallbacks) == sorted(row.source_key for row in reference.images)
+    [reason] = {f.reason for f in result.fallbacks}
+    assert reason == "nvImageCodec cannot start on the gpu: CUDA Runtime failure: '#35' / driver"  # one line, no |

@@ -290,6 +290,7 @@ def test_uploads_that_fall_back_from_the_device_codec_are_counted_in_the_summary
     logs: list[str] = []
     summary = run_wave(settings, DAY, "morning", log=logs.append)
     assert summary.processed == 7 and summary.fell_back == 4  # HEIC, PNG (twice, one named .jpg), WebP
+    assert sum(summary.fallbacks.values()) == 4  # decodes only: nvImageCodec encoded all seven
     assert sum(count for label, count in summary.fallbacks.items() if "not PNG" in label) == 2
     assert "4 fell back to the CPU" in summary.line()
     assert "4 uploads fell back from the device's codec to the CPU's" in summary.markdown("the lake")

@@ -3,7 +3,8 @@ simulator, thread by thread, against their CPU twins (``kernels._cpu``, ``kernel
 
 Small inputs, chosen to reach the edges: 1x1 and empty planes, ragged batches, planes spread over
 several blocks, a batch over several launches, one bin taking every pixel; rows over several blocks
-and tiles, fewer rows than neighbours, ties, all-zero rows, every metric code and bin count. The
+and tiles, no rows and fewer rows than neighbours, ties, all-zero rows, every metric code, 1 to 256
+bins (``tests/kernels/test_ptx.py`` compiles every bin count graywave supports). The
 simulator also checks every index: an out-of-bounds read or write fails with the thread that made it.
 """
 
@@ -103,6 +104,11 @@ def test_a_table_larger_than_the_old_limit_of_32(monkeypatch):
     monkeypatch.setattr(_similarity_gpu, "THREADS", 32)
     (gpu_index, gpu_distance), (cpu_index, cpu_distance) = both(rows(60, 8), 45, CHISQ)
     assert np.array_equal(gpu_index, cpu_index) and np.array_equal(gpu_distance, cpu_distance)
+
+
+def test_no_rows_give_no_neighbours():
+    (index, distance), (cpu_index, cpu_distance) = both(np.zeros((0, 16)), 3, DESIGN)
+    assert index.shape == distance.shape == cpu_index.shape == cpu_distance.shape == (0, 3)
 
 
 @pytest.mark.parametrize("n", [0, _similarity_gpu.MAX_K + 1])
