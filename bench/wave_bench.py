@@ -139,6 +139,8 @@ def wave_cli(blob_url: str, lake_url: str, images: Sequence[bytes], extra_env: d
         }
     )
     command = [str(Path(sys.executable).with_name("graywave")), "wave", "run", "--date", DAY.isoformat()]
+    if "://" not in blob_url:
+        Path(blob_url).mkdir(parents=True, exist_ok=True)  # a wave fails on a missing upload folder
 
     def timed(name: str) -> float:
         start = time.perf_counter()
