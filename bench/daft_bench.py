@@ -26,13 +26,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 from api_bench import deployment_env, free_port
+from startup_bench import once
 
+from graywave.config import Settings
 from graywave.service.samples import PHONE_12MP, jpeg_near_size, synthetic_photo
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import upload_key
@@ -85,16 +87,12 @@ def samples() -> dict[str, list[bytes]]:
     return found
 
 
-def timed(command: list[str], env: dict[str, str], before: object = None) -> list[float]:
-    """Seconds of each of ``RUNS`` runs of ``command`` (each must succeed); ``before()`` resets state."""
+def timed(command: list[str], env: dict[str, str], before: Callable[[], object]) -> list[float]:
+    """Seconds of each of ``RUNS`` runs of ``command``, ``before()`` resetting the state each time."""
     seconds = []
     for _ in range(RUNS):
-        if callable(before):
-            before()
-        start = time.perf_counter()
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        seconds.append(time.perf_counter() - start)
-        assert done.returncode == 0, (command, done.stdout[-3000:], done.stderr[-3000:])
+        before()
+        seconds.append(once(command, env))
     return seconds
 
 
@@ -104,8 +102,6 @@ def main() -> None:
         env = deployment_env(tmp, GRAYWAVE_DEVICE="cpu", DO_NOT_TRACK="1", DAFT_ANALYTICS_ENABLED="0")
         env.pop("PREFECT_API_URL", None)  # graywave finds its local server by itself
         store = LocalBlobStore(f"{tmp}/blobs")
-        from graywave.config import Settings
-
         day = Settings(blob_url=f"{tmp}/blobs", lake_url=f"{tmp}/lake").today()
         megapixels = 0.0
         for k in range(PHOTOS):

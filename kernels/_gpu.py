@@ -114,10 +114,9 @@ def counts256_planes(planes: list[Any]) -> Any:
     """256-bin counts of each plane (any shapes, a ragged batch), in one kernel launch: (n, 256) int64.
     The planes are copied end to end into one buffer first (a device-to-device copy)."""
     xp = gpu_arrays()
-    sizes = np.array([plane.size for plane in planes], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    if not len(planes):
+    if not planes:
         return xp.zeros((0, 256), dtype=xp.int64)
+    offsets = np.cumsum([0] + [plane.size for plane in planes], dtype=np.int64)
     pixels = xp.concatenate([xp.ascontiguousarray(plane, dtype=xp.uint8).reshape(-1) for plane in planes])
     return _counts_of_flat(pixels, offsets)
 

@@ -11,7 +11,7 @@ search keeps are re-scored in float64 by ``similarity.all_pairs_nearest`` either
 to call are redone one against all), so its answer does not depend on it.
 
 The kernel is specialised on the number of bins (the row held by each thread, the tile's shape);
-``signature(bins)`` is the one signature each specialisation is launched with, which
+``SIGNATURE`` is the one signature every specialisation is launched with, which
 ``tests/kernels/test_ptx.py`` compiles to PTX for sm_80 and sm_90.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 from numba import cuda, types
 
 from graywave.kernels._gpu import SIMULATED, current_stream, gpu_arrays
-from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
+from graywave.kernels.similarity import CHISQ, DESIGN, L1, _ranked  # metric codes (DOT: the others), the sort
 
 MAX_K = 128
 """The most neighbours a row's table holds (the analytics' top-n goes up to 100, plus the
@@ -116,18 +116,17 @@ def _term_source(metric: int, a: Any, b: Any, tiny: Any) -> Any:
 _term = _term_source if SIMULATED else cuda.jit(device=True, inline="always")(_term_source)
 
 
-def signature(bins: int) -> tuple[Any, ...]:
-    """The types ``top_n_all_pairs`` launches the ``bins`` kernel with."""
-    del bins  # the same types for every specialisation; the bins are in the kernel's constants
-    return (
-        types.float32[:, ::1],
-        types.int32,
-        types.int32,
-        types.int32,
-        types.float32,
-        types.int64[:, ::1],
-        types.float32[:, ::1],
-    )
+SIGNATURE = (
+    types.float32[:, ::1],
+    types.int32,
+    types.int32,
+    types.int32,
+    types.float32,
+    types.int64[:, ::1],
+    types.float32[:, ::1],
+)
+"""The types ``top_n_all_pairs`` launches every specialisation with (the bins are in the kernel's
+constants, not its arguments)."""
 
 
 @cache
@@ -155,6 +154,4 @@ def top_n_all_pairs(xt: Any, n: int, metric: int, tiny: float) -> tuple[np.ndarr
         )
     if not SIMULATED:
         index, distance = index.get(), distance.get()
-    distance = distance.astype(np.float64)
-    order = np.lexsort((np.where(index < 0, np.iinfo(np.int64).max, index), distance), axis=-1)
-    return np.take_along_axis(index, order, axis=-1), np.take_along_axis(distance, order, axis=-1)
+    return _ranked(index, distance.astype(np.float64), n)

@@ -230,23 +230,17 @@ def _read_all(store: BlobStore, uploads: Sequence[Upload], settings: Settings) -
         return list(io.map(read, uploads))
 
 
-def _decoded_by_codec(codec: LumaBatchCodec, datas: list[bytes]) -> tuple[list[Any | None], str]:
-    """The codec's planes of ``datas`` (``None`` where it gave none), and why those are missing."""
-    if not datas:
+def _by_codec(
+    codec: LumaBatchCodec, stage: str, call: Callable[[list[T]], list[Any]], items: list[T]
+) -> tuple[list[Any], str]:
+    """``call(items)``: the codec's results (``None`` where it gave none), and why those are missing;
+    a call that fails as a whole gives ``None`` for every item, with its message."""
+    if not items:
         return [], ""
     try:
-        return codec.decode(datas), f"{codec.name} could not decode it"
+        return call(items), f"{codec.name} could not {stage} it"
     except CodecFailed as error:
-        return [None] * len(datas), str(error)
-
-
-def _encoded_by_codec(codec: LumaBatchCodec, planes: list[Any], quality: int) -> tuple[list[bytes | None], str]:
-    if not planes:
-        return [], ""
-    try:
-        return codec.encode(planes, quality), f"{codec.name} could not encode it"
-    except CodecFailed as error:
-        return [None] * len(planes), str(error)
+        return [None] * len(items), str(error)
 
 
 def process_uploads_batched(
@@ -272,7 +266,7 @@ def process_uploads_batched(
         except Rejected as rejected:
             result.reject(upload, rejected)
     plain = [i for i, header in headers.items() if header.plain_jpeg]
-    planes, why = _decoded_by_codec(codec, [present[i] for i in plain])
+    planes, why = _by_codec(codec, "decode", codec.decode, [present[i] for i in plain])
     missing: dict[int, str] = {}
     for i, plane in zip(plain, planes, strict=True):
         if plane is None:
@@ -293,7 +287,7 @@ def process_uploads_batched(
     order = sorted(images)
     counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
     shown = [upright(images[i]) for i in order]
-    encoded, why = _encoded_by_codec(codec, shown, settings.jpeg_quality)
+    encoded, why = _by_codec(codec, "encode", lambda planes: codec.encode(planes, settings.jpeg_quality), shown)
     outputs: list[bytes] = []
     for k, (output, plane) in enumerate(zip(encoded, shown, strict=True)):
         if output is None:

@@ -25,7 +25,7 @@ def _compile(job: tuple[str, int, tuple[int, int]]) -> tuple[str, str]:
     """(PTX, return type) of one kernel: an image kernel by name (bins 0), or the top-n kernel of ``bins``."""
     name, bins, cc = job
     if name == "top_n":
-        ptx, returns = compile_ptx(_similarity_gpu._source(bins), _similarity_gpu.signature(bins), cc=cc)
+        ptx, returns = compile_ptx(_similarity_gpu._source(bins), _similarity_gpu.SIGNATURE, cc=cc)
     else:
         ptx, returns = compile_ptx(IMAGE_KERNELS[name], _gpu.SIGNATURES[IMAGE_KERNELS[name]], cc=cc)
     return ptx, str(returns)
