@@ -14,8 +14,13 @@ $(UV):
 # Exact versions from uv.lock; --inexact keeps uv itself in the environment. --compile-bytecode
 # writes every module's .pyc now: where PYTHONDONTWRITEBYTECODE is set, Python would otherwise
 # compile Prefect's thousands of modules again in every command (seconds of each start-up).
+# graywave's own modules are installed editable (from these folders), which uv does not compile:
+# compileall does (a query's start-up 0.45 s -> 0.43 s); a module edited later is compiled in
+# memory again, as before, until the next install.
+SOURCES := graywave kernels storage service flows api cli
 install: $(UV)
 	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci
+	$(VENV)/bin/python -m compileall -q $(SOURCES)
 
 # The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop).
 demo: install

@@ -196,8 +196,15 @@ def _padded(indices: np.ndarray, distances: np.ndarray, n: int) -> tuple[np.ndar
 
 
 def median_histogram(fractions: Any) -> np.ndarray:
-    """The per-bin median across rows (all bins); an even count takes the mean of the two middle values."""
-    fractions = np.asarray(fractions, dtype=np.float64)
-    if len(fractions) == 0:
+    """The per-bin median across rows (all bins); an even count takes the mean of the two middle values.
+
+    ``np.median``'s result, bit for bit (a property test holds it to that), from one sort: the first
+    call of ``np.median`` imports ``numpy.ma``, a tenth of a query's whole start-up.
+    """
+    rows = np.sort(np.asarray(fractions, dtype=np.float64), axis=0)
+    if len(rows) == 0:
         raise ValueError("the median of no histograms is undefined")
-    return np.median(fractions, axis=0)
+    middle = len(rows) // 2
+    if len(rows) % 2:
+        return rows[middle].copy()
+    return (rows[middle - 1] + rows[middle]) / 2

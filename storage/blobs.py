@@ -19,7 +19,6 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
-import filelock
 import pyarrow.fs as pafs
 
 from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Busy, InvalidInput, Rejected, RejectReason
@@ -196,6 +195,8 @@ class LocalBlobStore:
     @contextmanager
     def exclusive(self, key: str, ttl_s: float) -> Iterator[None]:
         # An OS file lock: the kernel releases it when its holder dies, so ttl_s is not needed.
+        import filelock  # here, not at the top: a query never locks, and it starts faster without it
+
         path = self._path(f"{key}.lock")
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(path)

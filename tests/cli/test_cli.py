@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import date
@@ -184,3 +187,40 @@ def test_plot_commands_write_pngs_and_exit_1_without_data(settings, phone_files,
     assert Image.open(week).format == "PNG"
     nobody = runner.invoke(app, ["plot", "weekly", "nobody", "-o", str(tmp_path / "x.png")])
     assert nobody.exit_code == 1 and not (tmp_path / "x.png").exists()
+
+
+QUERY_PROBE = """
+import json, os, sys
+from graywave.cli.main import main
+try:
+    main()
+except SystemExit as end:
+    code = end.code
+import pydantic.plugin._loader as plugins
+with open(os.environ["PROBE_OUT"], "w") as out:
+    json.dump({"exit": code, "modules": sorted(sys.modules), "plugins_scanned": plugins._plugins is not None}, out)
+"""
+
+
+def test_a_query_starts_without_the_waves_machinery(settings, phone_files, tmp_path):
+    """A query's start-up is its imports (make bench: `graywave query median` against the imports of
+    Polars and PyArrow alone). None of the wave's machinery: no Prefect, Numba, MongoDB or S3 client,
+    no file lock (numpy.ma came with np.median's first call; pydantic's plugin search read every
+    installed package's entry points)."""
+    put_uploads(settings.blob_url, DAY, phone_files)
+    wave.run_wave(settings, DAY, "morning", log=lambda _: None)
+    out = tmp_path / "probe.json"
+    done = subprocess.run(
+        [sys.executable, "-c", QUERY_PROBE, "query", "median", "--date", DAY.isoformat()],
+        env=os.environ | {"PROBE_OUT": str(out)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    probe = json.loads(out.read_text())
+    assert probe["exit"] in (None, 0) and "median histogram of" in done.stdout
+    roots = {name.split(".")[0] for name in probe["modules"]}
+    assert not roots & {"prefect", "numba", "pymongo", "boto3", "filelock", "PIL"}, roots
+    assert "numpy.ma" not in probe["modules"]
+    assert not probe["plugins_scanned"]

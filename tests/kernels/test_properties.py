@@ -40,6 +40,14 @@ def test_every_metric_is_symmetric_and_zero_on_identical_histograms(a, b, metric
 
 
 @BOUNDED
+@given(rows=arrays(np.float64, st.tuples(st.integers(1, 30), st.integers(1, 16)), elements=st.floats(0, 1)))
+def test_the_median_is_numpys_median_bit_for_bit(rows):
+    ties = np.round(rows, 1)  # and rows with many equal values
+    assert median_histogram(rows).tobytes() == np.median(rows, axis=0).tobytes()
+    assert median_histogram(ties).tobytes() == np.median(ties, axis=0).tobytes()
+
+
+@BOUNDED
 @given(row=HISTOGRAMS)
 def test_the_median_of_one_user_is_that_user(row):
     fractions = normalize(row[None])
