@@ -199,7 +199,7 @@ def median_histogram(fractions: Any) -> np.ndarray:
     """The per-bin median across rows (all bins); an even count takes the mean of the two middle values.
 
     ``np.median``'s result, bit for bit (a property test holds it to that), from one sort: the first
-    call of ``np.median`` imports ``numpy.ma``: 10 ms of a query's start-up of 0.43 s.
+    call of ``np.median`` imports ``numpy.ma``: 10 ms of a query's start-up of about 0.4 s.
     """
     rows = np.sort(np.asarray(fractions, dtype=np.float64), axis=0)
     if len(rows) == 0:
