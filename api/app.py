@@ -23,6 +23,7 @@ from graywave.api.deps import State
 from graywave.api.limits import EarlyRefusal
 from graywave.api.routers import analytics, health, images, jobs, uploads
 from graywave.config import Settings
+from graywave.errors import GraywaveError
 
 DESCRIPTION = (
     "Uploads, image status, processed grayscale images and the daily analytics of graywave.\n\n"
@@ -33,13 +34,22 @@ DESCRIPTION = (
 )
 
 
+def _warm_up(state: State) -> None:
+    """Build the lake's indexes now; a lake that cannot be read yet is one warning (``/readyz`` names
+    it, and the first reads build the indexes), not a thread that dies with a traceback."""
+    try:
+        state.catalog.warm_up()
+    except GraywaveError as error:
+        errors.logger.warning("the lake's indexes were not built at start-up (the first reads build them): %s", error)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     state = State.open(settings or Settings())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The lake's indexes are built in the background: start-up reads no lake file.
-        threading.Thread(target=state.catalog.warm_up, name="graywave-warm-up", daemon=True).start()
+        threading.Thread(target=_warm_up, args=(state,), name="graywave-warm-up", daemon=True).start()
         yield
         state.backends.close()
 

@@ -35,7 +35,7 @@ import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
-from graywave.errors import GraywaveError
+from graywave.errors import GraywaveError, RejectReason
 from graywave.storage.layout import user_id_problem
 
 if TYPE_CHECKING:
@@ -89,14 +89,19 @@ def _user(user_id: str) -> str:
 def _settings_only() -> Settings:
     """The settings, with Prefect's environment prepared (graywave's ``PREFECT_HOME``, telemetry off)."""
     settings = Settings()
-    prepare_prefect_environment(settings)
+    try:
+        prepare_prefect_environment(settings)
+    except GraywaveError as error:
+        console.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from None
     return settings
 
 
-def _settings() -> Settings:
+def _settings(*, temporary_server: bool = True) -> Settings:
     """The settings, with Prefect's environment prepared (before Prefect is imported): graywave's
     ``PREFECT_HOME``, telemetry off, and the managed local server when one runs and
-    ``PREFECT_API_URL`` is not set; otherwise Prefect starts a temporary server, and the command says so."""
+    ``PREFECT_API_URL`` is not set; otherwise Prefect starts a temporary server, and the command says
+    so (unless it will not run on one: ``temporary_server=False``)."""
     settings = _settings_only()
     if not os.environ.get("PREFECT_API_URL"):
         from graywave.cli import server
@@ -104,7 +109,7 @@ def _settings() -> Settings:
         local = server.running()
         if local is not None:
             os.environ["PREFECT_API_URL"] = local.api_url
-        else:
+        elif temporary_server:
             err_console.print(
                 "graywave: no Prefect server is running, so this command starts a temporary one (several seconds);"
                 " `graywave server start` keeps one running, with the UI"
@@ -211,7 +216,7 @@ def _print(frame: pl.DataFrame, as_json: bool, title: str) -> None:
         return
     table = Table(title=title)
     for column in frame.columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a long key wraps whole, never cut to "uploads/202…"
     for row in frame.iter_rows():
         table.add_row(*(_cell(value) for value in row))
     console.print(table)
@@ -401,8 +406,10 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
     """Generate a week of sample uploads, run the waves on them, and report where the results are."""
     settings = _settings()
     from graywave.cli.demo import demo_report, run_demo
+    from graywave.service.wave import WaveSummary
 
-    for summary in run_demo(settings, days):
+    summaries = run_demo(settings, days)
+    for summary in summaries:
         console.print(summary.line())
     console.print()
     console.print(demo_report(settings), highlight=False)
@@ -415,10 +422,12 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
             "The runs went to a temporary Prefect server, now gone: `graywave server start` keeps one, with its UI."
         )
         return
+    with_rejects = [f"wave-{s.wave}-{s.date}" for s in summaries if isinstance(s, WaveSummary) and s.rejected]
     console.print(
-        f"The Prefect UI: {local.ui_url}/runs. Click a run named wave-evening-<day>, then its Artifacts tab:"
-        " the wave's summary, its rejects and their reasons; analytics-<day> has the median histogram."
-        " The Artifacts page shows each one's history. Stop the server with: graywave server stop",
+        f"The Prefect UI: {local.ui_url}/runs. Click a wave's run, then its Artifacts tab: the wave's summary,"
+        f" its rejects and their reasons ({', '.join(with_rejects) or 'no run'} had rejects);"
+        " analytics-<day> has the median histogram. The Artifacts page shows each one's history."
+        " Stop the server with: graywave server stop",
         highlight=False,
     )
 
@@ -427,7 +436,7 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
 def serve() -> None:
     """Register the wave, analytics and reprocessing deployments and run them (needs a Prefect server:
     PREFECT_API_URL)."""
-    settings = _settings()
+    settings = _settings(temporary_server=False)  # it refuses one, below
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -480,7 +489,7 @@ def status() -> None:
 @app.command()
 def rejects(
     day: DayOption = None,
-    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason, e.g. corrupt.")] = None,
+    reason: Annotated[RejectReason | None, typer.Option("--reason", help="Only this reason.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """The uploads the waves of a day rejected, with the reason and its detail."""
@@ -488,10 +497,10 @@ def rejects(
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day or settings.today()
-        return when, rejects_of(lake, when, reason)
+        return when, rejects_of(lake, when, None if reason is None else reason.value)
 
     when, frame = _answer(question)
-    _print(frame, as_json, f"{frame.height} rejects of {when}" + (f" ({reason})" if reason else ""))
+    _print(frame, as_json, f"{frame.height} rejects of {when}" + (f" ({reason.value})" if reason else ""))
 
 
 @server_app.command("start")

@@ -17,6 +17,7 @@ from prefect.runtime import flow_run
 from graywave.config import Settings
 from graywave.errors import InvalidInput, NoData
 from graywave.flows.artifacts import publish_analytics, run_day, tag_this_run
+from graywave.flows.failures import failing_with_the_reason
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 from graywave.service.backends import Backends
@@ -51,6 +52,7 @@ def _analytics_run_name() -> str:
 
 
 @flow(name="graywave-analytics", flow_run_name=_analytics_run_name)
+@failing_with_the_reason
 def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
     """The day's user histograms, median and top-n similar users, into the lake (and MongoDB).
 

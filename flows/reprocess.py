@@ -15,13 +15,20 @@ from dataclasses import asdict
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
 from graywave.config import Settings
+from graywave.flows.failures import failing_with_the_reason
 from graywave.service.backends import Backends
 from graywave.service.images import REPROCESS_FAILURES_ARTIFACT, ImageCatalog, ReprocessReport, reprocess
 
 
-@flow(name="graywave-reprocess")
+def _reprocess_run_name() -> str:
+    return f"reprocess-{flow_run.parameters.get('user_id') or 'every-user'}"
+
+
+@flow(name="graywave-reprocess", flow_run_name=_reprocess_run_name)
+@failing_with_the_reason
 def reprocess_flow(user_id: str | None = None) -> ReprocessReport:
     """Reprocess every handled image of ``user_id`` (None: of every user) from its original."""
     settings = Settings()

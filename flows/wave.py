@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from prefect_dask.task_runners import DaskTaskRunner
 from graywave.errors import BackendUnavailable
 from graywave.flows.artifacts import Progress, publish_wave, run_day, tag_this_run
+from graywave.flows.failures import failing_with_the_reason
 from graywave.service import wave
 from graywave.service.batch import BatchResult, Upload
 
@@ -121,6 +122,7 @@ def _wave_run_name() -> str:
 
 
 @flow(name="graywave-wave", flow_run_name=_wave_run_name, log_prints=False)
+@failing_with_the_reason
 def wave_flow(
     day: date | None = None,
     name: str = "manual",

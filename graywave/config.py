@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from graywave.errors import BackendUnavailable
+
 WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 """Wave names start with a letter so that Hive partitioning never reads ``wave=`` as a number."""
 
@@ -142,7 +144,10 @@ def validate_wave_name(name: str) -> str:
 def prepare_prefect_environment(settings: Settings) -> None:
     """Keep Prefect's state under the data folder and its telemetry off, before Prefect is imported.
 
-    Values the operator already set in the environment win.
+    Values the operator already set in the environment win. The ``PREFECT_HOME`` folder is created:
+    Prefect's temporary server cannot create its database in a folder that is not there (on a fresh
+    checkout a wave failed with a thousand lines of traceback); one that cannot be made is
+    ``BackendUnavailable``.
     """
     defaults = {
         "PREFECT_HOME": str(settings.prefect_home.resolve()),
@@ -155,3 +160,8 @@ def prepare_prefect_environment(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    home = Path(os.environ["PREFECT_HOME"]).expanduser()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BackendUnavailable(f"Prefect's state folder {home} (PREFECT_HOME) cannot be made: {error}") from None

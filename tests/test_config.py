@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
+from graywave.errors import BackendUnavailable
 
 
 def test_defaults_are_the_embedded_deployment(monkeypatch):
@@ -41,10 +42,25 @@ def test_prefect_stays_local_and_quiet(monkeypatch, tmp_path):
     assert prefect.server.analytics_enabled is False
 
 
+def test_prefects_state_folder_is_made(monkeypatch, tmp_path):
+    """On a fresh checkout (no data folder) a wave on Prefect's temporary server failed: that server
+    cannot create its database in a folder that is not there."""
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    prepare_prefect_environment(Settings(prefect_home=tmp_path / "data" / "prefect"))
+    assert (tmp_path / "data" / "prefect").is_dir()
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "operators" / "choice"))
+    prepare_prefect_environment(Settings())
+    assert (tmp_path / "operators" / "choice").is_dir()
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "a-file" / "prefect"))
+    with pytest.raises(BackendUnavailable, match="PREFECT_HOME"):
+        prepare_prefect_environment(Settings())
+
+
 def test_operator_settings_win(monkeypatch, tmp_path):
-    monkeypatch.setenv("PREFECT_HOME", "/somewhere/else")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "somewhere-else"))
     prepare_prefect_environment(Settings(prefect_home=tmp_path))
-    assert os.environ["PREFECT_HOME"] == "/somewhere/else"
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "somewhere-else")
 
 
 @pytest.mark.parametrize("name", ["morning", "evening", "w1000", "catch-up_2"])

@@ -522,6 +522,23 @@ def test_readyz_names_mongodb_when_it_cannot_be_reached(settings, tmp_path, monk
     assert "127.0.0.1" not in unready.text and "mongodb://" not in unready.text  # no URI
 
 
+def test_a_lake_unreadable_at_start_up_is_one_warning_not_a_thread_traceback(settings, tmp_path, monkeypatch, caplog):
+    """The API builds the lake's indexes in a background thread at start-up; a lake it cannot read
+    then (an S3 bucket not yet reachable) killed that thread with a traceback."""
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(tmp_path / "a-file" / "lake"))  # cannot be listed
+    died: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    with serving(create_app(Settings())) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert error_of(client.get("/readyz")) == (503, "unavailable")  # the probe names it meanwhile
+        deadline = time.monotonic() + 10
+        while "indexes" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert not died, died[0].exc_value if died else None
+    assert "the lake's indexes were not built at start-up" in caplog.text
+
+
 def test_the_docs_pages_load_every_asset_from_the_api_itself(api):
     anonymous = api.client(None)
     for page, kinds in (("/docs", {"javascript", "css", "png"}), ("/redoc", {"javascript", "png"})):

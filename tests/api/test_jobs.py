@@ -83,6 +83,8 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
 
         done = wait_for(finished, "the reprocessing job finishes", 180, processes)
         assert done["state"] == "COMPLETED"
+        run = httpx.get(f"{prefect_server}/flow_runs/{job['job_id']}").json()
+        assert run["name"] == "reprocess-alice"  # in the Prefect UI: whose images, not a random name
         [failure] = done["failed"]
         assert (failure["source_key"], failure["reason"]) == (keys[0], "vanished")
         other = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {bob}"})

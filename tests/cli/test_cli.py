@@ -170,6 +170,12 @@ def test_status_and_rejects_tell_an_operator_what_happened(settings, phone_files
     every = json.loads(runner.invoke(app, ["rejects", "--date", today.isoformat(), "--json"]).output)
     assert sorted(r["reason"] for r in every) == sorted(EXPECTED_REJECTS.values())
 
+    table = runner.invoke(app, ["rejects", "--reason", "over_decode_budget"], terminal_width=80)
+    first_column = "".join(line.split("│")[1].strip() for line in table.output.splitlines() if line.startswith("│"))
+    assert first_column.endswith("eve/huge.png")  # the key folds over lines, never cut to "uploads/202…"
+    unknown = runner.invoke(app, ["rejects", "--reason", "nosuch"])  # was an empty table, exit 0
+    assert unknown.exit_code == 2 and "corrupt" in unknown.output  # the reasons there are
+
 
 def test_plot_commands_write_pngs_and_exit_1_without_data(settings, phone_files, tmp_path):
     from PIL import Image

@@ -45,9 +45,16 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
 
 
 def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp_path):
+    """From a fresh checkout: no data folder, so no PREFECT_HOME folder either (Prefect's temporary
+    server could not create its database there, and the command ended in a thousand lines of traceback)."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "empty-prefect-home")
-    (tmp_path / "empty-prefect-home").mkdir()
+    env["PREFECT_HOME"] = str(tmp_path / "fresh" / "data" / "prefect")
     done = graywave(env, "analytics", "run", "--date", DAY.isoformat())
-    assert done.returncode == 1  # no images that day; what matters here is the hint
+    assert done.returncode == 1
+    assert f"no images were processed on {DAY}" in done.stdout, done.stdout + done.stderr[-3000:]
     assert "starts a temporary one" in done.stderr and "graywave server start" in done.stderr
+    assert "Traceback" not in done.stderr  # the answer is one line, not Prefect's log of an exception
+
+    serve = graywave(env, "serve")  # schedules need a server that outlives the command: no temporary one
+    assert serve.returncode == 1 and "graywave serve needs a Prefect server" in serve.stdout
+    assert "temporary" not in serve.stderr  # it does not announce the server it then refuses

@@ -8,6 +8,7 @@ import pytest
 
 import graywave.service.batch as batch_module
 from graywave.config import Settings
+from graywave.errors import BackendUnavailable
 from graywave.flows.wave import wave_flow
 from graywave.service.wave import split_batches
 from graywave.storage.blobs import LocalBlobStore
@@ -101,6 +102,20 @@ def test_a_failing_batch_fails_the_wave_but_keeps_what_was_done(settings, phone_
     rerun = wave_flow(day=DAY, name="morning")
     assert (rerun.processed, rerun.skipped) == (1, 3)
     assert_exactly_once(settings, keys)
+
+
+def test_an_error_on_purpose_fails_the_run_with_its_reason_and_no_traceback(settings, caplog, monkeypatch):
+    """A ``GraywaveError`` is an answer (here: an upload folder that is not there), not a bug; raised
+    through Prefect it was logged with its whole traceback."""
+    missing = Path(settings.blob_url) / "not-there"
+    monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(missing))
+    state = wave_flow(day=DAY, name="morning", return_state=True)
+    assert state.is_failed()
+    assert state.message == f"BackendUnavailable: the blob store {missing} is not a folder on this machine"
+    with pytest.raises(BackendUnavailable, match="is not a folder"):  # to a caller in this process (the CLI)
+        wave_flow(day=DAY, name="morning")
+    assert "is not a folder" in caplog.text  # Prefect's log of the run's end: one line, no traceback
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,41 @@
+"""How a flow run ends on an error graywave raises on purpose.
+
+A ``GraywaveError`` (a blob store that is not there, a day without images, another wave holding the
+lake) is an answer, not a bug: the run ends ``Failed`` with the error's one-line message, which the
+Prefect UI shows as the run's state, and the error is raised to a caller that ran the flow in its
+own process (the CLI prints it and exits 1). Raised through Prefect instead, the same error was
+logged with its whole traceback, as a bug is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, cast
+
+from prefect.states import Failed
+
+from graywave.errors import GraywaveError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def failing_with_the_reason(body: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a flow's body (under ``@flow``): a ``GraywaveError`` ends the run ``Failed`` with its message."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return body(*args, **kwargs)
+        except GraywaveError as error:
+            return cast(R, Failed(message=f"{type(error).__name__}: {error}", data=error))
+
+    # Prefect reads the parameters' types from the signature and resolves them in the wrapper's
+    # module, where the body's names (``date``) are unknown: give it the types resolved.
+    signature = inspect.signature(body, eval_str=True)
+    run.__annotations__ = typing.get_type_hints(body)
+    setattr(run, "__signature__", signature)  # noqa: B010 - functions have no declared __signature__
+    return run
