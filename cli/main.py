@@ -419,7 +419,8 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
     console.print()
     if local is None:
         console.print(
-            "The runs went to a temporary Prefect server, now gone: `graywave server start` keeps one, with its UI."
+            "The runs went to a temporary Prefect server, now stopped; they are kept under PREFECT_HOME:"
+            " `graywave server start` runs a server with its UI, which shows them."
         )
         return
     with_rejects = [f"wave-{s.wave}-{s.date}" for s in summaries if isinstance(s, WaveSummary) and s.rejected]
