@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -86,6 +88,16 @@ def _user(user_id: str) -> str:
     return user_id
 
 
+def _me() -> str:
+    """How to run this command again in the operator's shell: ``graywave`` where the shell finds this
+    one, else the path it was started by (``.venv/bin/graywave`` on a fresh checkout)."""
+    started = Path(sys.argv[0])
+    if started.name != "graywave":  # run some other way (python -m, a test runner)
+        return "graywave"
+    found = shutil.which("graywave")
+    return "graywave" if found and Path(found).resolve() == started.resolve() else str(started)
+
+
 def _settings_only() -> Settings:
     """The settings, with Prefect's environment prepared (graywave's ``PREFECT_HOME``, telemetry off)."""
     settings = Settings()
@@ -112,7 +124,7 @@ def _settings(*, temporary_server: bool = True) -> Settings:
         elif temporary_server:
             err_console.print(
                 "graywave: no Prefect server is running, so this command starts a temporary one (several seconds);"
-                " `graywave server start` keeps one running, with the UI"
+                f" `{_me()} server start` keeps one running, with the UI"
             )
     return settings
 
@@ -420,7 +432,7 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
     if local is None:
         console.print(
             "The runs went to a temporary Prefect server, now stopped; they are kept under PREFECT_HOME:"
-            " `graywave server start` runs a server with its UI, which shows them."
+            f" `{_me()} server start` runs a server with its UI, which shows them."
         )
         return
     with_rejects = [f"wave-{s.wave}-{s.date}" for s in summaries if isinstance(s, WaveSummary) and s.rejected]
@@ -428,7 +440,7 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
         f"The Prefect UI: {local.ui_url}/runs. Click a wave's run, then its Artifacts tab: the wave's summary,"
         f" its rejects and their reasons ({', '.join(with_rejects) or 'no run'} had rejects);"
         " analytics-<day> has the median histogram. The Artifacts page shows each one's history."
-        " Stop the server with: graywave server stop",
+        f" Stop the server with: {_me()} server stop",
         highlight=False,
     )
 
@@ -444,7 +456,7 @@ def serve() -> None:
     url = PREFECT_API_URL.value()
     if not url:
         console.print(
-            "[red]graywave serve needs a Prefect server that outlives it:[/red] start one (`graywave server start`),"
+            f"[red]graywave serve needs a Prefect server that outlives it:[/red] start one (`{_me()} server start`),"
             " or set PREFECT_API_URL to yours, e.g. http://127.0.0.1:4200/api"
         )
         raise typer.Exit(1)
@@ -524,7 +536,7 @@ def server_start(
     console.print(
         f"Prefect server running: the UI at {local.ui_url}, the API at {local.api_url}\n"
         f"graywave commands on this machine use it; for other Prefect tools: export PREFECT_API_URL={local.api_url}\n"
-        "stop it with: graywave server stop",
+        f"stop it with: {_me()} server stop",
         highlight=False,
     )
 
@@ -554,7 +566,7 @@ def server_status() -> None:
 
     local = server.running()
     if local is None:
-        console.print("no local Prefect server is running: graywave server start")
+        console.print(f"no local Prefect server is running: {_me()} server start", highlight=False)
         raise typer.Exit(1)
     console.print(f"running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)
 

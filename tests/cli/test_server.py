@@ -43,6 +43,13 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
     assert after.returncode == 1 and "graywave server start" in after.stdout
     assert graywave(env, "server", "stop").returncode == 1  # nothing was running
 
+    # Hints name the command as the operator can type it: on a fresh checkout graywave is not on
+    # the PATH, and "graywave server stop" was a command not found.
+    off_path = graywave(env | {"PATH": "/usr/bin:/bin"}, "server", "status")
+    assert f"is running: {GRAYWAVE} server start" in off_path.stdout
+    on_path = graywave(env | {"PATH": f"{Path(GRAYWAVE).parent}:/usr/bin:/bin"}, "server", "status")
+    assert "is running: graywave server start" in on_path.stdout
+
 
 def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp_path):
     """From a fresh checkout: no data folder, so no PREFECT_HOME folder either (Prefect's temporary
