@@ -71,7 +71,6 @@ def _prefect(*arguments: str, env: dict[str, str] | None = None) -> subprocess.C
 def start(host: str, port: int) -> LocalServer:
     """Start Prefect's server in the background on ``host:port`` and wait until it answers."""
     server = LocalServer(host, port)
-    _state_file().parent.mkdir(parents=True, exist_ok=True)  # Prefect writes its PID file there
     if server.healthy():
         raise RuntimeError(f"something already answers at {server.api_url}; stop it, or choose another --port")
     # The UI asks its API for data at PREFECT_UI_API_URL, which otherwise stays on port 4200.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import typing
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar, cast
 
@@ -35,7 +34,5 @@ def failing_with_the_reason(body: Callable[P, R]) -> Callable[P, R]:
 
     # Prefect reads the parameters' types from the signature and resolves them in the wrapper's
     # module, where the body's names (``date``) are unknown: give it the types resolved.
-    signature = inspect.signature(body, eval_str=True)
-    run.__annotations__ = typing.get_type_hints(body)
-    setattr(run, "__signature__", signature)  # noqa: B010 - functions have no declared __signature__
+    setattr(run, "__signature__", inspect.signature(body, eval_str=True))  # noqa: B010 - not a declared attribute
     return run
