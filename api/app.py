@@ -40,7 +40,7 @@ def _warm_up(state: State) -> None:
     try:
         state.catalog.warm_up()
     except GraywaveError as error:
-        errors.logger.warning("the lake's indexes were not built at start-up (the first reads build them): %s", error)
+        errors.logger.warning("the lake's tables were not opened at start-up (the first reads open them): %s", error)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The lake's indexes are built in the background: start-up reads no lake file.
+        # The lake's tables are opened in the background (their logs read): start-up waits for none.
         threading.Thread(target=_warm_up, args=(state,), name="graywave-warm-up", daemon=True).start()
         yield
         state.backends.close()

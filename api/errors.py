@@ -18,10 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from graywave.api.models import Error
 from graywave.errors import (
     BackendUnavailable,
-    Busy,
     GraywaveError,
     InvalidInput,
-    LakeBusy,
     NotFound,
     Rejected,
     RejectReason,
@@ -34,14 +32,13 @@ CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid",
     503: "unavailable",
 }
 logger = logging.getLogger("graywave.api")
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error} for code in (400, 401, 403, 404, 409, 422)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Error} for code in (400, 401, 403, 404, 422)}
 """The error responses every route documents."""
 
 
@@ -86,10 +83,6 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
         return 400, CODES[400], str(error)
     if isinstance(error, NotFound):
         return 404, CODES[404], str(error)
-    if isinstance(error, LakeBusy):  # its message names the lock's path: the server's business
-        return 409, CODES[409], "a wave is running: try again when it has ended"
-    if isinstance(error, Busy):
-        return 409, CODES[409], str(error)
     if isinstance(error, BackendUnavailable):  # its message names buckets, paths, URLs: logged only
         return 503, CODES[503], "a storage backend is unavailable; try again later"
     return 500, "error", "an unexpected error; it is logged on the server"

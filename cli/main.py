@@ -3,9 +3,9 @@
     graywave wave run [--date YYYY-MM-DD] [--name NAME]   process one wave
         [--settle SECONDS [--max-duration SECONDS]]       ... and keep collecting what arrives
     graywave analytics run [--date D] [--top-n N] [--metric M]
-    graywave query weekly USER [--week 2026-W48] [--json]
-    graywave query median [--date D] [--json]
-    graywave query similar USER [-n 5] [--date D] [--metric M] [--json]
+    graywave query weekly USER [--week 2026-W48] [--json] [--as-of VERSION|TIME]
+    graywave query median [--date D] [--json] [--as-of VERSION|TIME]
+    graywave query similar USER [-n 5] [--date D] [--metric M] [--json] [--as-of VERSION|TIME]
     graywave plot median [--date D] [-o median.png] | plot weekly USER [--week W] [-o week.png]
     graywave api [--host 127.0.0.1] [--port 8000]         the REST API (docs at /docs)
     graywave token issue USER [--admin]                   a bearer token for the API
@@ -13,7 +13,10 @@
     graywave demo                                         a week of sample uploads, processed, reported
     graywave serve                                        the scheduled waves and analytics (Prefect)
     graywave server start|stop|status                     a local Prefect server (and its UI) for every command
-    graywave status                                       recent waves, uploads pending now, who holds the lake
+    graywave status                                       recent waves, uploads pending now, the lake's last commits
+    graywave lake history [TABLE] [-n 20]                  a table's commits: which wave, day and flow run
+    graywave lake optimize [--days N | --all]             compaction, Z-order, checkpoint, vacuum
+    graywave lake migrate                                 a hive-Parquet lake (before Delta) converted in place
     graywave rejects [--date D] [--reason R] [--json]     which uploads were rejected, and why
     graywave settings                                     the configuration in force
 
@@ -29,7 +32,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     import polars as pl
 
     from graywave.kernels.similarity import Metric
-    from graywave.storage.lake import Lake
+    from graywave.storage.lake import Commit, Lake
 
 T = TypeVar("T")
 
@@ -61,6 +64,8 @@ token_app = typer.Typer(no_args_is_help=True, help="Bearer tokens of the REST AP
 app.add_typer(token_app, name="token")
 server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server that graywave manages (and its UI).")
 app.add_typer(server_app, name="server")
+lake_app = typer.Typer(no_args_is_help=True, help="The Delta lake: history, maintenance, migration.")
+app.add_typer(lake_app, name="lake")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, style="dim")
 
@@ -189,6 +194,29 @@ MetricOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
 
 
+def _as_of(text: str) -> int | datetime:
+    """An ``--as-of`` value: a table version (``12``) or a time (``2026-11-25T18:00``, UTC unless it
+    says otherwise)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise _InvalidDate(f"{text!r} is neither a table version (a number) nor a time (2026-11-25T18:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+AsOfOption = Annotated[
+    Any,
+    typer.Option(
+        "--as-of",
+        parser=_as_of,
+        metavar="VERSION|TIME",
+        help="Read the table as it was: a version (graywave lake history) or a time (UTC unless given).",
+    ),
+]
+
+
 def _check_metric(metric: str) -> Metric:
     from graywave.kernels.similarity import check_metric
 
@@ -258,7 +286,7 @@ def _answer(question: Callable[[Lake, Settings], T]) -> T:
 WeekOption = Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")]
 
 
-def _week_of(user: str, week: str | None) -> tuple[date, Any]:
+def _week_of(user: str, week: str | None, as_of: int | datetime | None = None) -> tuple[date, Any]:
     """Monday of the ISO week and the user's images of it; exit 1 when there are none."""
     from graywave.errors import NoData
     from graywave.service.daily import iso_week, weekly_histograms
@@ -267,7 +295,7 @@ def _week_of(user: str, week: str | None) -> tuple[date, Any]:
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         monday, sunday = iso_week(week, settings.today())
-        images = weekly_histograms(lake, user, monday, sunday)
+        images = weekly_histograms(lake, user, monday, sunday, as_of=as_of)
         if images.height == 0:
             raise NoData(f"{user} has no processed images in the week of {monday} to {sunday}")
         return monday, images
@@ -276,14 +304,14 @@ def _week_of(user: str, week: str | None) -> tuple[date, Any]:
 
 
 @query_app.command("weekly")
-def query_weekly(user: str, week: WeekOption = None, as_json: JsonOption = False) -> None:
+def query_weekly(user: str, week: WeekOption = None, as_json: JsonOption = False, as_of: AsOfOption = None) -> None:
     """Every image histogram of a user in an ISO week (Monday to Sunday, GRAYWAVE_TIMEZONE)."""
-    monday, frame = _week_of(user, week)
+    monday, frame = _week_of(user, week, as_of)
     _print(frame, as_json, f"{user}: images of the week of {monday}")
 
 
 @query_app.command("median")
-def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
+def query_median(day: DayOption = None, as_json: JsonOption = False, as_of: AsOfOption = None) -> None:
     """The median histogram of a day across all users (normalised, per bin)."""
     import polars as pl
 
@@ -291,7 +319,7 @@ def query_median(day: DayOption = None, as_json: JsonOption = False) -> None:
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day or settings.today()
-        return when, median_row(daily_histograms(lake, when))
+        return when, median_row(daily_histograms(lake, when, as_of=as_of))
 
     when, row = _answer(question)
     _print(pl.DataFrame([row]), as_json, f"median histogram of {when}")
@@ -304,6 +332,7 @@ def query_similar(
     day: DayOption = None,
     metric: MetricOption = "design",
     as_json: JsonOption = False,
+    as_of: AsOfOption = None,
 ) -> None:
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
     checked = _check_metric(metric)
@@ -312,7 +341,7 @@ def query_similar(
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day or settings.today()
-        return when, similar_to(daily_histograms(lake, when), user, n, checked)
+        return when, similar_to(daily_histograms(lake, when, as_of=as_of), user, n, checked)
 
     when, frame = _answer(question)
     _print(frame, as_json, f"users most similar to {user} on {when} ({metric})")
@@ -478,7 +507,7 @@ def serve() -> None:
 
 @app.command()
 def status() -> None:
-    """Recent waves with their counts, uploads pending now, and who holds the lake (and since when)."""
+    """Recent waves with their counts, uploads pending now, and the latest commits to the lake's images."""
     from graywave.service.backends import Backends
     from graywave.service.operations import status as status_of
 
@@ -491,12 +520,85 @@ def status() -> None:
             raise typer.Exit(1) from None
     _print(found.waves, False, "waves of the last 7 days")
     console.print(f"pending now: {found.pending} uploads for a wave of {settings.today()}")
-    holder = found.holder
-    if holder is None:
-        console.print("the lake: free")
+    if found.commits:
+        _print(_commits_frame(found.commits), False, "latest commits to images")
     else:
-        since = f" since {holder.since:%Y-%m-%d %H:%M:%S %Z}" if holder.since else ""
-        console.print(f"the lake: held by {holder.what} ({holder.process}){since}", highlight=False)
+        console.print("the lake: no commit yet")
+
+
+def _commits_frame(commits: list[Commit]) -> pl.DataFrame:
+    """Commits as a table: Delta's operation, then graywave's metadata (which wave, day, flow run)."""
+    import polars as pl
+
+    return pl.DataFrame(
+        [
+            {
+                "version": commit.version,
+                "time": f"{commit.timestamp:%Y-%m-%d %H:%M:%S}",
+                "delta": commit.operation,
+                "graywave": commit.graywave.get("operation", ""),
+                "wave": commit.graywave.get("wave", ""),
+                "day": commit.graywave.get("day", ""),
+                "flow_run": commit.graywave.get("flow_run", ""),
+            }
+            for commit in commits
+        ]
+    )
+
+
+@lake_app.command("history")
+def lake_history(
+    table: Annotated[
+        str, typer.Argument(help="images, rejects, daily_user_histograms, daily_median, similar_users.")
+    ] = "images",
+    limit: Annotated[int, typer.Option("-n", min=1, help="How many commits, newest first.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """A table's commits, newest first: Delta's operation and graywave's (which wave, day and flow run)."""
+    from graywave.storage.lake import check_table
+
+    try:
+        checked = check_table(table)
+    except GraywaveError as error:
+        raise typer.BadParameter(str(error), param_hint="TABLE") from None
+    commits = _answer(lambda lake, _: lake.history(checked, limit))
+    if not commits:
+        console.print(f"[red]{table} has no commit yet[/red]")
+        raise typer.Exit(1)
+    _print(_commits_frame(commits), as_json, f"commits to {table}")
+
+
+@lake_app.command("optimize")
+def lake_optimize(
+    days: Annotated[int, typer.Option("--days", min=1, help="Compact the partitions of the last N days.")] = 3,
+    every_day: Annotated[bool, typer.Option("--all", help="Compact every partition.")] = False,
+) -> None:
+    """Run the lake's maintenance now (the flow that graywave serve runs nightly): compaction, Z-order
+    of images by user, checkpoints, vacuum of files older than GRAYWAVE_LAKE_RETENTION_HOURS."""
+    _settings()
+    from graywave.flows.maintenance import lake_maintenance_flow
+
+    try:
+        done = lake_maintenance_flow(days=None if every_day else days)
+    except GraywaveError as error:
+        console.print(f"[red]the maintenance could not run:[/red] {type(error).__name__}: {error}")
+        raise typer.Exit(1) from None
+    if not done:
+        console.print("[red]the lake has no table yet: nothing to maintain[/red]")
+        raise typer.Exit(1)
+    for table in done:
+        console.print(table.line(), highlight=False)
+
+
+@lake_app.command("migrate")
+def lake_migrate() -> None:
+    """Convert a lake written before Delta Lake (hive-partitioned Parquet files) into Delta tables, in
+    place: nothing is rewritten; each table's files become its first version."""
+    converted = _answer(lambda lake, _: lake.migrate())
+    if not converted:
+        console.print("[red]nothing to convert: no hive-Parquet table without a Delta log[/red]")
+        raise typer.Exit(1)
+    console.print(f"converted to Delta tables: {', '.join(converted)}", highlight=False)
 
 
 @app.command()
@@ -504,13 +606,14 @@ def rejects(
     day: DayOption = None,
     reason: Annotated[RejectReason | None, typer.Option("--reason", help="Only this reason.")] = None,
     as_json: JsonOption = False,
+    as_of: AsOfOption = None,
 ) -> None:
     """The uploads the waves of a day rejected, with the reason and its detail."""
     from graywave.service.operations import rejects_of
 
     def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
         when = day or settings.today()
-        return when, rejects_of(lake, when, None if reason is None else reason.value)
+        return when, rejects_of(lake, when, None if reason is None else reason.value, as_of=as_of)
 
     when, frame = _answer(question)
     _print(frame, as_json, f"{frame.height} rejects of {when}" + (f" ({reason.value})" if reason else ""))

@@ -71,7 +71,7 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     median = median_row(daily)
     similar = _similar_task(daily, top_n, checked, settings.device)
     with Backends.open(settings) as backends:
-        summary = record_analytics(backends, daily, median, similar, checked, lock_ttl_s=settings.lock_ttl_s)
+        summary = record_analytics(backends, daily, median, similar, checked, flow_run=flow_run.id)
     publish_analytics(day, median, similar)
     get_run_logger().info(summary.line())
     return summary

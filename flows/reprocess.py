@@ -39,7 +39,6 @@ def reprocess_flow(user_id: str | None = None) -> ReprocessReport:
             backends,
             settings,
             entries,
-            lock_wait_s=settings.wave_max_duration_s,  # a wave draining a burst holds the lake that long at most
             progress=lambda so_far: logger.info(so_far.line()),
         )
     create_table_artifact(

@@ -1,5 +1,5 @@
 """``graywave serve``: the wave deployments at the two daily upload bursts, the analytics after the
-evening wave, and the reprocessing jobs that the API starts."""
+evening wave, the lake's nightly maintenance, and the reprocessing jobs that the API starts."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from prefect.schedules import Cron
 
 from graywave.config import Settings
 from graywave.flows.analytics import analytics_flow
+from graywave.flows.maintenance import lake_maintenance_flow
 from graywave.flows.reprocess import reprocess_flow
 from graywave.flows.wave import wave_flow_for
 from graywave.service.images import REPROCESS_JOB
 
 BURSTS = {"morning": 10, "evening": 17}
 """Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
+MAINTENANCE_CRON = "30 3 * * *"
+"""The lake's maintenance: at night, hours from either burst, in GRAYWAVE_TIMEZONE."""
 
 
 def _deployment(flow: Flow[..., Any], **options: Any) -> RunnerDeployment:
@@ -85,5 +88,22 @@ def reprocess_deployment() -> RunnerDeployment:
     )
 
 
+def maintenance_deployment(settings: Settings) -> RunnerDeployment:
+    """The lake's compaction, Z-order, checkpoints and vacuum, nightly (``flows.maintenance``)."""
+    return _deployment(
+        lake_maintenance_flow,
+        name="lake-maintenance",
+        schedules=[Cron(MAINTENANCE_CRON, timezone=settings.timezone)],
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+        description="Compacts the recent days of the lake, Z-orders images by user, checkpoints, vacuums.",
+        tags=["graywave"],
+    )
+
+
 def deployments(settings: Settings) -> list[RunnerDeployment]:
-    return [*wave_deployments(settings), analytics_deployment(), reprocess_deployment()]
+    return [
+        *wave_deployments(settings),
+        analytics_deployment(),
+        maintenance_deployment(settings),
+        reprocess_deployment(),
+    ]

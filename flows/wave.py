@@ -150,6 +150,7 @@ def wave_flow(
         run_batches=run_batches_as_tasks,
         log=get_run_logger().info,
         progress=progress.update,
+        flow_run=flow_run.id,
     )
     publish_wave(summary, settings)
     return summary

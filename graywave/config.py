@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRAYWAVE_", frozen=True)
 
     blob_url: str = Field("./data/blobs", description="Blob store root: a local folder or s3://bucket/prefix.")
-    lake_url: str = Field("./data/lake", description="Parquet lake root: a local folder or s3://bucket/prefix.")
+    lake_url: str = Field("./data/lake", description="Delta lake root: a local folder or s3://bucket/prefix.")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, moto); AWS if unset.")
     mongodb_uri: SecretStr | None = Field(
         None, description="MongoDB connection string; when set, images are also recorded there (never printed)."
@@ -33,8 +33,11 @@ class Settings(BaseSettings):
     backend_retry_s: float = Field(
         60.0, gt=0, description="How long a backend may stay unreachable before the wave fails."
     )
-    lock_ttl_s: float = Field(
-        60.0, gt=0, description="Lease of the wave lock on S3: how soon a crashed wave's lock expires."
+    lake_retention_hours: float = Field(
+        168.0,
+        ge=0,
+        description="How long the lake keeps the files of old table versions (time travel) before maintenance"
+        " vacuums them; a deleted image's bytes leave the lake's files then.",
     )
     prefect_home: Path = Field(Path("./data/prefect"), description="PREFECT_HOME unless that is set.")
     timezone: str = Field("UTC", description="Service time zone: upload dates and schedules.")
@@ -62,7 +65,7 @@ class Settings(BaseSettings):
         10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
     )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
-    lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave appends a lake file.")
+    lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave commits them to the lake.")
     workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Batches processed at once on this machine."
     )

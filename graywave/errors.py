@@ -7,7 +7,6 @@ code 1. Anything else that escapes is a bug, and shows its traceback.
     InvalidInput      a value the caller gave is malformed (user id, key, week, metric)   -> 400
     UnsupportedMediaType  a content type graywave does not accept                         -> 415
     NotFound          what was asked for does not exist (image, blob, a day's data)      -> 404
-    Busy              another writer holds the lake; try again later                      -> 409
     Rejected          an upload that cannot become a processed image, with a reason code -> 413/415/400
     BackendUnavailable a store stayed unreachable longer than graywave waits              -> 503
     DeviceUnavailable GRAYWAVE_DEVICE=gpu on a machine without a usable GPU
@@ -55,14 +54,6 @@ class BlobNotFound(NotFound, KeyError):
 
 class NoData(NotFound):
     """The lake has nothing to answer the question with (no images that day, an unknown user)."""
-
-
-class Busy(GraywaveError, RuntimeError):
-    """Another process holds an exclusive lock."""
-
-
-class LakeBusy(Busy):
-    """Another writer (a wave, an API write) holds the lake."""
 
 
 class BackendUnavailable(GraywaveError, RuntimeError):

@@ -1,4 +1,4 @@
-"""The backends that the settings name, opened once: blob store, Parquet lake and, when configured, MongoDB.
+"""The backends that the settings name, opened once: blob store, Delta lake and, when configured, MongoDB.
 
 with Backends.open(Settings()) as backends:
     backends.blobs.read("uploads/2026-11-25/alice/IMG_0001.jpg")
@@ -7,19 +7,26 @@ with Backends.open(Settings()) as backends:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from graywave.config import Settings
-from graywave.records import ImageRecord, RejectRecord, handling_days
+from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.storage.blobs import BlobStore, open_blob_store
-from graywave.storage.lake import Lake
+from graywave.storage.lake import CommitInfo, Lake, Table
 from graywave.storage.layout import parse_upload_key
 
 if TYPE_CHECKING:
     from graywave.storage.mongo import MongoCatalog
+
+UPLOAD_TABLES: tuple[Table, ...] = ("images", "rejects")
+DELETED_CHECKS = 16
+"""Originals looked up at once on a remote store, after a commit, for uploads deleted meanwhile."""
 
 
 @dataclass(frozen=True)
@@ -43,21 +50,56 @@ class Backends:
             catalog=catalog,
         )
 
-    def record(self, day: date, wave: str, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> list[str]:
+    def record(
+        self,
+        day: date,
+        wave: str,
+        images: Sequence[ImageRecord],
+        rejects: Sequence[RejectRecord],
+        *,
+        flow_run: str | None = None,
+    ) -> int:
         """Record handled uploads: in MongoDB first (when configured), then in the lake; return the
-        lake files written.
+        rows the lake did not hold yet.
 
-        The lake is the one source of truth for what is handled, so it is written last: a crash in
-        between leaves upserted documents that a rerun upserts again, unchanged in number.
+        Both writes are idempotent (an upsert by id, an insert-only MERGE by source key), so a rerun,
+        a retry or another process recording the same uploads at the same time leaves one record
+        of each. The lake is the one source of truth for what is handled, so it is written last.
+        Then a record whose original is gone is removed again (``drop_deleted``): a delete that
+        raced this wave wins.
         """
         if self.catalog is not None:
             url_for = self.blobs.url_for
             self.catalog.upsert([record.to_document(day, wave, url_for) for record in (*images, *rejects)])
-        written = [
-            self.lake.append("images", ImageRecord.to_arrow(images), day=day, wave=wave),
-            self.lake.append("rejects", RejectRecord.to_arrow(rejects), day=day, wave=wave),
-        ]
-        return [key for key in written if key is not None]
+        info = CommitInfo("record", day, wave, flow_run)
+        among = handling_days(wave_upload_days(day)[0], day)  # every partition that can hold these uploads
+        inserted = self.lake.record("images", ImageRecord.to_arrow(images), day=day, wave=wave, among=among, info=info)
+        inserted += self.lake.record(
+            "rejects", RejectRecord.to_arrow(rejects), day=day, wave=wave, among=among, info=info
+        )
+        self.drop_deleted([*images, *rejects])
+        return inserted
+
+    def drop_deleted(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
+        """Remove every record (and processed image) of ``records`` whose original is gone from the
+        blob store: an upload deleted while a wave processed it. Called after the records were
+        committed, this makes a delete win whatever the order: a delete that removed the original
+        before this look is seen here; one that came after it finds the records and removes them."""
+        keys = [record.source_key for record in records if record.uploaded_at is not None]
+        if not keys:
+            return
+        if self.blobs.remote:
+            with ThreadPoolExecutor(DELETED_CHECKS, thread_name_prefix="graywave-exists") as pool:
+                present = dict(zip(keys, pool.map(self.blobs.exists, keys), strict=True))
+        else:
+            present = {key: self.blobs.exists(key) for key in keys}
+        gone = {key for key, there in present.items() if not there}
+        if not gone:
+            return
+        self.forget(gone)
+        for record in records:
+            if isinstance(record, ImageRecord) and record.source_key in gone:
+                self.blobs.delete(record.processed_key)
 
     def rerecord(
         self,
@@ -66,15 +108,18 @@ class Backends:
         rejects: Sequence[RejectRecord],
         *,
         days: Mapping[str, date] | None = None,
+        flow_run: str | None = None,
     ) -> None:
-        """Record new rows for uploads that may have been handled before, then remove their older rows.
+        """Record new rows for uploads that may have been handled before, in place of their old ones.
 
         Each upload's new row goes to ``days[source_key]`` (the partition of its old row, whose day's
         analytics it counts in) when that is a day a wave can handle the upload on, else to the
         partition of the upload's own day. Every wave that can list the upload looks at those
-        partitions, so no rerun of a past wave handles it again. The old rows go
-        only once the new ones are written: a crash in between leaves two rows of an upload, never
-        none. MongoDB's documents are replaced in place (the same ``_id``).
+        partitions, so no rerun of a past wave handles it again. In each table the new rows replace
+        the old ones in one MERGE commit (update where found, insert where not); an upload that
+        changed tables (a processed image that is now rejected) then loses its row in the other
+        one: a crash in between leaves two rows of an upload, never none. MongoDB's documents are
+        replaced in place (the same ``_id``).
         """
         days = days or {}
 
@@ -83,20 +128,32 @@ class Backends:
             before = days.get(source_key)
             return before if before in handling_days(uploaded) else uploaded
 
-        by_day: dict[date, tuple[list[ImageRecord], list[RejectRecord]]] = {}
-        for image in images:
-            by_day.setdefault(day_of(image.source_key), ([], []))[0].append(image)
-        for reject in rejects:
-            by_day.setdefault(day_of(reject.source_key), ([], []))[1].append(reject)
-        written = [key for day, (i, r) in sorted(by_day.items()) for key in self.record(day, wave, i, r)]
-        source_keys = {image.source_key for image in images} | {reject.source_key for reject in rejects}
-        for table in ("images", "rejects"):
-            self.lake.remove_rows(table, ["source_key"], source_keys, keep=written)
+        records: list[ImageRecord | RejectRecord] = [*images, *rejects]
+        if self.catalog is not None:
+            url_for = self.blobs.url_for
+            self.catalog.upsert([record.to_document(day_of(record.source_key), wave, url_for) for record in records])
+        info = CommitInfo("reprocess", wave=wave, flow_run=flow_run)
+        candidates = {
+            partition
+            for record in records
+            for partition in handling_days(parse_upload_key(record.source_key).upload_date)
+        }
+        tables: tuple[tuple[Table, pa.Table, list[str]], ...] = (
+            ("images", ImageRecord.to_arrow(images), [record.source_key for record in images]),
+            ("rejects", RejectRecord.to_arrow(rejects), [record.source_key for record in rejects]),
+        )
+        for table, arrow, keys in tables:
+            dated = arrow.append_column("date", pa.array([day_of(key) for key in keys], pa.date32()))
+            self.lake.upsert(table, dated, wave=wave, days=candidates, info=info)
+        self.lake.delete("images", {"source_key": [r.source_key for r in rejects]}, days=candidates, info=info)
+        self.lake.delete("rejects", {"source_key": [i.source_key for i in images]}, days=candidates, info=info)
+        self.drop_deleted([*images, *rejects])
 
     def forget(self, source_keys: set[str]) -> None:
         """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""
-        for table in ("images", "rejects"):
-            self.lake.remove_rows(table, ["source_key"], source_keys)
+        info = CommitInfo("delete")
+        for table in UPLOAD_TABLES:
+            self.lake.delete(table, {"source_key": source_keys}, info=info)
         if self.catalog is not None:
             self.catalog.delete_sources(source_keys)
 

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.dataset as ds
 
 from graywave.errors import InvalidInput, NoData
 from graywave.kernels import select_device
@@ -33,7 +32,7 @@ from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import Metric, all_pairs_nearest, median_histogram, nearest
 from graywave.records import handling_days
 from graywave.service.backends import Backends
-from graywave.storage.lake import GenerationCache, Lake
+from graywave.storage.lake import AsOf, CommitInfo, Lake, VersionCache
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,9 @@ class DailyHistograms:
         return self.table.get_column("histogram").list.to_array(bins).to_numpy() if bins else np.zeros((0, 0))
 
 
-def daily_histograms(lake: Lake, day: date) -> DailyHistograms:
-    images = pl.DataFrame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"]))
+def daily_histograms(lake: Lake, day: date, *, as_of: AsOf = None) -> DailyHistograms:
+    """Every user's daily histogram of ``day``, from ``images`` as it is now or ``as_of`` a version or time."""
+    images = pl.DataFrame(lake.scan("images", days=[day], columns=["user_id", "pixel_count", "histogram"], as_of=as_of))
     if images.height == 0:
         empty = pl.DataFrame(
             schema={
@@ -148,16 +148,16 @@ def iso_week(text: str | None, today: date) -> tuple[date, date]:
     return monday, monday + timedelta(days=6)
 
 
-def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date) -> pl.DataFrame:
+def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date, *, as_of: AsOf = None) -> pl.DataFrame:
     """Every image the user uploaded from ``monday`` to ``sunday``, oldest first, with its histogram."""
     images = pl.DataFrame(
         lake.scan(
             "images",
             days=handling_days(monday, sunday),
             columns=["image_id", "file_name", "upload_date", "uploaded_at", "histogram"],
-            filter=(ds.field("user_id") == user_id)
-            & (ds.field("upload_date") >= monday)
-            & (ds.field("upload_date") <= sunday),
+            equal={"user_id": user_id},
+            filter=pl.col("upload_date").is_between(monday, sunday),
+            as_of=as_of,
         )
     )
     return images.sort("uploaded_at", "image_id")
@@ -207,18 +207,16 @@ def record_analytics(
     similar: pl.DataFrame,
     metric: str,
     *,
-    lock_ttl_s: float = 60.0,
-    lock_wait_s: float = 30.0,
+    flow_run: str | None = None,
 ) -> AnalyticsSummary:
-    """Replace the day's results in the lake (and in MongoDB, when configured), holding the lake
-    like any writer: it waits up to ``lock_wait_s`` for another (an API write), then raises
-    ``LakeBusy`` (a wave still running)."""
+    """Replace the day's results in the lake (and in MongoDB, when configured): one overwrite commit
+    per table whose predicate names the day (and the metric), while waves and the API write."""
     day = daily.day
-    with backends.lake.exclusive(lock_ttl_s, wait_s=lock_wait_s, holder=f"the analytics of {day}"):
-        backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day)
-        if median is not None:
-            backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day)
-        backends.lake.replace("similar_users", similar.to_arrow(), day=day, partition=[metric])
+    info = CommitInfo("analytics", day, flow_run=flow_run)
+    backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day, info=info)
+    if median is not None:
+        backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day, info=info)
+    backends.lake.replace("similar_users", similar.to_arrow(), day=day, metric=metric, info=info)
     if backends.catalog is not None:
         iso = day.isoformat()
         backends.catalog.upsert(
@@ -241,19 +239,19 @@ def record_analytics(
 
 
 class DailyHistogramsCache:
-    """``daily_histograms`` of recent days, computed again only when the lake's generation changes
-    (any write: a wave's append, a reprocessing, a deletion)."""
+    """``daily_histograms`` of recent days, computed again only when the ``images`` table's version
+    changes (any commit: a wave's, a reprocessing, a deletion, a compaction)."""
 
     def __init__(self, lake: Lake, days_kept: int = 8):
         self.lake = lake
-        self._cached: GenerationCache[DailyHistograms] = GenerationCache(days_kept)
+        self._cached: VersionCache[DailyHistograms] = VersionCache(days_kept)
         self._lock = Lock()  # one computation at a time: the API's routes run on a thread pool
 
     def get(self, day: date) -> DailyHistograms:
         with self._lock:
-            generation = self.lake.generation()
-            daily = self._cached.get(day, generation)
+            version = self.lake.version("images")
+            daily = self._cached.get(day, version)
             if daily is None:
                 daily = daily_histograms(self.lake, day)
-                self._cached.put(day, generation, daily)
+                self._cached.put(day, version, daily)
             return daily

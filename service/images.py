@@ -7,8 +7,10 @@ handled it yet), ``processed`` (with its ``ImageRecord``) or ``rejected`` (with 
 read with filters pushed down (one user's rows, never the whole lake); pending ones are the
 uploads that a wave of today would still pick up.
 
-Processing and deleting hold the lake's writer lock, like a wave: while a wave runs they raise
-``LakeBusy`` rather than race with it.
+Processing and deleting take no lock: they write while a wave drains. Recording is idempotent
+(``Backends.record``), so an upload that the API and a wave process at once is recorded once; a
+delete that races a wave wins (the wave removes what it recorded of an upload whose original is
+gone, ``Backends.drop_deleted``).
 
 Reprocessing (``reprocess``) never loses a record: an image whose original is gone, or whose key
 is not an upload's, is reported and keeps its record; new rows replace old ones only once they
@@ -18,20 +20,18 @@ images are reprocessed by a background job: the Prefect deployment ``REPROCESS_J
 
 from __future__ import annotations
 
-import threading
-import time
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal, cast
 
+import polars as pl
 import pyarrow as pa
-import pyarrow.dataset as ds
 
 from graywave.config import Settings
-from graywave.errors import BackendUnavailable, BadKey, BlobExists, DeviceUnavailable, LakeBusy, NotFound, RejectReason
+from graywave.errors import BackendUnavailable, BadKey, BlobExists, DeviceUnavailable, NotFound, RejectReason
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
 from graywave.records import (
@@ -45,7 +45,7 @@ from graywave.records import (
 from graywave.service.backends import Backends
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
-from graywave.storage.lake import Table
+from graywave.storage.lake import CommitInfo
 from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
@@ -55,16 +55,10 @@ API_WAVE = "api"
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "AVIF": "avif"}
 
 Status = Literal["pending", "processed", "rejected"]
-INDEXED: tuple[tuple[Table, str], ...] = (("images", "user_id"), ("images", "image_id"), ("rejects", "user_id"))
-"""The lake columns that the catalog looks rows up by (``Lake.lookup``)."""
 PROCESSED_URL_EXPIRY_S = 300
 REPROCESS_JOB = "graywave-reprocess/reprocess"
 """The Prefect deployment (``flow name/deployment name``) that reprocesses many images in the
 background: ``graywave serve`` registers and runs it, the API starts runs of it by this name."""
-REPROCESS_PAUSE_S = 1.0
-"""The pause between two batches of a reprocessing, without the lake: longer than a waiting writer's
-longest retry interval (``storage.lake.LOCK_RETRY_MAX_S``), so a scheduled wave or an API write that
-waits for the lake gets it between batches instead of starving behind a long job."""
 REPROCESS_FAILURES_ARTIFACT = "reprocess-failures"
 """The key of the table artifact in which a reprocessing job lists the images it could not reprocess
 (``NotReprocessed`` rows), which the API reads back."""
@@ -128,8 +122,8 @@ class ImageCatalog:
         ]
 
     def _from_lake(self, user_id: str | None, image_id: str | None = None) -> list[ImageEntry]:
-        """Handled uploads from the lake, opening only the files that hold ``image_id`` (when given)
-        or ``user_id``'s rows (``Lake.lookup``); every file only when both are None."""
+        """Handled uploads from the lake, opening only the files whose statistics admit ``image_id``
+        (when given) or ``user_id`` (``Lake.lookup``); every file only when both are None."""
         lake = self.backends.lake
         if user_id is None:
             images, rejects = lake.scan("images"), lake.scan("rejects")
@@ -137,7 +131,7 @@ class ImageCatalog:
             images = lake.lookup("images", "user_id", user_id)
             rejects = lake.lookup("rejects", "user_id", user_id)
         else:
-            images = lake.lookup("images", "image_id", image_id, filter=ds.field("user_id") == user_id)
+            images = lake.lookup("images", "user_id", user_id, filter=pl.col("image_id") == image_id)
             rejects = lake.lookup("rejects", "user_id", user_id)  # a reject's id is its key's hash: few rows
         found = _entries(ImageRecord, images) + [
             entry for entry in _entries(RejectRecord, rejects) if image_id is None or entry.image_id == image_id
@@ -154,17 +148,17 @@ class ImageCatalog:
         return everything[offset : offset + limit if limit else None], len(everything)
 
     def warm_up(self) -> None:
-        """Build, now, the lake indexes that reads by user and by image use (embedded default only)."""
+        """Open the lake's tables now (their logs read up to the latest checkpoint; embedded default
+        only), so that the first request does not pay for it; ``BackendUnavailable`` when it cannot."""
         if self.backends.catalog is None:
-            for table, column in INDEXED:
-                self.backends.lake.index(table, column).refresh()
+            self.backends.lake.check()
 
     def _handled_among(self, keys: set[str], days: Sequence[date]) -> set[str]:
         if not keys:
             return set()
         if self.backends.catalog is not None:
             return self.backends.catalog.handled(keys)
-        needle = ds.field("source_key").isin(pa.array(sorted(keys), pa.string()))
+        needle = pl.col("source_key").is_in(sorted(keys))
         partitions = handling_days(min(days), max(days))
         return set().union(
             *(
@@ -305,22 +299,6 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
     return ProcessedImage(data=backends.blobs.read(key))
 
 
-API_LOCK_WAIT_S = 2.0
-"""How long an API write waits for another holder of the lake: another API process's write (a few
-hundred ms) is waited for; a wave (minutes) is not, and the write answers that a wave runs."""
-_API_WRITES = threading.Lock()
-"""The API's own writes to the lake, one at a time in this process: they wait for each other (a
-request, briefly) instead of taking each other for a running wave."""
-
-
-@contextmanager
-def _holding_the_lake(backends: Backends, settings: Settings, wait_s: float = API_LOCK_WAIT_S) -> Iterator[None]:
-    """The lake for one API write: after this process's other API writes, and ``LakeBusy`` if
-    another process (a wave) holds it for longer than ``wait_s``."""
-    with _API_WRITES, backends.lake.exclusive(settings.lock_ttl_s, wait_s=wait_s, holder="an API write"):
-        yield
-
-
 def upload_now(
     backends: Backends,
     settings: Settings,
@@ -329,22 +307,19 @@ def upload_now(
     content_type: str,
     file_name: str | None = None,
 ) -> tuple[str, bool]:
-    """Store a new upload and try to process it at once: (its key, whether it was processed).
+    """Store a new upload and process it at once: (its key, whether it was processed).
 
-    While a wave holds the lake the upload stays stored as pending (the wave, or the next one,
-    processes it) instead of failing after it was stored, which a client's retry would duplicate.
-    A new upload has no older rows to replace: its rows are appended, and the cost of an upload
-    does not grow with the lake (a wave that recorded it while this waited for the lake is seen
-    through the catalog's indexes).
+    A wave that runs meanwhile is no obstacle: the upload is recorded by an insert-only MERGE, so
+    if the wave processes it too, one row stays. Where the lake or the device cannot be used now
+    the upload stays stored as pending (the next wave processes it) instead of failing after it
+    was stored, which a client's retry would duplicate.
     """
     key = store_upload(backends, settings, user_id, data, content_type, file_name)
     try:
-        with _holding_the_lake(backends, settings):
-            if not ImageCatalog(backends).handled(user_id, image_id_for(key)):
-                upload = _upload_of(backends, key)
-                result = process_uploads([upload], backends.blobs, settings, select_device(settings.device))
-                backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
-    except (LakeBusy, BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
+        upload = _upload_of(backends, key)
+        result = process_uploads([upload], backends.blobs, settings, select_device(settings.device))
+        backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
+    except (BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
         return key, False
     return key, True
 
@@ -352,13 +327,12 @@ def upload_now(
 def replace_and_reprocess(
     backends: Backends, settings: Settings, entry: ImageEntry, data: bytes, content_type: str
 ) -> None:
-    """Replace an upload's original and reprocess it, holding the lake from before the write: while a
-    wave runs, this fails with ``LakeBusy`` having changed nothing."""
+    """Replace an upload's original and reprocess it; its new row replaces the old one in one commit
+    per table (``Backends.rerecord``), while waves run or not."""
     identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
-    with _holding_the_lake(backends, settings):
-        backends.blobs.write(entry.source_key, data, content_type)
-        _process(backends, settings, [_upload_of(backends, entry.source_key)], [entry])
+    backends.blobs.write(entry.source_key, data, content_type)
+    _process(backends, settings, [_upload_of(backends, entry.source_key)], [entry])
 
 
 def _upload_of(backends: Backends, key: str) -> Upload:
@@ -417,14 +391,13 @@ def reprocess(
     settings: Settings,
     entries: Iterable[ImageEntry],
     *,
-    lock_wait_s: float = 0.0,
     progress: Callable[[ReprocessReport], None] | None = None,
 ) -> ReprocessReport:
     """Process handled images again from their originals (pending ones are left to the waves).
 
-    ``settings.batch_size`` images at a time, each batch holding the lake (waiting up to
-    ``lock_wait_s``, at least ``API_LOCK_WAIT_S``, for a wave to finish), so that waves and the
-    API's writes go on in between. An image that cannot be reprocessed keeps its record and is reported in ``failed``.
+    ``settings.batch_size`` images at a time, each batch's rows one commit per table: waves and the
+    API's writes go on meanwhile. An image that cannot be reprocessed keeps its record and is
+    reported in ``failed``.
     """
     entries = [entry for entry in entries if entry.status != "pending"]
     select_device(settings.device)  # a device that cannot be used refuses before anything changes
@@ -432,28 +405,24 @@ def reprocess(
     failed: list[NotReprocessed] = []
     for start in range(0, len(entries), settings.batch_size):
         chunk = entries[start : start + settings.batch_size]
-        with _holding_the_lake(backends, settings, max(lock_wait_s, API_LOCK_WAIT_S)):
-            ready: list[tuple[ImageEntry, Upload]] = []
-            for entry in chunk:
-                try:
-                    ready.append((entry, _upload_of(backends, entry.source_key)))
-                except (BadKey, NotFound) as error:
-                    reason = RejectReason.BAD_KEY if isinstance(error, BadKey) else RejectReason.VANISHED
-                    failed.append(NotReprocessed(entry.image_id, entry.source_key, reason, str(error)))
-            if ready:
-                result = _process(backends, settings, [u for _, u in ready], [e for e, _ in ready])
-                processed, rejected = processed + len(result.images), rejected + len(result.rejects)
-        if start + settings.batch_size < len(entries):
-            time.sleep(REPROCESS_PAUSE_S)  # a wave or an API write waiting for the lake gets it now
+        ready: list[tuple[ImageEntry, Upload]] = []
+        for entry in chunk:
+            try:
+                ready.append((entry, _upload_of(backends, entry.source_key)))
+            except (BadKey, NotFound) as error:
+                reason = RejectReason.BAD_KEY if isinstance(error, BadKey) else RejectReason.VANISHED
+                failed.append(NotReprocessed(entry.image_id, entry.source_key, reason, str(error)))
+        if ready:
+            result = _process(backends, settings, [u for _, u in ready], [e for e, _ in ready])
+            processed, rejected = processed + len(result.images), rejected + len(result.rejects)
         if progress is not None:
             progress(ReprocessReport(len(entries), processed, rejected, tuple(failed)))
     return ReprocessReport(len(entries), processed, rejected, tuple(failed))
 
 
 def _as_they_are_now(backends: Backends, entries: list[ImageEntry]) -> list[ImageEntry]:
-    """``entries`` as the lake has them now (called holding it): an upload that was pending when it
-    was read may have been handled since, by a wave that held the lake meanwhile, with a processed
-    image and a day of its own."""
+    """``entries`` as the lake has them now: an upload that was pending when it was read may have
+    been handled since, by a wave, with a processed image and a day of its own."""
     catalog = ImageCatalog(backends)
     now = []
     for entry in entries:
@@ -466,19 +435,23 @@ def _as_they_are_now(backends: Backends, entries: list[ImageEntry]) -> list[Imag
 
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:
     """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
-    owners' analytics rows of the days those images counted in (rerun the analytics to recompute)."""
-    entries = list(entries)
-    with _holding_the_lake(backends, settings):
-        entries = _as_they_are_now(backends, entries)
-        for entry in entries:
-            backends.blobs.delete(entry.source_key)
-            if isinstance(entry.record, ImageRecord):
-                backends.blobs.delete(entry.record.processed_key)
-        backends.forget({entry.source_key for entry in entries})
-        users = {entry.user_id for entry in entries if entry.user_id}
-        days = {entry.date for entry in entries if entry.date}
-        if users and days:
-            backends.lake.remove_rows("daily_user_histograms", ["user_id"], users, days=days)
-            backends.lake.remove_rows("similar_users", ["user_id", "neighbour_id"], users, days=days)
-            if backends.catalog is not None:
-                backends.catalog.delete_results(users, {day.isoformat() for day in days})
+    owners' analytics rows of the days those images counted in (rerun the analytics to recompute).
+
+    The originals go first: a wave that is processing one of them now finds it gone once it has
+    recorded it, and removes its record and processed image itself (``Backends.drop_deleted``).
+    The processed image's key follows from the upload's, so it is removed even where no record
+    names it yet."""
+    entries = _as_they_are_now(backends, list(entries))
+    for entry in entries:
+        backends.blobs.delete(entry.source_key)
+        with contextlib.suppress(BadKey):  # a bad key's upload was never processed
+            backends.blobs.delete(parse_upload_key(entry.source_key).processed_key)
+    backends.forget({entry.source_key for entry in entries})
+    users = {entry.user_id for entry in entries if entry.user_id}
+    days = {entry.date for entry in entries if entry.date}
+    if users and days:
+        info = CommitInfo("delete")
+        backends.lake.delete("daily_user_histograms", {"user_id": users}, days=days, info=info)
+        backends.lake.delete("similar_users", {"user_id": users, "neighbour_id": users}, days=days, info=info)
+        if backends.catalog is not None:
+            backends.catalog.delete_results(users, {day.isoformat() for day in days})

@@ -1,5 +1,5 @@
 """What an operator asks of a deployment (``graywave status``, ``graywave rejects``): recent waves
-and their counts, what is pending now, who holds the lake, and which uploads were rejected and why."""
+and their counts, what is pending now, the lake's latest commits, and which uploads were rejected and why."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 import polars as pl
-import pyarrow.dataset as ds
 
 from graywave.service.backends import Backends
 from graywave.service.wave import plan_wave
-from graywave.storage.lake import Lake, LockHolder, Table
+from graywave.storage.lake import AsOf, Commit, CommitInfo, Lake, Maintenance, Table
 
 
 def recent_waves(lake: Lake, today: date, days: int = 7) -> pl.DataFrame:
@@ -35,20 +34,48 @@ class Status:
     waves: pl.DataFrame
     pending: int
     """Uploads a wave of today would process now (including bad keys it would reject)."""
-    holder: LockHolder | None
+    commits: list[Commit]
+    """The latest commits to ``images``, newest first."""
 
 
 def status(backends: Backends, today: date, days: int = 7) -> Status:
     plan = plan_wave(backends.blobs, backends.lake, today)
     return Status(
-        recent_waves(backends.lake, today, days), len(plan.pending) + len(plan.bad_keys), backends.lake.holder()
+        recent_waves(backends.lake, today, days),
+        len(plan.pending) + len(plan.bad_keys),
+        backends.lake.history("images", 5),
     )
 
 
-def rejects_of(lake: Lake, day: date, reason: str | None = None) -> pl.DataFrame:
+def rejects_of(lake: Lake, day: date, reason: str | None = None, *, as_of: AsOf = None) -> pl.DataFrame:
     """The rejects that the waves of ``day`` recorded (of one ``reason`` when given), oldest upload first."""
     columns = ["source_key", "user_id", "reason", "detail", "uploaded_at", "wave"]
     found = lake.scan(
-        "rejects", days=[day], columns=columns, filter=None if reason is None else ds.field("reason") == reason
+        "rejects",
+        days=[day],
+        columns=columns,
+        equal=None if reason is None else {"reason": reason},
+        as_of=as_of,
     )
     return pl.DataFrame(found).sort("uploaded_at", "source_key", nulls_last=False)
+
+
+MAINTAINED_DAYS = 3
+"""The days whose partitions a nightly maintenance compacts: today and the two before (a wave of day D
+writes to D only, the API to the day of each upload; older partitions change only by reprocessing
+and deletes, which an operator's ``graywave lake optimize --days N`` covers)."""
+
+
+def maintain_lake(
+    backends: Backends,
+    today: date,
+    retention_hours: float,
+    *,
+    days: int | None = MAINTAINED_DAYS,
+    flow_run: str | None = None,
+) -> list[Maintenance]:
+    """Compact and Z-order the last ``days`` days' partitions (every partition when None), checkpoint
+    every table and vacuum the files that left it more than ``retention_hours`` ago."""
+    partitions = None if days is None else [today - timedelta(days=k) for k in range(days)]
+    info = CommitInfo("maintenance", today, flow_run=flow_run)
+    return backends.lake.maintain(days=partitions, retention_hours=retention_hours, info=info)

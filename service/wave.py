@@ -15,10 +15,13 @@ processes, in a new round, what arrived meanwhile; it stops once nothing new has
 ``settle_s`` seconds, or after ``max_duration_s``. Two listings start at least ``poll_s`` apart (a
 round that took longer lists again at once), and a draining wave also flushes its rows once the
 oldest has waited ``poll_s``, or when a listing finds nothing new: a trickle of uploads (one a
-second) makes a round and a lake file every ``poll_s`` or so, not one per upload. It holds the lake
-for the whole time, so a second wave cannot start until it ends (it waits ``WAVE_LOCK_WAIT_S``, then
-fails), and every upload is handled once across its rounds. Uploads that arrive after it stopped are
-left for the next wave.
+second) makes a round and a lake commit every ``poll_s`` or so, not one per upload. Uploads that
+arrive after it stopped are left for the next wave.
+
+Every upload is handled once across a wave's rounds, and across waves: recording is an insert-only
+MERGE by source key (``Lake.record``), so two waves of one day that run at once (a manual run
+during a scheduled one) or a rerun after a crash record each upload once, whatever the timing. No
+lock is taken: the API writes while a wave drains.
 """
 
 from __future__ import annotations
@@ -55,12 +58,6 @@ REPORTED_REJECTS = 1000
 """How many rejects a wave's summary lists one by one (every one is counted by reason)."""
 TASKS_PER_WORKER = 4
 """Aim for this many batches per worker, so that the last batches finish close together."""
-WAVE_LOCK_WAIT_S = 30.0
-"""How long a wave waits for the lake when another writer holds it. An API write (an upload with
-``?wait=true``, a replace, a delete) holds it for well under a second, so a wave that starts during
-one is delayed, not failed; a wave that still finds the lake held after this long (another wave, a
-long reprocessing) fails with "another wave"."""
-
 BatchRunner = Callable[[list[Sequence[Upload]], Settings], Iterator[BatchResult]]
 """Runs batches (``process_batch`` on each, at most ``settings.workers`` at once) and yields their
 results as they finish."""
@@ -195,8 +192,11 @@ class WaveSummary:
     """Rejects by reason code."""
     rejects: list[RejectRecord] = field(default_factory=list)
     """The first ``REPORTED_REJECTS`` rejects, in the order they were handled."""
-    lake_files: list[str] = field(default_factory=list)
-    """The lake files the wave appended (``images`` and ``rejects`` partitions)."""
+    recorded: int = 0
+    """Rows the wave's commits inserted into the lake (``images`` and ``rejects``): fewer than it
+    handled when another writer (a concurrent wave, the API) had recorded some of them already."""
+    commits: int = 0
+    """The lake commits (flushes) the wave made."""
     fallbacks: dict[str, int] = field(default_factory=dict)
     """What the device's batch codec did not do and the CPU did, by ``stage: reason`` (an upload
     whose decode and encode both fell back counts once in each)."""
@@ -240,9 +240,12 @@ class WaveSummary:
                     if self.fallbacks
                     else []
                 ),
-                f"Rows: {where}. Lake files written: {len(self.lake_files)}"
-                + (" (" + ", ".join(f"`{key}`" for key in self.lake_files[:10]) + ")" if self.lake_files else "")
-                + ("..." if len(self.lake_files) > 10 else "")
+                f"Rows: {where}. Lake: {self.recorded} rows recorded in {self.commits} flushes"
+                + (
+                    f" ({self.processed + self.rejected - self.recorded} were recorded already by another writer)"
+                    if self.recorded < self.processed + self.rejected
+                    else ""
+                )
                 + ".",
             ]
         )
@@ -338,7 +341,7 @@ class Recorder:
     """Rows waiting to be recorded (``Backends.record``), flushed every ``flush_rows`` rows and once
     the oldest has waited ``max_wait_s`` on ``clock``.
 
-    Each flush appends a lake file, so rows that come a few at a time (a draining wave's rounds
+    Each flush is a lake commit (a new file per table), so rows that come a few at a time (a draining wave's rounds
     under a trickle of uploads) are gathered for a while rather than written one small file each;
     ``max_wait_s`` bounds how late the lake shows them.
     """
@@ -352,6 +355,7 @@ class Recorder:
         *,
         max_wait_s: float = math.inf,
         clock: Callable[[], float] = time.monotonic,
+        flow_run: str | None = None,
     ):
         self.backends, self.day, self.wave, self.flush_rows = backends, day, wave, flush_rows
         self.max_wait_s, self.clock = max_wait_s, clock
@@ -359,8 +363,10 @@ class Recorder:
         self.rejects: list[RejectRecord] = []
         self.oldest: float | None = None
         """When the oldest row in the buffer came."""
-        self.written: list[str] = []
-        """The lake files flushed so far."""
+        self.flow_run = flow_run
+        self.recorded = 0
+        """Rows the flushes inserted so far."""
+        self.commits = 0
 
     def add(self, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
         if self.oldest is None and (images or rejects):
@@ -379,7 +385,10 @@ class Recorder:
 
     def flush(self) -> None:
         if self.images or self.rejects:
-            self.written += self.backends.record(self.day, self.wave, self.images, self.rejects)
+            self.recorded += self.backends.record(
+                self.day, self.wave, self.images, self.rejects, flow_run=self.flow_run
+            )
+            self.commits += 1
         self.images, self.rejects, self.oldest = [], [], None
 
 
@@ -394,23 +403,23 @@ def run_wave(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int, int], None] | None = None,
+    flow_run: str | None = None,
 ) -> WaveSummary:
-    """Hold the lake, plan the wave, run its batches with ``run_batches`` and record every row;
+    """Plan the wave, run its batches with ``run_batches`` and record every row;
     ``progress(handled, listed)`` after each batch, over every round.
 
     Without ``drain`` the wave makes one round: what was pending when it listed. With one it lists
     again after each round until the settle window closes (see ``Drain``, ``SettleWindow``).
     """
     started = time.perf_counter()
-    with (
-        Backends.open(settings) as backends,
-        backends.lake.exclusive(settings.lock_ttl_s, wait_s=WAVE_LOCK_WAIT_S, holder=f"wave {name} of {day}"),
-    ):
+    with Backends.open(settings) as backends:
         backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
         max_wait_s = math.inf if drain is None else drain.poll_s
-        recorder = Recorder(backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock)
+        recorder = Recorder(
+            backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock, flow_run=flow_run
+        )
         handled = handled_uploads(backends.lake, day)
         rounds = _Rounds(
             settings, day, name, recorder, run_batches, log, handled, log_rounds=drain is not None, progress=progress
@@ -447,7 +456,8 @@ def run_wave(
         latency=Latency.of(rounds.latencies),
         reasons=dict(rounds.reasons),
         rejects=rounds.rejects,
-        lake_files=recorder.written,
+        recorded=recorder.recorded,
+        commits=recorder.commits,
         fallbacks=dict(rounds.fallbacks),
         fell_back=rounds.fell_back,
     )
@@ -464,7 +474,7 @@ def _collect(
 ) -> None:
     """The settle window after the first round: list when the window says, run a round of what is
     new, until it closes. A listing that finds nothing flushes the rows: no more are coming to
-    share their lake file, and the window may stay open for ``settle_s`` yet."""
+    share their commit, and the window may stay open for ``settle_s`` yet."""
     while not window.closed(clock()):
         wait = window.next_listing() - clock()
         if wait > 0:
@@ -529,7 +539,7 @@ class _Rounds:
                 self._fell_back(result.fallbacks)
                 progress.advance(len(result.images) + len(result.rejects))
         self.handled |= plan.source_keys
-        self.recorder.flush_if_due()  # else its rows wait for more, to share a lake file with them
+        self.recorder.flush_if_due()  # else its rows wait for more, to share a commit with them
         self.done.append(
             RoundSummary(
                 len(self.done) + 1,

@@ -12,7 +12,6 @@ import re
 import stat
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -21,7 +20,7 @@ from typing import Protocol
 
 import pyarrow.fs as pafs
 
-from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Busy, InvalidInput, Rejected, RejectReason
+from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, InvalidInput, Rejected, RejectReason
 
 
 @dataclass(frozen=True)
@@ -62,15 +61,12 @@ class BlobStore(Protocol):
         """Remove ``key``; nothing happens if it does not exist."""
         ...
 
-    def url_for(self, key: str) -> str:
-        """Where the object lives, as a URL (``file://...`` or ``s3://...``)."""
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an object now."""
         ...
 
-    def exclusive(self, key: str, ttl_s: float) -> AbstractContextManager[None]:
-        """Hold a lock named ``key`` for one process at a time; raise ``Busy`` at once if held.
-
-        A holder that dies without releasing it (kill -9) loses it within ``ttl_s`` at most.
-        """
+    def url_for(self, key: str) -> str:
+        """Where the object lives, as a URL (``file://...`` or ``s3://...``)."""
         ...
 
     def check(self) -> None:
@@ -82,6 +78,10 @@ class BlobStore(Protocol):
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         """The same objects as a pyarrow filesystem and the path of the store's root in it, for
         readers that scan many files at once (``pyarrow.dataset``)."""
+        ...
+
+    def table_location(self, key: str) -> tuple[str, dict[str, str]]:
+        """Where a Delta table at ``key`` lives, as delta-rs takes it: its URI and storage options."""
         ...
 
 
@@ -186,28 +186,17 @@ class LocalBlobStore:
     def delete(self, key: str) -> None:
         self._existing(key).unlink(missing_ok=True)
 
+    def exists(self, key: str) -> bool:
+        return os.path.lexists(self._existing(key))
+
     def url_for(self, key: str) -> str:
         return self._path(key).as_uri()
 
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), self.root.as_posix()
 
-    @contextmanager
-    def exclusive(self, key: str, ttl_s: float) -> Iterator[None]:
-        # An OS file lock: the kernel releases it when its holder dies, so ttl_s is not needed.
-        import filelock  # here, not at the top: a query never locks, and it starts faster without it
-
-        path = self._path(f"{key}.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(path)
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            raise Busy(f"{path} is held by another process") from None
-        try:
-            yield
-        finally:
-            lock.release()
+    def table_location(self, key: str) -> tuple[str, dict[str, str]]:
+        return (self.root / key).as_posix() if key else self.root.as_posix(), {}
 
 
 def _kind(mode: int) -> str:

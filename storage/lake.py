@@ -1,63 +1,55 @@
-"""The Parquet lake: the waves' rows and the daily analytics, Hive-partitioned.
+"""The lake: the waves' rows and the daily analytics as Delta Lake tables (``deltalake``, delta-rs).
 
-    <lake>/images/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet     appended by waves
-    <lake>/rejects/date=YYYY-MM-DD/wave=<wave>/part-<uuid>.parquet    appended by waves
-    <lake>/daily_user_histograms/date=YYYY-MM-DD/data.parquet         replaced by the analytics
-    <lake>/daily_median/date=YYYY-MM-DD/data.parquet
-    <lake>/similar_users/date=YYYY-MM-DD/metric=<metric>/data.parquet
+    <lake>/images/                  one row per processed upload     partitioned by date
+    <lake>/rejects/                 one row per rejected upload      partitioned by date
+    <lake>/daily_user_histograms/   replaced per day by the analytics
+    <lake>/daily_median/
+    <lake>/similar_users/           replaced per day and metric
 
-    <lake>/_generation                                                a token every write changes
+``date`` is the day of the wave that handled the upload (in GRAYWAVE_TIMEZONE); ``wave`` names it
+(``api`` for what the API processed). Every write is one atomic Delta commit: readers see all of a
+write or none of it, and read only the files that a commit references (a stray or half-written
+file in a folder is never read). Concurrent writers need nothing but the store's atomic create (a
+local folder's, S3's ``If-None-Match``): no lock object, no DynamoDB.
 
-``date`` is the day of the wave that handled the upload (in GRAYWAVE_TIMEZONE) and ``wave`` its
-name; both live in the path only. The lake sits on a blob store (a local folder or S3), whose
-writes are atomic, so readers never see a partial file.
+- ``record`` is an insert-only MERGE keyed on ``source_key``, whose predicate names the partitions
+  that can hold those uploads: a row is inserted only where no row of that upload is, so recording
+  the same upload twice (a rerun, a retry, two processes at once) leaves one row. A commit that
+  loses a race to another writer of the same partitions is retried, with jittered back-off, until
+  it lands.
+- ``replace`` overwrites one day (and metric) of a daily table in one commit.
+- ``delete`` removes rows by predicate; their bytes leave the lake's files once ``maintain`` has
+  vacuumed the old files (``GRAYWAVE_LAKE_RETENTION_HOURS``).
 
-Writes take Arrow tables (``append``, ``replace``) and go through the blob store. Reads go through
-``pyarrow.dataset`` (``scan``): only the partitions asked for are listed, only the columns asked
-for are read, and row filters are pushed down to the Parquet row groups. Files are written sorted
-(images by user, rejects by key) in row groups of ``ROW_GROUP`` rows, so that a filter on
-``user_id`` skips most of each file by its statistics; ``lookup`` opens only the files that hold
-a value at all (``ValueIndex``). Every write changes ``_generation`` (to a "writing" mark
-before, to a new token after): a reader that caches what it read (the API does) keys its cache on
-``generation()``, caches nothing under a mark, and so never serves rows that a write (an append,
-a rewrite, a deletion) has changed since, even when the writer was killed in the middle.
+Reads (``scan``, ``lookup``) read the committed files of the table's latest version with Polars:
+delta-rs prunes the files by their partition and min/max statistics (kept in the Delta log), Polars
+skips row groups by theirs. What a reader caches it keys on the table's version (``version``),
+which every commit changes. ``as_of`` reads a table as it was.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import socket
-import uuid
+import random
+import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from threading import Lock
-from typing import Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random,
-    wait_random_exponential,
-)
 
-from graywave.errors import BackendUnavailable, BlobNotFound, Busy, LakeBusy
+from graywave.errors import BackendUnavailable, InvalidInput, NotFound
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobStore, LocalBlobStore
 
+if TYPE_CHECKING:
+    import polars as pl
+
 Table = Literal["images", "rejects", "daily_user_histograms", "daily_median", "similar_users"]
+TABLES: tuple[Table, ...] = ("images", "rejects", "daily_user_histograms", "daily_median", "similar_users")
 
 DAILY_USER_HISTOGRAMS_SCHEMA = pa.schema(
     [
@@ -92,234 +84,393 @@ SCHEMAS: dict[Table, pa.Schema] = {
     "daily_median": DAILY_MEDIAN_SCHEMA,
     "similar_users": SIMILAR_USERS_SCHEMA,
 }
+"""What the writers give each table; the lake adds ``LAKE_COLUMNS``."""
 
-_DATE = pa.field("date", pa.date32())
-PARTITIONS: dict[Table, pa.Schema] = {
-    "images": pa.schema([_DATE, pa.field("wave", pa.string())]),
-    "rejects": pa.schema([_DATE, pa.field("wave", pa.string())]),
-    "daily_user_histograms": pa.schema([_DATE]),
-    "daily_median": pa.schema([_DATE]),
-    "similar_users": pa.schema([_DATE, pa.field("metric", pa.string())]),
+_DATE = pa.field("date", pa.date32(), nullable=False)
+_WAVE = pa.field("wave", pa.string(), nullable=False)
+LAKE_COLUMNS: dict[Table, list[pa.Field]] = {
+    "images": [_WAVE, _DATE],
+    "rejects": [_WAVE, _DATE],
+    "daily_user_histograms": [_DATE],
+    "daily_median": [_DATE],
+    "similar_users": [pa.field("metric", pa.string(), nullable=False), _DATE],
 }
-"""Hive partition columns of each table, in path order; they live in the path only."""
+"""Columns the lake adds to each table's rows: the day (the partition column) and what wrote them."""
 
+
+def table_schema(table: Table) -> pa.Schema:
+    """A table's whole Arrow schema, as the lake stores and reads it (plain ``string`` columns)."""
+    return pa.schema([*SCHEMAS[table], *LAKE_COLUMNS[table]])
+
+
+PARTITION_BY = ["date"]
 SORT_KEYS: dict[Table, list[tuple[str, str]]] = {
     "images": [("user_id", "ascending"), ("uploaded_at", "ascending")],
-    "rejects": [("source_key", "ascending")],
+    "rejects": [("user_id", "ascending"), ("source_key", "ascending")],
 }
-"""Appended files are sorted so that row-group statistics serve the reads that filter by these."""
-
-READ_ATTEMPTS = 6
-"""Reads of a lake whose files change under them, before it counts as unreadable."""
+"""Recorded rows are written sorted, so that the files' and row groups' statistics serve the
+reads that filter by these (one user's images)."""
 ROW_GROUP = 1024
-"""Rows per row group of appended files: small enough that a filter on one user reads little."""
+"""Rows per Parquet row group: small enough that a filter on one user reads little of a file."""
+Z_ORDER: dict[Table, list[str]] = {"images": ["user_id"], "rejects": ["user_id"]}
+"""Columns that maintenance clusters each day's files by (``maintain``)."""
+TARGET_FILE_BYTES = 32 * 1024 * 1024
+"""Compaction's target file size: a day of 200,000 images is a few files."""
+COMMIT_BACKOFF_S = 0.05
+COMMIT_BACKOFF_MAX_S = 2.0
+"""A commit that lost a race is retried after a random wait, doubling from ``COMMIT_BACKOFF_S`` up
+to ``COMMIT_BACKOFF_MAX_S`` (so that two writers that collided do not collide again in step)."""
+_RESULTS_CACHED = 4096
 
-WRITER_LOCK = "_locks/writer"
-HOLDER_NOTE = "_locks/holder.json"
+R = TypeVar("R")
+AsOf = int | datetime | None
+"""A table as of a version number or a time (None: its latest version)."""
 
 
 @dataclass(frozen=True)
-class LockHolder:
-    """Who holds the lake's writer lock: what (``wave morning of 2026-11-25``), which process, since when."""
+class CommitInfo:
+    """What a commit records beside its rows (the Delta log's commit metadata): which operation,
+    which wave of which day, which Prefect flow run. ``graywave lake history`` shows them."""
 
-    what: str
-    process: str
-    since: datetime | None
+    operation: str
+    day: date | None = None
+    wave: str | None = None
+    flow_run: str | None = None
+
+    def metadata(self) -> dict[str, str]:
+        values = {"operation": self.operation, "wave": self.wave, "day": self.day and self.day.isoformat()}
+        values["flow_run"] = self.flow_run
+        return {f"graywave.{name}": value for name, value in values.items() if value}
 
 
-LOCK_RETRY_S = 0.05
-LOCK_RETRY_MAX_S = 0.5
-"""A writer waiting for the lake tries again within ``LOCK_RETRY_S``, then at random intervals (so
-that waiting writers do not retry in step) doubling up to ``LOCK_RETRY_MAX_S``: a short holder is
-followed within tens of ms, and a long wait on S3 costs a request or two every half second."""
-GENERATION = "_generation"
-_WRITING = "writing-"
-_DATASETS_CACHED = 32
-_RESULTS_CACHED = 4096
+@dataclass(frozen=True)
+class Commit:
+    """One version of a table, as ``Lake.history`` lists it."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    graywave: dict[str, str]
+    """The commit's graywave metadata (operation, wave, day, flow_run), without the prefix."""
+    metrics: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What ``Lake.maintain`` did to one table."""
+
+    table: Table
+    files_before: int
+    files_after: int
+    files_vacuumed: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.table}: {self.files_before} -> {self.files_after} files, "
+            f"{self.files_vacuumed} old files vacuumed, {self.seconds:.1f} s"
+        )
+
+
+def sql_literal(value: str | date) -> str:
+    """``value`` as a SQL string literal for delta-rs's predicates (quotes doubled)."""
+    text = value.isoformat() if isinstance(value, date) else value
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _in(column: str, values: Iterable[str | date]) -> str:
+    return f"{column} IN ({', '.join(sql_literal(value) for value in sorted(set(values)))})"
+
+
+def _is_conflict(error: BaseException) -> bool:
+    from deltalake.exceptions import CommitFailedError
+
+    return isinstance(error, CommitFailedError)
 
 
 class Lake:
-    """The Parquet lake on a blob store."""
+    """The Delta tables under the lake URL of a blob store (a local folder or ``s3://``)."""
 
     def __init__(self, store: BlobStore):
         self.store = store
         self.url = store.url
-        self._lock = Lock()
         self._arrow_fs: tuple[pafs.FileSystem, str] | None = None
-        self._indexes: dict[tuple[Table, str], ValueIndex] = {}
-        self._datasets: GenerationCache[ds.Dataset] = GenerationCache(_DATASETS_CACHED)
-        """Each table's (or partitions') files as a dataset: listed again only after a write."""
-        self._results: GenerationCache[pa.Table] = GenerationCache(_RESULTS_CACHED)
+        self._tables: dict[Table, Any] = {}
+        """Each table's ``DeltaTable``, brought up to date (``update_incremental``) before a read."""
+        self._locks = {table: threading.Lock() for table in TABLES}
+        """``DeltaTable`` objects are not for two threads at once: one lock per table."""
+        self._results: VersionCache[pa.Table] = VersionCache(_RESULTS_CACHED)
         """``lookup`` results (a few rows each): repeated reads of an image are free."""
 
-    @staticmethod
-    def partition_prefix(table: Table, day: date, *values: str) -> str:
-        """``<table>/date=<day>/<name>=<value>/...`` for the table's partition columns after ``date``."""
-        names = PARTITIONS[table].names[1:]
-        if len(values) != len(names):
-            raise ValueError(f"{table} is partitioned by date and {names}, got {values}")
-        parts = [f"date={day.isoformat()}", *(f"{name}={value}" for name, value in zip(names, values, strict=True))]
-        return f"{table}/{'/'.join(parts)}/"
+    # --- where the tables are ---------------------------------------------------------------------
 
-    # --- writes -----------------------------------------------------------------------------------
+    def uri(self, table: Table) -> str:
+        """The table's location as delta-rs (and Polars, DuckDB, Spark) names it."""
+        location, _ = self.store.table_location(table)
+        return location
 
-    def generation(self) -> str:
-        """A token that every write to the lake changes (any table): equal settled tokens, equal content.
-
-        While a write is under way the token says so (``settled`` is false): what a reader reads
-        then must not be cached under it.
-        """
-        try:
-            return self.store.read(GENERATION).decode()
-        except BlobNotFound:
-            return "0"
-
-    def check(self) -> None:
-        """Raise ``BackendUnavailable`` when this machine cannot read the lake: its store cannot be
-        reached (a bucket these credentials cannot read, a folder that is not there) or its
-        ``_generation`` cannot be read. A local lake never written yet (no folder, in a parent folder
-        that exists: the first write makes it) is readable, and empty."""
-        store = self.store
-        if isinstance(store, LocalBlobStore) and not store.root.exists() and store.root.parent.is_dir():
-            return
-        store.check()
-        self.generation()
-
-    @staticmethod
-    def settled(generation: str) -> bool:
-        """False for the token of a write under way (or of a writer that died in the middle of one)."""
-        return not generation.startswith(_WRITING)
-
-    @contextmanager
-    def _changing(self) -> Iterator[None]:
-        """Mark the lake as being written, then give it a new settled generation once the write is
-        over (done or failed). A writer killed in between leaves the mark: readers then cache
-        nothing, and the next writer to take the lock settles it."""
-        self.store.write(GENERATION, f"{_WRITING}{uuid.uuid4().hex}".encode(), "text/plain")
-        try:
-            yield
-        finally:
-            self.store.write(GENERATION, uuid.uuid4().hex.encode(), "text/plain")
-
-    def _write(self, table: Table, key: str, data: pa.Table) -> None:
-        data = data.cast(SCHEMAS[table])  # refuse a wrong shape before anything is written
-        if table in SORT_KEYS and data.num_rows > 1:
-            data = data.sort_by(SORT_KEYS[table])
-        buffer = io.BytesIO()
-        pq.write_table(data, buffer, compression="zstd", row_group_size=ROW_GROUP)
-        self.store.write(key, buffer.getvalue(), "application/vnd.apache.parquet")
-
-    def append(self, table: Table, data: pa.Table, *, day: date, wave: str) -> str | None:
-        """Write ``data`` as one new Parquet file in the partition and return its key; none for no rows."""
-        if not data.num_rows:
-            return None
-        key = f"{self.partition_prefix(table, day, wave)}part-{uuid.uuid4().hex}.parquet"
-        with self._changing():
-            self._write(table, key, data)
-        return key
-
-    def replace(self, table: Table, data: pa.Table, *, day: date, partition: Sequence[str] = ()) -> str:
-        """Make ``data`` the whole content of a partition: one file, replaced atomically (recomputed outputs)."""
-        key = f"{self.partition_prefix(table, day, *partition)}data.parquet"
-        with self._changing():
-            self._write(table, key, data)
-        return key
-
-    def remove_rows(
-        self,
-        table: Table,
-        columns: Sequence[str],
-        values: Iterable[str],
-        *,
-        days: Iterable[date] | None = None,
-        keep: Collection[str] = (),
-    ) -> int:
-        """Rewrite the files of ``table`` without the rows whose ``columns`` hold one of ``values``.
-
-        Only the files that hold such rows are touched (found by a pushed-down filter); each is
-        replaced whole (atomically) or deleted when nothing is left. Files named in ``keep`` (keys
-        that ``append`` returned) are left as they are. Returns the rows removed.
-        """
-        needle = pa.array(sorted(set(values)), pa.string())
-        if not len(needle):
-            return 0
-        hit = ds.field(columns[0]).isin(needle)
-        for column in columns[1:]:
-            hit = hit | ds.field(column).isin(needle)
-        dataset = self._dataset(table, days)
-        files = set(dataset.to_table(columns=["__filename"], filter=hit).column("__filename").to_pylist())
-        if not files:
-            return 0
-        _, base = self._filesystem()
-        removed = 0
-        with self._changing():
-            for path in sorted(files):
-                key = path[len(base) + 1 :]
-                if key in keep:
-                    continue
-                data = pq.read_table(pa.BufferReader(self.store.read(key)), schema=SCHEMAS[table])
-                kept = data.filter(~hit)
-                removed += data.num_rows - kept.num_rows
-                if kept.num_rows:
-                    self._write(table, key, kept)
-                else:
-                    self.store.delete(key)
-        return removed
-
-    # --- reads ------------------------------------------------------------------------------------
+    def storage_options(self) -> dict[str, str]:
+        """delta-rs's storage options for this store (the S3 endpoint, region, credentials)."""
+        _, options = self.store.table_location("")
+        return options
 
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         if self._arrow_fs is None:
             self._arrow_fs = self.store.arrow_filesystem()
         return self._arrow_fs
 
-    def files(self, table: Table, days: Iterable[date] | None = None) -> list[str]:
-        """The keys of the table's Parquet files (of ``days`` only, if given), listing only those partitions."""
-        _, base = self._filesystem()
-        return sorted(path[len(base) + 1 :] for path in self._paths(table, None if days is None else tuple(days)))
+    def _open(self, table: Table) -> Any:
+        """A new ``DeltaTable`` of ``table`` at its latest version; None when it does not exist yet."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
-    def _listing(self, table: Table, days: tuple[date, ...] | None) -> list[pafs.FileInfo]:
-        fs, base = self._filesystem()
-        roots = (
-            [f"{base}/{table}"]
-            if days is None
-            else [f"{base}/{table}/date={day.isoformat()}" for day in sorted(set(days))]
-        )
-        return sorted(
-            (
-                info
-                for root in roots
-                for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-                if info.type == pafs.FileType.File
-                and info.path.endswith(".parquet")
-                and not info.base_name.startswith((".", "_"))
-            ),
-            key=lambda info: info.path,
-        )
+        try:
+            return DeltaTable(self.uri(table), storage_options=self.storage_options() or None)
+        except TableNotFoundError:
+            return None
+        except OSError as error:
+            raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
 
-    def _paths(self, table: Table, days: tuple[date, ...] | None) -> list[str]:
-        return [info.path for info in self._listing(table, days)]
+    def _latest(self, table: Table) -> Any:
+        """The table's cached ``DeltaTable`` at its latest version (call holding the table's lock)."""
+        current = self._tables.get(table)
+        if current is None:
+            current = self._open(table)
+            if current is None:
+                return None
+            self._tables[table] = current
+        else:
+            try:
+                current.update_incremental()
+            except OSError as error:
+                raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+        return current
 
-    def _files_dataset(self, table: Table, paths: list[str]) -> ds.Dataset:
-        fs, base = self._filesystem()
-        return ds.dataset(
-            paths,
-            schema=pa.unify_schemas([SCHEMAS[table], PARTITIONS[table]]),
-            format="parquet",
-            filesystem=fs,
-            partitioning=ds.partitioning(PARTITIONS[table], flavor="hive"),
-            partition_base_dir=f"{base}/{table}",
-        )
+    def version(self, table: Table) -> int:
+        """The table's latest version; -1 before its first commit. Every commit changes it."""
+        with self._locks[table]:
+            current = self._latest(table)
+            return -1 if current is None else int(current.version())
 
-    def _dataset(self, table: Table, days: Iterable[date] | None) -> ds.Dataset:
-        """The table's files as a dataset, discovered again only when the lake's generation changed."""
-        wanted = None if days is None else tuple(sorted(set(days)))
-        generation = self.generation()
-        dataset = self._datasets.get((table, wanted), generation)
-        if dataset is None:
-            dataset = self._files_dataset(table, self._paths(table, wanted))
-            self._datasets.put((table, wanted), generation, dataset)
-        return dataset
+    def versions(self, tables: Iterable[Table] = TABLES) -> tuple[int, ...]:
+        """The versions of ``tables``: a cache key that every write to any of them changes."""
+        return tuple(self.version(table) for table in tables)
+
+    def check(self) -> None:
+        """Raise ``BackendUnavailable`` when this machine cannot read the lake: its store cannot be
+        reached (a bucket these credentials cannot read, a folder that is not there) or a table's log
+        cannot be read. A local lake never written yet (no folder, in a parent folder that exists:
+        the first write makes it) is readable, and empty."""
+        store = self.store
+        if isinstance(store, LocalBlobStore) and not store.root.exists() and store.root.parent.is_dir():
+            return
+        store.check()
+        for table in TABLES:
+            try:
+                self.version(table)
+            except Exception as error:
+                raise BackendUnavailable(f"the lake table {table} at {self.url} cannot be read: {error}") from error
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _rows(self, table: Table, data: pa.Table, **columns: object) -> pa.Table:
+        """``data`` with the lake's columns set, cast to the table's schema (a wrong shape is refused
+        before anything is written) and sorted for the reads."""
+        rows = data
+        for name, value in columns.items():
+            if name in rows.column_names:
+                rows = rows.drop_columns([name])
+            field = table_schema(table).field(name)
+            rows = rows.append_column(field, pa.array([value] * rows.num_rows, field.type))
+        rows = rows.select(table_schema(table).names).cast(table_schema(table))
+        if table in SORT_KEYS and rows.num_rows > 1:
+            rows = rows.sort_by(SORT_KEYS[table])
+        return rows
+
+    def _create(self, table: Table) -> None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import DeltaError
+
+        try:
+            DeltaTable.create(
+                self.uri(table),
+                schema=table_schema(table),
+                mode="ignore",
+                partition_by=PARTITION_BY,
+                name=table,
+                storage_options=self.storage_options() or None,
+            )
+        except DeltaError:  # another writer created it between the look and the create
+            if self._open(table) is None:
+                raise
+
+    def _committing(self, table: Table, commit: Callable[[Any], R]) -> R:
+        """``commit(the table at its latest version)``, again on a fresh version after a commit that
+        lost a race (with jittered, growing waits), until it lands: a write is never dropped."""
+        wait = COMMIT_BACKOFF_S
+        while True:
+            current = self._open(table)
+            if current is None:
+                self._create(table)
+                continue
+            try:
+                return commit(current)
+            except Exception as error:
+                if not _is_conflict(error):
+                    raise
+            time.sleep(random.uniform(0, wait))
+            wait = min(2 * wait, COMMIT_BACKOFF_MAX_S)
+
+    @staticmethod
+    def _properties(info: CommitInfo) -> Any:
+        from deltalake import CommitProperties
+
+        return CommitProperties(custom_metadata=info.metadata())
+
+    @staticmethod
+    def _writer_properties() -> Any:
+        from deltalake import WriterProperties
+
+        return WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP)
+
+    def record(
+        self, table: Table, data: pa.Table, *, day: date, wave: str, among: Collection[date], info: CommitInfo
+    ) -> int:
+        """Insert the rows of ``data`` (uploads' rows: ``images`` or ``rejects``) into the partition of
+        ``day``, but only those whose ``source_key`` no partition of ``among`` holds yet (the days
+        whose waves can handle these uploads): one insert-only MERGE commit. Returns the rows inserted.
+        """
+        if not data.num_rows:
+            return 0
+        rows = self._rows(table, data, wave=wave, date=day)
+        days = set(among) | {day}
+        predicate = f"t.source_key = s.source_key AND t.{_in('date', days)}"
+
+        def merge(current: Any) -> int:
+            result = (
+                current.merge(
+                    rows,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=self._writer_properties(),
+                    commit_properties=self._properties(info),
+                )
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return int(result["num_target_rows_inserted"])
+
+        return self._committing(table, merge)
+
+    def upsert(self, table: Table, data: pa.Table, *, wave: str, days: Collection[date], info: CommitInfo) -> int:
+        """Write uploads' new rows (``data`` with its ``date`` column: the partition each goes to) in
+        place of their rows in the partitions of ``days``: one MERGE commit that updates the rows it
+        finds and inserts the rest. Returns the rows written."""
+        if not data.num_rows:
+            return 0
+        rows = self._rows(table, data, wave=wave)
+        predicate = f"t.source_key = s.source_key AND t.{_in('date', set(days) | set(rows.column('date').to_pylist()))}"
+
+        def merge(current: Any) -> int:
+            result = (
+                current.merge(
+                    rows,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    writer_properties=self._writer_properties(),
+                    commit_properties=self._properties(info),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+            return int(result["num_target_rows_inserted"]) + int(result["num_target_rows_updated"])
+
+        return self._committing(table, merge)
+
+    def replace(self, table: Table, data: pa.Table, *, day: date, info: CommitInfo, metric: str | None = None) -> None:
+        """Make ``data`` the whole content of ``day`` (and ``metric``, for ``similar_users``) in
+        ``table``: one overwrite commit whose predicate names that day (recomputed outputs)."""
+        from deltalake import write_deltalake
+
+        extra = {} if metric is None else {"metric": metric}
+        rows = self._rows(table, data, date=day, **extra)
+        predicate = f"date = {sql_literal(day)}" + ("" if metric is None else f" AND metric = {sql_literal(metric)}")
+
+        def overwrite(current: Any) -> None:
+            write_deltalake(
+                current,
+                rows,
+                mode="overwrite",
+                predicate=predicate,
+                writer_properties=self._writer_properties(),
+                commit_properties=self._properties(info),
+            )
+
+        self._committing(table, overwrite)
+
+    def delete(
+        self,
+        table: Table,
+        where: Mapping[str, Collection[str]],
+        *,
+        info: CommitInfo,
+        days: Iterable[date] | None = None,
+    ) -> int:
+        """Delete the rows of ``table`` in which one of the columns of ``where`` holds one of its
+        values (in the partitions of ``days`` only, when given): one commit, none when nothing
+        matches. Returns the rows deleted."""
+        terms = [_in(column, values) for column, values in where.items() if values]
+        if not terms:
+            return 0
+        predicate = "(" + " OR ".join(terms) + ")"
+        if days is not None:
+            days = set(days)
+            if not days:
+                return 0
+            predicate += f" AND {_in('date', days)}"
+        if self._open(table) is None:
+            return 0
+
+        def delete(current: Any) -> int:
+            result = current.delete(predicate, commit_properties=self._properties(info))
+            return int(result.get("num_deleted_rows", 0))
+
+        return self._committing(table, delete)
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def _pruned(self, current: Any, days: Sequence[date] | None, equal: Mapping[str, str]) -> list[str]:
+        """The files of a ``DeltaTable``'s version that can hold rows of ``days`` whose columns equal
+        ``equal``: by their partition and their min/max statistics (delta-rs prunes them)."""
+        terms: list[tuple[str, str, Any]] = [(column, "=", value) for column, value in equal.items()]
+        if days is not None:
+            terms.append(("date", "in", [day.isoformat() for day in days]))
+        return list(current.file_uris(file_pruning_predicate=terms or None))
+
+    def _snapshot(
+        self, table: Table, days: Sequence[date] | None, equal: Mapping[str, str], as_of: AsOf
+    ) -> tuple[list[str], list[str]] | None:
+        """The files to read (pruned) and the table's partition columns, at its latest version (or
+        ``as_of``); None when the table does not exist (yet, or at that version)."""
+        from deltalake.exceptions import DeltaError
+
+        if as_of is None:
+            with self._locks[table]:
+                current = self._latest(table)
+                if current is None:
+                    return None
+                return self._pruned(current, days, equal), list(current.metadata().partition_columns)
+        current = self._open(table)
+        if current is None:
+            return None
+        try:
+            current.load_as_version(as_of)
+        except (DeltaError, ValueError, OSError) as error:
+            raise NotFound(f"{table} has no version {as_of} (graywave lake history lists them): {error}") from None
+        return self._pruned(current, days, equal), list(current.metadata().partition_columns)
 
     def scan(
         self,
@@ -327,23 +478,61 @@ class Lake:
         *,
         days: Iterable[date] | None = None,
         columns: Sequence[str] | None = None,
-        filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name for it
+        equal: Mapping[str, str] | None = None,
+        filter: pl.Expr | None = None,  # noqa: A002 - the name every dataframe library gives it
+        as_of: AsOf = None,
     ) -> pa.Table:
-        """Rows of ``table`` (all days, or only ``days``), with its partition columns from the path.
+        """Rows of ``table`` (all days, or only ``days``), as of its latest version or ``as_of`` (a
+        version or a time), as an Arrow table of the table's schema.
 
-        ``columns`` are the only ones read; ``filter`` (a ``pyarrow.dataset`` expression, e.g.
-        ``ds.field("user_id") == "alice"``) is pushed down to the files' row groups.
+        Only the files whose partition and statistics admit ``days`` and ``equal`` (column -> value)
+        are opened; in them Polars skips the row groups that ``equal`` and ``filter`` (a Polars
+        expression) rule out by their statistics. ``columns`` are the only ones read. Polars reads
+        the ``string_view`` columns that delta-rs's MERGE and delete write (delta-rs #4579: pyarrow's
+        filters cannot compare them) and never goes through delta-rs's Python file handler (delta-rs
+        #2184: short-lived processes that do could abort at exit).
         """
-        days = None if days is None else tuple(days)
-        return self._reading(lambda _: self._dataset(table, days).to_table(columns=columns, filter=filter))
+        import polars as pl
 
-    def index(self, table: Table, column: str) -> ValueIndex:
-        """The lake's ``ValueIndex`` of ``table.column`` (made on first use, then kept up to date)."""
-        with self._lock:
-            index = self._indexes.get((table, column))
-            if index is None:
-                index = self._indexes[(table, column)] = ValueIndex(self, table, column)
-            return index
+        wanted = None if days is None else sorted(set(days))
+        equal = dict(equal or {})
+        schema = table_schema(table)
+        names = list(schema.names if columns is None else columns)
+        if wanted == []:
+            return self._empty(table, names)
+        found = self._snapshot(table, wanted, equal, as_of)
+        if found is None or not found[0]:
+            return self._empty(table, names)
+        paths, partitions = found
+        condition = pl.lit(True)
+        for column, value in equal.items():
+            condition &= pl.col(column) == value
+        if wanted is not None:
+            condition &= pl.col("date").is_in(wanted)
+        if filter is not None:
+            condition &= filter
+        frame = pl.scan_parquet(
+            paths,
+            hive_partitioning=bool(partitions),
+            hive_schema={name: pl.Date if name == "date" else pl.String for name in partitions} or None,
+            missing_columns="insert",
+            extra_columns="ignore",
+            storage_options=self.store.table_location("")[1] or None,
+        )
+        try:
+            rows = frame.filter(condition).select(names).collect().to_arrow()
+        except (FileNotFoundError, pl.exceptions.ComputeError, OSError) as error:
+            if as_of is not None:
+                raise NotFound(
+                    f"{table} as of {as_of} is no longer readable: its files were vacuumed"
+                    " (GRAYWAVE_LAKE_RETENTION_HOURS)"
+                ) from None
+            raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+        return rows.cast(pa.schema([schema.field(name) for name in names]))
+
+    def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""
+        return self.scan(table, days=days, columns=columns)
 
     def lookup(
         self,
@@ -352,199 +541,158 @@ class Lake:
         value: str,
         *,
         columns: Sequence[str] | None = None,
-        filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name for it
+        filter: pl.Expr | None = None,  # noqa: A002 - the name every dataframe library gives it
     ) -> pa.Table:
-        """The rows of ``table`` whose ``column`` equals ``value`` (and that pass ``filter``).
-
-        Only the files that hold ``value`` are opened (``ValueIndex``), and in them only the row
-        groups whose statistics admit it: one user's rows out of millions, in milliseconds. The
-        result is kept until the lake's generation changes.
-        """
-        index = self.index(table, column)
-        wanted = ds.field(column) == value
-        expression = wanted if filter is None else wanted & filter
-        key = (table, column, value, str(filter), None if columns is None else tuple(columns))
-        generation = self.generation()
-        cached = self._results.get(key, generation)
+        """The rows of ``table`` whose ``column`` equals ``value`` (and that pass ``filter``): ``scan``
+        with ``equal={column: value}``, kept until the table's next commit."""
+        key = (
+            table,
+            column,
+            value,
+            None if filter is None else str(filter),
+            None if columns is None else tuple(columns),
+        )
+        version = self.version(table)
+        cached = self._results.get(key, version)
         if cached is not None:
             return cached
-
-        def read(again: bool) -> pa.Table:
-            paths = index.files_with(value, generation, refresh=again)
-            if not paths:
-                return self._empty(table, columns)
-            return self._files_dataset(table, paths).to_table(columns=columns, filter=expression)
-
-        found = self._reading(read)
-        self._results.put(key, generation, found)
+        found = self.scan(table, columns=columns, equal={column: value}, filter=filter)
+        self._results.put(key, version, found)
         return found
 
     @staticmethod
-    def _empty(table: Table, columns: Sequence[str] | None) -> pa.Table:
-        empty = pa.unify_schemas([SCHEMAS[table], PARTITIONS[table]]).empty_table()
-        return empty if columns is None else empty.select(list(columns))
-
-    def _reading(self, read: Callable[[bool], pa.Table]) -> pa.Table:
-        """``read(False)``; if a file changed under it (rewritten or removed since it was listed: a
-        missing file, or bytes that no longer match the footer read), ``read(True)``, listing afresh,
-        up to ``READ_ATTEMPTS`` times in all: writers that keep rewriting files (deletes and
-        reprocessing while a wave records) can beat one retry. A store that still cannot be read is
-        ``BackendUnavailable``."""
-        attempts = Retrying(
-            stop=stop_after_attempt(READ_ATTEMPTS),
-            wait=wait_random(0.01, 0.1),
-            retry=retry_if_exception_type((OSError, pa.ArrowInvalid)),
-            before_sleep=lambda _: self._datasets.clear(),
-            reraise=True,
-        )
-        try:
-            for attempt in attempts:
-                with attempt:
-                    return read(attempt.retry_state.attempt_number > 1)
-        except (OSError, pa.ArrowInvalid) as error:
-            raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
-    def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
-        """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""
-        return self.scan(table, days=days, columns=columns)
+    def _empty(table: Table, columns: Sequence[str]) -> pa.Table:
+        return table_schema(table).empty_table().select(list(columns))
 
     def source_keys(self, table: Table, days: Iterable[date]) -> set[str]:
         return set(self.scan(table, days=days, columns=["source_key"]).column("source_key").to_pylist())
 
-    @contextmanager
-    def exclusive(self, ttl_s: float = 60.0, *, wait_s: float = 0.0, holder: str = "a writer") -> Iterator[None]:
-        """Hold the lake for one writer (a wave, an API write); raise ``LakeBusy`` if another still
-        holds it after ``wait_s`` seconds (at once by default).
+    def files(self, table: Table) -> list[str]:
+        """The table's data files in its latest version, relative to the table's folder."""
+        with self._locks[table]:
+            current = self._latest(table)
+            if current is None:
+                return []
+            return sorted(path for path in current.get_add_actions(flatten=True).column("path").to_pylist())
 
-        The other holder may be a short write (an API upload holds the lake for a few hundred ms,
-        in this process or another): a writer that can wait that long is not refused for it.
-        While it holds the lake, a note says who (``holder``, host and process) and since when
-        (``Lake.holder``, for ``graywave status``).
-        """
-        attempts = Retrying(
-            stop=stop_after_delay(wait_s),
-            wait=wait_random_exponential(multiplier=LOCK_RETRY_S, max=LOCK_RETRY_MAX_S),
-            retry=retry_if_exception_type(Busy),
-            reraise=True,
-        )
-        with ExitStack() as stack:
-            try:
-                for attempt in attempts:
-                    with attempt:
-                        stack.enter_context(self.store.exclusive(WRITER_LOCK, ttl_s))
-            except Busy as busy:
-                raise LakeBusy(f"another wave is writing to the lake at {self.url} ({busy})") from None
-            if not self.settled(self.generation()):  # a writer died in the middle of a write
-                with self._changing():
-                    pass
-            note = LockHolder(holder, f"{socket.gethostname()}:{os.getpid()}", datetime.now(UTC))
-            self.store.write(HOLDER_NOTE, json.dumps(asdict(note), default=str).encode(), "application/json")
-            try:
-                yield
-            finally:
-                self.store.delete(HOLDER_NOTE)
+    # --- history and maintenance ------------------------------------------------------------------
 
-    def holder(self) -> LockHolder | None:
-        """Who holds the lake now, and since when; None when nobody does. (It tries the lock for an
-        instant to know: a writer that starts meanwhile waits that instant.)"""
-        try:
-            with self.store.exclusive(WRITER_LOCK, 5.0):
-                return None
-        except Busy:
-            pass
-        try:
-            note = json.loads(self.store.read(HOLDER_NOTE))
-            return LockHolder(note["what"], note["process"], datetime.fromisoformat(note["since"]))
-        except (BlobNotFound, ValueError, KeyError):  # between the lock and its note
-            return LockHolder("a writer", "unknown", None)
+    def history(self, table: Table, limit: int | None = None) -> list[Commit]:
+        """The table's commits, newest first: version, time, operation and graywave's metadata."""
+        current = self._open(table)
+        if current is None:
+            return []
+        commits = []
+        for entry in current.history(limit):
+            ours = {key.removeprefix("graywave."): str(v) for key, v in entry.items() if key.startswith("graywave.")}
+            commits.append(
+                Commit(
+                    version=int(entry.get("version", -1)),
+                    timestamp=datetime.fromtimestamp(int(entry.get("timestamp", 0)) / 1000, UTC),
+                    operation=str(entry.get("operation", "")),
+                    graywave=ours,
+                    metrics=dict(entry.get("operationMetrics") or {}),
+                )
+            )
+        return commits
 
+    def maintain(self, *, days: Iterable[date] | None, retention_hours: float, info: CommitInfo) -> list[Maintenance]:
+        """Compact each table's partitions of ``days`` (all, when None), Z-order ``images`` and
+        ``rejects`` by user there, write a checkpoint and vacuum the files that left the table more
+        than ``retention_hours`` ago. Safe while waves and the API write: each step is a commit
+        that is retried on a conflict, and vacuum removes only files no version within the retention
+        needs."""
+        done = []
+        wanted = None if days is None else sorted(set(days))
+        for table in TABLES:
+            started = time.perf_counter()
+            if self._open(table) is None:
+                continue
+            before = len(self.files(table))
+            filters = None if wanted is None else [("date", "in", [day.isoformat() for day in wanted])]
 
-class ValueIndex:
-    """Which files of one table hold a given value of one column (``user_id``, say).
+            def optimize(current: Any, table: Table = table, filters: Any = filters) -> None:
+                optimizer = current.optimize
+                options = {
+                    "partition_filters": filters,
+                    "target_size": TARGET_FILE_BYTES,
+                    "writer_properties": self._writer_properties(),
+                    "commit_properties": self._properties(info),
+                }
+                if table in Z_ORDER:
+                    optimizer.z_order(Z_ORDER[table], **options)
+                else:
+                    optimizer.compact(**options)
 
-    For each file it keeps the file's distinct values, sorted, as bytes: read once per version
-    of the file (its size and time), refreshed when the lake's generation changes, and dropped
-    with the file. Memory is about the size of that one column's distinct values; a lookup is a
-    binary search per file. It is built on first use, not when the lake is opened.
-    """
+            self._committing(table, optimize)
+            current = self._open(table)
+            current.create_checkpoint()
+            vacuumed = current.vacuum(
+                retention_hours=int(retention_hours),
+                enforce_retention_duration=False,
+                dry_run=False,
+                commit_properties=self._properties(info),
+            )
+            current.cleanup_metadata()
+            after = len(self.files(table))
+            done.append(Maintenance(table, before, after, len(vacuumed), time.perf_counter() - started))
+        return done
 
-    def __init__(self, lake: Lake, table: Table, column: str):
-        self.lake, self.table, self.column = lake, table, column
-        self._generation: str | None = None
-        self._files: dict[str, tuple[tuple[int, int | None], np.ndarray]] = {}
-        self._lock = Lock()
+    def migrate(self) -> list[Table]:
+        """Convert a lake of hive-partitioned Parquet files (graywave before Delta Lake) into Delta
+        tables, in place: each table's files become its first version (``convert_to_deltalake``,
+        nothing rewritten); the old writer lock and generation token are removed. Returns the
+        tables converted; a table that is a Delta table already is left as it is."""
+        from deltalake import Schema as DeltaSchema
+        from deltalake import convert_to_deltalake
 
-    def _values(self, path: str) -> np.ndarray:
-        fs, _ = self.lake._filesystem()
-        column = pq.read_table(path, columns=[self.column], filesystem=fs).column(self.column)
-        distinct = pc.unique(column.drop_null()).cast(pa.binary())
-        return np.sort(np.asarray(distinct.to_numpy(zero_copy_only=False), dtype=np.bytes_))
-
-    def _refresh(self, generation: str) -> None:
-        """Read the new and changed files' values; ``generation`` was read before the listing."""
-        listing = self.lake._listing(self.table, None)
-        files = {}
-        for info in listing:
-            version = (info.size, info.mtime_ns)
-            known = self._files.get(info.path)
-            if known is None or known[0] != version:
-                try:
-                    known = (version, self._values(info.path))
-                except FileNotFoundError:
-                    continue  # removed since the listing: it holds nothing now
-            files[info.path] = known
-        self._files, self._generation = files, generation
-
-    def _stale(self, generation: str) -> bool:
-        return generation != self._generation or not self.lake.settled(generation)
-
-    def refresh(self) -> None:
-        """Bring the index up to the lake's current generation (reading only new or changed files)."""
-        generation = self.lake.generation()
-        with self._lock:
-            if self._stale(generation):
-                self._refresh(generation)
-
-    def files_with(self, value: str, generation: str | None = None, refresh: bool = False) -> list[str]:
-        """The files that hold ``value`` in the column, as of the lake's ``generation`` (read here
-        unless the caller read it already: one read serves the caller's cache and this index)."""
-        needle = np.bytes_(value.encode())
-        generation = self.lake.generation() if generation is None else generation
-        with self._lock:
-            if refresh or self._stale(generation):
-                self._refresh(generation)
-            found = []
-            for path, (_, values) in self._files.items():
-                i = int(np.searchsorted(values, needle))
-                if i < len(values) and values[i] == needle:
-                    found.append(path)
-            return found
+        converted = []
+        fs, base = self._filesystem()
+        for table in TABLES:
+            if self._open(table) is not None:
+                continue
+            listing = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", recursive=True, allow_not_found=True))
+            if not any(info.path.endswith(".parquet") for info in listing):
+                continue
+            old_paths = pa.schema([_DATE, *(f for f in LAKE_COLUMNS[table] if f.name != "date")])
+            partitions = DeltaSchema.from_arrow(old_paths)  # the partition columns of the old paths
+            convert_to_deltalake(
+                self.uri(table),
+                partition_by=partitions,
+                partition_strategy="hive",
+                name=table,
+                storage_options=self.storage_options() or None,
+                commit_properties=self._properties(CommitInfo("migrate")),
+            )
+            converted.append(table)
+        for leftover in ("_generation", "_locks/writer.lock", "_locks/writer", "_locks/holder.json"):
+            self.store.delete(leftover)
+        return converted
 
 
 V = TypeVar("V")
 
 
-class GenerationCache(Generic[V]):
-    """A bounded cache (least recently used out) whose entries hold only under the settled lake
-    generation they were read under: the lake's datasets and lookups, the API's daily histograms."""
+class VersionCache(Generic[V]):
+    """A bounded cache (least recently used out) whose entries hold only under the table version
+    (or tuple of versions) they were read under: the lake's lookups, the API's daily histograms."""
 
     def __init__(self, size: int):
-        self._items: OrderedDict[Hashable, tuple[str, V]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
         self._size = size
-        self._lock = Lock()
+        self._lock = threading.Lock()
 
-    def get(self, key: Hashable, generation: str) -> V | None:
+    def get(self, key: Hashable, version: Hashable) -> V | None:
         with self._lock:
             item = self._items.get(key)
-            if item is None or item[0] != generation or not Lake.settled(generation):
+            if item is None or item[0] != version:
                 return None
             self._items.move_to_end(key)
             return item[1]
 
-    def put(self, key: Hashable, generation: str, value: V) -> None:
+    def put(self, key: Hashable, version: Hashable, value: V) -> None:
         with self._lock:
-            self._items[key] = (generation, value)
+            self._items[key] = (version, value)
             self._items.move_to_end(key)
             while len(self._items) > self._size:
                 self._items.popitem(last=False)
@@ -552,3 +700,10 @@ class GenerationCache(Generic[V]):
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+def check_table(table: str) -> Table:
+    """``table`` as a ``Table``; ``InvalidInput`` naming the tables otherwise."""
+    if table not in TABLES:
+        raise InvalidInput(f"unknown table {table!r}: one of {', '.join(TABLES)}")
+    return table

@@ -10,13 +10,7 @@ graywave never reads or logs them. Throttling and transient errors are retried b
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import socket
-import threading
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +21,7 @@ import pyarrow.fs as pafs
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Busy, InvalidInput
+from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, InvalidInput
 from graywave.storage.blobs import BlobInfo, too_large
 
 RETRIES = {"mode": "adaptive", "max_attempts": 8}
@@ -134,6 +128,16 @@ class S3BlobStore:
         with self._failing_as(f"delete {key}"):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    def exists(self, key: str) -> bool:
+        with self._failing_as(f"look up {key}"):
+            try:
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as error:
+                if _code(error) in ("NoSuchKey", "404", "NotFound"):
+                    return False
+                raise
+            return True
+
     def url_for(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
@@ -173,85 +177,23 @@ class S3BlobStore:
         expires_at = datetime.now(UTC) + timedelta(seconds=expires_s)
         return PresignedPost(url=post["url"], fields=post["fields"], key=key, expires_at=expires_at)
 
-    @contextmanager
-    def exclusive(self, key: str, ttl_s: float) -> Iterator[None]:
-        lease = _Lease(self, self._key(key), ttl_s)
-        lease.acquire()
-        try:
-            yield
-        finally:
-            lease.release()
+    def table_location(self, key: str) -> tuple[str, dict[str, str]]:
+        """delta-rs's (and Polars') S3 client on the same endpoint, region and credentials as boto3's
+        (object_store's option names, which both take). delta-rs's commits
+        create each log entry with a conditional PUT (``If-None-Match``), which S3 and S3-compatible
+        stores (SeaweedFS, MinIO) honour: concurrent writers need no lock."""
+        location = f"s3://{self.bucket}/{self.prefix}".rstrip("/") + (f"/{key}" if key else "")
+        options = {"aws_region": self.client.meta.region_name or "us-east-1"}
+        credentials = self.client._request_signer._credentials  # boto3's resolved chain (profile, env, role)
+        if credentials is not None:
+            frozen = credentials.get_frozen_credentials()
+            options.update(aws_access_key_id=frozen.access_key, aws_secret_access_key=frozen.secret_key)
+            if frozen.token:
+                options["aws_session_token"] = frozen.token
+        if self.endpoint_url:
+            options.update(aws_endpoint_url=self.endpoint_url, aws_allow_http="true")
+        return location, options
 
 
 def _code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
-
-
-class _Lease:
-    """A lock object created with a conditional PUT and renewed while held.
-
-    The object says who holds it and until when; a holder that died stops renewing it, and once
-    it has expired the next process takes it over (again by a conditional PUT on its ETag).
-    """
-
-    def __init__(self, store: S3BlobStore, key: str, ttl_s: float):
-        self.client, self.bucket, self.key, self.ttl_s = store.client, store.bucket, key, ttl_s
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.etag: str | None = None
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="graywave-lease", daemon=True)
-
-    def _body(self) -> bytes:
-        expires = datetime.now(UTC) + timedelta(seconds=self.ttl_s)
-        return json.dumps({"owner": self.owner, "expires_at": expires.isoformat()}).encode()
-
-    def _put(self, **condition: str) -> None:
-        response = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(), **condition)
-        self.etag = response["ETag"]
-
-    def acquire(self) -> None:
-        try:
-            self._put(IfNoneMatch="*")
-        except ClientError as error:
-            if _code(error) not in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise
-            current = self._current()
-            holder = json.loads(current["Body"].read())
-            if datetime.fromisoformat(holder["expires_at"]) > datetime.now(UTC):
-                raise Busy(
-                    f"s3://{self.bucket}/{self.key} is held by {holder['owner']} until {holder['expires_at']}"
-                ) from None
-            try:
-                self._put(IfMatch=current["ETag"])
-            except ClientError as race:
-                if _code(race) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    raise Busy(f"s3://{self.bucket}/{self.key} was taken by another process") from None
-                raise
-        self._renewer.start()
-
-    def _current(self) -> dict[str, Any]:
-        """The lock object that the conditional PUT ran into. A holder that let go since has left
-        none: ``Busy`` as it was an instant ago (a waiting writer tries again), not S3's error."""
-        try:
-            current: dict[str, Any] = self.client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as error:
-            if _code(error) in ("NoSuchKey", "404"):
-                raise Busy(f"s3://{self.bucket}/{self.key} was let go as this process looked at it") from None
-            raise
-        return current
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
-            try:
-                self._put(IfMatch=self.etag or "")
-            except ClientError as error:
-                if _code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                    return  # lost: another process took over the expired lease
-            except Exception:  # noqa: BLE001 - S3 unreachable for now: try again at the next tick
-                continue
-
-    def release(self) -> None:
-        self._stop.set()
-        self._renewer.join()
-        with contextlib.suppress(ClientError):  # already taken over: nothing of ours to remove
-            self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag or "")

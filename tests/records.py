@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from graywave.records import ImageRecord, RejectRecord, image_id_for
-from graywave.storage.lake import Lake
+from graywave.storage.lake import CommitInfo, Lake
 
 DAY = date(2026, 11, 25)
 
@@ -54,9 +54,12 @@ def reject_record(key: str, user: str | None = None, reason: str = "corrupt") ->
     )
 
 
-def append_images(lake: Lake, day: date, wave: str, records: Sequence[ImageRecord]) -> None:
-    lake.append("images", ImageRecord.to_arrow(records), day=day, wave=wave)
+def append_images(lake: Lake, day: date, wave: str, records: Sequence[ImageRecord]) -> int:
+    """Record ``records`` in ``images`` as the wave ``wave`` of ``day`` would; the rows inserted."""
+    info = CommitInfo("record", day, wave)
+    return lake.record("images", ImageRecord.to_arrow(records), day=day, wave=wave, among=[day], info=info)
 
 
-def append_rejects(lake: Lake, day: date, wave: str, records: Sequence[RejectRecord]) -> None:
-    lake.append("rejects", RejectRecord.to_arrow(records), day=day, wave=wave)
+def append_rejects(lake: Lake, day: date, wave: str, records: Sequence[RejectRecord]) -> int:
+    info = CommitInfo("record", day, wave)
+    return lake.record("rejects", RejectRecord.to_arrow(records), day=day, wave=wave, among=[day], info=info)

@@ -23,7 +23,10 @@ router = APIRouter(tags=["images"], responses=ERRORS)
     status_code=status.HTTP_202_ACCEPTED,
     responses={
         200: {"model": Image, "description": "Processed now (wait=true)"},
-        202: {"model": Image, "description": "Stored as pending (without wait, or while a wave runs)"},
+        202: {
+            "model": Image,
+            "description": "Stored as pending (without wait, or while the lake or the device is unavailable)",
+        },
         503: {"model": Error, "description": "Every processing slot is taken (wait=true): retry after Retry-After"},
         413: {"model": Error},
         415: {"model": Error},
@@ -50,7 +53,7 @@ async def upload(
     image = Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(key)))
     if processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
-    return image  # 202: pending (with wait=true too, while a wave holds the lake)
+    return image  # 202: pending (with wait=true too, when it could not be processed now)
 
 
 @router.post(

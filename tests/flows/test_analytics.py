@@ -130,13 +130,17 @@ def test_weekly_histograms_follow_iso_weeks(settings):
 def test_the_analytics_flow_writes_the_lake_and_a_rerun_replaces_it(day_in_lake, settings):
     summary = analytics_flow(day=DAY, top_n=3, metric="l1")
     assert (summary.users, summary.neighbours) == (5, 15)
-    analytics_flow(day=DAY, top_n=3, metric="l1")  # replaced, not appended
-    root = day_in_lake.url
-    daily = pl.scan_parquet(f"{root}/daily_user_histograms/**/*.parquet", hive_partitioning=True).collect()
+    version = day_in_lake.version("daily_user_histograms")
+    analytics_flow(day=DAY, top_n=3, metric="l1")  # replaced, not appended: one overwrite commit
+    assert day_in_lake.version("daily_user_histograms") == version + 1
+    latest = day_in_lake.history("daily_user_histograms", 1)[0]
+    assert latest.operation == "WRITE" and latest.graywave["operation"] == "analytics"
+    assert latest.graywave["day"] == DAY.isoformat() and latest.graywave.get("flow_run")
+    daily = pl.read_delta(day_in_lake.uri("daily_user_histograms"))
     assert daily.height == 5 and daily.get_column("date").unique().to_list() == [DAY]
-    median = pl.scan_parquet(f"{root}/daily_median/**/*.parquet", hive_partitioning=True).collect()
+    median = pl.read_delta(day_in_lake.uri("daily_median"))
     assert median.height == 1 and len(median.get_column("histogram")[0]) == 16
-    similar = pl.scan_parquet(f"{root}/similar_users/**/*.parquet", hive_partitioning=True).collect()
+    similar = pl.read_delta(day_in_lake.uri("similar_users"))
     assert similar.height == 15
     assert similar.get_column("metric").unique().to_list() == ["l1"]
     carol = similar.filter(pl.col("user_id") == "carol").sort("rank")

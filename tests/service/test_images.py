@@ -4,7 +4,6 @@ keeps, what it reports, what it cleans up)."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -52,16 +51,18 @@ def test_reprocessing_goes_batch_by_batch_and_reports_progress(settings, monkeyp
 
 
 def test_an_upload_processed_at_once_rewrites_no_lake_file(settings, monkeypatch):
-    """Its rows are appended; the rows of other uploads are not searched (that grew with the lake:
-    ``bench/api_processing_bench.py``) nor rewritten."""
+    """Its rows are inserted by a MERGE that adds a file and removes none; nothing is deleted."""
     photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
     with Backends.open(settings) as backends:
         for _ in range(3):
             upload_now(backends, settings, "alice", photo, "image/jpeg")
-        monkeypatch.setattr(type(backends.lake), "remove_rows", lambda *a, **k: pytest.fail("searched the lake"))
+        monkeypatch.setattr(type(backends.lake), "delete", lambda *a, **k: pytest.fail("deleted from the lake"))
         _, processed = upload_now(backends, settings, "alice", photo, "image/jpeg")
         assert processed
         assert len(ImageCatalog(backends).entries(DAY, "alice")) == 4
+        latest = backends.lake.history("images", 1)[0]
+        assert latest.operation == "MERGE" and latest.graywave["wave"] == "api"
+        assert latest.metrics["num_target_files_removed"] == 0 and latest.metrics["num_target_rows_inserted"] == 1
 
 
 def test_an_upload_that_a_wave_recorded_meanwhile_is_not_recorded_twice(settings, monkeypatch):
@@ -94,38 +95,31 @@ def test_deleting_an_upload_that_a_wave_processed_since_it_was_read_leaves_no_pr
         assert not ImageCatalog(backends).entries(DAY, "alice")
 
 
-def test_a_long_reprocessing_lets_a_waiting_writer_have_the_lake_between_batches(settings, monkeypatch):
-    """The review found it: batches took the lake again at once, and a scheduled wave that waited for
-    it (randomised retries up to half a second apart) failed with "another wave" behind a long job."""
+def test_a_long_reprocessing_and_a_wave_write_at_the_same_time(settings, monkeypatch):
+    """No lock: a wave records its uploads while a reprocessing job rewrites another user's rows;
+    every commit lands (a lost race is retried), and each upload keeps exactly one row."""
     monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "2")
     settings = type(settings)()
     photos = {f"bob/{k}.jpg": encode(synthetic_photo(32, 32, seed=k), "JPEG", quality=90) for k in range(6)}
     put_uploads(settings.blob_url, DAY, photos)
     run_wave(settings, DAY, "morning", log=lambda _: None)
-    batches_done: list[int] = []
-    got_it: list[int] = []
-    processing = threading.Event()
-    real_process = images.process_uploads
-
-    def slow_batch(*args, **kwargs):  # each batch holds the lake a while, as real photos do
-        processing.set()
-        time.sleep(0.3)
-        return real_process(*args, **kwargs)
-
-    monkeypatch.setattr(images, "process_uploads", slow_batch)
-
-    def writer() -> None:
-        processing.wait(10)  # the job holds the lake: this writer waits, retrying, as a wave would
-        with lake_of(settings).exclusive(wait_s=10, holder="a waiting wave"):
-            got_it.append(len(batches_done))
-
-    waiting = threading.Thread(target=writer)
-    waiting.start()
+    put_uploads(
+        settings.blob_url, DAY, {f"ann/{k}.jpg": encode(synthetic_photo(32, 32, seed=9 + k), "JPEG") for k in range(6)}
+    )
+    waved = threading.Thread(target=run_wave, args=(settings, DAY, "evening"), kwargs={"log": lambda _: None})
     with Backends.open(settings) as backends:
         entries = ImageCatalog(backends).entries(DAY, "bob")
-        reprocess(backends, settings, entries, progress=lambda r: batches_done.append(r.processed))
-    waiting.join(15)
-    assert got_it and got_it[0] < 3  # the lake was had before the job's last batch, not after
+        waved.start()
+        report = reprocess(backends, settings, entries)
+    waved.join(120)
+    assert report.processed == 6
+    images = lake_of(settings).read("images")
+    keys = images.column("source_key").to_pylist()
+    assert len(keys) == len(set(keys)) == 12
+    waves = dict(zip(keys, images.column("wave").to_pylist(), strict=True))
+    assert {waves[k] for k in keys if "/bob/" in k} == {"api"} and {waves[k] for k in keys if "/ann/" in k} == {
+        "evening"
+    }
 
 
 def test_a_name_whose_record_outlived_its_original_is_not_taken_again(settings):
