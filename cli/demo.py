@@ -123,8 +123,9 @@ def demo_report(settings: Settings) -> str:
         *(f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}" for user, neighbours in similar.items()),
         "",
         f"Processed grayscale images: {blobs.url}/processed/<date>/<user>/<image_id>.jpg",
-        f"Parquet lake:               {lake.url}/ ({', '.join(SCHEMAS)})",
-        "Read it with Polars:",
-        f"  pl.scan_parquet('{lake.url}/images/**/*.parquet', hive_partitioning=True).collect()",
+        f"Delta lake:                 {lake.url}/ ({', '.join(SCHEMAS)})",
+        "Read it with Polars (or DuckDB's delta_scan, Spark, Trino; the README shows each):",
+        f"  pl.scan_delta('{lake.uri('images')}').collect()",
+        f"What each wave wrote: graywave lake history images ({lake.version('images') + 1} versions)",
     ]
     return "\n".join(lines)

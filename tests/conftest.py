@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,10 +23,9 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="graywave-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
-# The local S3 server accepts any credentials; these keep boto3 away from real ones.
-os.environ.update(
-    AWS_ACCESS_KEY_ID="graywave-test", AWS_SECRET_ACCESS_KEY="graywave-test", AWS_DEFAULT_REGION="us-east-1"
-)
+# The one identity that the local S3 server (SeaweedFS) accepts; it also keeps boto3 away from real credentials.
+S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
+os.environ.update(AWS_ACCESS_KEY_ID=S3_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_key, None)
 
@@ -65,21 +67,136 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+GRPC_PORT_OFFSET = 10000
+"""SeaweedFS serves each component's gRPC on its HTTP port + 10000 (its admin worker assumes so)."""
+
+
+def free_port_pair() -> int:
+    """A free port ``p`` on 127.0.0.1 whose ``p + GRPC_PORT_OFFSET`` is free too."""
+    while True:
+        port = free_port()
+        if port + GRPC_PORT_OFFSET <= 65535:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + GRPC_PORT_OFFSET))
+                except OSError:
+                    continue
+            return port
+
+
 class LocalS3:
-    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint), which can be stopped and restarted."""
+    """SeaweedFS (``weed mini``: master, volume, filer, S3 gateway and admin in one process) on
+    127.0.0.1, with S3 credentials enforced; it can be stopped and restarted on the same data."""
 
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
+    startup_deadline_s = 120.0  # a loaded machine: never a default timeout
+    stop_deadline_s = 60.0
 
-        self.port = free_port()
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.log = folder / "weed.log"
+        ports: set[int] = set()
+        while len(ports) < 5:
+            ports.add(free_port_pair())
+        self.port, master, volume, filer, admin = self._ports = tuple(ports)
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.startup_s: float | None = None
+        (folder / "data").mkdir(exist_ok=True)
+        identity = {
+            "name": "graywave-test",
+            "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        (folder / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        self.command = [
+            str(Path(sys.executable).with_name("weed")),
+            "-logtostderr",  # into weed.log, not glog's files in /tmp
+            "mini",
+            f"-dir={folder / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            f"-s3.port={self.port}",
+            f"-admin.port={admin}",
+            f"-s3.config={folder / 's3.json'}",
+            "-s3.autoCreateBucket=false",  # as S3: a write to a missing bucket is NoSuchBucket
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.localSocket={folder / 's3.sock'}",
+            f"-filer.localSocket={folder / 'filer.sock'}",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-master.telemetry=false",
+            "-volume.max=1000",  # one volume per bucket: not a count guessed from the free disk space
+        ]
+        # Only the identity of s3.json: weed would also make an admin of AWS_ACCESS_KEY_ID (a test may change it).
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        self._process: subprocess.Popen[bytes] | None = None
+        self.canary_bucket = "graywave-canary"
+        self._canary_written = False
 
     def start(self) -> None:
-        self._server.start()
+        """Start weed (on the same ports and data as before, if it ran) and wait until it serves objects."""
+        began = time.monotonic()
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env,
+                start_new_session=True,  # its own process group: stop() ends all of it
+            )
+        self._wait_until_ready(began + self.startup_deadline_s)
+        self.startup_s = time.monotonic() - began
+
+    def _wait_until_ready(self, deadline: float) -> None:
+        """Poll until the canary object reads back (written at the first start): S3 answers our
+        credentials, and the filer finds the volume server's volumes through the master (after a
+        restart the S3 port answers well before that)."""
+        import boto3
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        assert self._process is not None
+        probe = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}),
+        )
+        while True:
+            if self._process.poll() is not None:
+                pytest.fail(f"weed mini exited with {self._process.returncode}:\n{self.log.read_text()[-20000:]}")
+            try:
+                if not self._canary_written:
+                    with contextlib.suppress(probe.exceptions.BucketAlreadyOwnedByYou):  # a try that timed out
+                        probe.create_bucket(Bucket=self.canary_bucket)
+                    probe.put_object(Bucket=self.canary_bucket, Key="canary", Body=b"ready")
+                    self._canary_written = True
+                if probe.get_object(Bucket=self.canary_bucket, Key="canary")["Body"].read() == b"ready":
+                    return
+            except (BotoCoreError, ClientError) as error:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"SeaweedFS's S3 was not ready in time ({error}):\n{self.log.read_text()[-20000:]}")
+            time.sleep(0.2)
 
     def stop(self) -> None:
-        self._server.stop()
+        """SIGTERM to weed's process group (it flushes and shuts its components down), SIGKILL if it hangs."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(self.stop_deadline_s)
+        with contextlib.suppress(ProcessLookupError):  # a hung weed, or anything of its group left
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for port in self._ports:  # weed's gRPC sockets in /tmp, which it does not always remove
+            for stale in Path("/tmp").glob(f"seaweedfs-*-{port + GRPC_PORT_OFFSET}.sock"):
+                stale.unlink(missing_ok=True)
 
     def new_bucket(self) -> str:
         import boto3
@@ -90,8 +207,8 @@ class LocalS3:
 
 
 @pytest.fixture(scope="session")
-def local_s3() -> Iterator[LocalS3]:
-    server = LocalS3()
+def local_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    server = LocalS3(tmp_path_factory.mktemp("seaweedfs"))
     server.start()
     yield server
     server.stop()
@@ -148,7 +265,6 @@ def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("GRAYWAVE_MONGODB_DATABASE", f"graywave_{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("GRAYWAVE_WORKERS", "2")
     monkeypatch.setenv("GRAYWAVE_DEVICE", "cpu")
-    monkeypatch.setenv("GRAYWAVE_LOCK_TTL_S", "3")
     return Settings()
 
 

@@ -220,3 +220,39 @@ def test_a_query_starts_without_the_waves_machinery(settings, phone_files, tmp_p
     assert not roots & {"prefect", "numba", "pymongo", "boto3", "filelock", "PIL"}, roots
     assert "numpy.ma" not in probe["modules"]
     assert not probe["plugins_scanned"]
+
+
+def test_lake_history_optimize_and_queries_as_of_an_earlier_version(settings, phone_files):
+    """An operator sees which wave wrote what, compacts the lake, and reads a table as it was."""
+    put_uploads(settings.blob_url, DAY, phone_files)
+    assert runner.invoke(app, ["wave", "run", "--date", DAY.isoformat(), "--name", "morning"]).exit_code == 0
+    before = lake_of(settings).version("images")
+    history = runner.invoke(app, ["lake", "history", "images", "--json"])
+    assert history.exit_code == 0, history.output
+    latest = json.loads(history.output)[0]
+    assert latest["delta"] == "MERGE" and latest["graywave"] == "record" and latest["wave"] == "morning"
+    assert latest["day"] == DAY.isoformat() and latest["flow_run"]  # the Prefect flow run that wrote it
+    median = json.loads(runner.invoke(app, ["query", "median", "--date", DAY.isoformat(), "--json"]).output)
+
+    # A bad run: the images of two users are deleted; the query as of the version before still answers.
+    lake = lake_of(settings)
+    from graywave.storage.lake import CommitInfo
+
+    lake.delete("images", {"user_id": ["ann", "bob"]}, info=CommitInfo("delete"))
+    changed = json.loads(runner.invoke(app, ["query", "median", "--date", DAY.isoformat(), "--json"]).output)
+    assert changed != median
+    as_of = runner.invoke(app, ["query", "median", "--date", DAY.isoformat(), "--json", "--as-of", str(before)])
+    assert as_of.exit_code == 0, as_of.output
+    assert json.loads(as_of.output) == median
+    missing = runner.invoke(app, ["query", "median", "--date", DAY.isoformat(), "--as-of", "999"])
+    assert missing.exit_code == 1 and "no version 999" in missing.output
+    assert runner.invoke(app, ["query", "median", "--as-of", "yesterday"]).exit_code == 1
+
+    optimized = runner.invoke(app, ["lake", "optimize", "--all"])
+    assert optimized.exit_code == 0, optimized.output
+    assert "images:" in optimized.output and "files" in optimized.output
+    recent = lake_of(settings).history("images", 5)
+    assert recent[0].graywave.get("operation") == "maintenance"
+    assert runner.invoke(app, ["lake", "history", "no_such_table"]).exit_code == 2
+    nothing = runner.invoke(app, ["lake", "migrate"])
+    assert nothing.exit_code == 1 and "nothing to convert" in nothing.output

@@ -13,7 +13,7 @@ def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
     assert sorted(lake.read("rejects").column("reason").to_pylist()) == ["empty", "not_an_image", "truncated"]
     report = demo_report(settings)
     assert "30 images processed, 3 uploads rejected." in report
-    assert "pl.scan_parquet" in report
+    assert "pl.scan_delta" in report and "graywave lake history" in report
     assert f"Analytics of {settings.today()}" in report
     assert all(f"  {user}: " in report for user in DEMO_USERS)  # each user's nearest users
     assert wave_flow(day=settings.today(), name="evening").processed == 0  # nothing left pending

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import socket
@@ -12,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from graywave.errors import BackendUnavailable, DeviceUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.samples import encode, synthetic_photo
-from tests.conftest import free_port
+from tests.conftest import S3_SECRET_KEY, free_port
 from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
 
 pytestmark = pytest.mark.slow
@@ -170,68 +168,18 @@ def test_an_unreachable_scheduler_fails_the_wave_at_once_and_records_nothing(set
     assert lake_of(settings).files("images") == [] and lake_of(settings).files("rejects") == []
 
 
-@dataclasses.dataclass
-class AuthS3:
-    """An S3 server that checks credentials: one IAM user's access key may do anything, other keys nothing."""
-
-    endpoint: str
-    bucket: str
-    key_id: str
-    secret: str
-
-
-@pytest.fixture
-def auth_s3() -> Iterator[AuthS3]:
-    """moto's server in its own process, with IAM authentication on (moto's ``/moto-api/reset-auth``:
-    every request after it is checked) once the user, its key and the bucket exist.
-
-    The session's ``local_s3`` server accepts any credentials, and moto's switch is process-wide."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto's server did not start"
-                time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=endpoint)
-        iam.create_user(UserName="graywave")
-        allow_s3 = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
-        iam.put_user_policy(UserName="graywave", PolicyName="s3", PolicyDocument=json.dumps(allow_s3))
-        key = iam.create_access_key(UserName="graywave")["AccessKey"]
-        bucket = f"graywave-{uuid.uuid4().hex[:12]}"
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-        enforce = urllib.request.Request(
-            f"{endpoint}/moto-api/reset-auth", data=b"0", headers={"Content-Type": "text/plain"}, method="POST"
-        )
-        urllib.request.urlopen(enforce, timeout=10).close()
-        yield AuthS3(endpoint, bucket, key["AccessKeyId"], key["SecretAccessKey"])
-    finally:
-        server.kill()
-        server.wait(30)
-
-
 WRONG_KEY_ID = "AKIAWRONGWRONGWRONG0"
 
 
 def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_record_nothing(
-    auth_s3, mongodb_uri, phone_files, monkeypatch
+    local_s3, mongodb_uri, phone_files, monkeypatch
 ):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", auth_s3.key_id)  # this process (the flow) has the right key
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", auth_s3.secret)
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # a new one reads them (a session keeps its credentials)
+    """SeaweedFS takes only this session's key (``AWS_ACCESS_KEY_ID``): the workers are given another."""
+    bucket = local_s3.new_bucket()
     for name, value in {
-        "BLOB_URL": f"s3://{auth_s3.bucket}/blobs",
-        "LAKE_URL": f"s3://{auth_s3.bucket}/lake",
-        "S3_ENDPOINT_URL": auth_s3.endpoint,
+        "BLOB_URL": f"s3://{bucket}/blobs",
+        "LAKE_URL": f"s3://{bucket}/lake",
+        "S3_ENDPOINT_URL": local_s3.endpoint,
         "MONGODB_URI": mongodb_uri,
         "MONGODB_DATABASE": f"graywave_{uuid.uuid4().hex[:8]}",
         "BATCH_SIZE": "2",
@@ -240,10 +188,10 @@ def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_rec
         monkeypatch.setenv(f"GRAYWAVE_{name}", value)
     settings = Settings()
     wrong = boto3.client(
-        "s3", endpoint_url=auth_s3.endpoint, aws_access_key_id=WRONG_KEY_ID, aws_secret_access_key=auth_s3.secret
+        "s3", endpoint_url=local_s3.endpoint, aws_access_key_id=WRONG_KEY_ID, aws_secret_access_key=S3_SECRET_KEY
     )
     with pytest.raises(ClientError, match="Forbidden"):  # the server checks the key ...
-        wrong.head_bucket(Bucket=auth_s3.bucket)
+        wrong.head_bucket(Bucket=bucket)
     keys = put_uploads(blobs_of(settings), DAY, phone_files)  # ... and takes the right one
 
     with dask_cluster({"AWS_ACCESS_KEY_ID": WRONG_KEY_ID}) as cluster:
@@ -256,7 +204,7 @@ def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_rec
         while sum(cluster.executed().values()) < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert sum(cluster.executed().values()) >= 2
-    assert f"s3://{auth_s3.bucket}/blobs" in str(failure.value)  # the message names the store
+    assert f"s3://{bucket}/blobs" in str(failure.value)  # the message names the store
     assert "403" in str(failure.value) or "Forbidden" in str(failure.value)
     assert f"on {socket.gethostname()}: S3 refused" in str(failure.value)  # which machine, and what to check
     assert "check its AWS credentials" in str(failure.value)

@@ -33,7 +33,7 @@ def test_deployments_register_with_the_prefect_api(monkeypatch):
 
 def test_the_analytics_run_after_each_completed_evening_wave():
     names = [d.name for d in deployments(Settings())]
-    assert names == ["wave-morning", "wave-evening", "analytics-daily", "reprocess"]
+    assert names == ["wave-morning", "wave-evening", "analytics-daily", "lake-maintenance", "reprocess"]
     analytics = deployments(Settings())[2]
     trigger = analytics.triggers[0]
     assert trigger.expect == {"prefect.flow-run.Completed"}
@@ -48,6 +48,17 @@ def test_the_reprocessing_job_is_served_without_a_schedule_one_run_at_a_time():
     reprocess = deployments(Settings())[-1]
     assert (reprocess.flow_name, reprocess.name) == tuple(["graywave-reprocess", "reprocess"])
     assert not reprocess.schedules and not reprocess.triggers and reprocess.concurrency_limit == 1
+
+
+def test_the_lake_maintenance_runs_nightly_one_run_at_a_time(monkeypatch):
+    monkeypatch.setenv("GRAYWAVE_TIMEZONE", "Europe/Rome")
+    [maintenance] = [d for d in deployments(Settings()) if d.name == "lake-maintenance"]
+    assert maintenance.flow_name == "graywave-lake-maintenance"
+    assert (maintenance.schedules[0].schedule.cron, maintenance.schedules[0].schedule.timezone) == (
+        "30 3 * * *",
+        "Europe/Rome",
+    )
+    assert maintenance.concurrency_limit == 1
 
 
 def test_the_runbooks_alerting_automation_is_a_valid_prefect_automation():

@@ -1,23 +1,21 @@
-"""The S3 blob store against moto's S3 server on 127.0.0.1."""
+"""The S3 blob store against SeaweedFS on 127.0.0.1 (``local_s3``: a real S3 server that checks credentials)."""
 
 import base64
 import json
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime
 
 import boto3
 import httpx
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 
-from graywave.errors import BlobExists, BlobNotFound, Busy, Rejected, RejectReason
+from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
-from graywave.storage.lake import Lake
-from graywave.storage.s3 import S3BlobStore, _Lease, split_s3_url
+from graywave.storage.s3 import S3BlobStore, split_s3_url
 from graywave.storage.uploads import presign_upload
+from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 
 
 @pytest.fixture
@@ -101,66 +99,29 @@ def test_open_blob_store_shares_one_client_per_url(local_s3):
     assert open_blob_store(url, local_s3.endpoint) is open_blob_store(url, local_s3.endpoint)
 
 
-def test_the_lock_is_exclusive_and_a_dead_holders_lease_expires(store):
-    with (
-        store.exclusive("_locks/writer", ttl_s=30),
-        pytest.raises(Busy, match="held by"),
-        store.exclusive("_locks/writer", ttl_s=30),
-    ):
-        pass
-    with store.exclusive("_locks/writer", ttl_s=30):  # released
-        pass
-
-    crashed = _Lease(store, store._key("_locks/writer"), ttl_s=0.6)
-    crashed.acquire()
-    crashed._stop.set()  # the holder dies: no more renewals, no release
-    with pytest.raises(Busy):
-        store.exclusive("_locks/writer", ttl_s=30).__enter__()
-    time.sleep(0.8)
-    with store.exclusive("_locks/writer", ttl_s=30):
-        pass
-
-
-@contextmanager
-def released_while_a_contender_looks(store: S3BlobStore) -> Iterator[None]:
-    """The lock held, and let go just after a contender's conditional PUT failed, before its GET of
-    the lock object (as a holder finishing at that moment does)."""
-    holder = store.exclusive("_locks/writer", ttl_s=30)
-    holder.__enter__()
-
-    def release(**_: object) -> None:
-        store.client.meta.events.unregister("before-call.s3.GetObject", release)
-        holder.__exit__(None, None, None)
-
-    store.client.meta.events.register("before-call.s3.GetObject", release)
-    try:
-        yield
-    finally:
-        store.client.meta.events.unregister("before-call.s3.GetObject", release)
-
-
-def test_a_lock_let_go_while_a_contender_looks_at_it_is_busy_for_an_instant_not_an_error(store):
-    """The contender finds no lock object: that reads as busy (it was held a moment ago), which a
-    waiting writer tries again, never as S3's NoSuchKey."""
-    with released_while_a_contender_looks(store), pytest.raises(Busy):
-        store.exclusive("_locks/writer", ttl_s=30).__enter__()
-    with released_while_a_contender_looks(store), Lake(store).exclusive(wait_s=5):
-        pass
-
-
-def test_a_held_lease_is_renewed(store):
-    with store.exclusive("_locks/writer", ttl_s=0.6):
-        time.sleep(1.5)  # several lifetimes: still ours
-        with pytest.raises(Busy):
-            store.exclusive("_locks/writer", ttl_s=0.6).__enter__()
-
-
 def test_a_presigned_post_uploads_one_image_with_a_plain_http_client(store):
     post = presign_upload(store, date(2026, 11, 25), "alice", "image/jpeg", max_bytes=1000, expires_s=120)
     assert post.key.startswith("uploads/2026-11-25/alice/") and post.key.endswith(".jpg")
     response = httpx.post(post.url, data=post.fields, files={"file": ("photo.jpg", b"\xff\xd8 a photo", "image/jpeg")})
     assert response.status_code in (200, 204), response.text
     assert store.read(post.key) == b"\xff\xd8 a photo"
+
+
+def post_upload(post, data: bytes, **fields: str) -> httpx.Response:
+    """The phone's upload, with ``fields`` in place of the signed ones."""
+    return httpx.post(post.url, data=post.fields | fields, files={"file": ("photo.jpg", data, "image/jpeg")})
+
+
+def test_the_server_holds_a_presigned_post_to_its_policy(store):
+    post = presign_upload(store, date(2026, 11, 25), "alice", "image/jpeg", max_bytes=10, expires_s=120)
+    for data, code in ((b"\xff\xd8" + b"x" * 9, "EntityTooLarge"), (b"", "EntityTooSmall")):
+        refused = post_upload(post, data)
+        assert refused.status_code == 400 and f"<Code>{code}</Code>" in refused.text, refused.text
+    for forged in ({"key": store._key("uploads/2026-11-25/alice/other.jpg")}, {"Content-Type": "text/html"}):
+        refused = post_upload(post, b"\xff\xd8 a photo", **forged)
+        assert refused.status_code == 403 and "AccessDenied" in refused.text, refused.text
+    assert list(store.list("uploads/")) == []
+    assert post_upload(post, b"\xff\xd8 photo").status_code in (200, 204)
 
 
 def test_the_presigned_policy_pins_key_size_type_and_expiry(store):
@@ -194,8 +155,6 @@ def test_presigning_needs_s3(tmp_path):
 
 
 def test_a_bucket_that_cannot_be_reached_is_a_clear_error(local_s3):
-    from graywave.errors import BackendUnavailable
-
     missing = S3BlobStore(f"s3://graywave-no-such-bucket-{os.getpid()}/x", endpoint_url=local_s3.endpoint)
     with pytest.raises(
         BackendUnavailable, match=r"S3 could not list uploads/ \(s3://graywave-no-such-bucket-.*NoSuchBucket"
@@ -210,3 +169,38 @@ def test_a_write_that_must_not_overwrite_is_a_conditional_create(store):
     with pytest.raises(BlobExists):
         store.write("uploads/2026-11-25/ann/a.jpg", b"second", "image/jpeg", overwrite=False)
     assert store.read("uploads/2026-11-25/ann/a.jpg") == b"first"
+
+
+def test_a_second_conditional_create_of_a_key_is_refused_by_the_server(store):
+    """What ``overwrite=False`` and the lake's Delta commits stand on: ``If-None-Match: *`` answers 412."""
+    key = store._key("_delta_log/00000000000000000000.json")
+    store.client.put_object(Bucket=store.bucket, Key=key, Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as refused:
+        store.client.put_object(Bucket=store.bucket, Key=key, Body=b"second", IfNoneMatch="*")
+    answer = refused.value.response
+    assert (answer["Error"]["Code"], answer["ResponseMetadata"]["HTTPStatusCode"]) == ("PreconditionFailed", 412)
+    assert store.read("_delta_log/00000000000000000000.json") == b"first"
+
+
+@pytest.mark.parametrize(
+    ("key_id", "secret", "code"),
+    [
+        (S3_ACCESS_KEY, "not-the-secret", "SignatureDoesNotMatch"),
+        ("AKIAWRONGWRONGWRONG0", S3_SECRET_KEY, "InvalidAccessKeyId"),
+    ],
+)
+def test_the_server_refuses_wrong_credentials(local_s3, store, key_id, secret, code):
+    store.write("a.jpg", b"data", "image/jpeg")
+    wrong = boto3.client("s3", endpoint_url=local_s3.endpoint, aws_access_key_id=key_id, aws_secret_access_key=secret)
+    with pytest.raises(ClientError) as refused:
+        wrong.get_object(Bucket=store.bucket, Key=store._key("a.jpg"))
+    answer = refused.value.response
+    assert (answer["Error"]["Code"], answer["ResponseMetadata"]["HTTPStatusCode"]) == (code, 403)
+    with pytest.raises(ClientError, match="Forbidden"):  # a HEAD's answer has no body: only its status
+        wrong.head_bucket(Bucket=store.bucket)
+    unsigned = httpx.get(f"{local_s3.endpoint}/{store.bucket}/{store._key('a.jpg')}")
+    assert unsigned.status_code == 403 and "AccessDenied" in unsigned.text
+
+    mine = S3BlobStore(store.url, endpoint_url=local_s3.endpoint, client=wrong)
+    with pytest.raises(BackendUnavailable, match=f"S3 refused to let this machine read a.jpg.*{code}"):
+        mine.read("a.jpg")
