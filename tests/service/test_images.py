@@ -133,3 +133,50 @@ def test_a_name_whose_record_outlived_its_original_is_not_taken_again(settings):
         backends.blobs.delete(first)  # the original is gone, its rows are not
         again = store_upload(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
     assert first.endswith("/IMG_0001.jpg") and again.endswith("/IMG_0001 (2).jpg")
+
+
+@pytest.fixture(params=["embedded", "s3+mongodb"])
+def any_settings(request):
+    return request.getfixturevalue("settings" if request.param == "embedded" else "s3_settings")
+
+
+def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings, monkeypatch):
+    """The wave has read the upload and written its processed JPEG when the delete runs (the upload
+    is still pending then); the wave records it afterwards. After both: the image is gone from every
+    read (API catalog, lake, MongoDB) and no processed JPEG is left."""
+    from graywave.errors import NotFound
+    from graywave.service import wave
+    from graywave.storage.blobs import open_blob_store
+
+    settings = any_settings
+    photo = encode(synthetic_photo(64, 48, seed=3), "JPEG", quality=90)
+    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+    [key, kept] = put_uploads(store, DAY, {"alice/doomed.jpg": photo, "alice/kept.jpg": photo})
+    processed, deleted = threading.Event(), threading.Event()
+    real = wave.process_uploads_on
+
+    def then_the_delete_runs(*args, **kwargs):
+        result = real(*args, **kwargs)
+        processed.set()
+        assert deleted.wait(60)
+        return result
+
+    monkeypatch.setattr(wave, "process_uploads_on", then_the_delete_runs)
+    waving = threading.Thread(target=run_wave, args=(settings, DAY, "morning"), kwargs={"log": lambda _: None})
+    waving.start()
+    assert processed.wait(120)
+    with Backends.open(settings) as backends:
+        catalog = ImageCatalog(backends)
+        entry = catalog.get(DAY, "alice", images.image_id_for(key))
+        assert entry.status == "pending"
+        processed_key = images.parse_upload_key(key).processed_key
+        assert backends.blobs.exists(processed_key)  # the wave wrote it already
+        delete_images(backends, settings, [entry])
+        deleted.set()
+        waving.join(120)
+        with pytest.raises(NotFound):
+            catalog.get(DAY, "alice", images.image_id_for(key))
+        assert not backends.blobs.exists(processed_key)
+        assert backends.lake.read("images").column("source_key").to_pylist() == [kept]
+        if backends.catalog is not None:
+            assert [entry.source_key for entry in catalog.entries(DAY, "alice")] == [kept]
