@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime
@@ -17,7 +18,7 @@ import pytest
 from graywave.errors import NotFound
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import LocalBlobStore
-from graywave.storage.lake import CommitInfo, Lake, table_schema
+from graywave.storage.lake import TABLES, CommitInfo, Lake, table_schema
 from graywave.storage.s3 import S3BlobStore
 from tests.records import append_images, append_rejects, image_record, reject_record
 
@@ -288,3 +289,59 @@ def test_history_metadata_is_json_in_the_delta_log(local_lake, tmp_path):
     log = sorted((tmp_path / "lake" / "images" / "_delta_log").glob("*.json"))[-1]
     info = next(json.loads(line)["commitInfo"] for line in log.read_text().splitlines() if "commitInfo" in line)
     assert info["graywave.wave"] == "evening" and info["graywave.day"] == "2026-11-26"
+
+
+OLD_LAKE = Path(__file__).parents[1] / "data" / "parquet-lake"
+"""A lake that graywave wrote before Delta Lake (commit 820b405's ``Lake.append`` and ``Lake.replace``,
+under its writer lock): hive partitions, ``_generation``, ``_locks/``."""
+
+
+@pytest.fixture
+def old_lake(tmp_path) -> Path:
+    shutil.copytree(OLD_LAKE, tmp_path / "lake")
+    return tmp_path / "lake"
+
+
+def test_a_lake_written_by_the_code_before_delta_is_converted_in_place(old_lake):
+    before = {p.relative_to(old_lake) for p in old_lake.rglob("*.parquet")}
+    lake = Lake(LocalBlobStore(old_lake))
+    assert lake.migrate() == list(TABLES)
+    assert before <= {p.relative_to(old_lake) for p in old_lake.rglob("*.parquet")}  # nothing rewritten
+    assert not (old_lake / "_generation").exists() and not (old_lake / "_locks" / "writer.lock").exists()
+    images = lake.read("images")
+    assert sorted((r["source_key"].rsplit("/", 1)[1], r["date"], r["wave"]) for r in images.to_pylist()) == [
+        ("a.jpg", date(2026, 11, 24), "morning"),
+        ("b.jpg", date(2026, 11, 24), "morning"),
+        ("c.jpg", date(2026, 11, 25), "evening"),
+    ]
+    assert [c.graywave.get("operation") for c in lake.history("images")] == ["migrate"]
+    assert lake.lookup("images", "user_id", "alice").num_rows == 2
+    assert lake.read("rejects").column("reason").to_pylist() == ["corrupt"]
+    assert lake.scan("similar_users", equal={"metric": "design"}).num_rows == 2
+    assert lake.read("daily_median").column("users").to_pylist() == [2]
+    # The converted tables take new commits, exactly once, and maintenance.
+    again = [
+        image_record("uploads/2026-11-25/alice/c.jpg", "alice"),
+        image_record("uploads/2026-11-25/dan/d.jpg", "dan"),
+    ]
+    assert append_images(lake, date(2026, 11, 25), "evening", again) == 1
+    info = CommitInfo("analytics", date(2026, 11, 24))
+    lake.replace("daily_median", pa.table({"users": [3], "histogram": [[1.0]]}), day=date(2026, 11, 24), info=info)
+    assert lake.read("daily_median").column("users").to_pylist() == [3]
+    lake.maintain(days=None, retention_hours=0, info=CommitInfo("maintenance"))
+    assert lake.read("images").num_rows == 4
+    assert lake.migrate() == []  # converted already
+
+
+def test_graywave_lake_migrate_converts_it(old_lake, monkeypatch):
+    from typer.testing import CliRunner
+
+    from graywave.cli.main import app
+
+    monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(old_lake))
+    monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(old_lake.parent / "blobs"))
+    done = CliRunner().invoke(app, ["lake", "migrate"])
+    assert done.exit_code == 0, done.output
+    assert "converted to Delta tables: images, rejects" in done.output
+    median = CliRunner().invoke(app, ["query", "median", "--date", "2026-11-24", "--json"])
+    assert median.exit_code == 0, median.output
