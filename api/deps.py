@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, TypeVar
 
+import anyio
 from fastapi import Depends, File, Path, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -36,6 +37,10 @@ class State:
     daily: DailyHistogramsCache
     processing: threading.BoundedSemaphore
     """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``)."""
+    writes: anyio.CapacityLimiter
+    """Worker threads for the lake writes of requests (deletes): at most ``WRITE_THREADS`` at once,
+    apart from the shared pool, so that writes waiting on the lake (a commit retried after a lost
+    race) never hold the threads that other users' reads run on; the rest wait on the event loop."""
 
     @classmethod
     def open(cls, settings: Settings) -> State:
@@ -47,10 +52,19 @@ class State:
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
             processing=threading.BoundedSemaphore(settings.api_processing_slots),
+            writes=anyio.CapacityLimiter(WRITE_THREADS),
         )
 
 
 RETRY_AFTER_S = 5
+WRITE_THREADS = 4
+"""Lake writes of requests at once, per API process (``State.writes``)."""
+
+
+async def writing(app: State, work: Callable[[], T]) -> T:
+    """Run a request's lake write (a delete) on a worker thread of its own limiter (``State.writes``),
+    never on the event loop and never on the shared pool that reads run on."""
+    return await anyio.to_thread.run_sync(work, limiter=app.writes)
 
 
 async def processing(app: State, work: Callable[[], T]) -> T:

@@ -9,7 +9,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from graywave.api import jobs
-from graywave.api.deps import Admin, AppState, Limit, Offset, Owner, State, UploadField, processing, read_upload
+from graywave.api.deps import (
+    Admin,
+    AppState,
+    Limit,
+    Offset,
+    Owner,
+    State,
+    UploadField,
+    processing,
+    read_upload,
+    writing,
+)
 from graywave.api.errors import ERRORS
 from graywave.api.models import Count, Error, Image, ImagePage, Job, Reprocessed
 from graywave.service.images import REPROCESS_JOB, delete_images, replace_and_reprocess, reprocess
@@ -41,10 +52,13 @@ async def _reprocess(app: State, user_id: str | None) -> Reprocessed | JSONRespo
     return Reprocessed.of(await processing(app, lambda: reprocess(app.backends, app.settings, handled)))
 
 
-def _delete(app: State, user_id: str | None) -> Count:
-    entries = app.catalog.entries(app.settings.today(), user_id)
-    delete_images(app.backends, app.settings, entries)
-    return Count(count=len(entries))
+async def _delete(app: State, user_id: str | None) -> Count:
+    def delete() -> int:
+        entries = app.catalog.entries(app.settings.today(), user_id)
+        delete_images(app.backends, app.settings, entries)
+        return len(entries)
+
+    return Count(count=await writing(app, delete))
 
 
 # --- all images (admin) ----------------------------------------------------------------------------
@@ -66,8 +80,8 @@ async def reprocess_all(_: Admin, app: AppState) -> Reprocessed | JSONResponse:
 
 
 @router.delete("/images", response_model=Count, summary="Delete every image")
-def delete_all(_: Admin, app: AppState) -> Count:
-    return _delete(app, None)
+async def delete_all(_: Admin, app: AppState) -> Count:
+    return await _delete(app, None)
 
 
 # --- one user's images -----------------------------------------------------------------------------
@@ -89,8 +103,8 @@ async def reprocess_user(user_id: Owner, app: AppState) -> Reprocessed | JSONRes
 
 
 @router.delete("/images/{user_id}", response_model=Count, summary="Delete every image of a user, everywhere")
-def delete_user(user_id: Owner, app: AppState) -> Count:
-    return _delete(app, user_id)
+async def delete_user(user_id: Owner, app: AppState) -> Count:
+    return await _delete(app, user_id)
 
 
 # --- one image -------------------------------------------------------------------------------------
@@ -120,6 +134,9 @@ async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: A
 
 
 @router.delete("/images/{user_id}/{image_id}", status_code=204, summary="Delete an image everywhere")
-def delete_image(user_id: Owner, image_id: str, app: AppState) -> Response:
-    delete_images(app.backends, app.settings, [app.catalog.get(app.settings.today(), user_id, image_id)])
+async def delete_image(user_id: Owner, image_id: str, app: AppState) -> Response:
+    def delete() -> None:
+        delete_images(app.backends, app.settings, [app.catalog.get(app.settings.today(), user_id, image_id)])
+
+    await writing(app, delete)
     return Response(status_code=204)

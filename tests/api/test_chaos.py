@@ -1,5 +1,5 @@
 """A chaos test: for a while, concurrent uploads, uploads processed at once, deletes, lists,
-reprocessing and two waves run against one API and one lake. Afterwards nothing answered 5xx, every
+reprocessing and two waves run against one API and one lake, with no lock. Afterwards nothing answered 5xx, every
 upload was deleted or is exactly one row, processed images match the rows one to one, and a rerun
 changes nothing."""
 
@@ -12,7 +12,6 @@ from collections import Counter
 
 import pytest
 
-from graywave.errors import LakeBusy
 from graywave.service.backends import Backends
 from graywave.service.wave import run_wave
 from tests.api.test_api import DARK, PHOTO, upload
@@ -82,11 +81,8 @@ def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
         note(clients["alice"].put("/images/alice"))
         time.sleep(0.5)
 
-    def waves(rng: random.Random) -> None:
-        try:
-            run_wave(api.settings, api.settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
-        except LakeBusy:
-            time.sleep(0.1)
+    def waves(rng: random.Random) -> None:  # two at once: nothing makes either wait or fail
+        run_wave(api.settings, api.settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
 
     actors = [
         actor(uploads),
@@ -103,7 +99,7 @@ def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
     for thread in actors:
         thread.join(120)
     assert not errors, errors
-    assert not [code for code in statuses if code >= 500], statuses
+    assert not [code for code in statuses if code >= 500 or code == 409], statuses  # no refusal for a wave
     assert uploaded and deleted, "the run should have uploaded and deleted"
 
     run_wave(api.settings, api.settings.today(), "final", log=lambda _: None)  # what is still pending
