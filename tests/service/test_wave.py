@@ -296,3 +296,33 @@ def test_uploads_that_fall_back_from_the_device_codec_are_counted_in_the_summary
     assert "4 fell back to the CPU" in summary.line()
     assert "4 uploads fell back from the device's codec to the CPU's" in summary.markdown("the lake")
     assert sum(int(line.split()[0]) for line in logs if "fell back to the CPU:" in line) == 4
+
+
+def test_a_signal_after_a_flush_was_written_records_nothing_twice(settings, monkeypatch, quiet_logs):
+    """The cause of the duplicate row that the SIGTERM test found 2 times in 3 (issue 20): Prefect's
+    SIGTERM handler raised in the main thread after a flush's rows were written but before the
+    buffer was emptied, and ``run_wave``'s ``finally`` flushed the same rows again. Recording is an
+    insert-only MERGE by source key now: the second flush inserts nothing."""
+    from graywave.service.backends import Backends as RealBackends
+
+    monkeypatch.setenv("GRAYWAVE_LAKE_FLUSH_ROWS", "1")  # as in that test: a flush per row, during the run
+    monkeypatch.setenv("GRAYWAVE_WORKERS", "1")
+    monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "1")
+    settings = Settings()
+    put_uploads(settings.blob_url, DAY, {f"u/{k}.jpg": photo(k) for k in range(3)})
+    real_record = RealBackends.record
+    calls: list[int] = []
+
+    def record_then_signalled(self, *args, **kwargs):
+        inserted = real_record(self, *args, **kwargs)
+        calls.append(inserted)
+        if len(calls) == 1:
+            raise KeyboardInterrupt("SIGTERM, as Prefect's handler raises it")  # the rows are in the lake
+        return inserted
+
+    monkeypatch.setattr(RealBackends, "record", record_then_signalled)
+    with pytest.raises(KeyboardInterrupt):
+        run_wave(settings, DAY, "manual", log=quiet_logs.append)
+    assert calls == [1, 0]  # the finally's flush wrote the same row again, and the lake inserted none
+    keys = handled_keys(settings)
+    assert len(keys) == len(set(keys)) == 1
