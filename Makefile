@@ -45,6 +45,7 @@ bench: install
 	$(VENV)/bin/python bench/lake_bench.py
 	$(VENV)/bin/python bench/dask_bench.py
 	$(VENV)/bin/python bench/burst.py
+	$(VENV)/bin/python bench/burst.py --only api-writes --deletes-days-ago 3  # deletes outside today's partition
 	$(VENV)/bin/python bench/capacity.py
 	$(VENV)/bin/python bench/startup_bench.py
 	$(VENV)/bin/python bench/daft_bench.py

@@ -1,7 +1,8 @@
 """The API load benchmark (``make bench``): 50 concurrent clients on the embedded default.
 
-A lake of 1,000 users with one processed image each (rows written directly), served by
-``graywave api`` (uvicorn, one worker) on 127.0.0.1; clients and server share this machine.
+A lake of 1,000 users with one processed image each (rows recorded directly: one ``Lake.record``
+commit), served by ``graywave api`` (uvicorn, one worker) on 127.0.0.1; clients and server share
+this machine.
 Measured: requests/s and p50/p99 latency of GET /images/{user}/{image_id} and of the daily median.
 """
 
@@ -27,7 +28,7 @@ from graywave.config import Settings
 from graywave.records import ImageRecord, image_id_for
 from graywave.service.tokens import issue_token
 from graywave.storage.blobs import LocalBlobStore
-from graywave.storage.lake import Lake
+from graywave.storage.lake import CommitInfo, Lake
 from graywave.storage.layout import upload_key
 
 USERS = 1_000
@@ -64,7 +65,8 @@ def seed_lake(lake: Lake, day) -> list[tuple[str, str]]:
             )
         )
         ids.append((user, image_id_for(key)))
-    lake.append("images", ImageRecord.to_arrow(rows), day=day, wave="morning")
+    info = CommitInfo("record", day, "morning")
+    lake.record("images", ImageRecord.to_arrow(rows), day=day, wave="morning", among=[day], info=info)
     return ids
 
 

@@ -8,21 +8,24 @@ Everything below is measured in this run, then multiplied out:
    samples (the 2 MB class by default, the class its wave uses). A real wave (``service.wave.run_wave``,
    no Prefect) processes ``--photos`` of them with blobs and lake on S3: the processed grayscale JPEG
    (``Settings().jpeg_quality``) is what it wrote, the Parquet bytes per row are the ``images`` files
-   it wrote divided by their rows. Waves append files of at most ``GRAYWAVE_LAKE_FLUSH_ROWS`` rows, so
-   a lake at scale is measured too: ``--lake-rows`` synthetic image rows (one burst: one row per
-   user, realistic keys, sizes and histograms) appended in flushes as ``Backends.record`` does. The
+   it wrote divided by their rows. Waves commit files of at most ``GRAYWAVE_LAKE_FLUSH_ROWS`` rows to
+   the Delta tables, so a lake at scale is measured too: ``--lake-rows`` synthetic image rows (one
+   burst: one row per user, realistic keys, sizes and histograms) recorded in flushes as
+   ``Backends.record`` does (``Lake.record``: an insert-only MERGE per flush). The
    MongoDB figure is the BSON size of ``ImageRecord.to_document`` (``bson.encode``), indexes excluded.
    Storage per year multiplies these by ``--users`` x ``--photos-per-day`` x 365.
 
 2. **Object-store requests per photo.** moto's S3 server runs on 127.0.0.1 behind a counting WSGI
    wrapper, so every request is counted where it arrives: the phones' presigned POSTs (httpx), the
-   wave's boto3 calls and pyarrow's own S3 client (the lake's reads), told apart by User-Agent.
+   wave's boto3 calls, delta-rs's S3 client (the Delta log, the lake's writes) and Polars' (the lake's
+   reads), told apart by User-Agent.
    boto3's ``before-send`` event counts the boto3 side again, as a cross-check. A second wave with
    nothing new, over a lake that also holds a full file (``GRAYWAVE_LAKE_FLUSH_ROWS`` rows) of the day
    before, measures a steady-state wave's fixed cost and the reads per lake file scanned. Each kind
    of request is then scaled by what it grows with (photos, batches, listing pages, lake flushes,
-   lake files scanned, the wave, minutes of wave) to a burst of ``--users`` x ``--photos-per-day`` /
-   ``--bursts-per-day`` photos.
+   lake files scanned, the wave) to a burst of ``--users`` x ``--photos-per-day`` /
+   ``--bursts-per-day`` photos. The Delta log's requests (``_delta_log/`` keys) are a class of their
+   own: the steady wave's are a wave's fixed cost, the rest of the burst wave's grow with its flushes.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs
 
-# The local S3 server accepts any credentials; these keep boto3 and pyarrow away from real ones.
+# The local S3 server accepts any credentials; these keep boto3, delta-rs and Polars away from real ones.
 os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_key, None)
@@ -61,10 +64,10 @@ from wave_bench import SIZES, samples  # noqa: E402
 
 from graywave.config import Settings  # noqa: E402
 from graywave.kernels.codecs import decode_luma, encode_luma_jpeg, upright  # noqa: E402
-from graywave.records import ImageRecord, wave_upload_days  # noqa: E402
+from graywave.records import ImageRecord, handling_days, wave_upload_days  # noqa: E402
 from graywave.service.wave import run_wave, split_batches  # noqa: E402
 from graywave.storage.blobs import LocalBlobStore, open_blob_store  # noqa: E402
-from graywave.storage.lake import Lake  # noqa: E402
+from graywave.storage.lake import CommitInfo, Lake  # noqa: E402
 from graywave.storage.layout import parse_upload_key, upload_key, uploads_prefix  # noqa: E402
 from graywave.storage.s3 import S3BlobStore  # noqa: E402
 from graywave.storage.uploads import presign_upload  # noqa: E402
@@ -141,7 +144,11 @@ def classify(phase: str, environ: dict[str, Any]) -> Request:
     client = (
         "boto3 (graywave)"
         if "Boto3" in agent or "Botocore" in agent
-        else "pyarrow (lake reads)"
+        else "delta-rs (lake log, writes)"
+        if agent.startswith("object_store")
+        else "Polars (lake reads)"
+        if agent.startswith("polars")
+        else "pyarrow"
         if "aws-sdk-cpp" in agent
         else "phone (presigned POST)"
         if "httpx" in agent
@@ -184,10 +191,10 @@ def classify(phase: str, environ: dict[str, Any]) -> Request:
         operation = "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
     else:
         operation = method
-    return Request(phase, operation, target(bucket, key), client, key)
+    return Request(phase, operation, target(bucket, key, method), client, key)
 
 
-def target(bucket: str, key: str) -> str:
+def target(bucket: str, key: str, method: str = "GET") -> str:
     """What a request touches: the bucket, or the kind of object (or prefix) of the key."""
     if not key:
         return "bucket"
@@ -198,27 +205,36 @@ def target(bucket: str, key: str) -> str:
         if rest.startswith("processed/"):
             return "processed images"
     if store == LAKE:
-        if rest.startswith("_locks/"):
-            return "lake lock"
-        if rest.startswith("_generation"):
-            return "lake generation token"
+        if rest.endswith("/_delta_log/00000000000000000000.json") and method == "PUT":
+            return "Delta log: the table's creation"  # once per table, not per burst
+        if "/_delta_log/" in rest or rest.endswith("/_delta_log"):
+            return "Delta log"
         if rest.endswith(".parquet"):
             return "lake Parquet file"
         return "lake folders"
     return key
 
 
+DELTA_LOG = "lake flush, + fixed per wave"
+"""The Delta log's requests: the reads of the wave with nothing new are a wave's fixed cost (opening
+``images`` and ``rejects`` to skip handled uploads); the rest of the burst's wave's are per flush
+(each commit opens the table, writes its log entry with ``If-None-Match`` and reads it back)."""
+
 SCALES = {
     ("PostObject", "uploads"): "photo",
     ("GetObject", "uploads"): "photo",
     ("PutObject", "processed images"): "photo",
+    ("HeadObject", "uploads"): "photo",
     ("HeadBucket", "bucket"): "batch",
     ("ListObjectsV2", "uploads"): "listing page",
     ("PutObject", "lake Parquet file"): "lake flush",
-    ("PutObject", "lake generation token"): "lake flush",
+    ("PutObject If-None-Match", "Delta log"): DELTA_LOG,
+    ("PutObject If-None-Match", "Delta log: the table's creation"): "the table (once)",
+    ("GetObject", "Delta log"): DELTA_LOG,
+    ("ListObjectsV2", "Delta log"): DELTA_LOG,
+    ("HeadObject", "Delta log"): DELTA_LOG,
     ("GetObject", "lake Parquet file"): "lake file scanned",
     ("HeadObject", "lake Parquet file"): "lake file scanned",
-    ("PutObject If-Match", "lake lock"): "20 s of wave",
 }
 """What each kind of request grows with; anything else is a fixed cost of a wave."""
 
@@ -288,18 +304,23 @@ def synthetic_records(
     return records
 
 
-def append_in_flushes(lake: Lake, records: Sequence[ImageRecord], day: date, wave: str, flush_rows: int) -> int:
-    """Append as a wave's ``Recorder`` does (a file per ``flush_rows`` rows); return the files written."""
-    files = 0
+def record_in_flushes(lake: Lake, records: Sequence[ImageRecord], day: date, wave: str, flush_rows: int) -> int:
+    """Record as a wave's ``Recorder`` does (``Backends.record``: an insert-only MERGE of every
+    ``flush_rows`` rows, over the partitions that can hold them); return the commits made."""
+    commits = 0
+    among = handling_days(wave_upload_days(day)[0], day)
     for start in range(0, len(records), flush_rows):
-        lake.append("images", ImageRecord.to_arrow(records[start : start + flush_rows]), day=day, wave=wave)
-        files += 1
-    return files
+        rows = ImageRecord.to_arrow(records[start : start + flush_rows])
+        lake.record("images", rows, day=day, wave=wave, among=among, info=CommitInfo("record", day, wave))
+        commits += 1
+    return commits
 
 
-def parquet_bytes(store: Any, prefix: str) -> tuple[int, int]:
-    """(bytes, files) of the Parquet files under ``prefix`` of a blob store."""
-    sizes = [blob.size for blob in store.list(prefix) if blob.key.endswith(".parquet")]
+def parquet_bytes(lake: Lake, table: str = "images") -> tuple[int, int]:
+    """(bytes, files) of the data files of ``table``'s latest version (not its Delta log)."""
+    current = {f"{table}/{path}" for path in lake.files(table)}
+    sizes = [blob.size for blob in lake.store.list(f"{table}/") if blob.key in current]
+    assert len(sizes) == len(current), (len(sizes), len(current))
     return sum(sizes), len(sizes)
 
 
@@ -314,7 +335,6 @@ class Measured:
     batch_size: int
     jpeg_quality: int
     flush_rows: int
-    lock_ttl_s: float
     original_bytes: float = 0.0
     processed_bytes: float = 0.0
     by_class: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -388,7 +408,6 @@ def measure(args: argparse.Namespace) -> Measured:
             batch_size=settings.batch_size,
             jpeg_quality=settings.jpeg_quality,
             flush_rows=settings.lake_flush_rows,
-            lock_ttl_s=settings.lock_ttl_s,
         )
         m.by_class = processed_sizes(settings)
         store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
@@ -418,9 +437,8 @@ def measure(args: argparse.Namespace) -> Measured:
             "photo": args.photos,
             "batch": batches(args.photos, settings.workers, settings.batch_size),
             "listing page": listing_pages(listed, store.page_size),
-            "lake flush": len({r.path for r in m.requests if r.target == "lake Parquet file" and "Put" in r.operation}),
+            "lake flush": summary.commits,
             "lake file scanned": 0,
-            "20 s of wave": math.floor(m.wave_seconds / (settings.lock_ttl_s / 3)),  # renewal ticks that fit
             "wave": 1,
         }
 
@@ -430,13 +448,13 @@ def measure(args: argparse.Namespace) -> Measured:
         m.processed_bytes = statistics.mean(r.processed_bytes for r in rows)
         written = [b.size for b in store.list("processed/")]
         assert len(written) == len(rows) and sum(written) == sum(r.processed_bytes for r in rows)
-        m.wave_parquet = (*parquet_bytes(lake.store, "images/"), len(rows))
+        m.wave_parquet = (*parquet_bytes(lake), len(rows))
         m.bson_bytes = statistics.mean(len(bson.encode(r.to_document(DAY, "morning", store.url_for))) for r in rows)
 
         # A steady-state wave with nothing new: the lake also holds a full file of the day before.
         rng = np.random.default_rng(0)
         yesterday = synthetic_records(rng, rows, settings.lake_flush_rows, DAY - timedelta(days=1), 17)
-        append_in_flushes(lake, yesterday, DAY - timedelta(days=1), "evening", settings.lake_flush_rows)
+        record_in_flushes(lake, yesterday, DAY - timedelta(days=1), "evening", settings.lake_flush_rows)
         phase("steady")
         started = time.perf_counter()
         again = run_wave(settings, DAY, "evening", log=lambda _: None)
@@ -461,8 +479,8 @@ def measure(args: argparse.Namespace) -> Measured:
         # A lake at scale: one burst of rows, appended in flushes as a wave does.
         scale_lake = Lake(LocalBlobStore(Path(tmp) / "lake"))
         burst = synthetic_records(rng, rows, args.lake_rows, DAY, 10)
-        files = append_in_flushes(scale_lake, burst, DAY, "morning", settings.lake_flush_rows)
-        size, counted = parquet_bytes(scale_lake.store, "images/")
+        files = record_in_flushes(scale_lake, burst, DAY, "morning", settings.lake_flush_rows)
+        size, counted = parquet_bytes(scale_lake)
         assert counted == files
         m.scale_parquet = (size, files, len(burst))
         m.bson_scale_bytes = statistics.mean(
@@ -490,7 +508,6 @@ def per_burst(m: Measured, args: argparse.Namespace) -> tuple[int, dict[str, flo
         "listing page": pages,
         "lake flush": flushes,
         "lake file scanned": scanned,
-        "20 s of wave": args.drain_minutes * 3,
         "wave": 1,
     }
 
@@ -508,6 +525,11 @@ def request_rows(m: Measured, args: argparse.Namespace) -> tuple[list[dict[str, 
             on_full = sum(1 for r in m.steady_requests if (r.operation, r.target, r.client) == key and FULL in r.path)
             per_unit = on_full / m.steady_units["full files scanned"]
             burst_count = per_unit * units[unit]
+        elif unit == DELTA_LOG:  # the steady wave's (no flush) are fixed, the rest of the burst wave's per flush
+            per_unit = max(0, counted[key] - steady[key]) / m.units["lake flush"] if m.units["lake flush"] else 0.0
+            burst_count = steady[key] + per_unit * units["lake flush"]
+        elif unit == "the table (once)":  # the first wave's lake was empty: not in a steady-state burst
+            per_unit, burst_count = counted[key], 0.0
         elif unit == "wave":  # the steady wave's fixed cost (the first wave's lake was empty)
             per_unit = steady[key] if steady else counted[key]
             burst_count = per_unit
@@ -645,12 +667,15 @@ def report(m: Measured, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "photo; a HeadBucket per batch (each batch first checks that its machine reaches the store); "
         f"ListObjectsV2 pages of {S3BlobStore.page_size} keys over the upload prefixes of the day before and of "
         "the day (already-handled uploads included, which is why a steady-state burst lists more pages than it "
-        "has photos / 1,000); per lake flush a Parquet PutObject and two PutObjects of the lake's generation "
-        "token; per wave the lock (conditional PutObjects and a DeleteObject), generation reads and pyarrow's "
-        "listing of the lake partitions; pyarrow's GETs of every lake file of those partitions (to skip "
-        "handled uploads), measured per full file on the wave with nothing new; and a lease renewal "
-        f"(PutObject If-Match) every lock_ttl_s / 3 = {m.lock_ttl_s / 3:.0f} s of wave, projected for "
-        f"`--drain-minutes` {args.drain_minutes}.",
+        "has photos / 1,000); a HeadObject of each recorded upload after its flush (a delete that raced the "
+        "wave wins: `Backends.drop_deleted`); per lake flush a Parquet PutObject (delta-rs) and the Delta log's "
+        "requests of the commit (the log listed and read from its last checkpoint each time the table is opened, "
+        "the new log entry written with `If-None-Match`, no lock); per wave the Delta log reads that open "
+        "`images` and `rejects` (measured on the wave with nothing new); Polars' GETs of every lake file of the "
+        "partitions that can hold the wave's uploads (to skip handled ones), measured per full file on the "
+        "wave with nothing new. The Delta log's reads grow with the commits since the table's last checkpoint "
+        "(each opening GETs every commit file after it; delta-rs writes a checkpoint every 100 commits, "
+        "maintenance one a night): this lake has only a few.",
         "- **Per burst**: each row's count per unit x the burst's units. A draining wave (`--settle`) lists "
         "the upload prefixes again at every poll; those listings are not in this projection.",
     ]
@@ -690,7 +715,6 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--photos-per-day", type=int, default=2, help="per user (default: 2, one per burst)")
     parser.add_argument("--bursts-per-day", type=int, default=2)
-    parser.add_argument("--drain-minutes", type=float, default=15, help="a burst's wave length, for lease renewals")
     parser.add_argument("--photos", type=int, default=600, help="uploads in the measured S3 wave")
     parser.add_argument("--lake-rows", type=int, default=100_000, help="rows of the synthetic lake at scale")
     parser.add_argument("--size-class", choices=list(SIZES), default="2 MB")

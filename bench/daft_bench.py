@@ -5,7 +5,7 @@ folder, on this machine's cores, each side a fresh process timed from its start 
 
 - graywave: ``graywave wave run`` against the running local Prefect server (``graywave server
   start``): start-up, listing, decode to luma, 16-bin histograms, the processed grayscale JPEGs
-  written beside the originals, the Parquet rows;
+  written beside the originals, the rows recorded in the Delta lake;
 - Daft: ``daft.from_glob_path`` -> ``download`` -> ``decode_image(mode="L")`` -> a histogram UDF
   (``numpy.bincount``, the same 16 bins) -> ``write_parquet``, with its native runner on all cores.
   It writes no processed images: it does less than the wave.
@@ -150,7 +150,7 @@ def main() -> None:
         "| pipeline | seconds (runs) | images/s | what it writes |",
         "|---|---|---|---|",
         f"| `graywave wave run`, local server running, start-up included | **{wave_s:.2f}** "
-        f"({', '.join(f'{s:.2f}' for s in wave)}) | {PHOTOS / wave_s:.1f} | processed JPEGs + Parquet rows |",
+        f"({', '.join(f'{s:.2f}' for s in wave)}) | {PHOTOS / wave_s:.1f} | processed JPEGs + Delta table rows (one MERGE commit) |",
         f"| Daft {_daft_version()}: glob -> download -> decode_image(L) -> histogram UDF -> Parquet | **{daft_s:.2f}** "
         f"({', '.join(f'{s:.2f}' for s in daft)}) | {PHOTOS / daft_s:.1f} | Parquet rows |",
         "",

@@ -7,7 +7,7 @@ Measured in one run, on photo-like 12 MP JPEGs of about 1, 2 and 10 MB made by t
   (b') output floor:  (b) + encoding the processed grayscale JPEG (in memory)
   (c)  graywave without Prefect: histograms only (decode_luma + histogram), and the whole batch path
        (read the upload from the blob folder, decode, histogram, write the processed JPEG), 1 and 2 workers
-  (d)  a whole ``graywave wave run`` (CLI, Prefect, Parquet) of 320 uploads on all cores, its fixed
+  (d)  a whole ``graywave wave run`` (CLI, Prefect, the Delta lake) of 320 uploads on all cores, its fixed
        start-up (a run with nothing pending) measured on its own and taken out of the per-image figure;
        with blobs and lake in a local folder, then on a local S3 server (moto's server mode)
 

@@ -25,7 +25,9 @@ class Settings(BaseSettings):
 
     blob_url: str = Field("./data/blobs", description="Blob store root: a local folder or s3://bucket/prefix.")
     lake_url: str = Field("./data/lake", description="Delta lake root: a local folder or s3://bucket/prefix.")
-    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS); AWS if unset.")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS); AWS if unset."
+    )
     mongodb_uri: SecretStr | None = Field(
         None, description="MongoDB connection string; when set, images are also recorded there (never printed)."
     )
