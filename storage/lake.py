@@ -333,6 +333,30 @@ class Lake:
 
         return WriterProperties(compression="ZSTD", max_row_group_size=ROW_GROUP)
 
+    def _merge_by_source(
+        self, table: Table, rows: pa.Table, days: Collection[date], info: CommitInfo, *, update: bool
+    ) -> int:
+        """One MERGE commit of ``rows`` keyed on ``source_key`` within the partitions of ``days``:
+        insert where no row of that upload is, and (``update``) replace the row where one is.
+        Returns the rows inserted or updated."""
+        predicate = f"t.source_key = s.source_key AND t.{_in('date', days)}"
+
+        def merge(current: Any) -> int:
+            merger = current.merge(
+                rows,
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                writer_properties=self._writer_properties(),
+                commit_properties=self._properties(info),
+            )
+            if update:
+                merger = merger.when_matched_update_all()
+            result = merger.when_not_matched_insert_all().execute()
+            return int(result["num_target_rows_inserted"]) + int(result["num_target_rows_updated"])
+
+        return self._committing(table, merge)
+
     def record(
         self, table: Table, data: pa.Table, *, day: date, wave: str, among: Collection[date], info: CommitInfo
     ) -> int:
@@ -343,25 +367,7 @@ class Lake:
         if not data.num_rows:
             return 0
         rows = self._rows(table, data, wave=wave, date=day)
-        days = set(among) | {day}
-        predicate = f"t.source_key = s.source_key AND t.{_in('date', days)}"
-
-        def merge(current: Any) -> int:
-            result = (
-                current.merge(
-                    rows,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    writer_properties=self._writer_properties(),
-                    commit_properties=self._properties(info),
-                )
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            return int(result["num_target_rows_inserted"])
-
-        return self._committing(table, merge)
+        return self._merge_by_source(table, rows, set(among) | {day}, info, update=False)
 
     def upsert(self, table: Table, data: pa.Table, *, wave: str, days: Collection[date], info: CommitInfo) -> int:
         """Write uploads' new rows (``data`` with its ``date`` column: the partition each goes to) in
@@ -370,25 +376,8 @@ class Lake:
         if not data.num_rows:
             return 0
         rows = self._rows(table, data, wave=wave)
-        predicate = f"t.source_key = s.source_key AND t.{_in('date', set(days) | set(rows.column('date').to_pylist()))}"
-
-        def merge(current: Any) -> int:
-            result = (
-                current.merge(
-                    rows,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    writer_properties=self._writer_properties(),
-                    commit_properties=self._properties(info),
-                )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-            return int(result["num_target_rows_inserted"]) + int(result["num_target_rows_updated"])
-
-        return self._committing(table, merge)
+        days = set(days) | set(rows.column("date").to_pylist())
+        return self._merge_by_source(table, rows, days, info, update=True)
 
     def replace(self, table: Table, data: pa.Table, *, day: date, info: CommitInfo, metric: str | None = None) -> None:
         """Make ``data`` the whole content of ``day`` (and ``metric``, for ``similar_users``) in
