@@ -3,7 +3,6 @@ the common parameters."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -11,7 +10,6 @@ from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, File, Path, Query, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from graywave.api.errors import ApiError
@@ -35,8 +33,9 @@ class State:
     tokens: TokenStore
     catalog: ImageCatalog
     daily: DailyHistogramsCache
-    processing: threading.BoundedSemaphore
-    """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``)."""
+    processing: anyio.CapacityLimiter
+    """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``); requests wait for one
+    on the event loop, up to ``GRAYWAVE_API_PROCESSING_QUEUE`` of them."""
     writes: anyio.CapacityLimiter
     """Worker threads for the lake writes of requests (deletes): at most ``WRITE_THREADS`` at once,
     apart from the shared pool, so that writes waiting on the lake (a commit retried after a lost
@@ -51,7 +50,7 @@ class State:
             tokens=TokenStore(settings.api_tokens_file),
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
-            processing=threading.BoundedSemaphore(settings.api_processing_slots),
+            processing=anyio.CapacityLimiter(settings.api_processing_slots),
             writes=anyio.CapacityLimiter(WRITE_THREADS),
         )
 
@@ -68,19 +67,21 @@ async def writing(app: State, work: Callable[[], T]) -> T:
 
 
 async def processing(app: State, work: Callable[[], T]) -> T:
-    """Run CPU-heavy ``work`` (decoding, processing) on a worker thread, never on the event loop,
-    in one of the app's processing slots; 503 with ``Retry-After`` when every slot is taken."""
-    if not app.processing.acquire(blocking=False):
+    """Run CPU-heavy ``work`` (decoding, processing) on a worker thread, never on the event loop, in
+    one of the app's processing slots. A request waits for a slot on the event loop (holding no
+    thread) behind at most ``GRAYWAVE_API_PROCESSING_QUEUE`` others: a short burst of uploads is
+    queued, not refused; past the queue, 503 with ``Retry-After``."""
+    if app.processing.available_tokens == 0 and app.processing.statistics().tasks_waiting >= (
+        app.settings.api_processing_queue
+    ):
         raise ApiError(
             503,
-            f"{app.settings.api_processing_slots} uploads are being processed now; retry in a few seconds",
+            f"{app.settings.api_processing_slots} uploads are being processed now and"
+            f" {app.settings.api_processing_queue} wait; retry in a few seconds",
             "busy",
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )
-    try:
-        return await run_in_threadpool(work)
-    finally:
-        app.processing.release()
+    return await anyio.to_thread.run_sync(work, limiter=app.processing)
 
 
 def state(request: Request) -> State:

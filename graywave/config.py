@@ -61,7 +61,10 @@ class Settings(BaseSettings):
         Path("./data/api-tokens.json"), description="SHA-256 digests of the API's bearer tokens (graywave token issue)."
     )
     api_processing_slots: int = Field(
-        2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more answer 503."
+        2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more wait in a queue."
+    )
+    api_processing_queue: int = Field(
+        32, ge=0, description="Requests that wait for a processing slot, past the slots; more answer 503."
     )
     api_inline_reprocess_max: int = Field(
         10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."

@@ -12,6 +12,7 @@ import uuid
 
 import httpx
 import numpy as np
+import pytest
 from PIL import Image
 
 from graywave.api.app import create_app
@@ -414,37 +415,54 @@ def test_bodies_are_refused_before_they_are_read(api, tmp_path, monkeypatch):
     assert alice.get("/images/alice").json()["total"] == 0
 
 
-def test_processing_runs_off_the_event_loop_in_bounded_slots(api, monkeypatch):
-    """While an upload processes, other requests are served; past the slots, 503 with Retry-After."""
+@pytest.fixture
+def one_request_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One request may wait for a processing slot (name it in ``usefixtures``, before ``api``)."""
+    monkeypatch.setenv("GRAYWAVE_API_PROCESSING_QUEUE", "1")
+
+
+@pytest.mark.usefixtures("one_request_queued")
+def test_processing_runs_off_the_event_loop_in_bounded_slots_and_a_queue(api, monkeypatch):
+    """While uploads process, other requests are served; past the slots a request waits its turn (a
+    burst is queued, not refused); past the queue, 503 with Retry-After."""
     import graywave.api.routers.uploads as uploads_router
 
-    release, entered = threading.Event(), threading.Event()
+    release, inside = threading.Event(), threading.Semaphore(0)
     real = uploads_router.upload_now
 
     def slow(*args, **kwargs):
-        entered.set()
+        inside.release()
         release.wait(30)  # stands for a huge image being decoded
         return real(*args, **kwargs)
 
     monkeypatch.setattr(uploads_router, "upload_now", slow)
     alice, bob = api.client("alice"), api.client("bob")
-    results = {}
-    first = threading.Thread(target=lambda: results.setdefault("first", upload(alice, "alice", wait=True)))
-    second = threading.Thread(target=lambda: results.setdefault("second", upload(alice, "alice", wait=True)))
-    first.start()
-    assert entered.wait(30)
-    second.start()
+    results: dict[str, httpx.Response] = {}
+
+    def start(name: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.setdefault(name, upload(alice, "alice", wait=True)))
+        thread.start()
+        return thread
+
+    threads = [start("first"), start("second")]
+    assert inside.acquire(timeout=30) and inside.acquire(timeout=30)  # slots: 2 (the default), both taken
+    threads += [start("third"), start("fourth")]  # one waits for a slot, the other finds the queue full
     quick = httpx.Client(base_url=api.url, headers=bob.headers, timeout=10)  # fails if the loop were blocked
     assert quick.get("/images/bob").status_code == 200
     assert quick.get("/analytics/median").status_code in (200, 404)
-    third = upload(alice, "alice", wait=True)  # slots: 2 (the default), both taken
-    assert error_of(third) == (503, "busy") and third.headers["retry-after"] == "5"
+    deadline = time.monotonic() + 30
+    while not results and time.monotonic() < deadline:  # the refusal comes while both slots are taken
+        time.sleep(0.05)
+    [(refused_name, refused)] = results.items()
+    assert refused_name in ("third", "fourth")
+    assert error_of(refused) == (503, "busy") and refused.headers["retry-after"] == "5"
+    assert not inside.acquire(timeout=0.5), "the queued request must not run while both slots are taken"
     release.set()
-    first.join(60)
-    second.join(60)
-    # Both were processed: API writes of one server wait for each other, they are not a wave.
-    assert [r.status_code for r in results.values()] == [200, 200]
-    assert alice.get("/images/alice").json()["total"] == 2  # the refused one stored nothing
+    for thread in threads:
+        thread.join(60)
+    # The other three were processed: API writes of one server wait for each other, they are not a wave.
+    assert sorted(r.status_code for r in results.values()) == [200, 200, 200, 503]
+    assert alice.get("/images/alice").json()["total"] == 3  # the refused one stored nothing
 
 
 def test_error_messages_keep_the_servers_internals_to_the_server(api, monkeypatch):
