@@ -200,6 +200,14 @@ class Lake:
         """Each table's ``DeltaTable``, brought up to date (``update_incremental``) before a read."""
         self._locks = {table: threading.Lock() for table in TABLES}
         """``DeltaTable`` objects are not for two threads at once: one lock per table."""
+        self._writers: dict[Table, Any] = {}
+        """Each table's ``DeltaTable`` that commits go through (under ``_commits``): brought up to date
+        before each commit, not opened again (a fresh open replays the log from its checkpoint)."""
+        self._commits = {table: threading.Lock() for table in TABLES}
+        """One commit at a time per table in this process. Not for correctness (a commit that loses
+        a race, to another process, is retried): so that the API's own concurrent writes (uploads
+        and deletes into today's partition) queue for a few ms instead of making each other fail
+        and retry after back-off waits."""
         self._results: VersionCache[pa.Table] = VersionCache(_RESULTS_CACHED)
         """``lookup`` results (a few rows each): repeated reads of an image are free."""
 
@@ -310,17 +318,35 @@ class Lake:
         lost a race (with jittered, growing waits), until it lands: a write is never dropped."""
         wait = COMMIT_BACKOFF_S
         while True:
-            current = self._open(table)
-            if current is None:
-                self._create(table)
-                continue
-            try:
-                return commit(current)
-            except Exception as error:
-                if not _is_conflict(error):
-                    raise
+            with self._commits[table]:
+                current = self._writer(table)
+                if current is None:
+                    self._create(table)
+                    continue
+                try:
+                    return commit(current)
+                except Exception as error:
+                    self._writers.pop(table, None)  # opened afresh for the next try
+                    if not _is_conflict(error):
+                        raise
             time.sleep(random.uniform(0, wait))
             wait = min(2 * wait, COMMIT_BACKOFF_MAX_S)
+
+    def _writer(self, table: Table) -> Any:
+        """The table's ``DeltaTable`` for a commit, at its latest version (call holding ``_commits``);
+        None when the table does not exist yet."""
+        current = self._writers.get(table)
+        if current is None:
+            current = self._open(table)
+        else:
+            try:
+                current.update_incremental()
+            except OSError as error:
+                self._writers.pop(table, None)
+                raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+        if current is not None:
+            self._writers[table] = current
+        return current
 
     @staticmethod
     def _properties(info: CommitInfo) -> Any:
