@@ -6,7 +6,11 @@ with Backends.open(Settings()) as backends:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -16,17 +20,54 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from graywave.config import Settings
+from graywave.errors import BadKey, GraywaveError, NotFound
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.storage.blobs import BlobStore, open_blob_store
 from graywave.storage.lake import CommitInfo, Lake, Table
-from graywave.storage.layout import parse_upload_key
+from graywave.storage.layout import DELETIONS, parse_upload_key
 
 if TYPE_CHECKING:
     from graywave.storage.mongo import MongoCatalog
 
+logger = logging.getLogger("graywave.backends")
+
 UPLOAD_TABLES: tuple[Table, ...] = ("images", "rejects")
 DELETED_CHECKS = 16
 """Originals looked up at once on a remote store, after a commit, for uploads deleted meanwhile."""
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What one delete removes: uploads (their originals, processed images, lake rows and MongoDB
+    documents) and the analytics rows that their processed images counted in (a user on a day).
+
+    It is written to the blob store (``deletions/<id>.json``) before anything is removed, and removed
+    last (``Backends.delete``): a delete that stopped half-way (a crash, a kill -9) is finished by
+    the next wave (``Backends.finish_deletions``), so no record outlives its original."""
+
+    source_keys: tuple[str, ...]
+    analytics: tuple[tuple[str, date], ...] = ()
+    """(user, day) of each deleted processed image: rejects and pending uploads counted in nothing."""
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"source_keys": list(self.source_keys), "analytics": [[u, d.isoformat()] for u, d in self.analytics]}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Deletion:
+        """``ValueError`` when ``data`` is not a deletion's JSON."""
+        try:
+            found = json.loads(data)
+            keys = tuple(str(key) for key in found["source_keys"])
+            analytics = tuple((str(user), date.fromisoformat(day)) for user, day in found["analytics"])
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"not a deletion: {error!r}") from None
+        return cls(keys, analytics)
+
+
+MAX_DELETION_BYTES = 256 * 1024 * 1024
+"""The largest deletion record read back (a delete of a million uploads is about 100 MB)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +189,58 @@ class Backends:
         self.lake.delete("images", {"source_key": [r.source_key for r in rejects]}, days=candidates, info=info)
         self.lake.delete("rejects", {"source_key": [i.source_key for i in images]}, days=candidates, info=info)
         self.drop_deleted([*images, *rejects])
+
+    def delete(self, deletion: Deletion) -> None:
+        """Remove what ``deletion`` names, everywhere. Its record is written first and removed last,
+        so a delete that stops half-way is finished by the next wave (``finish_deletions``) or by a
+        retry; every step can be done again."""
+        key = f"{DELETIONS}/{uuid.uuid4().hex}.json"
+        self.blobs.write(key, deletion.to_json(), "application/json")
+        self._carry_out(deletion)
+        self.blobs.delete(key)
+
+    def finish_deletions(self) -> int:
+        """Finish every delete that stopped half-way (its record is still in the blob store); return
+        how many. A record that cannot be read as a deletion is logged and left for an operator."""
+        finished = 0
+        for blob in list(self.blobs.list(f"{DELETIONS}/")):
+            try:
+                deletion = Deletion.from_json(self.blobs.read(blob.key, max_bytes=MAX_DELETION_BYTES))
+            except NotFound:  # finished meanwhile by another process
+                continue
+            except (ValueError, GraywaveError) as error:
+                logger.error("the deletion record %s cannot be read, left as it is: %s", blob.key, error)
+                continue
+            self._carry_out(deletion)
+            self.blobs.delete(blob.key)
+            finished += 1
+        return finished
+
+    def _carry_out(self, deletion: Deletion) -> None:
+        """The originals go first: a wave that is processing one of them now finds it gone once it
+        has recorded it, and removes its record and processed image itself (``drop_deleted``). The
+        processed image's key follows from the upload's, so it is removed even where no record
+        names it yet."""
+        for key in deletion.source_keys:
+            self.blobs.delete(key)
+            with contextlib.suppress(BadKey):  # a bad key's upload was never processed
+                self.blobs.delete(parse_upload_key(key).processed_key)
+        self.forget(set(deletion.source_keys))
+        self._forget_analytics(deletion.analytics)
+
+    def _forget_analytics(self, counted: Iterable[tuple[str, date]]) -> None:
+        """Remove the analytics rows that deleted processed images counted in: each user's daily
+        histogram of that day, and the similar-users rows that name them on that day (rerun the
+        analytics to recompute them). Nothing else changes."""
+        by_day: dict[date, set[str]] = {}
+        for user, day in counted:
+            by_day.setdefault(day, set()).add(user)
+        info = CommitInfo("delete")
+        for day, users in sorted(by_day.items()):
+            self.lake.delete("daily_user_histograms", {"user_id": users}, days=[day], info=info)
+            self.lake.delete("similar_users", {"user_id": users, "neighbour_id": users}, days=[day], info=info)
+            if self.catalog is not None:
+                self.catalog.delete_results(users, {day.isoformat()})
 
     def forget(self, source_keys: set[str]) -> None:
         """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""

@@ -20,7 +20,6 @@ images are reprocessed by a background job: the Prefect deployment ``REPROCESS_J
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,10 +41,9 @@ from graywave.records import (
     record_from_document,
     wave_upload_days,
 )
-from graywave.service.backends import Backends
+from graywave.service.backends import Backends, Deletion
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
-from graywave.storage.lake import CommitInfo
 from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
@@ -296,7 +294,10 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
     key = entry.record.processed_key
     if isinstance(backends.blobs, S3BlobStore):
         return ProcessedImage(url=backends.blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S))
-    return ProcessedImage(data=backends.blobs.read(key))
+    try:
+        return ProcessedImage(data=backends.blobs.read(key))
+    except NotFound:  # deleted meanwhile; the message names the image, not the store's key
+        raise NotFound(f"image {entry.image_id} has no processed image (it was deleted)") from None
 
 
 def upload_now(
@@ -331,6 +332,10 @@ def replace_and_reprocess(
     per table (``Backends.rerecord``), while waves run or not."""
     identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
     select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
+    if entry.status != "pending" and not backends.blobs.exists(entry.source_key):
+        # A record whose original is gone: a delete stopped half-way. Finish it; never bring it back.
+        backends.delete(Deletion((entry.source_key,), _counted([entry])))
+        raise NotFound(f"image {entry.image_id} was deleted")
     backends.blobs.write(entry.source_key, data, content_type)
     _process(backends, settings, [_upload_of(backends, entry.source_key)], [entry])
 
@@ -435,23 +440,21 @@ def _as_they_are_now(backends: Backends, entries: list[ImageEntry]) -> list[Imag
 
 def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:
     """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
-    owners' analytics rows of the days those images counted in (rerun the analytics to recompute).
-
-    The originals go first: a wave that is processing one of them now finds it gone once it has
-    recorded it, and removes its record and processed image itself (``Backends.drop_deleted``).
-    The processed image's key follows from the upload's, so it is removed even where no record
-    names it yet."""
+    analytics rows that the processed ones counted in (their owners' rows of those days; rerun the
+    analytics to recompute them). A rejected or pending upload counted in no analytics: deleting it
+    changes none. A delete that stops half-way is finished by the next wave (``Backends.delete``)."""
     entries = _as_they_are_now(backends, list(entries))
-    for entry in entries:
-        backends.blobs.delete(entry.source_key)
-        with contextlib.suppress(BadKey):  # a bad key's upload was never processed
-            backends.blobs.delete(parse_upload_key(entry.source_key).processed_key)
-    backends.forget({entry.source_key for entry in entries})
-    users = {entry.user_id for entry in entries if entry.user_id}
-    days = {entry.date for entry in entries if entry.date}
-    if users and days:
-        info = CommitInfo("delete")
-        backends.lake.delete("daily_user_histograms", {"user_id": users}, days=days, info=info)
-        backends.lake.delete("similar_users", {"user_id": users, "neighbour_id": users}, days=days, info=info)
-        if backends.catalog is not None:
-            backends.catalog.delete_results(users, {day.isoformat() for day in days})
+    backends.delete(Deletion(tuple(entry.source_key for entry in entries), _counted(entries)))
+
+
+def _counted(entries: Iterable[ImageEntry]) -> tuple[tuple[str, date], ...]:
+    """(user, day) of the analytics that ``entries`` counted in: processed images only."""
+    return tuple(
+        sorted(
+            {
+                (entry.user_id, entry.date)
+                for entry in entries
+                if isinstance(entry.record, ImageRecord) and entry.user_id and entry.date is not None
+            }
+        )
+    )

@@ -414,6 +414,9 @@ def run_wave(
     started = time.perf_counter()
     with Backends.open(settings) as backends:
         backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
+        finished = backends.finish_deletions()  # deletes that stopped half-way: no record outlives its original
+        if finished:
+            log(f"wave {name} of {day}: finished {finished} deletes that had stopped half-way")
         if backends.catalog is not None:
             backends.catalog.ensure_indexes()
         max_wait_s = math.inf if drain is None else drain.poll_s

@@ -21,6 +21,8 @@ RESERVED_USER_IDS = frozenset({"weekly", "day", "similarity"})
 ``/images/similarity/{user}/{n}``) that a user of that name would be shadowed by: never issued."""
 UPLOADS = "uploads"
 PROCESSED = "processed"
+DELETIONS = "deletions"
+"""Deletes in progress (``deletions/<id>.json``): written before a delete removes anything, removed last."""
 PROCESSED_EXTENSION = "jpg"
 PROCESSED_CONTENT_TYPE = "image/jpeg"
 

@@ -7,12 +7,13 @@ import threading
 
 import pytest
 
+from graywave.errors import NotFound
 from graywave.service import images
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, delete_images, reprocess, upload_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
-from tests.helpers import DAY, lake_of, put_uploads
+from tests.helpers import DAY, blobs_of, lake_of, put_uploads
 
 
 def test_an_image_whose_original_became_unreadable_is_rejected_and_loses_its_old_processed_image(settings):
@@ -180,3 +181,95 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
         assert backends.lake.read("images").column("source_key").to_pylist() == [kept]
         if backends.catalog is not None:
             assert [entry.source_key for entry in catalog.entries(DAY, "alice")] == [kept]
+
+
+def _analytics(backends: Backends, day) -> None:
+    from graywave.service.daily import daily_histograms, median_row, record_analytics, similar_users_table
+
+    daily = daily_histograms(backends.lake, day)
+    record_analytics(backends, daily, median_row(daily), similar_users_table(daily, 2, "l1"), "l1")
+
+
+def _analytics_rows(backends: Backends) -> tuple[list[str], list[tuple[str, str]]]:
+    daily = sorted(backends.lake.read("daily_user_histograms").column("user_id").to_pylist())
+    similar = backends.lake.read("similar_users", columns=["user_id", "neighbour_id"]).to_pylist()
+    return daily, sorted((row["user_id"], row["neighbour_id"]) for row in similar)
+
+
+def test_deleting_a_rejected_upload_changes_no_analytics_and_a_processed_one_only_its_own(any_settings):
+    """The prober found it: deleting alice's truncated upload (a reject, counted in nothing) removed
+    her from the day's user histograms and other users' similar-users lists. Only a processed image's
+    delete changes analytics: its owner's rows of that day."""
+    photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
+    put_uploads(
+        blobs_of(any_settings),
+        DAY,
+        {
+            "alice/a.jpg": photo,
+            "alice/cut.jpg": photo[: len(photo) // 2],
+            "bob/b.jpg": encode(synthetic_photo(64, 48, seed=2), "JPEG"),
+            "carol/c.jpg": encode(synthetic_photo(64, 48, seed=3), "JPEG"),
+        },
+    )
+    run_wave(any_settings, DAY, "morning", log=lambda _: None)
+    with Backends.open(any_settings) as backends:
+        _analytics(backends, DAY)
+        before = _analytics_rows(backends)
+        assert before[0] == ["alice", "bob", "carol"]
+        entries = {entry.source_key.rsplit("/", 1)[1]: entry for entry in ImageCatalog(backends).entries(DAY)}
+        assert entries["cut.jpg"].status == "rejected"
+        delete_images(backends, any_settings, [entries["cut.jpg"]])
+        assert _analytics_rows(backends) == before
+        if backends.catalog is not None:
+            assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 3
+        delete_images(backends, any_settings, [entries["b.jpg"]])
+        daily, similar = _analytics_rows(backends)
+        assert daily == ["alice", "carol"] and similar == [("alice", "carol"), ("carol", "alice")]
+        if backends.catalog is not None:
+            assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 2
+
+
+@pytest.mark.parametrize("stop_after", ["the record", "the originals", "the rows"])
+def test_a_delete_that_stops_half_way_is_finished_by_the_next_wave(any_settings, monkeypatch, stop_after):
+    """The prober found it: kill -9 of the API during an admin DELETE /images, after some originals
+    were gone, left rows with no original: listed as processed, counted in analytics, and a PUT
+    brought a deleted photo back. The delete's record, written first, lets the next wave finish it;
+    until then a PUT of such an image finds it deleted."""
+    from graywave.service.backends import Backends as BackendsClass
+
+    photos = {f"alice/{k}.jpg": encode(synthetic_photo(48, 32, seed=k), "JPEG") for k in range(4)}
+    keys = put_uploads(blobs_of(any_settings), DAY, photos)
+    run_wave(any_settings, DAY, "morning", log=lambda _: None)
+
+    class Killed(BaseException):
+        """Stands for kill -9: nothing after it runs."""
+
+    steps = {
+        "the record": ("_carry_out", lambda real: lambda self, deletion: (_ for _ in ()).throw(Killed())),
+        "the originals": ("forget", lambda real: lambda self, keys: (_ for _ in ()).throw(Killed())),
+        "the rows": ("_forget_analytics", lambda real: lambda self, counted: (_ for _ in ()).throw(Killed())),
+    }
+    name, stop = steps[stop_after]
+    with Backends.open(any_settings) as backends:
+        _analytics(backends, DAY)
+        doomed = [e for e in ImageCatalog(backends).entries(DAY, "alice") if e.source_key != keys[3]]
+        with monkeypatch.context() as patched:
+            patched.setattr(BackendsClass, name, stop(getattr(BackendsClass, name)))
+            with pytest.raises(Killed):
+                delete_images(backends, any_settings, doomed)
+        left = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        if stop_after == "the originals":  # originals gone, rows left: a PUT must not bring one back
+            ghost = left[keys[0]]
+            with pytest.raises(NotFound):
+                images.replace_and_reprocess(backends, any_settings, ghost, photos["alice/0.jpg"], "image/jpeg")
+            assert not backends.blobs.exists(keys[0])
+    run_wave(any_settings, DAY, "evening", log=lambda _: None)
+    with Backends.open(any_settings) as backends:
+        [kept] = ImageCatalog(backends).entries(DAY, "alice")
+        assert kept.source_key == keys[3] and kept.status == "processed"
+        assert {b.key for b in backends.blobs.list("uploads/")} == {keys[3]}
+        assert {b.key for b in backends.blobs.list("processed/")} == {kept.record.processed_key}  # type: ignore[union-attr]
+        assert not list(backends.blobs.list("deletions/"))
+        assert backends.lake.read("daily_user_histograms").num_rows == 0  # alice's day counted deleted images
+        if backends.catalog is not None:
+            assert backends.catalog.images.count_documents({}) == 1
