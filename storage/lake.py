@@ -183,6 +183,17 @@ def _in(column: str, values: Iterable[str | date]) -> str:
     return f"{column} IN ({', '.join(sql_literal(value) for value in sorted(set(values)))})"
 
 
+def _brought_up_to_date(current: Any, url: str) -> None:
+    """``current`` (a ``DeltaTable``) at the table's latest commit; ``BackendUnavailable`` when the
+    store cannot be reached or a new commit of the log cannot be read."""
+    from deltalake.exceptions import DeltaError
+
+    try:
+        current.update_incremental()
+    except (OSError, DeltaError) as error:
+        raise BackendUnavailable(f"the lake at {url} could not be read: {error}") from error
+
+
 def _is_conflict(error: BaseException) -> bool:
     from deltalake.exceptions import CommitFailedError
 
@@ -231,13 +242,13 @@ class Lake:
     def _open(self, table: Table) -> Any:
         """A new ``DeltaTable`` of ``table`` at its latest version; None when it does not exist yet."""
         from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
+        from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
             return DeltaTable(self.uri(table), storage_options=self.storage_options() or None)
         except TableNotFoundError:
             return None
-        except OSError as error:
+        except (OSError, DeltaError) as error:  # a store it cannot reach, a log it cannot read
             raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
 
     def _latest(self, table: Table) -> Any:
@@ -249,10 +260,7 @@ class Lake:
                 return None
             self._tables[table] = current
         else:
-            try:
-                current.update_incremental()
-            except OSError as error:
-                raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+            _brought_up_to_date(current, self.url)
         return current
 
     def version(self, table: Table) -> int:
@@ -340,10 +348,10 @@ class Lake:
             current = self._open(table)
         else:
             try:
-                current.update_incremental()
-            except OSError as error:
+                _brought_up_to_date(current, self.url)
+            except BackendUnavailable:
                 self._writers.pop(table, None)
-                raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
+                raise
         if current is not None:
             self._writers[table] = current
         return current

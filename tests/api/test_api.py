@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -23,6 +24,7 @@ from graywave.flows.wave import wave_flow
 from graywave.records import image_id_for
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
+from graywave.service.tokens import issue_token
 from tests.api.conftest import serving
 from tests.conftest import free_port
 from tests.helpers import png_header
@@ -521,13 +523,44 @@ def test_the_probes_answer_without_a_token_and_name_an_unavailable_backend(api):
     assert ready.json() == {"status": "ready", "checks": dict.fromkeys(expected, "ok")}
     if api.settings.blob_url.startswith("s3://"):
         return
-    shutil.rmtree(api.settings.blob_url)  # the blob folder is gone (a volume not mounted)
+    upload(api.client("alice"), "alice", wait=True)
+    shutil.rmtree(api.settings.blob_url)  # the blob folder is gone while the lake has records: not mounted
     unready = anonymous.get("/readyz")
     assert error_of(unready) == (503, "unavailable")
     assert "blob_store unavailable" in unready.json()["error"]["message"]
     assert "lake ok" in unready.json()["error"]["message"]
     assert api.settings.blob_url not in unready.text  # where it is stays in the log
     assert anonymous.get("/healthz").status_code == 200  # alive all the same
+
+
+def test_a_fresh_install_with_no_blob_folder_yet_is_ready(settings, tmp_path, monkeypatch):
+    """The prober found it: a fresh install answered 503 until the first upload made the folder."""
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(tmp_path / "fresh" / "blobs"))
+    monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(tmp_path / "fresh" / "lake"))
+    (tmp_path / "fresh").mkdir()
+    token = issue_token(tmp_path / "tokens.json", "alice", admin=False)
+    with serving(create_app(Settings())) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200
+        assert not (tmp_path / "fresh" / "blobs").exists()
+        client.headers["Authorization"] = f"Bearer {token}"
+        assert upload(client, "alice", wait=True).status_code == 200
+        assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_says_when_the_lake_cannot_be_read(api):
+    """Every read of a lake whose log cannot be read answers 503; so does the probe, naming the lake."""
+    alice = api.client("alice")
+    upload(alice, "alice", wait=True)
+    if api.settings.lake_url.startswith("s3://"):
+        return
+    log = Path(api.settings.lake_url) / "images" / "_delta_log"
+    latest = max(int(path.stem) for path in log.glob("*.json"))
+    (log / f"{latest + 1:020d}.json").write_text("this is not a commit\n")
+    assert error_of(alice.get("/images/alice")) == (503, "unavailable")
+    unready = api.client(None).get("/readyz")
+    assert error_of(unready) == (503, "unavailable")
+    assert "lake unavailable" in unready.json()["error"]["message"]
 
 
 def test_readyz_names_mongodb_when_it_cannot_be_reached(settings, tmp_path, monkeypatch):
