@@ -83,3 +83,22 @@ def test_the_batch_runner_in_force(monkeypatch):
         Settings()
     monkeypatch.delenv("GRAYWAVE_DASK_WORKERS")
     assert Settings().batch_runner == "dask cluster at tcp://10.0.0.5:8786"
+
+
+def test_every_setting_is_in_the_readmes_configuration_table():
+    """The prober found GRAYWAVE_API_INLINE_REPROCESS_MAX missing from the table: an operator reads
+    the README, not the code. Each setting's row names its variable and its default."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(GRAYWAVE_[A-Z0-9_]+)` \| ([^|]+) \|", table, re.MULTILINE))
+    variables = {f"GRAYWAVE_{name.upper()}" for name in Settings.model_fields}
+    assert sorted(variables - rows.keys()) == []
+    assert sorted(rows.keys() - variables) == []
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.default, int | float) and not isinstance(field.default, bool):
+            shown = rows[f"GRAYWAVE_{name.upper()}"].replace(",", "").replace("_", "")
+            number = int(field.default) if float(field.default).is_integer() else field.default
+            assert re.search(rf"(?<![0-9.]){number}(?![0-9])", shown), (name, shown)
