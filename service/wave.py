@@ -204,8 +204,23 @@ class WaveSummary:
     """Uploads with at least one fallback."""
 
     @property
+    def processing_s(self) -> float:
+        """Seconds spent processing rounds: the wave's time less its waits for more uploads (a
+        settle window's idle listings)."""
+        return sum(r.seconds for r in self.rounds) if self.rounds else self.seconds
+
+    @property
     def images_per_s(self) -> float:
-        return (self.processed + self.rejected) / self.seconds if self.seconds else 0.0
+        """Uploads handled per second while processing (a settle window's idle time left out)."""
+        return (self.processed + self.rejected) / self.processing_s if self.processing_s else 0.0
+
+    @property
+    def megapixels_per_s(self) -> float:
+        return self.megapixels / self.processing_s if self.processing_s else 0.0
+
+    def _rate(self) -> str:
+        busy = f"{self.processing_s:.1f} s processing: " if len(self.rounds) > 1 else ""
+        return f"{busy}{self.images_per_s:.1f} images/s, {self.megapixels_per_s:.0f} MP/s"
 
     def markdown(self, where: str) -> str:
         """The summary an operator reads (the Prefect UI's artifact); ``where``: where the rows went."""
@@ -222,8 +237,7 @@ class WaveSummary:
                 f"| rejected | {self.rejected} |",
                 f"| skipped (handled before) | {self.skipped} |",
                 "",
-                f"{rounds}{self.seconds:.1f} s, {self.images_per_s:.1f} images/s"
-                f" ({self.megapixels / self.seconds if self.seconds else 0:.0f} MP/s).",
+                f"{rounds}{self.seconds:.1f} s ({self._rate()}).",
                 "",
                 f"Upload to processed: {self.latency.line().split(': ', 1)[1]}." if self.latency else "",
                 "",
@@ -256,8 +270,7 @@ class WaveSummary:
         fell_back = f", {self.fell_back} fell back to the CPU" if self.fallbacks else ""
         return (
             f"wave {self.wave} of {self.date}: {self.processed} processed{fell_back}, {self.rejected} rejected, "
-            f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s "
-            f"({self.images_per_s:.1f} images/s, {self.megapixels / self.seconds if self.seconds else 0:.0f} MP/s)"
+            f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s ({self._rate()})"
             f"{latency}"
         )
 

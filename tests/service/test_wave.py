@@ -326,3 +326,17 @@ def test_a_signal_after_a_flush_was_written_records_nothing_twice(settings, monk
     assert calls == [1, 0]  # the finally's flush wrote the same row again, and the lake inserted none
     keys = handled_keys(settings)
     assert len(keys) == len(set(keys)) == 1
+
+
+def test_a_settle_windows_rate_counts_the_time_spent_processing_not_the_waits():
+    """The prober found it: a draining wave's "images/s" divided by its idle time too (36 images in
+    3 rounds of 3.2 s in all, over an 11 s window, read 3.2 images/s)."""
+    from graywave.service.wave import RoundSummary, WaveSummary
+
+    rounds = [RoundSummary(1, 24, 24, 0, 1.9), RoundSummary(2, 11, 10, 1, 1.1), RoundSummary(3, 1, 1, 0, 0.2)]
+    summary = WaveSummary("2026-11-25", "morning", 36, 35, 1, 0, seconds=11.1, megapixels=432.0, rounds=rounds)
+    assert summary.processing_s == pytest.approx(3.2)
+    assert summary.images_per_s == pytest.approx(36 / 3.2)
+    assert "(3.2 s processing: 11.2 images/s, 135 MP/s)" in summary.line()
+    one_pass = WaveSummary("2026-11-25", "morning", 10, 10, 0, 0, seconds=2.0, megapixels=20.0)
+    assert one_pass.images_per_s == 5.0 and "(5.0 images/s, 10 MP/s)" in one_pass.line()
