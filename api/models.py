@@ -89,6 +89,10 @@ class Image(BaseModel):
     histogram: list[int] | None = Field(None, description="16 counts (GRAYWAVE_BINS) summing to pixel_count.")
     reason: str | None = Field(None, description="Why it was rejected: a stable code.")
     detail: str | None = None
+    pending: str | None = Field(
+        None,
+        description="Why an upload sent with wait=true was left pending (answered 202): the next wave processes it.",
+    )
     links: Links
 
     @classmethod

@@ -20,6 +20,7 @@ images are reprocessed by a background job: the Prefect deployment ``REPROCESS_J
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from graywave.storage.blobs import BlobInfo
 from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
+
+logger = logging.getLogger("graywave.images")
 
 API_WAVE = "api"
 """The wave name under which the API records what it processes."""
@@ -300,6 +303,20 @@ def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
         raise NotFound(f"image {entry.image_id} has no processed image (it was deleted)") from None
 
 
+@dataclass(frozen=True)
+class UploadedNow:
+    """An upload stored and, unless ``pending`` says why not, processed and recorded at once."""
+
+    key: str
+    pending: str | None = None
+    """Why it was left pending for the next wave (the lake or the device unavailable now); None
+    when it was processed."""
+
+    @property
+    def processed(self) -> bool:
+        return self.pending is None
+
+
 def upload_now(
     backends: Backends,
     settings: Settings,
@@ -307,22 +324,26 @@ def upload_now(
     data: bytes,
     content_type: str,
     file_name: str | None = None,
-) -> tuple[str, bool]:
-    """Store a new upload and process it at once: (its key, whether it was processed).
+) -> UploadedNow:
+    """Store a new upload and process it at once.
 
     A wave that runs meanwhile is no obstacle: the upload is recorded by an insert-only MERGE, so
     if the wave processes it too, one row stays. Where the lake or the device cannot be used now
-    the upload stays stored as pending (the next wave processes it) instead of failing after it
-    was stored, which a client's retry would duplicate.
+    the upload stays stored as pending, with the reason (the next wave processes it), instead of
+    failing after it was stored, which a client's retry would duplicate.
     """
     key = store_upload(backends, settings, user_id, data, content_type, file_name)
     try:
         upload = _upload_of(backends, key)
         result = process_uploads([upload], backends.blobs, settings, select_device(settings.device))
         backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
-    except (BackendUnavailable, DeviceUnavailable):  # stored: the next wave processes it
-        return key, False
-    return key, True
+    except BackendUnavailable as error:  # its words name paths and hosts: the log's, not the client's
+        logger.warning("upload %s left pending: %s", key, error)
+        return UploadedNow(key, "a storage backend is unavailable now: the next wave processes it")
+    except DeviceUnavailable as error:
+        logger.warning("upload %s left pending: %s", key, error)
+        return UploadedNow(key, "the processing device is unavailable now: the next wave processes it")
+    return UploadedNow(key)
 
 
 def replace_and_reprocess(

@@ -12,7 +12,7 @@ from graywave.api.deps import AppState, Owner, UploadField, processing, read_upl
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
-from graywave.service.images import presigned_upload, processed_image, store_upload, upload_now
+from graywave.service.images import UploadedNow, presigned_upload, processed_image, store_upload, upload_now
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -42,18 +42,20 @@ async def upload(
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
     if wait:
-        key, processed = await processing(
+        uploaded = await processing(
             app, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file.filename)
         )
     else:  # the header check only, but still not on the event loop
         key = await run_in_threadpool(
             store_upload, app.backends, app.settings, user_id, data, content_type, file.filename
         )
-        processed = False
-    image = Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(key)))
-    if processed:
+        uploaded = UploadedNow(key, "sent without wait=true: the next wave processes it")
+    entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(uploaded.key))
+    image = Image.of(entry)
+    if uploaded.processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
-    return image  # 202: pending (with wait=true too, when it could not be processed now)
+    # 202: pending; with wait=true too when it could not be processed now, saying why
+    return image.model_copy(update={"pending": uploaded.pending})
 
 
 @router.post(

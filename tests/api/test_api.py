@@ -77,6 +77,24 @@ def test_a_user_reaches_only_their_own_images(api):
     assert bob.get("/images/bob").json()["total"] == 0
 
 
+def test_a_wait_upload_left_pending_says_why(api, monkeypatch):
+    """The prober found it: a ?wait=true answered 202 with nothing saying why it was not processed."""
+    from graywave.errors import BackendUnavailable
+
+    def unavailable(*args, **kwargs):
+        raise BackendUnavailable("the lake at /somewhere/secret could not be written")
+
+    monkeypatch.setattr(Backends, "record", unavailable)
+    alice = api.client("alice")
+    response = upload(alice, "alice", wait=True)
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["pending"] == "a storage backend is unavailable now: the next wave processes it"
+    assert "secret" not in response.text  # the backend's own words stay in the log
+    assert "wait=true" in upload(alice, "alice").json()["pending"]
+
+
 def test_upload_is_pending_until_a_wave_or_processed_at_once(api):
     alice = api.client("alice")
     response = upload(alice, "alice")

@@ -58,8 +58,7 @@ def test_an_upload_processed_at_once_rewrites_no_lake_file(settings, monkeypatch
         for _ in range(3):
             upload_now(backends, settings, "alice", photo, "image/jpeg")
         monkeypatch.setattr(type(backends.lake), "delete", lambda *a, **k: pytest.fail("deleted from the lake"))
-        _, processed = upload_now(backends, settings, "alice", photo, "image/jpeg")
-        assert processed
+        assert upload_now(backends, settings, "alice", photo, "image/jpeg").processed
         assert len(ImageCatalog(backends).entries(DAY, "alice")) == 4
         latest = backends.lake.history("images", 1)[0]
         assert latest.operation == "MERGE" and latest.graywave["wave"] == "api"
@@ -77,8 +76,9 @@ def test_an_upload_that_a_wave_recorded_meanwhile_is_not_recorded_twice(settings
 
     monkeypatch.setattr(images, "store_upload", store_then_a_wave_runs)
     with Backends.open(settings) as backends:
-        key, processed = upload_now(backends, settings, "alice", photo, "image/jpeg")
-        assert processed
+        uploaded = upload_now(backends, settings, "alice", photo, "image/jpeg")
+        assert uploaded.processed
+        key = uploaded.key
         [entry] = ImageCatalog(backends).entries(settings.today(), "alice")
         assert (entry.source_key, entry.wave) == (key, "morning")
 
@@ -130,7 +130,7 @@ def test_a_name_whose_record_outlived_its_original_is_not_taken_again(settings):
 
     photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
     with Backends.open(settings) as backends:
-        first, _ = upload_now(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
+        first = upload_now(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg").key
         backends.blobs.delete(first)  # the original is gone, its rows are not
         again = store_upload(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
     assert first.endswith("/IMG_0001.jpg") and again.endswith("/IMG_0001 (2).jpg")
