@@ -22,9 +22,17 @@ install: $(UV)
 	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci
 	$(VENV)/bin/python -m compileall -q $(SOURCES)
 
-# The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop).
+# The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop);
+# `make demo PREFECT_PORT=4300` when port 4200 is taken. Without a server the demo still runs, on a
+# temporary Prefect server whose runs no UI shows: said loudly, on stderr.
+PREFECT_PORT ?= 4200
 demo: install
-	$(VENV)/bin/graywave server start || echo "no local Prefect server: the demo runs on a temporary one"
+	$(VENV)/bin/graywave server start --port $(PREFECT_PORT) || { \
+	  echo "" >&2; \
+	  echo "*** WARNING: no local Prefect server on port $(PREFECT_PORT) (see the error above)." >&2; \
+	  echo "*** The demo runs on a temporary Prefect server: no UI will show its runs." >&2; \
+	  echo "*** Free the port, or choose another: make demo PREFECT_PORT=4300" >&2; \
+	  echo "" >&2; }
 	$(VENV)/bin/graywave demo
 
 check: install

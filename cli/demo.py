@@ -124,8 +124,19 @@ def demo_report(settings: Settings) -> str:
         "",
         f"Processed grayscale images: {blobs.url}/processed/<date>/<user>/<image_id>.jpg",
         f"Delta lake:                 {lake.url}/ ({', '.join(SCHEMAS)})",
-        "Read it with Polars (or DuckDB's delta_scan, Spark, Trino; the README shows each):",
-        f"  pl.scan_delta('{lake.uri('images')}').collect()",
+        "Read it with Polars (DuckDB, pyarrow: the README's 'Reading the lake', offline, locally and on S3):",
+        f"  {polars_hint(settings, lake)}",
         f"What each wave wrote: graywave lake history images ({lake.version('images') + 1} versions)",
     ]
     return "\n".join(lines)
+
+
+def polars_hint(settings: Settings, lake: Lake) -> str:
+    """A line of Python that reads the lake's ``images`` with Polars, as it is configured: an S3 lake
+    off AWS needs the endpoint (the credentials come from the AWS_* variables, as for graywave)."""
+    options = ""
+    endpoint = settings.s3_endpoint_url
+    if lake.uri("images").startswith("s3://") and endpoint:
+        allow_http = ", 'aws_allow_http': 'true'" if endpoint.startswith("http://") else ""
+        options = f", storage_options={{'aws_endpoint_url': '{endpoint}'{allow_http}}}"
+    return f"pl.scan_delta('{lake.uri('images')}'{options}).collect()"

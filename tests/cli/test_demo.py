@@ -17,3 +17,18 @@ def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
     assert f"Analytics of {settings.today()}" in report
     assert all(f"  {user}: " in report for user in DEMO_USERS)  # each user's nearest users
     assert wave_flow(day=settings.today(), name="evening").processed == 0  # nothing left pending
+
+
+def test_the_demos_polars_hint_reads_the_lake_on_s3_too(s3_settings):
+    """The prober found it: on an S3 lake the demo's Polars line had no endpoint and failed."""
+    import polars as pl
+
+    from graywave.cli.demo import polars_hint
+    from tests.records import append_images, image_record
+
+    lake = lake_of(s3_settings)
+    append_images(lake, s3_settings.today(), "morning", [image_record("uploads/x/alice/a.jpg", "alice")])
+    hint = polars_hint(s3_settings, lake)
+    assert s3_settings.s3_endpoint_url in hint
+    frame = eval(hint, {"pl": pl})  # the line the demo prints, run as an analyst would
+    assert frame["user_id"].to_list() == ["alice"]
