@@ -226,6 +226,66 @@ def _check_metric(metric: str) -> Metric:
         raise typer.BadParameter(str(error), param_hint="--metric") from None
 
 
+@wave_app.command("trigger")
+def wave_trigger(
+    name: Annotated[
+        str, typer.Argument(help="The wave deployment's name, as `graywave serve` registers it: morning, evening.")
+    ],
+    day: Annotated[
+        date | None,
+        typer.Option("--date", parser=_date, metavar="YYYY-MM-DD", help="Wave day (default: the run's start day)."),
+    ] = None,
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", min=0, metavar="SECONDS", help="Settle window (default: the deployment's)."),
+    ] = None,
+    max_duration: Annotated[
+        float | None,
+        typer.Option(
+            "--max-duration", min=0, metavar="SECONDS", help="Longest collection (default: the deployment's)."
+        ),
+    ] = None,
+) -> None:
+    """Run a wave deployment that `graywave serve` serves, now, on graywave's Prefect server; its
+    parameters default to the deployment's (the settle window included)."""
+    _settings(temporary_server=False)
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    if not PREFECT_API_URL.value():
+        console.print(
+            f"[red]no Prefect server to run the deployment on:[/red] start one (`{_me()} server start`) and"
+            f" `{_me()} serve`, or set PREFECT_API_URL to yours"
+        )
+        raise typer.Exit(1)
+    from graywave.flows.schedule import BURSTS
+    from graywave.flows.wave import wave_flow
+
+    if name not in BURSTS:
+        raise typer.BadParameter(f"{name!r} is not a wave deployment: {', '.join(BURSTS)}", param_hint="NAME")
+    deployment = f"{wave_flow.name}/wave-{name}"
+    overrides = {"day": day.isoformat() if day else None, "settle_s": settle, "max_duration_s": max_duration}
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_deployment_by_name(deployment)
+            parameters = {**(found.parameters or {}), **{k: v for k, v in overrides.items() if v is not None}}
+            run = client.create_flow_run_from_deployment(found.id, parameters=parameters, tags=["graywave"])
+    except ObjectNotFound:
+        console.print(f"[red]no deployment {deployment} on {PREFECT_API_URL.value()}:[/red] run `{_me()} serve` first")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as error:
+        console.print(f"[red]the Prefect server at {PREFECT_API_URL.value()} cannot be reached:[/red] {error}")
+        raise typer.Exit(1) from None
+    ui = PREFECT_UI_URL.value()
+    console.print(
+        f"wave {name}: flow run {run.name} ({run.id}) scheduled now with {parameters}"
+        + (f"; follow it at {ui}/runs/flow-run/{run.id}" if ui else ""),
+        highlight=False,
+    )
+
+
 @analytics_app.command("run")
 def analytics_run(
     day: DayOption = None,

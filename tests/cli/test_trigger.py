@@ -1,0 +1,50 @@
+"""``graywave wave trigger``: a wave deployment run now on graywave's Prefect server, with the
+deployment's parameters (the prober found the README's ``prefect deployment run`` failing without
+PREFECT_API_URL, after 26 s, with a "database is locked" traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from graywave.config import Settings
+from graywave.flows.schedule import wave_deployments
+
+
+def graywave(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).with_name("graywave")), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+
+
+def test_a_wave_deployment_is_triggered_with_its_settle_window(settings: Settings, prefect_server: str):
+    env = os.environ | {"PREFECT_API_URL": prefect_server}
+    missing = graywave("wave", "trigger", "morning", env=env)
+    assert missing.returncode == 1 and "graywave serve" in missing.stdout  # nothing registered yet
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        for deployment in wave_deployments(settings):
+            deployment.apply()
+    done = graywave("wave", "trigger", "morning", "--date", "2026-11-25", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs()
+    assert str(run.id) in done.stdout
+    assert run.parameters == {
+        "name": "morning",
+        "settle_s": settings.wave_settle_s,
+        "max_duration_s": settings.wave_max_duration_s,
+        "day": "2026-11-25",
+    }
+    bad = graywave("wave", "trigger", "noon", env=env)
+    assert bad.returncode == 2 and "noon" in bad.stderr
+
+
+def test_without_a_prefect_server_it_says_what_to_start(settings: Settings, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "p")}
+    done = graywave("wave", "trigger", "evening", env=env)
+    assert done.returncode == 1
+    assert "server start" in done.stdout and "Traceback" not in done.stdout + done.stderr
