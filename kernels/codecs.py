@@ -17,11 +17,27 @@ memory budget that knows the decoded mode (``decode_bytes``): a 16000x16000 RGBA
 The EXIF orientation is read but not applied to the plane (histograms do not depend on it);
 ``upright`` returns the displayed view and ``encode_luma_jpeg`` writes it.
 Anything that cannot be decoded raises ``Rejected`` with a stable reason code.
+
+Damaged files are decoded the way viewers decode them, and rejected where pixels would be invented
+(README, "Damaged photos: processed or rejected"). Before a decoder reads an upload, its container's own
+structure is checked (``_check_container``): a file shorter than its structure says (no JPEG end-of-image
+marker, a PNG chunk, a RIFF or an ISOBMFF box past the end) is ``truncated``; a file that starts with a
+format's signature is that format, damaged (``corrupt`` or ``truncated``), never ``not_an_image``; what
+decoders skip anyway is taken out of the bytes they read (stray bytes between JPEG segments, PNG ancillary
+chunks whose CRC is wrong). JPEG data is then decoded by libjpeg-turbo with its warnings as errors, and
+each warning that loses no pixel (zero padding after the image data, an unknown JFIF revision or Adobe
+transform, a bad ICC marker, SOS parameters a sequential JPEG ignores) has its cause taken out of the bytes
+and the strict decode goes on (``_strict_jpeg``); a warning that loses or misplaces data (image data left
+over after the last block, a data segment that runs into a marker, a lost restart marker) is ``corrupt``.
+Once the structure says a file is whole, a decoder's error is ``corrupt``, whatever its words: a
+full-length file is not ``truncated``.
 """
 
 from __future__ import annotations
 
 import io
+import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -124,18 +140,21 @@ def _register_heif() -> None:
     pillow_heif.register_heif_opener()
 
 
-def _open_checked(data: bytes, max_pixels: int, max_decode_bytes: int) -> Image.Image:
-    """Open the container (header only) and check it: an accepted format within the pixel limit
-    and the memory budget."""
+def _open_checked(
+    data: bytes, max_pixels: int, max_decode_bytes: int, *, whole: bool
+) -> tuple[Image.Image, _Container]:
+    """Check the container (``_check_container``: its whole structure, or its header alone), open it
+    (header only) and check it: an accepted format within the pixel limit and the memory budget."""
     _register_heif()
     if not data:
         raise Rejected(RejectReason.EMPTY, "the upload has no bytes")
+    container = _check_container(data, whole=whole)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(container.data))
     except UnidentifiedImageError:
-        raise Rejected(RejectReason.NOT_AN_IMAGE, "no known image format in the file header") from None
+        raise _unrecognised(container) from None
     except Exception as error:  # noqa: BLE001 - a recognised header that is broken, however the decoder says it
-        raise _as_rejected(error) from None
+        raise _as_rejected(error, container) from None
     if image.format not in SUPPORTED_FORMATS:
         image.close()
         raise Rejected(RejectReason.UNSUPPORTED_FORMAT, f"{image.format} images are not accepted")
@@ -151,7 +170,7 @@ def _open_checked(data: bytes, max_pixels: int, max_decode_bytes: int) -> Image.
             f"a {width}x{height} {image.mode} {image.format} needs about {needed / 1e6:.0f} MB to decode,"
             f" above the budget of {max_decode_bytes / 1e6:.0f} MB",
         )
-    return image
+    return image, container
 
 
 @dataclass(frozen=True)
@@ -174,8 +193,11 @@ def _format(image: Image.Image) -> str:
 
 
 def read_header(data: bytes, max_pixels: int, *, max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Header:
-    """The format, colour mode and EXIF orientation of an upload; raises ``Rejected`` like ``decode_luma``."""
-    with _open_checked(data, max_pixels, max_decode_bytes) as image:
+    """The format, colour mode and EXIF orientation of an upload; raises ``Rejected`` like ``decode_luma``
+    for what its header shows (the image data after it is checked by the decode: a JPEG cut in its image
+    data passes here)."""
+    image, _ = _open_checked(data, max_pixels, max_decode_bytes, whole=False)
+    with image:
         return Header(format=_format(image), mode=image.mode, orientation=_orientation(image))
 
 
@@ -190,18 +212,24 @@ def decode_luma(data: bytes, max_pixels: int, *, max_decode_bytes: int = DEFAULT
 
     Refused from the header, before any pixel is decoded: more than ``max_pixels`` pixels
     (``too_many_pixels``), or more than ``max_decode_bytes`` of memory to decode (``decode_bytes``;
-    ``over_decode_budget``)."""
-    with _open_checked(data, max_pixels, max_decode_bytes) as image:
-        orientation = _orientation(image)
+    ``over_decode_budget``). Damaged files: see the module's docstring."""
+    image, container = _open_checked(data, max_pixels, max_decode_bytes, whole=True)
+    with image:
         try:
             if image.format in JPEG_FORMATS and image.mode in ("L", "RGB"):
-                plane = _jpeg_luma(data)
+                plane = _strict_jpeg(container, "GRAY")
+                plane = plane.reshape(plane.shape[:2])
             else:
+                if image.format in JPEG_FORMATS:  # CMYK, YCCK: Pillow converts; libjpeg-turbo checks the data
+                    _strict_jpeg(container, "CMYK")
                 plane = _pillow_luma(image)
         except Rejected:
             raise
         except Exception as error:  # noqa: BLE001 - decoders raise anything on broken data; each becomes a reason
-            raise _as_rejected(error) from None
+            raise _as_rejected(error, container) from None
+        # After the pixels: a PNG's EXIF may follow them, and reading it loads the image, whose errors
+        # must not be swallowed (a second load of a failed one returns its pixels so far, silently).
+        orientation = _orientation(image)
         fmt = _format(image)
     return DecodedImage(plane=plane, format=fmt, orientation=orientation)
 
@@ -217,12 +245,6 @@ def _orientation(image: Image.Image) -> int:
     except Exception:  # noqa: BLE001 - unreadable EXIF does not make the photo unreadable
         return 1
     return value if value in _UPRIGHT else 1
-
-
-def _jpeg_luma(data: bytes) -> np.ndarray:
-    # strict=True turns libjpeg's warnings (premature end of data, corrupt data) into errors.
-    plane = simplejpeg.decode_jpeg(data, colorspace="GRAY", fastdct=False, fastupsample=False, strict=True)
-    return plane.reshape(plane.shape[:2])
 
 
 def _pillow_luma(image: Image.Image) -> np.ndarray:
@@ -247,9 +269,396 @@ def _pillow_luma(image: Image.Image) -> np.ndarray:
     return luma_from_rgb(np.asarray(image))
 
 
-def _as_rejected(error: Exception) -> Rejected:
+def _as_rejected(error: Exception, container: _Container) -> Rejected:
+    """A decoder's error as a reason: ``corrupt`` where the container's structure says the file is whole
+    (the bytes are all there: they are damaged), else by the decoder's words."""
     message = f"{type(error).__name__}: {error}"
+    if container.whole:
+        return Rejected(RejectReason.CORRUPT, message)
     lowered = message.lower()
-    if any(word in lowered for word in ("truncated", "premature end", "end of file", "not enough data", "eof")):
+    words = ("truncated", "premature end of jpeg file", "end of file", "not enough data", "eof", "outside of file")
+    if any(word in lowered for word in words):
         return Rejected(RejectReason.TRUNCATED, message)
     return Rejected(RejectReason.CORRUPT, message)
+
+
+# --- The container's own structure, checked before a decoder reads it ----------------------------------
+
+
+@dataclass(frozen=True)
+class _Container:
+    """An upload as its container's structure describes it (``_check_container``)."""
+
+    kind: str | None
+    """``JPEG``, ``PNG``, ``WEBP`` or ``ISOBMFF`` (HEIF, AVIF) by the file's signature; ``None``: no signature
+    of an accepted format (Pillow may still know it: GIF, BMP...)."""
+    data: bytes
+    """What decoders read: the upload less what they skip anyway (``_check_jpeg``, ``_check_png``)."""
+    whole: bool = False
+    """Checked whole, every byte its structure refers to is there: a decoder's error is damage (``corrupt``)."""
+    scan_ends: tuple[int, ...] = ()
+    """JPEG checked whole: where each run of entropy-coded data ends in ``data`` (its marker's first byte)."""
+    segments: tuple[tuple[int, int, int], ...] = ()
+    """JPEG: the marker segments outside entropy-coded data, as (start, marker code, end) in ``data``."""
+    end: int = 0
+    """JPEG checked whole: where its end-of-image marker starts in ``data``."""
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_HEIF_BRANDS = frozenset(
+    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"mif2", b"miaf", b"avif", b"avis"}
+)
+
+
+def _sniff(data: bytes) -> str | None:
+    """The accepted format whose signature ``data`` starts with (see ``_Container.kind``)."""
+    if data[:2] == b"\xff\xd8":
+        return "JPEG"
+    if data[:4] == _PNG_SIGNATURE[:4]:
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:8] == b"ftyp":
+        box = data[: max(16, min(int.from_bytes(data[:4], "big"), 4096))]
+        brands = {box[8:12]} | {box[i : i + 4] for i in range(16, len(box) - 3, 4)}
+        if brands & _HEIF_BRANDS:
+            return "ISOBMFF"
+    return None
+
+
+def _check_container(data: bytes, *, whole: bool) -> _Container:
+    """Check what the bytes say about themselves, before any decoder reads them: the whole file
+    (``whole``, before a decode) or its header alone (``read_header``). Raises ``Rejected``:
+    ``truncated`` for a file shorter than its structure says, ``corrupt`` for a structure that is broken."""
+    kind = _sniff(data)
+    if kind == "JPEG":
+        return _check_jpeg(data, whole=whole)
+    if kind == "PNG":
+        return _check_png(data, whole=whole)
+    if kind == "WEBP":
+        declared = 8 + int.from_bytes(data[4:8], "little")
+        if len(data) < declared:
+            raise Rejected(
+                RejectReason.TRUNCATED,
+                f"the WebP ends after {len(data)} of the {declared} bytes its RIFF header declares",
+            )
+        return _Container(kind, data, whole=True)
+    return _Container(kind, data)  # ISOBMFF: its boxes are walked only if Pillow cannot open it (_unrecognised)
+
+
+def _unrecognised(container: _Container) -> Rejected:
+    """Why Pillow cannot identify a file: ``not_an_image`` only for what has no signature it knows."""
+    if container.kind is None:
+        return Rejected(RejectReason.NOT_AN_IMAGE, "no known image format in the file header")
+    if container.kind == "ISOBMFF":
+        _check_boxes(container.data)  # raises truncated when a box runs past the end
+    name = "HEIF/AVIF" if container.kind == "ISOBMFF" else container.kind
+    return Rejected(RejectReason.CORRUPT, f"the file starts as a {name} but its header cannot be read")
+
+
+def _check_boxes(data: bytes) -> None:
+    """ISOBMFF (HEIF, AVIF): each top-level box within the file, else ``truncated``."""
+    pos, size = 0, len(data)
+    while pos < size:
+        if pos + 8 > size:
+            raise Rejected(RejectReason.TRUNCATED, f"the file ends after {size} bytes, inside a box's header")
+        header = 8
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        box = data[pos + 4 : pos + 8].decode("latin-1")
+        if length == 1:
+            header = 16
+            length = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        elif length == 0:
+            length = size - pos  # to the end of the file
+        if pos + header > size or pos + length > size:
+            raise Rejected(
+                RejectReason.TRUNCATED,
+                f"the file ends after {size} bytes, inside its {box!r} box at byte {pos} ({length} bytes declared)",
+            )
+        if length < header:
+            raise Rejected(RejectReason.CORRUPT, f"its {box!r} box at byte {pos} declares {length} bytes")
+        pos += length
+
+
+# PNG: a chunk whose CRC is wrong is damaged. A critical one (upper-case first letter: IHDR, PLTE,
+# IDAT...) is the image: corrupt, as the PNG specification and libpng have it. An ancillary one (text,
+# EXIF, gamma, colour profile, transparency...) is skipped, as libpng skips it; Pillow refuses the
+# whole file at a bad text chunk's CRC, and never checks IDAT's. IEND has no data: it is not read.
+def _check_png(data: bytes, *, whole: bool) -> _Container:
+    size = len(data)
+    if size < len(_PNG_SIGNATURE) and _PNG_SIGNATURE.startswith(data):
+        raise Rejected(RejectReason.TRUNCATED, f"the PNG ends after {size} bytes, inside its signature")
+    if data[: len(_PNG_SIGNATURE)] != _PNG_SIGNATURE:
+        raise Rejected(RejectReason.CORRUPT, "the PNG signature is damaged (a transfer in text mode?)")
+    pos, kept, start = len(_PNG_SIGNATURE), [], 0
+    while pos < size:
+        if pos + 8 > size:
+            raise Rejected(RejectReason.TRUNCATED, f"the PNG ends after {size} bytes, inside a chunk's header")
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunk = data[pos + 4 : pos + 8]
+        name = chunk.decode("latin-1")
+        if length >= 2**31:
+            raise Rejected(RejectReason.CORRUPT, f"its {name!r} chunk at byte {pos} declares {length} bytes")
+        end = pos + 12 + length
+        if end > size:
+            raise Rejected(
+                RejectReason.TRUNCATED,
+                f"the PNG ends after {size} bytes, inside its {name!r} chunk at byte {pos} ({length} bytes declared)",
+            )
+        if chunk == b"IEND" or (chunk == b"IDAT" and not whole):
+            break
+        if zlib.crc32(memoryview(data)[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            if not chunk[0] & 0x20:  # critical
+                raise Rejected(RejectReason.CORRUPT, f"the CRC of its {name!r} chunk at byte {pos} does not match")
+            kept.append(data[start:pos])  # ancillary: dropped, as libpng does
+            start = end
+        pos = end
+    repaired = b"".join([*kept, data[start:]]) if kept else data
+    return _Container("PNG", repaired, whole=whole and pos < size)  # whole: its IEND is there
+
+
+# --- JPEG ----------------------------------------------------------------------------------------------
+
+_MARKER = re.compile(rb"\xff[^\x00\xff]")
+"""A marker's last fill byte (FF) and its code; in entropy-coded data FF 00 is a data byte."""
+_SOI, _EOI, _SOS, _TEM = 0xD8, 0xD9, 0xDA, 0x01
+_RST = range(0xD0, 0xD8)
+_KNOWN_MARKERS = frozenset([*range(0xC0, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD, *range(0xE0, 0xF0), 0xFE])
+"""The markers with a length that libjpeg reads (frames, tables, scans, restart interval, APPn, comment);
+any other (DHP, EXP, JPGn, reserved) is "Unsupported marker type" to it."""
+
+
+def _marker_start(data: bytes, found: re.Match[bytes], floor: int) -> int:
+    """Where the marker ``found`` starts: at its first fill byte (FF FF ... FF code)."""
+    start = found.start()
+    while start > floor and data[start - 1] == 0xFF:
+        start -= 1
+    return start
+
+
+def _jpeg_truncated(data: bytes, where: str) -> Rejected:
+    return Rejected(RejectReason.TRUNCATED, f"the JPEG ends after {len(data)} bytes, {where}: no end-of-image marker")
+
+
+def _check_jpeg(data: bytes, *, whole: bool) -> _Container:
+    """Walk a JPEG's markers as libjpeg reads them: marker segments by their lengths, entropy-coded data
+    up to the marker that ends it; ``whole``: to the end-of-image marker, else up to the first scan.
+
+    ``truncated``: the file ends before its end-of-image marker (in a segment, in image data, or after the
+    header). ``corrupt``: no marker right after the start-of-image one (FF D8 FF is what Pillow, browsers
+    and phones recognise a JPEG by; they do not open such a file), a second start-of-image marker, a
+    segment length under 2, no image data before the end-of-image marker, restart markers out of order
+    (libjpeg-turbo loses the image data between them). Stray bytes between segments, which libjpeg skips
+    ("Corrupt JPEG data: 3 extraneous bytes before marker 0xc4"), are left out of ``data``; what follows
+    the end-of-image marker (an MPO's other pictures, anything) is kept, and not read.
+    """
+    size = len(data)
+    if size < 4:
+        raise _jpeg_truncated(data, "after its start-of-image marker")
+    if data[2] != 0xFF:
+        raise Rejected(
+            RejectReason.CORRUPT,
+            f"no marker follows the start-of-image marker (FF D8 {data[2]:02X}): viewers do not open it as a JPEG",
+        )
+    kept: list[bytes] = []
+    removed = copied = 0  # bytes left out so far; where the part still to copy starts
+    scan_ends: list[int] = []
+    segments: list[tuple[int, int, int]] = []
+    scans = 0
+    pos = 2
+    while True:
+        found = _MARKER.search(data, pos)
+        if found is None:
+            raise _jpeg_truncated(data, "after its last marker segment" if scans else "in its header")
+        start, code, after = _marker_start(data, found, pos), data[found.end() - 1], found.end()
+        if start > pos:  # stray bytes, which libjpeg skips with a warning
+            kept.append(data[copied:pos])
+            copied, removed = start, removed + start - pos
+        if code == _EOI:
+            if scans == 0:
+                raise Rejected(RejectReason.CORRUPT, f"the end-of-image marker at byte {start} follows no image data")
+            break
+        if code == _SOI:
+            raise Rejected(RejectReason.CORRUPT, f"a second start-of-image marker at byte {start}")
+        if code in _RST or code == _TEM:  # no length; outside a scan, libjpeg passes over them
+            pos = after
+            continue
+        if code not in _KNOWN_MARKERS:
+            raise Rejected(RejectReason.CORRUPT, f"an unknown marker 0x{code:02x} at byte {start}")
+        if after + 2 > size:
+            raise _jpeg_truncated(data, f"in the marker 0x{code:02x} at byte {start}")
+        length = int.from_bytes(data[after : after + 2], "big")
+        if length < 2:
+            raise Rejected(
+                RejectReason.CORRUPT, f"the marker 0x{code:02x} at byte {start} declares a length of {length}"
+            )
+        pos = after + length
+        if pos > size:
+            raise _jpeg_truncated(data, f"in the marker segment 0x{code:02x} at byte {start}")
+        segments.append((start - removed, code, pos - removed))
+        if code != _SOS:
+            continue
+        scans += 1
+        if not whole:
+            break
+        expected = 0  # restart markers count 0 to 7 from each scan's start, libjpeg checks each
+        while True:
+            found = _MARKER.search(data, pos)
+            if found is None:
+                raise _jpeg_truncated(data, f"in the image data of scan {scans}")
+            start, code = _marker_start(data, found, pos), data[found.end() - 1]
+            scan_ends.append(start - removed)
+            if code not in _RST:
+                pos = start
+                break
+            if code - _RST.start != expected:
+                raise Rejected(
+                    RejectReason.CORRUPT,
+                    f"the restart marker RST{code - _RST.start} at byte {start} where RST{expected} belongs:"
+                    " image data between them is lost",
+                )
+            expected = (expected + 1) % 8
+            pos = found.end()
+    repaired = b"".join([*kept, data[copied:]]) if kept else data
+    return _Container(
+        "JPEG", repaired, whole=whole, scan_ends=tuple(scan_ends), segments=tuple(segments), end=start - removed
+    )
+
+
+def checked_jpeg(data: bytes) -> bytes:
+    """The bytes of a JPEG that a decoder should read, for the GPU codec: ``data`` less the stray bytes
+    between its segments, after the checks of its structure that ``decode_luma`` makes (``truncated``
+    when it ends early, ``corrupt`` for restart markers out of order...): raises ``Rejected`` as it does."""
+    if data[:2] != b"\xff\xd8":
+        raise Rejected(RejectReason.NOT_AN_IMAGE, "not a JPEG: no start-of-image marker")
+    return _check_jpeg(data, whole=True).data
+
+
+def _libjpeg(data: bytes, colorspace: str, *, strict: bool) -> np.ndarray:
+    return simplejpeg.decode_jpeg(data, colorspace=colorspace, fastdct=False, fastupsample=False, strict=strict)
+
+
+_EXTRANEOUS = re.compile(r"(\d+) extraneous bytes before marker 0x([0-9a-f]{2})", re.IGNORECASE)
+_MAX_REPAIRS = 8
+
+
+def _strict_jpeg(container: _Container, colorspace: str) -> np.ndarray:
+    """libjpeg-turbo's decode with its warnings as errors (``strict``: it stops at the first one), where
+    each warning that loses no pixel is a repair of the bytes, and the strict decode goes on:
+
+    - "unknown JFIF revision number", "unknown Adobe color transform code", "bad ICC marker", "invalid SOS
+      parameters for sequential JPEG": the values libjpeg assumes in their place are written in, or the
+      ICC segments (which the decode does not use) left out;
+    - "N extraneous bytes before marker 0xXX" (those between segments are gone already, ``_check_jpeg``):
+      image data left over after the last block of a scan or restart interval. Filler (one byte value,
+      repeated: the zero padding some encoders write) is left out (its place found by ``_skipped_at``;
+      before the end-of-image marker libjpeg reads nothing more, and its lenient decode is the answer).
+      Anything else is ``corrupt``: the decoder finished its blocks before the data ended, which is how
+      libjpeg-turbo shows data that was overwritten or inserted (its fast path decodes an invalid Huffman
+      code as a zero, silently, and rarely says "bad Huffman code").
+
+    Any other warning is ``corrupt`` (premature end of a data segment, a marker where a restart marker
+    belongs, a bad Huffman or arithmetic code, an inconsistent progression), but "premature end of JPEG
+    file" ``truncated``. Returns what libjpeg-turbo decodes: the pixels of the upload, whose skipped bytes
+    it skips as well (its lenient decode's, and Pillow's, bit for bit).
+    """
+    for _ in range(_MAX_REPAIRS + 1):
+        data = container.data
+        try:
+            return _libjpeg(data, colorspace, strict=True)
+        except ValueError as error:
+            message = str(error)
+        lowered = message.lower()
+        extraneous = _EXTRANEOUS.search(message)
+        if extraneous is not None:
+            count, last = int(extraneous[1]), extraneous[2].lower() == "d9"
+            at = container.end if last else _skipped_at(container, count, colorspace)
+            if at is None or at < count or len(set(data[at - count : at])) > 1:
+                where = "its last scan" if last else "a scan or restart interval"
+                raise Rejected(
+                    RejectReason.CORRUPT,
+                    f"{message}: image data left over after the last block of {where}, not padding:"
+                    " the data is damaged",
+                )
+            if last:
+                return _libjpeg(data, colorspace, strict=False)
+            repaired = data[: at - count] + data[at:]
+        elif "unknown jfif revision" in lowered:
+            repaired = _patched(container, 0xE0, b"JFIF\x00", 5, 1)
+        elif "unknown adobe color transform" in lowered:
+            components = next((data[s + 9] for s, code, _ in container.segments if code in _SOF), 3)
+            repaired = _patched(container, 0xEE, b"Adobe", 11, 1 if components == 3 else 2)
+        elif "bad icc marker" in lowered:
+            repaired = _without(container, 0xE2, b"ICC_PROFILE\x00")
+        elif "invalid sos parameters for sequential" in lowered:
+            repaired = _sequential_sos(container)
+        else:
+            reason = RejectReason.TRUNCATED if "premature end of jpeg file" in lowered else RejectReason.CORRUPT
+            raise Rejected(reason, message)
+        if repaired == data:
+            raise Rejected(RejectReason.CORRUPT, message)
+        container = _check_jpeg(repaired, whole=True)
+    raise Rejected(
+        RejectReason.CORRUPT, f"libjpeg-turbo warned in more than {_MAX_REPAIRS} places; the last: {message}"
+    )
+
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _skipped_at(container: _Container, count: int, colorspace: str) -> int | None:
+    """The first end of entropy-coded data where libjpeg-turbo skips ``count`` stray bytes. The file cut
+    there and closed by an end-of-image marker makes it warn of those bytes first; cut before, it warns of
+    something else or nothing (the bytes up to the cut decode as in the whole file), cut after, of them
+    too: the answer is monotonic along the ends, which are bisected (a few partial decodes, and only for
+    a damaged file)."""
+    data, ends = container.data, container.scan_ends
+    low, high = 0, len(ends)
+    while low < high:
+        middle = (low + high) // 2
+        try:
+            _libjpeg(data[: ends[middle]] + b"\xff\xd9", colorspace, strict=True)
+            warned = False
+        except ValueError as error:
+            found = _EXTRANEOUS.search(str(error))
+            warned = found is not None and int(found[1]) == count
+        if warned:
+            high = middle
+        else:
+            low = middle + 1
+    if low == len(ends) or ends[low] < count:
+        return None
+    return ends[low]
+
+
+def _patched(container: _Container, code: int, tag: bytes, offset: int, value: int) -> bytes:
+    """``data`` with the byte at ``offset`` of each ``code`` segment's payload that starts with ``tag``
+    set to ``value``."""
+    data = bytearray(container.data)
+    for start, found, end in container.segments:
+        payload = start + 4
+        if found == code and data[payload : payload + len(tag)] == tag and payload + offset < end:
+            data[payload + offset] = value
+    return bytes(data)
+
+
+def _without(container: _Container, code: int, tag: bytes) -> bytes:
+    """``data`` less the ``code`` segments whose payload starts with ``tag``."""
+    data, parts, copied = container.data, [], 0
+    for start, found, end in container.segments:
+        if found == code and data[start + 4 : start + 4 + len(tag)] == tag:
+            parts.append(data[copied:start])
+            copied = end
+    return b"".join([*parts, data[copied:]])
+
+
+def _sequential_sos(container: _Container) -> bytes:
+    """``data`` with the spectral selection and successive approximation of each scan of a sequential
+    JPEG set to what libjpeg uses in their place (0, 63, 0)."""
+    data = bytearray(container.data)
+    if not any(code in (0xC0, 0xC1, 0xC9) for _, code, _ in container.segments):
+        return container.data
+    for _, code, end in container.segments:
+        if code == _SOS:
+            data[end - 3 : end] = b"\x00\x3f\x00"
+    return bytes(data)

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from graywave.errors import CodecFailed
+from graywave.errors import CodecFailed, Rejected
+from graywave.kernels.codecs import checked_jpeg
 from graywave.kernels.device import Device
 
 
@@ -91,12 +92,33 @@ class NvImageCodecLuma:
         return plane.reshape(plane.shape[:2]) if plane.ndim == 3 else plane
 
     def decode(self, datas: Sequence[bytes]) -> list[Any | None]:
-        """The Y plane of each JPEG, or ``None`` where nvImageCodec could not decode it."""
+        """The Y plane of each JPEG, or ``None`` where nvImageCodec could not decode it.
+
+        Each JPEG's structure is checked first, as ``decode_luma`` checks it (``codecs.checked_jpeg``: a
+        regular-expression pass over its bytes on the CPU, no pixel decoded there): one that ends early or
+        whose restart markers are out of order is ``None`` without being decoded (the CPU codecs then reject
+        it, with the reason a CPU wave gives: not a fallback), and nvImageCodec decodes the others without
+        the stray bytes between their segments, which libjpeg skips and nvImageCodec's parser refuses.
+        Not checked here: damage that only an entropy decode shows (a bad Huffman code, a data segment cut
+        short by a marker), which the CPU path rejects as ``corrupt`` when libjpeg-turbo reports it, and
+        nvJPEG decodes to whatever pixels the damaged data gives (README, "Damaged photos").
+        """
+        streams: list[bytes | None] = []
+        for data in datas:
+            try:
+                streams.append(checked_jpeg(data))
+            except Rejected:
+                streams.append(None)
+        sound = [stream for stream in streams if stream is not None]
         try:
-            images = self._decoder.decode(list(datas), params=self._decode_params)
+            images = iter(self._decoder.decode(sound, params=self._decode_params) if sound else [])
         except RuntimeError as error:
             raise CodecFailed(f"nvImageCodec could not decode the batch: {error}") from error
-        return [None if image is None else self._plane(image) for image in images]
+        planes = []
+        for stream in streams:
+            image = None if stream is None else next(images)
+            planes.append(None if image is None else self._plane(image))
+        return planes
 
     def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]:
         """Each plane as a grayscale JPEG, or ``None`` where nvImageCodec could not encode it."""
