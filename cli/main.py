@@ -75,13 +75,23 @@ class _InvalidDate(typer.BadParameter):
 
 
 def _date(text: str) -> date:
-    """A ``--date`` value: an ISO date; a wrong day is named as such, not as a wrong format."""
+    """A ``--date`` value: YYYY-MM-DD in ASCII digits (not ``２026-…``, ``20261125`` or ``2026-W48-3``,
+    which ``date.fromisoformat`` reads too); a wrong day is named as such, not as a wrong format; a
+    day whose wave would reach past the calendar (``0001-01-01``, ``9999-12-31``) is refused too."""
+    from datetime import timedelta
+
+    from graywave.records import WAVE_LOOKBACK_DAYS
+
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        raise _InvalidDate(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            raise _InvalidDate(f"{text} is not a date of the calendar") from None
-        raise _InvalidDate(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25") from None
+        raise _InvalidDate(f"{text} is not a date of the calendar") from None
+    reach = timedelta(days=WAVE_LOOKBACK_DAYS)  # a wave reads the days before and after its own
+    if not date.min + reach <= day <= date.max - reach:
+        raise _InvalidDate(f"{text} is outside the days graywave handles ({date.min + reach} to {date.max - reach})")
+    return day
 
 
 def _user(user_id: str) -> str:
@@ -197,13 +207,27 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of a tabl
 def _as_of(text: str) -> int | datetime:
     """An ``--as-of`` value: a table version (``12``) or a time (``2026-11-25T18:00``, UTC unless it
     says otherwise)."""
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text):  # ASCII digits: str.isdigit() is true of "²" and "２" too
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:  # int() of 4,301 digits raises
+            raise _InvalidDate(f"{text} is past the last version a Delta table can have ({MAX_VERSION})")
         return int(text)
+    neither = f"{text!r} is neither a table version (a number) nor a time (2026-11-25T18:00)"
+    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.,+Z-]+)?", text):  # ASCII, one form
+        raise _InvalidDate(neither)
     try:
         when = datetime.fromisoformat(text)
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+        when.astimezone(UTC)  # 9999-12-31T23:00-01:00 is past the calendar in UTC
     except ValueError:
-        raise _InvalidDate(f"{text!r} is neither a table version (a number) nor a time (2026-11-25T18:00)") from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+        raise _InvalidDate(neither) from None
+    except OverflowError:
+        raise _InvalidDate(f"{text} is outside the calendar in UTC") from None
+    return when
+
+
+MAX_VERSION = 2**63 - 1
+"""A Delta table's versions are 64-bit integers."""
 
 
 AsOfOption = Annotated[
@@ -446,7 +470,7 @@ def plot_weekly(user: str, output: OutputOption = Path("week.png"), week: WeekOp
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
 ) -> None:
     """Serve the REST API with uvicorn (OpenAPI docs at /docs)."""
@@ -611,7 +635,7 @@ def lake_history(
     table: Annotated[
         str, typer.Argument(help="images, rejects, daily_user_histograms, daily_median, similar_users.")
     ] = "images",
-    limit: Annotated[int, typer.Option("-n", min=1, help="How many commits, newest first.")] = 20,
+    limit: Annotated[int, typer.Option("-n", min=1, max=1_000_000, help="How many commits, newest first.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
     """A table's commits, newest first: Delta's operation and graywave's (which wave, day and flow run)."""
@@ -630,7 +654,7 @@ def lake_history(
 
 @lake_app.command("optimize")
 def lake_optimize(
-    days: Annotated[int, typer.Option("--days", min=1, help="Compact the partitions of the last N days.")] = 3,
+    days: Annotated[int, typer.Option("--days", min=1, max=3660, help="Compact the last N days' partitions.")] = 3,
     every_day: Annotated[bool, typer.Option("--all", help="Compact every partition.")] = False,
 ) -> None:
     """Run the lake's maintenance now (the flow that graywave serve runs nightly): compaction, Z-order
@@ -681,7 +705,7 @@ def rejects(
 
 @server_app.command("start")
 def server_start(
-    port: Annotated[int, typer.Option(help="Port of the API and the UI.")] = 4200,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API and the UI.")] = 4200,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
     """Start Prefect's server in the background, with graywave's PREFECT_HOME and telemetry off."""

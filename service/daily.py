@@ -18,8 +18,9 @@ Definitions (the README has them too):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import MAXYEAR, MINYEAR, date, timedelta
 from threading import Lock
 from typing import Any
 
@@ -30,7 +31,7 @@ from graywave.errors import InvalidInput, NoData
 from graywave.kernels import select_device
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import Metric, all_pairs_nearest, median_histogram, nearest
-from graywave.records import handling_days
+from graywave.records import WAVE_LOOKBACK_DAYS, handling_days
 from graywave.service.backends import Backends
 from graywave.storage.lake import AsOf, CommitInfo, Lake, VersionCache
 
@@ -133,19 +134,42 @@ def similar_to(daily: DailyHistograms, user_id: str, n: int, metric: Metric) -> 
     )
 
 
+ISO_WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})")
+"""An ISO week as users write it: four ASCII digits, ``-W``, two ASCII digits (``[0-9]``, not
+``\\d``, which matches every script's digits)."""
+
+
 def iso_week(text: str | None, today: date) -> tuple[date, date]:
-    """Monday and Sunday of ``2026-W48`` (or of the week of ``today``)."""
+    """Monday and Sunday of ``2026-W48`` (or of the week of ``today``). ``InvalidInput`` for any
+    other form (``２026-W48``, ``+2026-W48``, ``2_026-W48``, ``2026-w48``: ``int()`` reads them, ISO
+    8601 does not) and for a week the calendar does not have: week 53 of a year of 52, year 0000,
+    and 9999-W52, whose Sunday would be in the year 10000 (the weekly query reads the wave days
+    after it too)."""
     if text is None:
         year, week, _ = today.isocalendar()
+        monday = date.fromisocalendar(year, week, 1)
     else:
-        try:
-            year_text, week_text = text.upper().split("-W")
-            year, week = int(year_text), int(week_text)
-            date.fromisocalendar(year, week, 1)
-        except ValueError:
-            raise InvalidInput(f"{text!r} is not an ISO week such as 2026-W48") from None
-    monday = date.fromisocalendar(year, week, 1)
+        found = ISO_WEEK.fullmatch(text)
+        if found is None:
+            raise InvalidInput(f"{text!r} is not an ISO week such as 2026-W48 (YYYY-Www)")
+        year, week = int(found[1]), int(found[2])
+        if not MINYEAR <= year <= MAXYEAR:
+            raise InvalidInput(
+                f"{text} is not an ISO week of the calendar: year {found[1]} is not in it ({MINYEAR:04d} to {MAXYEAR})"
+            )
+        weeks = date(year, 12, 28).isocalendar().week  # the 28th of December is always in the year's last week
+        if not 1 <= week <= weeks:
+            raise InvalidInput(f"{text} is not an ISO week of the calendar: {year:04d} has weeks W01 to W{weeks}")
+        monday = date.fromisocalendar(year, week, 1)
+    if date.max - monday < timedelta(days=6 + WAVE_LOOKBACK_DAYS):
+        raise InvalidInput(f"the ISO week {week_name(monday)} runs past {date.max}, the calendar's last day")
     return monday, monday + timedelta(days=6)
+
+
+def week_name(monday: date) -> str:
+    """The ISO week of a day, as ``iso_week`` reads it: ``2026-W48``."""
+    year, week, _ = monday.isocalendar()
+    return f"{year:04d}-W{week:02d}"
 
 
 def weekly_histograms(lake: Lake, user_id: str, monday: date, sunday: date, *, as_of: AsOf = None) -> pl.DataFrame:

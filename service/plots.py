@@ -6,6 +6,10 @@ the ``*_png`` ones its PNG bytes.
 Each call draws on a figure of its own, never through pyplot's global state; drawing is CPU work
 (tens of ms) that callers keep off an event loop. Bin k of B covers the grey levels
 k*256/B .. (k+1)*256/B-1, and the x axis says so ("0-15", "16-31", ...).
+
+Every text of a chart (title, tick labels, legend, notes) is drawn as written: a file name is the
+user's text, and ``$a^$.jpg`` read as matplotlib's mathtext failed to parse, which made that week's
+chart an error for good. No text is parsed as mathtext or sent to TeX (``_as_written``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 import polars as pl
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 GREY_LEVELS = 256
 MAX_TICKS = 16
@@ -52,6 +57,15 @@ def _grey_axis(axes: Any, bins: int) -> None:
     axes.grid(axis="y", alpha=0.3)
 
 
+def _as_written(figure: Figure) -> Figure:
+    """Every text of the figure drawn as its characters, ``$`` included: never parsed as mathtext,
+    never sent to TeX (whatever ``text.usetex`` an operator's matplotlibrc sets)."""
+    for text in figure.findobj(Text):
+        text.set_parse_math(False)
+        text.set_usetex(False)
+    return figure
+
+
 def _figure() -> tuple[Figure, Any]:
     figure = Figure(figsize=SIZE_INCHES, dpi=DPI, layout="constrained")
     return figure, figure.add_subplot()
@@ -65,7 +79,7 @@ def median_figure(day: date, median: Mapping[str, Any]) -> Figure:
     axes.set_title(f"Median histogram of {day.isoformat()} across {median['users']} users")
     axes.set_ylabel("median share of a user's pixels")
     _grey_axis(axes, len(shares))
-    return figure
+    return _as_written(figure)
 
 
 def _shares(counts: Sequence[int]) -> np.ndarray:
@@ -93,7 +107,7 @@ def weekly_figure(user_id: str, week: str, images: pl.DataFrame, bins: int) -> F
     elif len(rows) <= MAX_LEGEND:
         axes.legend(fontsize=7, loc="best")
     _grey_axis(axes, bins)
-    return figure
+    return _as_written(figure)
 
 
 def _label(row: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner, State
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
-from graywave.service.daily import iso_week, median_row, similar_to, weekly_histograms
+from graywave.service.daily import iso_week, median_row, similar_to, week_name, weekly_histograms
 from graywave.service.plots import median_png, weekly_png
 
 router = APIRouter(tags=["analytics"], responses=ERRORS)
@@ -22,8 +22,7 @@ def _week(app: State, user_id: str, week: str | None) -> tuple[str, date, date, 
     """The week's name (``2026-W48``), Monday, Sunday, and the user's images of it."""
     monday, sunday = iso_week(week, app.settings.today())
     frame = weekly_histograms(app.backends.lake, user_id, monday, sunday)
-    year, number, _ = monday.isocalendar()
-    return f"{year}-W{number:02d}", monday, sunday, frame
+    return week_name(monday), monday, sunday, frame
 
 
 def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
@@ -57,8 +56,11 @@ N_BOUNDS = {"minimum": 1, "maximum": 1000}
 WeekQuery = Annotated[
     str | None,
     Query(
-        description="ISO week, e.g. 2026-W48 (default: this week); 400 for a week the year does not have.",
-        json_schema_extra={"pattern": r"^[1-9][0-9]{3}-W(0[1-9]|[1-4][0-9]|5[0-3])$"},
+        description=(
+            "ISO week, e.g. 2026-W48 (default: this week): four ASCII digits, -W, two. 400 for any other"
+            " form and for a week the calendar does not have (W53 of a 52-week year, 9999-W52)."
+        ),
+        json_schema_extra={"pattern": r"^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"},
     ),
 ]
 

@@ -9,6 +9,7 @@ from datetime import date
 import numpy as np
 import polars as pl
 import pytest
+from matplotlib.text import Text
 from PIL import Image
 
 from graywave.service.plots import bin_labels, median_figure, median_png, weekly_figure, weekly_png
@@ -72,3 +73,34 @@ def test_the_pngs_decode_and_follow_the_data():
         assert picture.format == "PNG" and picture.size == (800, 450)
         assert np.asarray(picture.convert("L")).std() > 5  # something is drawn
     assert flat != dark and one != two
+
+
+HOSTILE_NAMES = [
+    "$a^$.jpg",
+    "$\\frac{1}{0}$.png",
+    "x_{$}.jpg",
+    "$$.jpg",
+    "100$ and 5$.jpg",
+    "\\$\\.jpg",
+    "a$b^c_d$e.jpg",
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_file_names_are_drawn_as_text_never_as_mathtext(name):
+    """A file name is the user's text: ``$a^$.jpg`` made matplotlib parse mathtext, fail, and every
+    chart of that week answered 500. Every text of a chart is drawn as written."""
+    images = week_of([1] * 16).with_columns(pl.lit(name).alias("file_name"))
+    data = weekly_png("alice", "2026-W48", images, 16)
+    assert Image.open(io.BytesIO(data)).format == "PNG"
+    figure = weekly_figure("alice", "2026-W48", images, bins=16)
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == [f"{name if len(name) <= 32 else name[:29] + '...'} (2026-11-25)"]  # as written, not parsed
+    texts = [text for text in figure.findobj(Text) if text.get_text()]
+    assert texts and all(not text.get_parse_math() and not text.get_usetex() for text in texts)
+
+
+def test_no_text_of_the_median_chart_is_mathtext():
+    figure = median_figure(DAY, {"users": 3, "histogram": DARK})
+    texts = [text for text in figure.findobj(Text) if text.get_text()]
+    assert texts and all(not text.get_parse_math() and not text.get_usetex() for text in texts)
