@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,11 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="graywave-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.pop("PREFECT_API_URL", None)
+PREFECT_STARTUP_S = 600
+"""How long any Prefect server of the tests may take to start: never Prefect's default (20 s), which a
+loaded machine exceeded ("Timed out while attempting to connect to ephemeral Prefect API server").
+Set for this process's temporary server and for every command the tests start."""
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(PREFECT_STARTUP_S)
 # The one identity that the local S3 server (SeaweedFS) accepts; it also keeps boto3 away from real credentials.
 S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
 os.environ.update(AWS_ACCESS_KEY_ID=S3_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
@@ -268,16 +272,20 @@ def s3_settings(local_s3: LocalS3, mongodb_uri: str, monkeypatch: pytest.MonkeyP
     return Settings()
 
 
-@pytest.fixture
-def prefect_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A Prefect server of its own (a copy of the session's Prefect home, so its database is migrated)."""
-    home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], home, dirs_exist_ok=True)
-    monkeypatch.setenv("PREFECT_HOME", str(home))  # the server's subprocess, and graywave's, use it
-    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API URL of one real Prefect server that the tests needing one share, started once for the
+    whole run (its own home and database, a startup wait of ``PREFECT_STARTUP_S``).
 
+    Its state outlives each test: a test names what it created (its runs' ids, its own uploads'
+    days) rather than counting everything on the server, and leaves no run scheduled."""
+    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    home = tmp_path_factory.mktemp("prefect-server")
     server = SubprocessASGIServer(port=free_port())
-    server.start()
+    with temporary_settings(updates={PREFECT_HOME: home}):  # the settings its process is started with
+        server.start(timeout=PREFECT_STARTUP_S)
     yield server.api_url
     server.stop()
 
