@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -559,9 +558,22 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    stop_timeout: Annotated[
+        float,
+        typer.Option(
+            "--stop-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="On SIGTERM: how long to wait for the runs in flight (a wave finishes its round) before cancelling.",
+        ),
+    ] = 80.0,
+) -> None:
     """Register the wave, analytics and reprocessing deployments and run them (needs a Prefect server:
-    PREFECT_API_URL)."""
+    PREFECT_API_URL). SIGTERM or Ctrl-C: no new runs, the waves in flight finish their round."""
+    from graywave.flows.automations import use_graywave_heartbeat
+
+    heartbeat_s = use_graywave_heartbeat()  # before Prefect is imported: the runs it starts beat at it
     settings = _settings(temporary_server=False)  # it refuses one, below
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
@@ -575,39 +587,62 @@ def serve() -> None:
         raise typer.Exit(1)
     with get_client(sync_client=True) as client:
         unhealthy = client.api_healthcheck()
+        if unhealthy is None:
+            from graywave.flows.automations import install_zombie_detection
+
+            install_zombie_detection(client, heartbeat_s)  # once, however often serve restarts
     if unhealthy is not None:
         console.print(f"[red]the Prefect server at {url} cannot be reached:[/red] {unhealthy}")
         raise typer.Exit(1)
-    from prefect import serve as prefect_serve
-
     from graywave.flows.schedule import deployments
+    from graywave.flows.serving import serve as serve_deployments
 
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt  # Prefect's serve shuts down quietly on it (SIGTERM: systemd, docker stop)
-
-    signal.signal(signal.SIGTERM, stop)
-    prefect_serve(*deployments(settings))
+    serve_deployments(
+        deployments(settings),
+        heartbeat_s=heartbeat_s,
+        stop_timeout_s=stop_timeout,
+        log=lambda line: err_console.print(line, highlight=False),
+    )
 
 
 @app.command()
 def status() -> None:
-    """Recent waves with their counts, uploads pending now, and the latest commits to the lake's images."""
+    """Recent waves with their counts, uploads pending now, and the latest commits to the lake's images.
+    Exit 1, naming where it looked, when the blob store is not there (run from another folder, a
+    volume not mounted): an empty report would read as an idle system."""
     from graywave.service.backends import Backends
     from graywave.service.operations import status as status_of
 
     settings = Settings()
+    blobs, lake = _where(settings.blob_url), _where(settings.lake_url)
     with Backends.open(settings) as backends:
+        try:
+            backends.blobs.check()
+        except GraywaveError as error:
+            console.print(
+                f"[red]no graywave data found:[/red] {error}. Looked for uploads in {blobs} (GRAYWAVE_BLOB_URL)"
+                f" and for the lake in {lake} (GRAYWAVE_LAKE_URL): run from the deployment's folder, or set"
+                f" those (`{_me()} settings` prints them)",
+                highlight=False,
+            )
+            raise typer.Exit(1) from None
         try:
             found = status_of(backends, settings.today())
         except GraywaveError as error:
             console.print(f"[red]{error}[/red]")
             raise typer.Exit(1) from None
+    console.print(f"uploads: {blobs}; lake: {lake}", highlight=False)
     _print(found.waves, False, "waves of the last 7 days")
     console.print(f"pending now: {found.pending} uploads for a wave of {settings.today()}")
     if found.commits:
         _print(_commits_frame(found.commits), False, "latest commits to images")
     else:
         console.print("the lake: no commit yet")
+
+
+def _where(url: str) -> str:
+    """A store's URL as an operator can find it: a local folder as an absolute path."""
+    return url if "://" in url else str(Path(url).expanduser().resolve())
 
 
 def _commits_frame(commits: list[Commit]) -> pl.DataFrame:
@@ -708,15 +743,21 @@ def server_start(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the API and the UI.")] = 4200,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
 ) -> None:
-    """Start Prefect's server in the background, with graywave's PREFECT_HOME and telemetry off."""
+    """Start Prefect's server in the background, with graywave's PREFECT_HOME and telemetry off, and
+    install graywave's automations on it (a run whose heartbeats stop is marked Crashed)."""
+    from graywave.flows.automations import use_graywave_heartbeat
+
+    heartbeat_s = use_graywave_heartbeat()
     _settings_only()
     from graywave.cli import server
 
     if (local := server.running()) is not None:
+        server.install_automations(local, heartbeat_s)
         console.print(f"already running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)
         return
     try:
         local = server.start(host, port)
+        server.install_automations(local, heartbeat_s)
     except RuntimeError as error:
         console.print(f"[red]the Prefect server did not start:[/red] {error}")
         raise typer.Exit(1) from None
@@ -731,8 +772,9 @@ def server_start(
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local Prefect server that `graywave server start` started."""
-    _settings_only()
     from graywave.cli import server
+
+    server.use_prefect_home(Settings().prefect_home)  # a stop creates no Prefect home
 
     try:
         stopped = server.stop()
@@ -748,8 +790,9 @@ def server_stop() -> None:
 @server_app.command("status")
 def server_status() -> None:
     """Whether the local Prefect server runs, and where its UI is (exit 1 when it does not run)."""
-    _settings_only()
     from graywave.cli import server
+
+    server.use_prefect_home(Settings().prefect_home)  # a read: it creates no Prefect home
 
     local = server.running()
     if local is None:

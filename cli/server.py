@@ -4,7 +4,12 @@ off; and the lookup that makes every other command use it.
 
 Prefect's own ``prefect server start --background`` does the starting and stopping (its PID file is
 in ``PREFECT_HOME``); graywave records the address it started it on in ``graywave-server.json``
-beside it, so that any command can find it without configuration.
+beside it, so that any command can find it without configuration. The server is told its UI's
+address (``PREFECT_UI_URL``), so that the links in its notifications open the run's page, and
+graywave's automations are installed on it (``flows.automations``: a run whose heartbeats stop is
+marked ``Crashed``).
+
+``status`` and ``stop`` only read: they create no ``PREFECT_HOME``.
 """
 
 from __future__ import annotations
@@ -44,6 +49,12 @@ class LocalServer:
             return False
 
 
+def use_prefect_home(default: Path) -> Path:
+    """graywave's ``PREFECT_HOME`` (the environment's, else ``default``), set in the environment for
+    Prefect and its server; the folder is not created."""
+    return Path(os.environ.setdefault("PREFECT_HOME", str(default.resolve()))).expanduser()
+
+
 def _state_file() -> Path:
     return Path(os.environ["PREFECT_HOME"]) / STATE_FILE
 
@@ -78,6 +89,8 @@ def start(host: str, port: int) -> LocalServer:
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_API_URL": server.api_url,
+        # The links of its notifications ({{ flow_run|ui_url }}): without it they read "None".
+        "PREFECT_UI_URL": server.ui_url,
     }
     done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off", env=env)
     if done.returncode != 0:
@@ -92,10 +105,23 @@ def start(host: str, port: int) -> LocalServer:
     return server
 
 
+def install_automations(server: LocalServer, heartbeat_s: int) -> str:
+    """graywave's automations on ``server`` (zombie-run detection, ``flows.automations``); what was done."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from graywave.flows.automations import install_zombie_detection
+
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
+        return install_zombie_detection(client, heartbeat_s)
+
+
 def stop() -> bool:
     """Stop the managed server; whether one was running. ``RuntimeError`` if it still answers after."""
     server = recorded()
     was = server is not None and server.healthy()
+    if not Path(os.environ["PREFECT_HOME"]).is_dir():  # nothing was ever started there: create nothing
+        return was
     done = _prefect("server", "stop")
     if server is not None and server.healthy():
         raise RuntimeError(

@@ -17,26 +17,31 @@ A batch on a worker that dies is run again by Dask on another one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import date
 from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
+from uuid import UUID
 
 from prefect import Flow, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed
-from prefect.runtime import flow_run
-from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
 from graywave.config import Settings, validate_wave_name
 
 if TYPE_CHECKING:
     from prefect_dask.task_runners import DaskTaskRunner
 from graywave.errors import BackendUnavailable
+from graywave.flows import serving
 from graywave.flows.artifacts import Progress, publish_wave, run_day, tag_this_run
+from graywave.flows.automations import RUN_TAG, heartbeat_s
 from graywave.flows.failures import failing_with_the_reason
+from graywave.flows.temporary_server import prefect_api
 from graywave.service import wave
 from graywave.service.batch import BatchResult, Upload
 
@@ -116,6 +121,35 @@ def _on_the_cluster(settings: Settings) -> Settings:
     return settings.model_copy(update={"workers": threads})
 
 
+class ServeStop:
+    """How a wave under ``graywave serve`` notices that serve is stopping (``flows.serving``): the
+    wave's clock and sleep, given to ``service.wave.run_wave``. Once serve stops, the clock jumps
+    past the settle window's end, so the window closes after the round in flight has been
+    processed and recorded (the service's own rule: it stops listing once past ``max_duration_s``),
+    and a wait for the next listing ends at once."""
+
+    def __init__(self, max_duration_s: float):
+        self.step = max_duration_s + 1.0
+        self.jump = 0.0
+        self.stopped_at: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    def clock(self) -> float:
+        if self.stopped_at is None and serving.stop_requested():
+            self.stopped_at = time.monotonic()
+        if self.stopped_at is not None:
+            self.jump += self.step  # every reading after the stop is past the window of any before it
+        return time.monotonic() + self.jump
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not serving.stop_requested():
+            time.sleep(min(left, serving.CHECK_S))
+
+
 def _wave_run_name() -> str:
     parameters = flow_run.parameters
     return f"wave-{parameters.get('name', 'manual')}-{run_day(Settings(), parameters.get('day'))}"
@@ -135,12 +169,28 @@ def wave_flow(
     With ``settle_s`` the wave keeps collecting until nothing new has arrived for that many seconds,
     or ``max_duration_s`` (default ``GRAYWAVE_WAVE_MAX_DURATION_S``) has passed. The run publishes
     its progress, a summary and its rejects as artifacts (``flows.artifacts``).
+
+    Under ``graywave serve``, a stop of serve ends the settle window after the round in flight (see
+    ``ServeStop``); a run of a deployment then schedules a follow-up run for the rest of the window.
     """
+    started = time.monotonic()
     settings = _on_the_cluster(Settings())
     day = run_day(settings, day)
     name = validate_wave_name(name)
-    tag_this_run(f"day:{day}", f"wave:{name}")
+    tag_this_run(f"day:{day}", f"wave:{name}", RUN_TAG)
+    logger = get_run_logger()
     drain = None if settle_s is None else wave.drain_of(settings, settle_s, max_duration_s)
+    if drain is not None and serving.stop_requested():
+        logger.info(f"wave {name} of {day}: graywave serve is stopping: one round, no settle window")
+        drain = None
+    stop = ServeStop(drain.max_duration_s if drain is not None else 0.0)
+    collecting = f"wave {name} of {day}: stopped collecting after "
+
+    def log(line: str) -> None:
+        if stop.stopped and line.startswith(collecting):  # the service read the stop's clock
+            line = f"{collecting}{time.monotonic() - started:.0f} s: graywave serve is stopping"
+        logger.info(line)
+
     progress = Progress(f"Uploads of wave {name} of {day} handled so far")
     summary = wave.run_wave(
         settings,
@@ -148,37 +198,38 @@ def wave_flow(
         name,
         drain=drain,
         run_batches=run_batches_as_tasks,
-        log=get_run_logger().info,
+        log=log,
+        clock=stop.clock,
+        sleep=stop.sleep,
         progress=progress.update,
         flow_run=flow_run.id,
     )
     publish_wave(summary, settings)
+    if stop.stopped and drain is not None:
+        _follow_up(day, name, drain, time.monotonic() - started, logger.info)
     return summary
+
+
+def _follow_up(day: date, name: str, drain: wave.Drain, elapsed_s: float, log: Callable[[str], None]) -> None:
+    """Schedule, now, a run of this run's deployment for the rest of its settle window: the next
+    ``graywave serve`` runs it (the deployment runs one wave at a time and queues the rest)."""
+    deployment_id = deployment.id
+    left_s = drain.max_duration_s - elapsed_s
+    if deployment_id is None or left_s <= 0:
+        return
+    parameters = {"day": day.isoformat(), "name": name, "settle_s": drain.settle_s, "max_duration_s": left_s}
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(UUID(deployment_id), parameters=parameters, tags=[RUN_TAG])
+    log(
+        f"wave {name} of {day}: graywave serve is stopping: scheduled run {run.name} ({run.id}) to collect"
+        f" for up to {left_s:.0f} s more once serve runs again"
+    )
 
 
 def wave_flow_for(settings: Settings) -> Flow[..., wave.WaveSummary]:
     """The wave flow with the task runner that ``settings`` ask for."""
     runner = task_runner(settings)
     return wave_flow if runner is None else wave_flow.with_options(task_runner=cast(Any, runner))
-
-
-@contextmanager
-def prefect_api_for_workers(settings: Settings) -> Iterator[None]:
-    """Make the Prefect API that this process uses the one its Dask workers report to.
-
-    Without ``PREFECT_API_URL``, Prefect starts a temporary server for the process, and each Dask
-    worker would start one of its own (15 s each, and task runs nobody sees). For a wave on Dask
-    that temporary server is started here and named in the settings that travel with each task.
-    """
-    if task_runner(settings) is None or PREFECT_API_URL.value():
-        yield
-        return
-    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
-
-    server = SubprocessASGIServer()  # the one Prefect would start for this process
-    server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield
 
 
 def run_wave_flow(
@@ -189,6 +240,11 @@ def run_wave_flow(
     settle_s: float | None = None,
     max_duration_s: float | None = None,
 ) -> wave.WaveSummary:
-    """Run the wave flow now, on the task runner that ``settings`` ask for."""
-    with prefect_api_for_workers(settings):
+    """Run the wave flow now, on the task runner that ``settings`` ask for, against
+    ``PREFECT_API_URL`` or else a temporary server of this process that outlives a SIGTERM or Ctrl-C
+    to the process group (``flows.temporary_server``): a stopped wave still ends its run ``Crashed``,
+    and exits in seconds. (On Dask, the workers report to that same server: each would otherwise
+    start a temporary server of its own, 15 s each, and task runs nobody sees.) The run beats at
+    graywave's heartbeat (``flows.automations``), so the server's zombie detection judges it too."""
+    with prefect_api(), temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: heartbeat_s()}):
         return wave_flow_for(settings)(day=day, name=name, settle_s=settle_s, max_duration_s=max_duration_s)

@@ -65,3 +65,34 @@ def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp
     serve = graywave(env, "serve")  # schedules need a server that outlives the command: no temporary one
     assert serve.returncode == 1 and "graywave serve needs a Prefect server" in serve.stdout
     assert "temporary" not in serve.stderr  # it does not announce the server it then refuses
+
+
+def test_commands_run_from_another_folder_say_where_they_looked_and_create_nothing(tmp_path):
+    """From a folder that is not the deployment's, `graywave status` printed "pending now: 0" and
+    "the lake: no commit yet" with exit 0 (an idle system, as far as it said), and the commands
+    created ./data/lake/_locks and ./data/prefect there."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRAYWAVE_", "PREFECT_HOME", "PREFECT_API_URL"))}
+
+    def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [GRAYWAVE, *arguments], env=env, cwd=elsewhere, capture_output=True, text=True, timeout=240
+        )
+
+    status = run("status")
+    assert status.returncode == 1, status.stdout
+    assert "no graywave data found" in status.stdout and str(elsewhere / "data" / "blobs") in status.stdout
+    assert str(elsewhere / "data" / "lake") in status.stdout and "pending now" not in status.stdout
+    assert run("server", "status").returncode == 1
+    assert run("server", "stop").returncode == 1
+    for reading in (("query", "median"), ("query", "weekly", "alice"), ("lake", "history"), ("rejects",)):
+        run(*reading)
+    assert list(elsewhere.iterdir()) == []  # no data/, no data/prefect, no lake folder
+
+
+def test_status_names_the_stores_it_read(settings, phone_files):
+    put_uploads(settings.blob_url, DAY, phone_files)
+    done = subprocess.run([GRAYWAVE, "status"], env=dict(os.environ), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"uploads: {settings.blob_url}; lake: {settings.lake_url}" in done.stdout.replace("\n", "")

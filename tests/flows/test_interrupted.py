@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -132,3 +134,79 @@ def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(
     run_wave(settings, DAY, "evening", log=lambda _: None)  # the lock was released
     images = Lake(LocalBlobStore(lake)).read("images").column("source_key").to_pylist()
     assert sorted(images) == sorted(keys)
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+
+
+def flow_run_states(prefect_home: Path) -> list[tuple[str, str]]:
+    """Each flow run's (name, state type), from the Prefect database under ``prefect_home``."""
+    with sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT name, state_type FROM flow_run").fetchall()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in_a_final_state(tmp_path, signum):
+    """`timeout`, cron, systemd's default KillMode and a Ctrl-C signal the whole process group,
+    Prefect's temporary server included: the wave's client then retried against a dead server for
+    144 s and its run stayed Running. The temporary server is graywave's now, out of the group."""
+    blobs, lake = tmp_path / "blobs", tmp_path / "lake"
+    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(24)}
+    keys = put_uploads(blobs, DAY, files)
+    env = {k: v for k, v in wave_env(tmp_path, blobs, lake, per_batch=1).items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-of-its-own")  # a database with this wave's run only
+    process = subprocess.Popen(
+        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while lake_files(lake) < 2:  # a round under way
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the wave made no progress"
+            time.sleep(0.05)
+        servers = children_of(process.pid)
+        signalled = time.monotonic()
+        os.killpg(process.pid, signum)
+        process.wait(timeout=60)
+        exited_s = time.monotonic() - signalled
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    output = process.stdout.read()
+    print(f"{signal.Signals(signum).name} to the group: the wave exited in {exited_s:.1f} s")
+    assert exited_s < 30, output[-3000:]
+    assert process.returncode != 0  # it stopped; it did not finish
+    assert servers, "the wave's temporary Prefect server"
+    stopping = time.monotonic() + 30
+    while any(alive(pid) for pid in servers):  # it stops with the wave, though the signal missed it
+        assert time.monotonic() < stopping, "the temporary server outlived the wave"
+        time.sleep(0.2)
+    assert flow_run_states(Path(env["PREFECT_HOME"])) == [(f"wave-manual-{DAY}", "CRASHED")], output[-3000:]
+    settings = Settings(blob_url=str(blobs), lake_url=str(lake), device="cpu")
+    run_wave(settings, DAY, "evening", log=lambda _: None)
+    images = Lake(LocalBlobStore(lake)).read("images").column("source_key").to_pylist()
+    assert sorted(images) == sorted(keys)  # every upload once: nothing lost, nothing twice

@@ -1,0 +1,169 @@
+"""A run whose process is killed without a word is marked ``Crashed`` by Prefect's zombie detection
+(heartbeats and the automation that ``graywave server start`` and ``graywave serve`` install), and
+the runbook's failed-runs alert then fires, with a link to the run that opens in the UI.
+
+Real processes throughout: ``graywave server start`` (Prefect's server with its UI), ``graywave
+serve``, a deployment's wave run, ``kill -9`` of serve's process group, and a webhook receiver that
+the alert's notification block posts to."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.events.schemas.automations import AutomationCore
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from graywave.flows.automations import ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
+from graywave.service.samples import encode, synthetic_photo
+from tests.conftest import free_port
+from tests.helpers import DAY, put_uploads, wait_for
+
+pytestmark = pytest.mark.slow
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+HEARTBEAT_S = 30  # Prefect's least
+
+
+class Webhook:
+    """An HTTP receiver on 127.0.0.1 that keeps the JSON bodies posted to it."""
+
+    def __init__(self) -> None:
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alert"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def install_the_runbooks_alert(webhook: Webhook) -> None:
+    """docs/operations/graywave-failed-runs.yaml as the runbook says: a notification block (here a
+    custom webhook), its id in the file, the automation created."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = CustomWebhookNotificationBlock(
+        name="graywave-alerts",
+        url=webhook.url,
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+        allow_private_urls=True,
+    )
+    block_id = block.save("graywave-test-alerts", overwrite=True)
+    path = Path(__file__).parents[2] / "docs/operations/graywave-failed-runs.yaml"
+    [alert] = yaml.safe_load(path.read_text())["automations"]
+    alert["actions"][0]["block_document_id"] = str(block_id)
+    with get_client(sync_client=True) as client:
+        client.create_automation(AutomationCore.model_validate(alert))
+
+
+def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefect_server):
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            client.delete_automation(existing.id)
+        assert install_zombie_detection(client, 60) == "created"
+        assert install_zombie_detection(client, 60) == "unchanged"  # a restart adds nothing
+        assert install_zombie_detection(client, 45) == "updated"
+        [automation] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    assert automation.trigger.within.total_seconds() == 90  # two heartbeat periods
+    assert automation.trigger.posture == "Proactive" and automation.actions[0].state == StateType.CRASHED
+    assert zombie_automation(60).trigger.within.total_seconds() == 120
+
+
+def test_a_killed_served_wave_is_marked_crashed_within_two_heartbeats_and_the_alert_links_to_it(
+    settings, tmp_path: Path
+):
+    photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
+    put_uploads(settings.blob_url, DAY, photos)
+    home = tmp_path / "prefect"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "GRAYWAVE_WAVE_POLL_S": "0.5",
+    }
+    port = free_port()
+    ui = f"http://127.0.0.1:{port}"
+    started = subprocess.run(
+        [GRAYWAVE, "server", "start", "--port", str(port)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    api = f"{ui}/api"
+    serve = None
+    try:
+        again = subprocess.run([GRAYWAVE, "server", "start"], env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "already running" in again.stdout
+        webhook = Webhook()
+        with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            install_the_runbooks_alert(webhook)
+            serve = subprocess.Popen(
+                [GRAYWAVE, "serve"],
+                env=env,  # it finds the server that `graywave server start` recorded under PREFECT_HOME
+                stdout=(tmp_path / "serve.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: serve and the runs it started
+            )
+
+            def deployment():
+                try:
+                    return client.read_deployment_by_name("graywave-wave/wave-morning").id
+                except ObjectNotFound:
+                    return None
+
+            morning = wait_for(deployment, "graywave serve registers the morning wave", 180, [serve])
+            [zombies] = client.read_automations_by_name(ZOMBIE_AUTOMATION)  # server start and serve: one
+            assert zombies.trigger.within.total_seconds() == 2 * HEARTBEAT_S
+            parameters = {"day": DAY.isoformat(), "name": "morning", "settle_s": 3600.0}
+            run = client.create_flow_run_from_deployment(morning, parameters=parameters)
+
+            def collecting() -> bool:
+                found = client.read_flow_run(run.id)
+                return found.state_type == StateType.RUNNING and "graywave" in found.tags
+
+            wait_for(collecting, "the wave runs and collects", 180, [serve])
+            time.sleep(3)  # its first heartbeat has been sent
+            os.killpg(serve.pid, signal.SIGKILL)  # serve and its wave, as a lost machine would
+            killed = time.monotonic()
+            serve.wait()
+
+            def crashed():
+                found = client.read_flow_run(run.id)
+                return found if found.state_type == StateType.CRASHED else None
+
+            found = wait_for(crashed, "the zombie run is marked Crashed", 4 * HEARTBEAT_S, [])
+            crash_s = time.monotonic() - killed
+            assert "heartbeat" in (found.state.message or "")
+            alert = wait_for(lambda: webhook.received, "the failed-runs alert", 60, [])[0]
+            [link] = re.findall(r"Its page: (\S+)", alert["body"])
+            page = httpx.get(link, headers={"Accept": "text/html"}, timeout=30)  # as a browser opens it
+    finally:
+        if serve is not None and serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+        stopped = subprocess.run([GRAYWAVE, "server", "stop"], env=env, capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    print(f"killed to Crashed: {crash_s:.0f} s, heartbeat {HEARTBEAT_S} s")
+    assert crash_s <= 2 * HEARTBEAT_S + 20  # two periods, and the server's evaluation (every 5 s) and action
+    assert f"wave-morning-{DAY}" in alert["subject"] and "Crashed" in alert["subject"]
+    assert link == f"{ui}/runs/flow-run/{run.id}"  # PREFECT_UI_URL, set by graywave server start
+    assert page.status_code == 200 and "<html" in page.text.lower()
