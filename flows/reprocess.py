@@ -12,15 +12,30 @@ go on in between; an image whose original is gone keeps its record and is listed
 from __future__ import annotations
 
 from dataclasses import asdict
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
 from graywave.service.backends import Backends
 from graywave.service.images import REPROCESS_FAILURES_ARTIFACT, ImageCatalog, ReprocessReport, reprocess
+
+IMAGES_LABEL = "graywave.images"
+"""The run's label with how many images it was asked for (``api.jobs.IMAGES_LABEL``: the API reads
+it back for ``GET /jobs/{id}``); the API sets it when it starts the run, else the run sets it here."""
+
+
+def _label_the_count(count: int) -> None:
+    run_id = flow_run.id
+    if run_id is None:
+        return
+    with get_client(sync_client=True) as client:
+        if IMAGES_LABEL not in client.read_flow_run(UUID(run_id)).labels:
+            client.update_flow_run_labels(UUID(run_id), {IMAGES_LABEL: count})
 
 
 def _reprocess_run_name() -> str:
@@ -35,6 +50,7 @@ def reprocess_flow(user_id: str | None = None) -> ReprocessReport:
     logger = get_run_logger()
     with Backends.open(settings) as backends:
         entries = ImageCatalog(backends).entries(settings.today(), user_id)
+        _label_the_count(sum(entry.status != "pending" for entry in entries))  # as the API counts them
         report = reprocess(
             backends,
             settings,

@@ -27,4 +27,4 @@ async def get_job(job_id: uuid.UUID, principal: Caller) -> Job:
     user_id = run.parameters.get("user_id")
     if not (principal.admin or (user_id is not None and principal.may_access(user_id))):
         raise ApiError(404, f"job {job_id} does not exist")  # another user's job is not shown to exist
-    return Job.of(run, failed)
+    return Job.of(run, failed, count=jobs.count_of(run))

@@ -7,11 +7,15 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from prefect.client.schemas.responses import DeploymentResponse
 
+from graywave.api import jobs
 from graywave.config import Settings
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog
@@ -20,6 +24,11 @@ from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
 from tests.conftest import free_port
 from tests.helpers import DAY, put_uploads, wait_for
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 
@@ -83,6 +92,7 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
 
         done = wait_for(finished, "the reprocessing job finishes", 180, processes)
         assert done["state"] == "COMPLETED"
+        assert done["count"] == 4  # the count of the PUT's answer, kept by the job (it was null)
         run = httpx.get(f"{prefect_server}/flow_runs/{job['job_id']}").json()
         assert run["name"] == "reprocess-alice"  # in the Prefect UI: whose images, not a random name
         [failure] = done["failed"]
@@ -97,6 +107,11 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
         assert time.monotonic() - stopping < 10
         serve_log.seek(0)
         assert "Traceback" not in serve_log.read()
+
+        # No serve, the Prefect server still up: a job would stay SCHEDULED forever behind a 202.
+        unserved = httpx.put(f"{url}/images/alice", headers={"Authorization": f"Bearer {alice}"}, timeout=60)
+        assert error_of(unserved) == (503, "jobs_unavailable"), unserved.text
+        assert "graywave serve is not running" in unserved.json()["error"]["message"]
     finally:
         for process in processes:
             process.terminate()
@@ -113,3 +128,27 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
     assert after[keys[0]].record == before[keys[0]].record  # kept as it was
     for key in keys[1:]:
         assert after[key].wave == "api" and after[key].record.processed_at > before[key].record.processed_at  # type: ignore[union-attr]
+
+
+def deployment(**fields) -> DeploymentResponse:
+    return DeploymentResponse(id=uuid.uuid4(), name="reprocess", flow_id=uuid.uuid4(), **fields)
+
+
+def test_a_job_starts_only_on_a_deployment_that_a_runner_polls():
+    """Prefect's own rule (its foreman marks a deployment NOT_READY after 60 s without a poll),
+    checked by the API itself: the foreman does not run on every server."""
+    now = datetime.now(UTC)
+    assert jobs.not_served(deployment(last_polled=now - timedelta(seconds=5), status="READY"), now) is None
+    never = jobs.not_served(deployment(last_polled=None), now)
+    assert never is not None and "no graywave serve has ever run" in never
+    quiet = jobs.not_served(deployment(last_polled=now - timedelta(seconds=95), status="READY"), now)
+    assert quiet is not None and "for 95 s" in quiet  # a serve killed with kill -9: not paused, not polling
+    assert jobs.not_served(deployment(last_polled=now, status="NOT_READY"), now) is not None
+    paused = jobs.not_served(deployment(last_polled=now, paused=True), now)
+    assert paused is not None and "paused" in paused  # serve stopped: it pauses its deployments
+
+
+def test_the_api_and_the_reprocessing_flow_name_the_same_count_label():
+    from graywave.flows.reprocess import IMAGES_LABEL
+
+    assert jobs.IMAGES_LABEL == IMAGES_LABEL
