@@ -10,6 +10,7 @@ import logging
 import re
 from typing import Any
 
+from deltalake.exceptions import DeltaError
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -25,6 +26,8 @@ from graywave.errors import (
     RejectReason,
     UnsupportedMediaType,
 )
+from graywave.service.tokens import TokenStoreUnavailable
+from graywave.storage.blobs import refusal
 
 CODES = {
     400: "bad_request",
@@ -60,6 +63,10 @@ REJECTED_MESSAGES = {
     RejectReason.CORRUPT: "the image data is corrupt",
 }
 """What a client is told of an image it sent; the decoder's own words go to the log only."""
+STORAGE_UNAVAILABLE = "a storage backend is unavailable; try again later"
+"""What a client is told of a store that cannot be reached or written (the log names it and says why)."""
+TOKEN_STORE_UNAVAILABLE = "the API's token store is unavailable; try again later"
+"""What a client is told of a token file that cannot be read (the log has its path and why)."""
 
 
 def _rejected(error: Rejected) -> tuple[int, str, str]:
@@ -83,8 +90,10 @@ def status_of(error: GraywaveError) -> tuple[int, str, str]:
         return 400, CODES[400], str(error)
     if isinstance(error, NotFound):
         return 404, CODES[404], str(error)
+    if isinstance(error, TokenStoreUnavailable):  # its message names the file's path: logged only
+        return 503, CODES[503], TOKEN_STORE_UNAVAILABLE
     if isinstance(error, BackendUnavailable):  # its message names buckets, paths, URLs: logged only
-        return 503, CODES[503], "a storage backend is unavailable; try again later"
+        return 503, CODES[503], STORAGE_UNAVAILABLE
     return 500, "error", "an unexpected error; it is logged on the server"
 
 
@@ -133,9 +142,23 @@ def install(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         return error_response(error.status_code, code, message, headers)
 
+    async def refused_write(request: Request, error: Exception) -> JSONResponse:
+        """A write that the lake or the blob store refused (a read-only file system, no permission, a
+        full disk), in delta-rs's own errors, which are no ``GraywaveError``: 503, like an unreachable
+        store. Any other error of these types is a bug, raised on to the 500 below."""
+        if refusal(error) is None:
+            raise error
+        logger.error("%s %s failed: the storage refused a write", request.method, request.url.path, exc_info=error)
+        return error_response(503, CODES[503], STORAGE_UNAVAILABLE)
+
+    app.add_exception_handler(OSError, refused_write)
+    app.add_exception_handler(DeltaError, refused_write)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        if refusal(error) is not None:  # one raised outside the routes (a middleware)
+            return error_response(503, CODES[503], STORAGE_UNAVAILABLE)
         return error_response(500, "error", "an unexpected error; it is logged on the server")
 
     @app.exception_handler(RequestValidationError)

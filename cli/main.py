@@ -190,7 +190,23 @@ def wave_run(
     except GraywaveError as error:
         console.print(f"[red]the wave could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
+    except Exception as error:
+        _exit_if_refused("the wave could not run", error)
+        raise
     console.print(summary.line())
+
+
+def _exit_if_refused(what: str, error: Exception) -> None:
+    """Exit 1 with one line when ``error`` is the lake or the blob store refusing a write (a read-only
+    file system, no permission, a full disk): delta-rs raises its own errors for those, not a
+    ``GraywaveError``. Anything else is a bug, and the caller raises it on."""
+    from graywave.storage.blobs import refusal
+
+    reason = refusal(error)
+    if reason is not None:
+        text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split())  # delta-rs's text: colours, lines
+        console.print(f"[red]{what}:[/red] the storage refused a write ({reason}): {text}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 DayOption = Annotated[
@@ -325,6 +341,9 @@ def analytics_run(
     except GraywaveError as error:
         console.print(f"[red]the analytics could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
+    except Exception as error:
+        _exit_if_refused("the analytics could not run", error)
+        raise
     console.print(summary.line())
 
 
@@ -364,6 +383,9 @@ def _answer(question: Callable[[Lake, Settings], T]) -> T:
         except GraywaveError as error:
             console.print(f"[red]{error}[/red]")
             raise typer.Exit(1) from None
+        except Exception as error:  # lake migrate writes
+            _exit_if_refused("the lake could not be written", error)
+            raise
 
 
 WeekOption = Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")]
@@ -702,6 +724,9 @@ def lake_optimize(
     except GraywaveError as error:
         console.print(f"[red]the maintenance could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
+    except Exception as error:
+        _exit_if_refused("the maintenance could not run", error)
+        raise
     if not done:
         console.print("[red]the lake has no table yet: nothing to maintain[/red]")
         raise typer.Exit(1)

@@ -7,7 +7,11 @@ stored digest by ``hmac.compare_digest``; tokens are never logged.
 Issuing holds a file lock beside the file and writes a temporary file of a unique name that then
 replaces it, so concurrent ``token issue`` commands lose no token and readers never see half a
 file. A file that is not valid anyway (edited by hand, a full disk) is an error that says so: the
-API answers 503 and the CLI refuses to issue, rather than overwrite it.
+API answers 503 and the CLI refuses to issue, rather than overwrite it. So is a file that cannot be
+read as one: a folder, a link to a device (``/dev/zero``), a FIFO, text that is not UTF-8, more than
+``MAX_TOKEN_FILE_BYTES``. The file is opened without blocking and read up to that bound, never
+further, so that no token file can freeze the API or fill its memory
+(``TokenStoreUnavailable``: its message names the path, for the log and the CLI only).
 
     graywave token issue alice          # a token for user alice
     graywave token issue ops --admin    # an admin token labelled "ops"
@@ -22,6 +26,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,16 +56,25 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+MAX_TOKEN_FILE_BYTES = 16 * 1024 * 1024
+"""A token file larger than this is not read (about 100,000 tokens: an entry is about 150 bytes)."""
+
+
+class TokenStoreUnavailable(BackendUnavailable):
+    """The token file cannot be read, or is not a valid one. The message names the file's path: the
+    API logs it and answers a 503 that names the token store only."""
+
+
 class TokenStore:
     """The stored digests, read again whenever the file changes (a new token works at once)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._version: float | None = None
+        self._version: tuple[int, ...] | None = None
         self._entries: list[tuple[str, Principal]] = []
 
     def _refresh(self) -> None:
-        version = self.path.stat().st_mtime_ns if self.path.exists() else None
+        version = _version(self.path)
         if version != self._version:
             entries = _read(self.path)
             self._entries = [(e["sha256"], Principal(e["label"], e.get("user_id"), e["admin"])) for e in entries]
@@ -76,22 +90,74 @@ class TokenStore:
         return found
 
 
+def _version(path: Path) -> tuple[int, ...] | None:
+    """What changes when the file does (a replacement is a new inode); None when there is no file."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # a folder on the way that is a file, a loop of links, no permission
+        raise _unreadable(path, error) from None
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+
+
+def _unreadable(path: Path, error: OSError | str) -> TokenStoreUnavailable:
+    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error.strerror or error}"
+    return TokenStoreUnavailable(
+        f"the API token file {path} cannot be read ({reason}); restore it from a backup, or move it away"
+        " and issue the tokens again"
+    )
+
+
+def _read_bounded(path: Path) -> bytes | None:
+    """The file's bytes, or None when there is none. A regular file only (a link to one is fine),
+    opened without blocking (a FIFO would wait for a writer), of ``MAX_TOKEN_FILE_BYTES`` at most."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise _unreadable(path, error) from None
+    try:
+        found = os.fstat(descriptor)
+        if not stat.S_ISREG(found.st_mode):
+            raise _unreadable(path, "not a regular file")
+        if found.st_size > MAX_TOKEN_FILE_BYTES:
+            raise _unreadable(path, f"{found.st_size} bytes, more than {MAX_TOKEN_FILE_BYTES}")
+        chunks, left = [], MAX_TOKEN_FILE_BYTES + 1
+        while left > 0 and (chunk := os.read(descriptor, min(left, 1024 * 1024))):
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as error:  # EIO of a failing disk
+        raise _unreadable(path, error) from None
+    finally:
+        os.close(descriptor)
+    if left <= 0:  # it grew past the bound while it was read
+        raise _unreadable(path, f"more than {MAX_TOKEN_FILE_BYTES} bytes")
+    return b"".join(chunks)
+
+
 def _read(path: Path) -> list[dict[str, Any]]:
     """The stored entries; none when there is no file yet."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    data = _read_bounded(path)
+    if data is None:
         return []
     try:
-        entries = json.loads(text)["tokens"]
+        entries = json.loads(data.decode("utf-8"))["tokens"]
         if not all(
-            isinstance(e["sha256"], str) and isinstance(e["label"], str) and isinstance(e["admin"], bool)
+            isinstance(e["sha256"], str)
+            and isinstance(e["label"], str)
+            and isinstance(e["admin"], bool)
+            and isinstance(e.get("user_id"), str | None)
             for e in entries
         ):
-            raise ValueError("an entry's sha256 or label is not a string, or its admin not a boolean")
+            raise ValueError(
+                "an entry's sha256 or label is not a string, its user_id not a string or null, or its admin"
+                " not a boolean"
+            )
         return list(entries)
-    except (ValueError, KeyError, TypeError) as error:
-        raise BackendUnavailable(
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # UnicodeDecodeError too
+        raise TokenStoreUnavailable(
             f"the API token file {path} is not valid ({type(error).__name__}: {error}); restore it from a "
             "backup, or move it away and issue the tokens again"
         ) from None
@@ -145,17 +211,22 @@ def revoke_token(path: Path, token_id: str) -> TokenInfo:
 def _changing(path: Path) -> Iterator[list[dict[str, Any]]]:
     """The stored entries, to change in place; written back (a unique temporary file, then an atomic
     rename, under a file lock) when the block ends without an error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(path.with_name(f"{path.name}.lock")):
-        entries = _read(path)
-        yield entries
-        descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-        try:
-            with os.fdopen(descriptor, "w") as out:
-                json.dump({"tokens": entries}, out, indent=2)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(path.with_name(f"{path.name}.lock")):
+            entries = _read(path)
+            yield entries
+            descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
+            try:
+                with os.fdopen(descriptor, "w") as out:
+                    json.dump({"tokens": entries}, out, indent=2)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, path)
+            except BaseException:
+                Path(temp).unlink(missing_ok=True)
+                raise
+    except OSError as error:  # a read-only or full disk, a folder where the file or its folder should be
+        raise TokenStoreUnavailable(
+            f"the API token file {path} cannot be written ({type(error).__name__}: {error.strerror or error})"
+        ) from None

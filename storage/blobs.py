@@ -7,11 +7,13 @@ Keys are ``/``-separated and relative to the store's root.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -35,6 +37,47 @@ class BlobInfo:
 
 def too_large(key: str, max_bytes: int) -> Rejected:
     return Rejected(RejectReason.TOO_LARGE, f"{key} has more than {max_bytes} bytes (GRAYWAVE_MAX_UPLOAD_BYTES)")
+
+
+REFUSED_WRITES = {
+    errno.EROFS: "a read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "over the disk quota",
+}
+"""What the storage's refusal of a write means: none of them is a bug, each an operator's to mend."""
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def refusal(error: BaseException) -> str | None:
+    """Why the storage refused a write, when ``error`` or what caused it says that it did (a
+    read-only file system, no permission, a full disk or quota); None for anything else.
+
+    Python's ``OSError`` carries the errno. delta-rs raises an ``OSError`` without one, or a
+    ``DeltaError``, whose text ends in Rust's ``Read-only file system (os error 30)``.
+
+    >>> refusal(OSError(errno.EROFS, "Read-only file system"))
+    'a read-only file system'
+    >>> refusal(OSError("Generic LocalFileSystem error: Unable to open file x: Permission denied (os error 13)"))
+    'permission denied'
+    >>> refusal(FileNotFoundError(errno.ENOENT, "No such file")) is None
+    True
+    """
+    from deltalake.exceptions import DeltaError
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in REFUSED_WRITES:
+            return REFUSED_WRITES[current.errno]
+        if isinstance(current, OSError | DeltaError):
+            for number in _RUST_OS_ERROR.findall(str(current)):
+                if int(number) in REFUSED_WRITES:
+                    return REFUSED_WRITES[int(number)]
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class BlobStore(Protocol):
@@ -164,27 +207,41 @@ class LocalBlobStore:
 
     def write(self, key: str, data: bytes, content_type: str, *, overwrite: bool = True) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.root / _TEMP_FOLDER
-        staging.mkdir(exist_ok=True)
-        temp = staging / uuid.uuid4().hex
-        try:
-            temp.write_bytes(data)
-            if overwrite:
-                os.replace(temp, path)
-            else:
-                os.link(temp, path)  # fails if the name exists: create-if-absent, atomically
-        except FileExistsError:
-            raise BlobExists(key) from None
-        except BaseException:  # a full disk, a folder in the way: no half-written file stays behind
-            temp.unlink(missing_ok=True)
-            raise
-        finally:
-            if not overwrite:
+        with self._refused(f"write {key}"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = self.root / _TEMP_FOLDER
+            staging.mkdir(exist_ok=True)
+            temp = staging / uuid.uuid4().hex
+            try:
+                temp.write_bytes(data)
+                if overwrite:
+                    os.replace(temp, path)
+                else:
+                    os.link(temp, path)  # fails if the name exists: create-if-absent, atomically
+            except FileExistsError:
+                raise BlobExists(key) from None
+            except BaseException:  # a full disk, a folder in the way: no half-written file stays behind
                 temp.unlink(missing_ok=True)
+                raise
+            finally:
+                if not overwrite:
+                    temp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
-        self._existing(key).unlink(missing_ok=True)
+        with self._refused(f"delete {key}"):
+            self._existing(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def _refused(self, what: str) -> Iterator[None]:
+        """A write the folder refuses (read-only, no permission, full) as ``BackendUnavailable``: the
+        store is there but cannot be written now, as an S3 store that refuses is."""
+        try:
+            yield
+        except OSError as error:
+            reason = refusal(error)
+            if reason is None:
+                raise
+            raise BackendUnavailable(f"the blob store {self.url} could not {what}: {reason} ({error})") from error
 
     def exists(self, key: str) -> bool:
         return os.path.lexists(self._existing(key))
