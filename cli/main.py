@@ -69,10 +69,6 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, style="dim")
 
 
-class _InvalidDate(typer.BadParameter):
-    exit_code = 1
-
-
 def _date(text: str) -> date:
     """A ``--date`` value: YYYY-MM-DD in ASCII digits (not ``２026-…``, ``20261125`` or ``2026-W48-3``,
     which ``date.fromisoformat`` reads too); a wrong day is named as such, not as a wrong format; a
@@ -82,24 +78,38 @@ def _date(text: str) -> date:
     from graywave.records import WAVE_LOOKBACK_DAYS
 
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-        raise _InvalidDate(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25")
+        raise typer.BadParameter(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25")
     try:
         day = date.fromisoformat(text)
     except ValueError:
-        raise _InvalidDate(f"{text} is not a date of the calendar") from None
+        raise typer.BadParameter(f"{text} is not a date of the calendar") from None
     reach = timedelta(days=WAVE_LOOKBACK_DAYS)  # a wave reads the days before and after its own
     if not date.min + reach <= day <= date.max - reach:
-        raise _InvalidDate(f"{text} is outside the days graywave handles ({date.min + reach} to {date.max - reach})")
+        raise typer.BadParameter(
+            f"{text} is outside the days graywave handles ({date.min + reach} to {date.max - reach})"
+        )
     return day
 
 
 def _user(user_id: str) -> str:
-    """A USER argument: a user id the API could serve (pattern, reserved names); exit 1 otherwise."""
+    """A USER argument: a user id the API could serve (pattern, reserved names); a usage error (exit
+    2) otherwise."""
     problem = user_id_problem(user_id)
     if problem:
-        console.print(f"[red]{problem}[/red]")
-        raise typer.Exit(1)
+        raise typer.BadParameter(problem, param_hint="USER")
     return user_id
+
+
+def _week(text: str) -> str:
+    """A ``--week`` value: an ISO week of the calendar (``service.daily.iso_week``'s rules); a usage
+    error (exit 2) otherwise."""
+    from graywave.service.daily import iso_week
+
+    try:
+        iso_week(text, date(2000, 1, 1))
+    except GraywaveError as error:
+        raise typer.BadParameter(str(error)) from None
+    return text
 
 
 def _me() -> str:
@@ -225,19 +235,19 @@ def _as_of(text: str) -> int | datetime:
     if re.fullmatch(r"[0-9]+", text):  # ASCII digits: str.isdigit() is true of "²" and "２" too
         digits = text.lstrip("0") or "0"
         if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:  # int() of 4,301 digits raises
-            raise _InvalidDate(f"{text} is past the last version a Delta table can have ({MAX_VERSION})")
+            raise typer.BadParameter(f"{text} is past the last version a Delta table can have ({MAX_VERSION})")
         return int(text)
     neither = f"{text!r} is neither a table version (a number) nor a time (2026-11-25T18:00)"
     if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9:.,+Z-]+)?", text):  # ASCII, one form
-        raise _InvalidDate(neither)
+        raise typer.BadParameter(neither)
     try:
         when = datetime.fromisoformat(text)
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
         when.astimezone(UTC)  # 9999-12-31T23:00-01:00 is past the calendar in UTC
     except ValueError:
-        raise _InvalidDate(neither) from None
+        raise typer.BadParameter(neither) from None
     except OverflowError:
-        raise _InvalidDate(f"{text} is outside the calendar in UTC") from None
+        raise typer.BadParameter(f"{text} is outside the calendar in UTC") from None
     return when
 
 
@@ -388,7 +398,9 @@ def _answer(question: Callable[[Lake, Settings], T]) -> T:
             raise
 
 
-WeekOption = Annotated[str | None, typer.Option("--week", help="ISO week, e.g. 2026-W48 (default: this week).")]
+WeekOption = Annotated[
+    str | None, typer.Option("--week", parser=_week, help="ISO week, e.g. 2026-W48 (default: this week).")
+]
 
 
 def _week_of(user: str, week: str | None, as_of: int | datetime | None = None) -> tuple[date, Any]:
@@ -510,6 +522,8 @@ def token_issue(
     from graywave.service.tokens import issue_token
 
     settings = Settings()
+    if not admin:
+        _user(label)
     try:
         token = issue_token(settings.api_tokens_file, label, admin)
     except GraywaveError as error:  # a user id that cannot be one, a damaged token file

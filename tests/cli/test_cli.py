@@ -28,7 +28,7 @@ def test_wave_run_prints_a_summary_and_exits_zero_with_rejects(settings, phone_f
 def test_bad_arguments_exit_with_usage_errors(settings):
     assert runner.invoke(app, ["wave", "run", "--name", "1000"]).exit_code == 2
     wrong_format = runner.invoke(app, ["wave", "run", "--date", "25/11/2026"])
-    assert wrong_format.exit_code == 1 and "write YYYY-MM-DD" in wrong_format.output
+    assert wrong_format.exit_code == 2 and "write YYYY-MM-DD" in wrong_format.output
     assert runner.invoke(app, ["wave", "run", "--settle", "-1"]).exit_code == 2
     alone = runner.invoke(app, ["wave", "run", "--max-duration", "60"])
     assert alone.exit_code == 2 and "give --settle too" in alone.output
@@ -41,11 +41,11 @@ def test_commands_that_did_nothing_say_so_and_exit_1(settings, phone_files, tmp_
     assert runner.invoke(app, ["wave", "run", "--date", DAY.isoformat()]).exit_code == 0
 
     invalid_day = runner.invoke(app, ["query", "median", "--date", "2026-02-30"])
-    assert invalid_day.exit_code == 1 and "2026-02-30 is not a date of the calendar" in invalid_day.output
+    assert invalid_day.exit_code == 2 and "2026-02-30 is not a date of the calendar" in invalid_day.output
     nobody = runner.invoke(app, ["query", "weekly", "nobody", "--week", "2026-W48"])
     assert nobody.exit_code == 1 and "nobody has no processed images" in nobody.output
     reserved = runner.invoke(app, ["query", "weekly", "weekly"])
-    assert reserved.exit_code == 1 and "reserved" in reserved.output
+    assert reserved.exit_code == 2 and "reserved" in reserved.output
 
     empty_day = runner.invoke(app, ["analytics", "run", "--date", "2026-11-20"])
     assert empty_day.exit_code == 1 and "no images were processed on 2026-11-20" in empty_day.output
@@ -106,7 +106,7 @@ def test_token_issue_prints_a_token_and_stores_only_its_digest(settings, tmp_pat
     }
     assert (tmp_path / "tokens.json").stat().st_mode & 0o077 == 0
     assert runner.invoke(app, ["token", "issue", "ops", "--admin"]).exit_code == 0
-    assert runner.invoke(app, ["token", "issue", "not/a/user"]).exit_code == 1
+    assert runner.invoke(app, ["token", "issue", "not/a/user"]).exit_code == 2
 
 
 def test_analytics_run_from_the_command_line(settings, phone_files):
@@ -122,7 +122,7 @@ def test_token_issue_refuses_reserved_ids_and_a_damaged_file(settings, tmp_path,
     tokens_file = tmp_path / "tokens.json"
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tokens_file))
     reserved = runner.invoke(app, ["token", "issue", "weekly"])
-    assert reserved.exit_code == 1 and "reserved" in reserved.output
+    assert reserved.exit_code == 2 and "reserved" in reserved.output
     tokens_file.write_text('{"tokens": [')
     damaged = runner.invoke(app, ["token", "issue", "alice"])
     assert damaged.exit_code == 1 and "no token issued" in damaged.output and "not valid" in damaged.output
@@ -246,7 +246,7 @@ def test_lake_history_optimize_and_queries_as_of_an_earlier_version(settings, ph
     assert json.loads(as_of.output) == median
     missing = runner.invoke(app, ["query", "median", "--date", DAY.isoformat(), "--as-of", "999"])
     assert missing.exit_code == 1 and "no version 999" in missing.output
-    assert runner.invoke(app, ["query", "median", "--as-of", "yesterday"]).exit_code == 1
+    assert runner.invoke(app, ["query", "median", "--as-of", "yesterday"]).exit_code == 2
 
     optimized = runner.invoke(app, ["lake", "optimize", "--all"])
     assert optimized.exit_code == 0, optimized.output

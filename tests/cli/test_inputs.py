@@ -34,8 +34,8 @@ def refused(args: list[str], exit_code: int, says: str) -> None:
     ],
 )
 def test_a_week_that_is_not_one_is_refused_in_a_line(settings, week, says):
-    refused(["query", "weekly", "ann", "--week", week], 1, says)
-    refused(["plot", "weekly", "ann", "--week", week, "-o", str(settings.lake_url) + ".png"], 1, says)
+    refused(["query", "weekly", "ann", "--week", week], 2, says)  # a usage error (README: exit codes)
+    refused(["plot", "weekly", "ann", "--week", week, "-o", str(settings.lake_url) + ".png"], 2, says)
 
 
 @pytest.mark.parametrize(
@@ -50,8 +50,8 @@ def test_a_week_that_is_not_one_is_refused_in_a_line(settings, week, says):
     ],
 )
 def test_a_date_is_yyyy_mm_dd_in_ascii_digits_within_the_days_a_wave_can_read(settings, value, says):
-    refused(["query", "median", "--date", value], 1, says)
-    refused(["wave", "run", "--date", value], 1, says)  # refused before any Prefect server is asked
+    refused(["query", "median", "--date", value], 2, says)  # a usage error (README: exit codes)
+    refused(["wave", "run", "--date", value], 2, says)  # refused before any Prefect server is asked
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,7 @@ def test_a_date_is_yyyy_mm_dd_in_ascii_digits_within_the_days_a_wave_can_read(se
     ],
 )
 def test_as_of_is_a_version_or_a_time_in_ascii_within_bounds(settings, value, says):
-    refused(["query", "median", "--date", "2026-11-25", "--as-of", value], 1, says)
+    refused(["query", "median", "--date", "2026-11-25", "--as-of", value], 2, says)
 
 
 @pytest.mark.parametrize(
