@@ -4,12 +4,17 @@
 
 Credentials come from the standard AWS chain (environment, shared files, instance or task role);
 graywave never reads or logs them. Throttling and transient errors are retried by botocore's
-``adaptive`` retry mode (exponential back-off with client-side rate limiting).
+``adaptive`` retry mode (exponential back-off with client-side rate limiting). A store that cannot
+be reached at all (connection refused while it restarts, a connection dropped, no answer to a
+connect) or that answers 5xx is waited for longer, up to ``retry_s`` seconds from a request's first
+try: botocore's own attempts (8, with a random back-off) gave up on a restarting server after 4 s.
+delta-rs's requests get the same window (its ``retry_timeout``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +24,13 @@ from urllib.parse import urlsplit
 import boto3
 import pyarrow.fs as pafs
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 
 from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, InvalidInput
 from graywave.storage.blobs import BlobInfo, too_large
@@ -28,6 +39,11 @@ RETRIES = {"mode": "adaptive", "max_attempts": 8}
 MAX_POOL_CONNECTIONS = 64
 _REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 """Error codes that mean this machine's credentials are not accepted (a HEAD request's code is its status)."""
+DEFAULT_RETRY_S = 60.0
+"""How long a request waits for a store that cannot be reached (``GRAYWAVE_BACKEND_RETRY_S``'s default)."""
+UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError)
+"""Failures of a request that the store never processed: it is down, restarting, or not listening yet."""
+MAX_WAIT_S = 5.0
 
 
 def split_s3_url(url: str) -> tuple[str, str]:
@@ -54,15 +70,38 @@ class S3BlobStore:
     page_size = 1000
     remote = True
 
-    def __init__(self, url: str, endpoint_url: str | None = None, client: Any = None):
+    def __init__(
+        self, url: str, endpoint_url: str | None = None, client: Any = None, *, retry_s: float = DEFAULT_RETRY_S
+    ):
         self.bucket, self.prefix = split_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url
+        self.retry_s = retry_s
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
             config=Config(retries=RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS),
         )
+        # Asked before botocore's own retry handler: a delay here wins, None leaves the answer to it.
+        self.client.meta.events.register_first("needs-retry.s3", self._wait_for_the_store)
+
+    def _wait_for_the_store(
+        self,
+        response: Any = None,
+        caught_exception: Exception | None = None,
+        request_dict: dict[str, Any] | None = None,
+        attempts: int = 1,
+        **_: Any,
+    ) -> float | None:
+        """botocore's ``needs-retry`` event: the seconds to wait before trying a request again whose
+        store was unreachable or answered 5xx, until ``retry_s`` after its first try; else None."""
+        status = response[0].status_code if response is not None else None
+        if not isinstance(caught_exception, UNREACHABLE) and not (status is not None and status >= 500):
+            return None
+        context = (request_dict or {}).setdefault("context", {})
+        first = context.setdefault("graywave_first_failure", time.monotonic())
+        wait = min(MAX_WAIT_S, 0.25 * 2 ** min(attempts, 8))
+        return wait if time.monotonic() + wait - first <= self.retry_s else None
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or "//" in key:
@@ -192,6 +231,7 @@ class S3BlobStore:
                 options["aws_session_token"] = frozen.token
         if self.endpoint_url:
             options.update(aws_endpoint_url=self.endpoint_url, aws_allow_http="true")
+        options["retry_timeout"] = f"{self.retry_s:g}s"  # delta-rs's retries of a request, as boto3's above
         return location, options
 
 

@@ -17,6 +17,7 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable
 from graywave.flows.wave import wave_flow
 from graywave.service.samples import encode, synthetic_photo
+from graywave.storage.s3 import S3BlobStore
 from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -118,3 +119,33 @@ def test_killed_waves_on_s3_and_mongodb_converge_to_exactly_once(s3_settings, tm
     final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stdout + final.stderr
     assert_exactly_once_everywhere(s3_settings, keys)
+
+
+@pytest.mark.slow
+def test_a_wave_waits_for_a_store_that_restarts_slowly_as_long_as_the_settings_say(s3_settings, phone_files, local_s3):
+    """Under load the S3 server's restart took longer than botocore's retries (8 attempts, a random
+    back-off: from seconds to about half a minute), and the wave gave up on "connection refused".
+    It waits GRAYWAVE_BACKEND_RETRY_S (60 s by default) for a store that refuses connections."""
+    keys = put_uploads(blobs_of(s3_settings), DAY, {"ann/a.jpg": phone_files["ann/plain.jpg"]})
+    assert s3_settings.backend_retry_s == 60
+    local_s3.stop()
+    restart = threading.Timer(25, local_s3.start)  # down for 25 s, then its own start-up
+    restart.start()
+    began = time.monotonic()
+    try:
+        summary = wave_flow(day=DAY, name="morning")
+    finally:
+        restart.join()
+    assert summary.processed == 1, f"after {time.monotonic() - began:.0f} s"
+    assert_exactly_once_everywhere(s3_settings, keys)
+
+
+def test_a_store_that_stays_unreachable_fails_once_the_retry_window_has_passed():
+    from tests.conftest import free_port
+
+    store = S3BlobStore("s3://nowhere/blobs", endpoint_url=f"http://127.0.0.1:{free_port()}", retry_s=4)
+    began = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="Could not connect"):
+        store.check()
+    waited = time.monotonic() - began
+    assert 2 < waited < 4 + 10, waited  # it waited, within the window (and one connect's time)
