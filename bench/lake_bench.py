@@ -217,8 +217,16 @@ class Reads:
     fresh_delta: float
     fresh_plain: float
     files: int
-    opened: int
-    """Files of ``images`` that a user's lookup opens (after Delta's pruning by partition and statistics)."""
+    pruned: int
+    """Files of ``images`` that Delta's pruning by partition and statistics leaves for a user."""
+    page_files: float
+    page_groups: float
+    """Files and row groups of ``images`` that a user's lookup reads (mean over the page users)."""
+    get_files: float
+    """Files of ``images`` that a GET's lookup (user and image id) reads (mean over the GET users)."""
+    kept: int
+    kept_mb: float
+    """Footers (with membership filters) that the page's lake keeps, of both tables, and their memory."""
     log: str
 
 
@@ -294,8 +302,13 @@ def measure_reads(root: Path, pairs: list[tuple[str, str]], shape: Shape, day: d
         assert pl.scan_parquet(files, hive_partitioning=True).filter(condition).collect().height == 1
 
     plain_first, plain_lat = timed(plain, gets[: shape.baseline_samples])
-    snapshot = lake._snapshot("images", None, {"user_id": gets[0][0]}, None)  # what a lookup opens
+    snapshot = lake._snapshot("images", None, {"user_id": gets[0][0]}, None)  # Delta's pruning
     assert snapshot is not None
+    served = catalog.backends.lake  # the pages' lake: its footers and filters are kept
+    every = served._snapshot("images", None, {}, None)
+    assert every is not None
+    reads = [served._candidates(every[0], every[1], {"user_id": user}) for user, _ in pages]
+    gets_read = [served._candidates(every[0], every[1], {"user_id": u, "image_id": i}) for u, i in gets]
     day_files = [f for f in files if f"date={day.isoformat()}/" in f]
     fresh_delta, rows = fresh_read(root / "lake", day, [])
     fresh_plain, plain_rows = fresh_read(root / "lake", day, day_files)
@@ -311,6 +324,11 @@ def measure_reads(root: Path, pairs: list[tuple[str, str]], shape: Shape, day: d
         fresh_plain,
         len(files),
         len(snapshot[0]),
+        statistics.mean(len(found) for found in reads),
+        statistics.mean(sum(len(c.groups) for c in found) for found in reads),
+        statistics.mean(len(found) for found in gets_read),
+        len(served._footers),
+        served._footers.memory / 1e6,
         log_state(table),
     )
 
@@ -480,9 +498,13 @@ def main() -> None:
         f"| fresh read / its baseline | {before.fresh_delta / before.fresh_plain:.2f}x "
         f"| {after.fresh_delta / after.fresh_plain:.2f}x | | |",
         "",
-        f"`images` as the waves wrote it: {before.files} files, of which a user's lookup opens {before.opened} (Delta's "
-        f"pruning by partition and statistics), {before.log}. After maintenance: {after.files} files, a lookup opens "
-        f"{after.opened}, {after.log}.",
+        f"`images` as the waves wrote it: {before.files} files, of which Delta's pruning by partition and "
+        f"statistics leaves {before.pruned} for a user; a user's lookup reads {before.page_files:.1f} of them "
+        f"({before.page_groups:.1f} row groups), a GET's {before.get_files:.2f} (the kept footers' min/max and "
+        f"membership filters); {before.log}. After maintenance: {after.files} files, Delta leaves {after.pruned}, "
+        f"a lookup reads {after.page_files:.1f} ({after.page_groups:.1f} row groups), a GET's {after.get_files:.2f}; "
+        f"{after.log}. Kept by the pages' lake (both tables): {before.kept} footers, {before.kept_mb:.0f} MB "
+        f"(estimate) before maintenance; {after.kept}, {after.kept_mb:.0f} MB after.",
         "",
         f"`Lake.maintain(days=None, retention_hours={RETENTION_HOURS})`: "
         + "; ".join(m.line() for m in maintained)

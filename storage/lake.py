@@ -21,22 +21,26 @@ local folder's, S3's ``If-None-Match``): no lock object, no DynamoDB.
 - ``delete`` removes rows by predicate; their bytes leave the lake's files once ``maintain`` has
   vacuumed the old files (``GRAYWAVE_LAKE_RETENTION_HOURS``).
 
-Reads (``scan``, ``lookup``) read the committed files of the table's latest version with Polars:
-delta-rs prunes the files by their partition and min/max statistics (kept in the Delta log), Polars
-skips row groups by theirs. What a reader caches it keys on the table's version (``version``),
-which every commit changes. ``as_of`` reads a table as it was.
+Reads (``scan``, ``lookup``) read the committed files of the table's latest version (``as_of``: as it
+was). A read of whole days is Polars' scan of the files that delta-rs prunes by partition and by the
+min/max statistics kept in the Delta log. A selective read (``lookup``: one user's rows) reads only
+the row groups that can hold the value, picked by the files' footers and membership filters of the
+values, kept in memory per data file (``FooterCache``: Delta never rewrites a file). What a reader
+caches of a table's rows it keys on the table's version (``version``), which every commit changes.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -200,6 +204,306 @@ def _is_conflict(error: BaseException) -> bool:
     return isinstance(error, CommitFailedError)
 
 
+FOOTERS_CACHED_BYTES = 128 * 1024 * 1024
+"""The memory, by estimate, that the footers kept for selective reads may take (``FooterCache``):
+those of about 7,000 row groups of ``images`` (7 million rows at ``ROW_GROUP`` rows a group)."""
+FOOTER_MEMORY_FACTOR = 8
+"""pyarrow's parsed footer (``FileMetaData``) takes about 8 times its serialized size in memory
+(measured on the lake bench's files: 7.2x for a flush's file of 8 row groups, 7.8x for a maintained
+day's file of 65; about 1.1 KB a column chunk)."""
+
+
+class Footer:
+    """What a selective read keeps of one data file: its parsed Parquet footer (pyarrow reads the
+    row groups it is given without reading and parsing the footer again), the file's size (a file
+    written again at the same path is noticed), its columns and rows per row group, and, for each
+    column that reads have looked a value up in, every row group's min/max (from the footer) and a
+    membership filter of its values (``learn``)."""
+
+    def __init__(self, metadata: Any, size: int):
+        self.metadata = metadata
+        self.size = size
+        self.columns = frozenset(metadata.schema.to_arrow_schema().names)
+        self.rows = tuple(int(metadata.row_group(group).num_rows) for group in range(metadata.num_row_groups))
+        self.memory = FOOTER_MEMORY_FACTOR * int(metadata.serialized_size)
+        """Its memory, by estimate."""
+        self._leaves = {metadata.schema.column(leaf).path: leaf for leaf in range(metadata.num_columns)}
+        self._bounds: dict[str, list[tuple[str, str] | None]] = {}
+        self._members: dict[str, tuple[int, list[int]]] = {}
+        """Per column: the filters' width in bits, and each row group's filter as an int."""
+
+    def bounds(self, column: str) -> list[tuple[str, str] | None]:
+        """Each row group's (min, max) of the string column ``column``; None where its statistics do
+        not say (none written, a column that is not a string). Computed on first use."""
+        found = self._bounds.get(column)
+        if found is None:
+            leaf = self._leaves.get(column)
+            found = []
+            for group in range(len(self.rows)):
+                stats = None if leaf is None else self.metadata.row_group(group).column(leaf).statistics
+                low, high = (stats.min, stats.max) if stats is not None and stats.has_min_max else (None, None)
+                found.append((low, high) if isinstance(low, str) and isinstance(high, str) else None)
+            self._bounds[column] = found
+        return found
+
+    def knows(self, column: str) -> bool:
+        """Whether ``column``'s membership filters are built (``learn``)."""
+        return column in self._members
+
+    def learn(self, column: str, values: pl.Series) -> None:
+        """Build ``column``'s membership filter of each row group from ``values``: the column's
+        values in every row group, in order (a Bloom filter: ``MEMBERSHIP_BITS`` bits a row,
+        ``MEMBERSHIP_PROBES`` bits set per value, about 1% false positives; no false negative)."""
+        import numpy as np
+
+        if column in self._members:  # another read built it meanwhile
+            return
+        width = 8 * -(-MEMBERSHIP_BITS * max(self.rows, default=1) // 8)
+        group = np.repeat(np.arange(len(self.rows)), self.rows)
+        bits = np.zeros((len(self.rows), width), np.bool_)
+        for position in _bit_positions(_hashes(values), width):
+            bits[group, position] = True
+        packed = np.packbits(bits, axis=1, bitorder="little")
+        self._members[column] = (width, [int.from_bytes(row.tobytes(), "little") for row in packed])
+        self.memory += int(packed.nbytes) + 40 * len(self.rows)
+
+    def admitting(self, equal: Mapping[str, str]) -> list[int]:
+        """The row groups that may hold rows whose columns (of the file) equal ``equal``'s values:
+        by their min/max, and by the membership filters of the columns that have them."""
+        groups = [group for group, rows in enumerate(self.rows) if rows]
+        for column, value in equal.items():
+            bounds = self.bounds(column)
+            groups = [g for g in groups if (b := bounds[g]) is None or b[0] <= value <= b[1]]
+            if column in self._members and groups:
+                width, filters = self._members[column]
+                bits = _bit_positions(_hash(value), width)
+                groups = [g for g in groups if all(filters[g] >> bit & 1 for bit in bits)]
+        return groups
+
+
+MEMBERSHIP_BITS = 10
+MEMBERSHIP_PROBES = 5
+"""A row group's membership filter of a column: ``MEMBERSHIP_BITS`` bits a row (1.25 bytes), of which
+each value sets ``MEMBERSHIP_PROBES``: about 1% of the row groups that lack a value are read all the
+same."""
+
+
+def _hashes(values: pl.Series) -> Any:
+    """64-bit hashes of string values (numpy uint64): Polars' hash, stable within a process, which is
+    all the filters need."""
+    import polars as pl
+
+    return values.cast(pl.String).hash(seed=0).to_numpy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _hash(value: str) -> int:
+    """``_hashes`` of one value (each file of a read asks for it)."""
+    import polars as pl
+
+    return int(_hashes(pl.Series([value], dtype=pl.String))[0])
+
+
+def _bit_positions(hashes: Any, width: int) -> list[Any]:
+    """The ``MEMBERSHIP_PROBES`` bit positions (in ``0 .. width - 1``) of each hash (numpy arrays
+    of hashes, or one as an int), by double hashing on the low and high halves of the hash."""
+    low = hashes & 0xFFFFFFFF
+    high = (hashes >> 32) | 1
+    return [(low + k * high) % width for k in range(MEMBERSHIP_PROBES)]
+
+
+def read_footer(source: Any) -> Footer:
+    """The footer of the Parquet file open at ``source`` (a pyarrow ``NativeFile``)."""
+    import pyarrow.parquet as pq
+
+    return Footer(pq.read_metadata(source), int(source.size()))
+
+
+class FooterCache:
+    """Data files' footers (``Footer``) by path, the least recently used out beyond ``budget`` bytes
+    (by ``Footer.memory``). A Delta data file is never rewritten (its name carries a UUID), so its
+    footer holds for as long as the file exists; a read checks the file's size all the same.
+
+    A lookup by user reads every file of a table (each file holds users from the whole range), so
+    the budget must hold the footers of a table's current files for lookups to find them here: past
+    it, each lookup reads the footers again, as Polars does (``FOOTERS_CACHED_BYTES``)."""
+
+    def __init__(self, budget: int):
+        self._items: OrderedDict[str, tuple[Footer, int]] = OrderedDict()
+        """Each footer, with its memory when it was put."""
+        self._budget = budget
+        self._memory = 0
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Footer | None:
+        with self._lock:
+            item = self._items.get(path)
+            if item is None:
+                return None
+            self._items.move_to_end(path)
+            return item[0]
+
+    def put(self, path: str, footer: Footer) -> None:
+        """Keep ``footer`` (again, when it has grown: its memory is counted anew)."""
+        with self._lock:
+            old = self._items.pop(path, None)
+            self._memory -= 0 if old is None else old[1]
+            self._items[path] = (footer, footer.memory)
+            self._memory += footer.memory
+            while self._memory > self._budget and len(self._items) > 1:
+                _, (_, memory) = self._items.popitem(last=False)
+                self._memory -= memory
+
+    def drop(self, path: str) -> None:
+        with self._lock:
+            item = self._items.pop(path, None)
+            self._memory -= 0 if item is None else item[1]
+
+    @property
+    def memory(self) -> int:
+        """The footers' memory, by estimate."""
+        return self._memory
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _file_path(uri: str) -> str:
+    """A data file's path as pyarrow's filesystem for the store (and Polars, for a local lake) names
+    it: delta-rs's ``file_uris`` percent-encode it (a lake folder ``my lake`` is ``my%20lake``
+    there) and name S3 objects ``s3://bucket/key``."""
+    scheme, separator, rest = uri.partition("://")
+    return unquote(rest if separator and scheme.isalnum() else uri)
+
+
+def _partition_values(path: str, partitions: Sequence[str]) -> dict[str, str | None]:
+    """The hive partition values in a data file's path (``.../date=2026-11-25/part-....parquet``),
+    as Polars' ``hive_partitioning`` reads them: the nearest folder of each name, percent-decoded;
+    null when missing or ``__HIVE_DEFAULT_PARTITION__``."""
+    values: dict[str, str | None] = dict.fromkeys(partitions)
+    seen: set[str] = set()
+    for folder in reversed(path.split("/")[:-1]):
+        name, separator, value = folder.partition("=")
+        if separator and name in values and name not in seen:
+            seen.add(name)
+            values[name] = None if value == "__HIVE_DEFAULT_PARTITION__" else unquote(value)
+    return values
+
+
+def _names_its_columns(expression: pl.Expr) -> bool:
+    """Whether a Polars expression's leaves are all single named columns or literals: no selector,
+    wildcard or ``pl.len()``, whose columns a read could not know from ``meta.root_names()``."""
+    import polars as pl
+
+    try:
+        children = expression.meta.pop()
+        if not children:
+            return bool(expression.meta.is_column() or expression.meta.is_literal())
+        return all(_names_its_columns(child) for child in children)
+    except pl.exceptions.PolarsError:  # an expression that Polars cannot take apart: read it the general way
+        return False
+
+
+def _selective(schema: pa.Schema, equal: Mapping[str, str], condition: pl.Expr) -> bool:
+    """Whether a read goes by row groups (``Lake._read_row_groups``): ``equal`` names string columns
+    of the table, and ``condition`` names the table's columns only."""
+    if not equal or any(name not in schema.names or schema.field(name).type != pa.string() for name in equal):
+        return False
+    return _names_its_columns(condition) and set(condition.meta.root_names()) <= set(schema.names)
+
+
+def _equalities(expression: pl.Expr) -> dict[str, Any]:
+    """The ``pl.col(name) == "value"`` terms (string values) that ``expression`` ANDs: every row it
+    keeps holds those values, so row groups that cannot hold one need not be read."""
+    import polars as pl
+
+    children = expression.meta.pop()
+    if len(children) != 2:
+        return {}
+    a, b = children
+    if expression.meta.eq(a & b) or expression.meta.eq(b & a):
+        return {**_equalities(a), **_equalities(b)}
+    for column, literal in ((a, b), (b, a)):
+        if not (column.meta.is_column() and literal.meta.is_literal()):
+            continue
+        if expression.meta.eq(column == literal) or expression.meta.eq(literal == column):
+            value = pl.select(literal).item()
+            return {column.meta.output_name(): value} if isinstance(value, str) else {}
+    return {}
+
+
+def _admitted(footer: Footer, values: Mapping[str, str | None], equal: Mapping[str, str]) -> list[int]:
+    """The row groups of a file that may hold rows matching ``equal``: none when the file's partition
+    value of one of its columns differs, or the file lacks one of them (null there); otherwise those
+    that the min/max and the membership filters admit (``Footer.admitting``)."""
+    in_file = {}
+    for column, value in equal.items():
+        if column in values:
+            if values[column] != value:
+                return []
+        elif column not in footer.columns:
+            return []
+        else:
+            in_file[column] = value
+    return footer.admitting(in_file)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A data file that a selective read opens: its footer, partition values, and the row groups
+    that may hold matching rows."""
+
+    path: str
+    footer: Footer
+    values: dict[str, str | None]
+    groups: list[int]
+
+
+class _ChangedFile(Exception):
+    """A data file whose size is not its kept footer's: written again at the same path (not by
+    Delta, whose file names carry a UUID)."""
+
+
+def _equal_mask(read: pa.Table, equal: Mapping[str, str]) -> pa.ChunkedArray | None:
+    """Which rows of ``read`` have columns equal to ``equal``'s values (those of its columns that it
+    holds; None when it holds none: every row). Compared as ``string``: pyarrow cannot compare
+    ``string_view`` with ``string`` (delta-rs #4579)."""
+    mask = None
+    for column, value in equal.items():
+        if column in read.column_names:
+            hit = pc.equal(read.column(column).cast(pa.string()), pa.scalar(value, pa.string()))
+            mask = hit if mask is None else pc.and_(mask, hit)
+    return None if mask is None else pc.fill_null(mask, False)
+
+
+def _shaped(
+    read: pa.Table,
+    mask: pa.ChunkedArray | None,
+    columns: Sequence[str],
+    schema: pa.Schema,
+    values: Mapping[str, str | None],
+) -> pa.Table:
+    """The rows of ``read`` (a file's) that ``mask`` keeps (all when None), with exactly ``columns``
+    of the table's types: the partition columns from the path's values, null columns for those the
+    file lacks (as Polars' ``missing_columns="insert"``). Cast before the rows are taken: pyarrow
+    cannot take from ``string_view`` columns."""
+    present = [name for name in columns if name not in values and name in read.column_names]
+    kept = pa.table([read.column(name).cast(schema.field(name).type) for name in present], names=present)
+    if mask is not None:
+        kept = kept.filter(mask)
+    rows = read.num_rows if mask is None else int(pc.sum(mask).as_py() or 0)
+    arrays = []
+    for name in columns:
+        kind = schema.field(name).type
+        if name in values:
+            arrays.append(pa.repeat(pa.scalar(values[name], pa.string()).cast(kind), rows))
+        elif name in present:
+            arrays.append(kept.column(name))
+        else:
+            arrays.append(pa.nulls(rows, kind))
+    return pa.table(arrays, names=list(columns))
+
+
 class Lake:
     """The Delta tables under the lake URL of a blob store (a local folder or ``s3://``)."""
 
@@ -221,6 +525,8 @@ class Lake:
         and retry after back-off waits."""
         self._results: VersionCache[pa.Table] = VersionCache(_RESULTS_CACHED)
         """``lookup`` results (a few rows each): repeated reads of an image are free."""
+        self._footers = FooterCache(FOOTERS_CACHED_BYTES)
+        """The data files' footers, for selective reads (``_read_row_groups``)."""
 
     # --- where the tables are ---------------------------------------------------------------------
 
@@ -485,9 +791,9 @@ class Lake:
 
     def _snapshot(
         self, table: Table, days: Sequence[date] | None, equal: Mapping[str, str], as_of: AsOf
-    ) -> tuple[list[str], list[str]] | None:
-        """The files to read (pruned) and the table's partition columns, at its latest version (or
-        ``as_of``); None when the table does not exist (yet, or at that version)."""
+    ) -> tuple[list[str], list[str], int] | None:
+        """The files to read (pruned), the table's partition columns and the version read: its
+        latest (or ``as_of``); None when the table does not exist (yet, or at that version)."""
         from deltalake.exceptions import DeltaError
 
         if as_of is None:
@@ -495,7 +801,8 @@ class Lake:
                 current = self._latest(table)
                 if current is None:
                     return None
-                return self._pruned(current, days, equal), list(current.metadata().partition_columns)
+                partitions = list(current.metadata().partition_columns)
+                return self._pruned(current, days, equal), partitions, int(current.version())
         current = self._open(table)
         if current is None:
             return None
@@ -503,7 +810,8 @@ class Lake:
             current.load_as_version(as_of)
         except (DeltaError, ValueError, OSError) as error:
             raise NotFound(f"{table} has no version {as_of} (graywave lake history lists them): {error}") from None
-        return self._pruned(current, days, equal), list(current.metadata().partition_columns)
+        partitions = list(current.metadata().partition_columns)
+        return self._pruned(current, days, equal), partitions, int(current.version())
 
     def scan(
         self,
@@ -519,12 +827,35 @@ class Lake:
         version or a time), as an Arrow table of the table's schema.
 
         Only the files whose partition and statistics admit ``days`` and ``equal`` (column -> value)
-        are opened; in them Polars skips the row groups that ``equal`` and ``filter`` (a Polars
-        expression) rule out by their statistics. ``columns`` are the only ones read. Polars reads
-        the ``string_view`` columns that delta-rs's MERGE and delete write (delta-rs #4579: pyarrow's
-        filters cannot compare them) and never goes through delta-rs's Python file handler (delta-rs
-        #2184: short-lived processes that do could abort at exit).
+        are opened (delta-rs prunes them by the Delta log). ``columns`` are the only ones returned.
+        ``filter`` is a Polars expression of the row's columns (a row predicate: no aggregation).
+        Two kinds of read, by what the read is:
+
+        - a selective read (``equal`` on string columns, the latest version: every ``lookup``) reads
+          only the row groups that hold matching rows, with footers kept in memory
+          (``_read_row_groups``);
+        - every other read (whole days, ``as_of``) is Polars' scan of the pruned files
+          (``_read_files``).
+
+        Both filter with Polars, which compares the ``string_view`` columns that delta-rs's MERGE
+        and delete write (delta-rs #4579: pyarrow's filters cannot), and neither goes through
+        delta-rs's Python file handler (delta-rs #2184: short-lived processes that do could abort at
+        exit).
         """
+        return self._scan(table, days, columns, equal, filter, as_of)
+
+    def _scan(
+        self,
+        table: Table,
+        days: Iterable[date] | None,
+        columns: Sequence[str] | None,
+        equal: Mapping[str, str] | None,
+        filter: pl.Expr | None,  # noqa: A002 - the name every dataframe library gives it
+        as_of: AsOf,
+        kept_as: Hashable | None = None,
+    ) -> pa.Table:
+        """``scan``; with ``kept_as``, its result is kept under that key until the table's next
+        commit (``lookup``), the version known from the same look at the log as the read."""
         import polars as pl
 
         wanted = None if days is None else sorted(set(days))
@@ -533,10 +864,6 @@ class Lake:
         names = list(schema.names if columns is None else columns)
         if wanted == []:
             return self._empty(table, names)
-        found = self._snapshot(table, wanted, equal, as_of)
-        if found is None or not found[0]:
-            return self._empty(table, names)
-        paths, partitions = found
         condition = pl.lit(True)
         for column, value in equal.items():
             condition &= pl.col(column) == value
@@ -544,24 +871,204 @@ class Lake:
             condition &= pl.col("date").is_in(wanted)
         if filter is not None:
             condition &= filter
-        frame = pl.scan_parquet(
-            paths,
-            hive_partitioning=bool(partitions),
-            hive_schema={name: pl.Date if name == "date" else pl.String for name in partitions} or None,
-            missing_columns="insert",
-            extra_columns="ignore",
-            storage_options=self.store.table_location("")[1] or None,
-        )
+        selective = as_of is None and _selective(schema, equal, condition)
+        # A selective read prunes files by their kept footers: delta-rs's pruning by the log's
+        # statistics costs more (3.8 ms against 0.3 for 300 files) and, by user, prunes nothing.
+        found = self._snapshot(table, wanted, {} if selective else equal, as_of)
+        if found is None or not found[0]:
+            return self._empty(table, names)
+        uris, partitions, version = found
+        if kept_as is not None and (kept := self._results.get(kept_as, version)) is not None:
+            return kept
         try:
-            rows = frame.filter(condition).select(names).collect().to_arrow()
-        except (FileNotFoundError, pl.exceptions.ComputeError, OSError) as error:
+            rows = None
+            if selective:
+                try:
+                    rows = self._read_row_groups(table, uris, partitions, names, condition)
+                except _ChangedFile as changed:  # its footer is dropped, and Polars reads this one
+                    self._footers.drop(str(changed))
+            if rows is None:
+                rows = self._read_files(uris, partitions, names, condition)
+        except (pl.exceptions.ComputeError, OSError, pa.ArrowInvalid) as error:  # FileNotFoundError included
             if as_of is not None:
                 raise NotFound(
                     f"{table} as of {as_of} is no longer readable: its files were vacuumed"
                     " (GRAYWAVE_LAKE_RETENTION_HOURS)"
                 ) from None
             raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
-        return rows.cast(pa.schema([schema.field(name) for name in names]))
+        rows = rows.cast(pa.schema([schema.field(name) for name in names]))
+        if kept_as is not None:
+            self._results.put(kept_as, version, rows)
+        return rows
+
+    def _read_files(self, uris: list[str], partitions: list[str], names: list[str], condition: pl.Expr) -> pa.Table:
+        """Polars' scan of whole files: ``condition``'s rows, ``names``' columns. Polars reads each
+        file's footer and skips the row groups whose statistics rule ``condition`` out; it adds the
+        hive partition columns from the paths and null columns for those a file lacks (an older
+        file of a table that gained a column)."""
+        import polars as pl
+
+        local = isinstance(self.store, LocalBlobStore)
+        frame = pl.scan_parquet(
+            [_file_path(uri) for uri in uris] if local else uris,
+            hive_partitioning=bool(partitions),
+            hive_schema={name: pl.Date if name == "date" else pl.String for name in partitions} or None,
+            missing_columns="insert",
+            extra_columns="ignore",
+            glob=False,
+            storage_options=self.store.table_location("")[1] or None,
+        )
+        return frame.filter(condition).select(names).collect().to_arrow()
+
+    def _read_row_groups(
+        self,
+        table: Table,
+        uris: list[str],
+        partitions: list[str],
+        names: list[str],
+        condition: pl.Expr,
+    ) -> pa.Table:
+        """A selective read: ``condition``'s rows, ``names``' columns, reading only the row groups
+        that can hold such rows.
+
+        Why not Polars over the files: a lookup by user prunes no file (every day's file holds users
+        from the whole range), and Polars reads and parses each file's footer again at each read
+        (about 1 ms a file: 30 ms for a month of maintained days). Delta's files are never rewritten
+        (their names carry a UUID), so what a read needs of them is kept (``FooterCache``), and:
+
+        1. the values that ``condition`` requires of string columns (its ``column == "value"``
+           terms: ``equal``'s, and a ``filter``'s such as a GET's image id) pick, per file, the row
+           groups that can hold them: by the footer's min/max and by membership filters of the
+           values (``Footer.learn``: built from the column, read whole once, at the first read by
+           it in the file). A file with none is not opened;
+        2. when ``condition`` names other columns too, those columns of these row groups, and
+           ``condition`` on the rows: the row groups that hold a match;
+        3. the columns of ``names`` of those row groups, filtered by ``condition``.
+
+        The hive partition columns come from the paths and a column that a file lacks is null, as in
+        ``_read_files``.
+        """
+        import polars as pl
+
+        schema = table_schema(table)
+        required = {
+            name: value
+            for name, value in _equalities(condition).items()
+            if name in schema.names and schema.field(name).type == pa.string()
+        }
+        probed = list(dict.fromkeys(condition.meta.root_names()))
+        needed = list(dict.fromkeys([*names, *probed]))
+        candidates = self._candidates(uris, partitions, required)
+        if not set(probed) <= {*required, *partitions}:
+            probes = []
+            for index, candidate in enumerate(candidates):
+                probe = self._matching_rows(candidate, candidate.groups, probed, schema, required, tagged=True)
+                probes.append(probe.append_column("__file", pa.repeat(pa.scalar(index, pa.int32()), probe.num_rows)))
+            matched = pl.from_arrow(pa.concat_tables(probes)) if probes else None
+            assert matched is None or isinstance(matched, pl.DataFrame)
+            matched = None if matched is None else matched.filter(condition)
+            if matched is None or not matched.height:
+                return schema.empty_table().select(names)
+            if set(needed) <= set(probed):  # the probe read every column needed
+                return matched.select(names).to_arrow()
+            hits: dict[int, list[int]] = {}
+            for index, group in matched.select("__file", "__group").unique().sort("__file", "__group").iter_rows():
+                hits.setdefault(index, []).append(group)
+            candidates = [replace(candidates[index], groups=groups) for index, groups in hits.items()]
+        pieces = [
+            self._matching_rows(candidate, candidate.groups, needed, schema, required) for candidate in candidates
+        ]
+        if not pieces:
+            return schema.empty_table().select(names)
+        found = pl.from_arrow(pa.concat_tables(pieces))
+        assert isinstance(found, pl.DataFrame)
+        return found.filter(condition).select(names).to_arrow()
+
+    def _candidates(self, uris: list[str], partitions: list[str], equal: Mapping[str, str]) -> list[_Candidate]:
+        """The files of ``uris`` with row groups that may hold ``equal``'s values (``_admitted``).
+        A file is opened only when its footer is not kept yet (then read, once), and its columns of
+        ``equal`` are read whole when their membership filters are not built yet (``_learn``)."""
+        fs, _ = self._filesystem()
+        found = []
+        for uri in uris:
+            path = _file_path(uri)
+            values = _partition_values(path, partitions)
+            if any(name in values and values[name] != value for name, value in equal.items()):
+                continue  # another partition
+            footer = self._footers.get(path)
+            if footer is None:
+                with fs.open_input_file(path) as source:
+                    footer = read_footer(source)
+                self._footers.put(path, footer)
+            groups = _admitted(footer, values, equal)
+            unknown = [name for name in equal if name in footer.columns and name not in values]
+            unknown = [name for name in unknown if not footer.knows(name)]
+            if groups and unknown:
+                self._learn(uri, footer, unknown)
+                self._footers.put(path, footer)  # counted again, with its filters
+                groups = _admitted(footer, values, equal)
+            if groups:
+                found.append(_Candidate(path, footer, values, groups))
+        return found
+
+    def _learn(self, uri: str, footer: Footer, columns: list[str]) -> None:
+        """Build the membership filters of ``columns`` in a file (``Footer.learn``), from the columns
+        read whole: with Polars, which reads a column of many row groups about twice as fast as
+        pyarrow (3.9 ms against 7.5 for 65 row groups)."""
+        import polars as pl
+
+        local = isinstance(self.store, LocalBlobStore)
+        whole = (
+            pl.scan_parquet(
+                _file_path(uri) if local else uri,
+                hive_partitioning=False,
+                glob=False,
+                storage_options=self.store.table_location("")[1] or None,
+            )
+            .select(columns)
+            .collect()
+        )
+        if whole.height != sum(footer.rows):
+            raise _ChangedFile(_file_path(uri))
+        for name in columns:
+            footer.learn(name, whole.get_column(name))
+
+    def _matching_rows(
+        self,
+        candidate: _Candidate,
+        groups: list[int],
+        columns: list[str],
+        schema: pa.Schema,
+        equal: Mapping[str, str],
+        *,
+        tagged: bool = False,
+    ) -> pa.Table:
+        """The rows of a file's row groups ``groups`` whose columns equal ``equal``'s values, with
+        exactly ``columns`` (``_shaped``), and (``tagged``) each row's row group in ``__group``."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        footer, values = candidate.footer, candidate.values
+        in_file = [name for name in dict.fromkeys([*columns, *equal]) if name in footer.columns and name not in values]
+        fs, _ = self._filesystem()
+        with fs.open_input_file(candidate.path) as source:
+            if source.size() != footer.size:
+                raise _ChangedFile(candidate.path)
+            reader = pq.ParquetFile(source, metadata=footer.metadata, pre_buffer=self._remote())
+            read = reader.read_row_groups(groups, columns=in_file, use_threads=len(in_file) > 2)
+        mask = _equal_mask(read, equal)
+        shaped = _shaped(read, mask, columns, schema, values)
+        if not tagged:
+            return shaped
+        group = np.repeat(np.asarray(groups, np.int32), [footer.rows[g] for g in groups])
+        return shaped.append_column(
+            "__group", pa.array(group if mask is None else group[mask.to_numpy(zero_copy_only=False)])
+        )
+
+    def _remote(self) -> bool:
+        """Whether the lake is on S3: pyarrow then pre-buffers a row group's column chunks (one
+        request for those that lie together, not one each); locally that only costs time."""
+        return not isinstance(self.store, LocalBlobStore)
 
     def read(self, table: Table, days: Iterable[date] | None = None, columns: Sequence[str] | None = None) -> pa.Table:
         """All rows of ``table`` (or of ``days``): ``scan`` with no filter."""
@@ -585,13 +1092,7 @@ class Lake:
             None if filter is None else str(filter),
             None if columns is None else tuple(columns),
         )
-        version = self.version(table)
-        cached = self._results.get(key, version)
-        if cached is not None:
-            return cached
-        found = self.scan(table, columns=columns, equal={column: value}, filter=filter)
-        self._results.put(key, version, found)
-        return found
+        return self._scan(table, None, columns, {column: value}, filter, None, kept_as=key)
 
     @staticmethod
     def _empty(table: Table, columns: Sequence[str]) -> pa.Table:

@@ -16,7 +16,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from graywave.errors import NotFound
+from graywave.errors import BackendUnavailable, NotFound
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import TABLES, CommitInfo, Lake, table_schema
@@ -357,3 +357,202 @@ def test_opening_a_table_reads_a_checkpoint_not_every_commit(tmp_path):
     assert checkpoint == 99 and (log / f"{checkpoint:020d}.checkpoint.parquet").exists()  # the 100th version
     fresh = Lake(LocalBlobStore(tmp_path / "lake"))
     assert fresh.scan("images", days=[D25], columns=["source_key"]).num_rows == 101
+
+
+# --- selective reads: lookups read only the row groups that can hold the value -----------------------
+
+
+def by_key(rows: pa.Table) -> list[dict]:
+    return sorted(pl.from_arrow(rows).to_dicts(), key=lambda row: row["source_key"])
+
+
+def reference(lake: Lake, table: str, user: str) -> list[dict]:
+    """What Polars' own Delta reader finds for ``user``: every file read whole, no footer kept."""
+    found = pl.read_delta(lake.uri(table), storage_options=lake.storage_options() or None)
+    found = found.filter(pl.col("user_id") == user).select(table_schema(table).names)
+    return by_key(found.to_arrow())
+
+
+@pytest.fixture
+def row_groups_of_4(monkeypatch):
+    """Files written in row groups of 4 rows, so that a few rows make several row groups."""
+    import graywave.storage.lake as lake_module
+
+    monkeypatch.setattr(lake_module, "ROW_GROUP", 4)
+
+
+def many(lake: Lake) -> Lake:
+    """Three days of images in row groups of 4: ``u1`` has 9 more images in one flush's file of 25
+    (so in at least 3 of its row groups), none more on D26, one on D27; ``u3`` only on D26."""
+    first = [image_row(f"u1-{k}", "u1") for k in range(9)]
+    first += [image_row(f"u0-{k}", "u0") for k in range(8)] + [image_row(f"u2-{k}", "u2") for k in range(8)]
+    append_images(lake, D25, "morning", first)
+    append_images(lake, D26, "morning", [image_row(f"u3-{k}", "u3") for k in range(6)] + [image_row("u2-x", "u2")])
+    append_images(lake, D27, "evening", [image_row("u1-late", "u1"), *(image_row(f"u4-{k}", "u4") for k in range(7))])
+    append_rejects(lake, D26, "morning", [reject_record(f"r{k}", f"u{k % 3}") for k in range(9)])
+    return lake
+
+
+def test_a_lookup_finds_exactly_what_polars_finds_reading_every_file(lake, row_groups_of_4):
+    many(lake)
+    if isinstance(lake.store, LocalBlobStore):  # the premise: u1's rows lie in several row groups of one file
+        most = 0
+        for path in lake.files("images"):
+            parquet = pq.ParquetFile(f"{lake.uri('images')}/{path}")
+            groups = [parquet.read_row_group(g, ["user_id"])[0].to_pylist() for g in range(parquet.num_row_groups)]
+            most = max(most, sum("u1" in users for users in groups))
+        assert most >= 3
+    for user in ("u1", "u2", "u3", "u4", "nobody"):
+        found = lake.lookup("images", "user_id", user)
+        assert found.schema == table_schema("images")
+        assert by_key(found) == reference(lake, "images", user), user
+        assert by_key(lake.lookup("rejects", "user_id", user)) == reference(lake, "rejects", user), user
+    assert len(lake.lookup("images", "user_id", "u1")) == 12  # k1, k3 (``filled``), 9 of D25, 1 of D27
+    assert len(lake._footers) == len(lake.files("images")) + len(lake.files("rejects"))  # the row-group path
+    one = image_record("u1-4", "u1").image_id
+    found = lake.lookup("images", "user_id", "u1", filter=pl.col("image_id") == one)
+    assert found.column("source_key").to_pylist() == ["u1-4"]
+    found = lake.lookup("images", "user_id", "u1", columns=["source_key", "date"], filter=pl.col("date") == D27)
+    assert found.to_pylist() == [{"source_key": "u1-late", "date": D27}]
+
+
+def test_a_get_reads_the_one_row_group_that_holds_the_image(local_lake, row_groups_of_4, monkeypatch):
+    """The image id in the GET's filter picks the row group, by the membership filters of the
+    image ids: no other row group of the user's is read."""
+    many(local_lake)
+    read: list[tuple[str, list[int]]] = []
+    original = Lake._matching_rows
+
+    def recording(self, candidate, groups, *args, **kwargs):
+        read.append((Path(candidate.path).parent.name, list(groups)))
+        return original(self, candidate, groups, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "_matching_rows", recording)
+    found = local_lake.lookup("images", "user_id", "u1", filter=pl.col("image_id") == image_record("u1-7").image_id)
+    assert found.column("source_key").to_pylist() == ["u1-7"]
+    assert len(read) == 1 and read[0][0] == "date=2026-11-25" and len(read[0][1]) == 1
+    read.clear()
+    assert local_lake.lookup("images", "user_id", "u3").num_rows == 6
+    assert {folder for folder, _ in read} == {"date=2026-11-26"}  # the other days' files: not read
+
+
+def test_lookups_after_deletes_and_upserts_read_the_rewritten_files(lake, row_groups_of_4):
+    """delta-rs's delete and MERGE rewrite files with ``string_view`` columns (delta-rs #4579)."""
+    many(lake)
+    assert lake.lookup("images", "user_id", "u1").num_rows == 12
+    lake.delete("images", {"source_key": ["u1-3", "u1-late", "u2-x"]}, info=CommitInfo("delete"))
+    rewritten = replace_image(image_row("u2-0", "u2"), width=7)
+    lake.upsert("images", rewritten, wave="api", days=[D25], info=CommitInfo("reprocess"))
+    for user in ("u1", "u2", "u3"):
+        assert by_key(lake.lookup("images", "user_id", user)) == reference(lake, "images", user), user
+    assert lake.lookup("images", "user_id", "u1").num_rows == 10
+    u2 = {row["source_key"]: row for row in lake.lookup("images", "user_id", "u2").to_pylist()}
+    assert u2["u2-0"]["width"] == 7 and u2["u2-0"]["wave"] == "api" and "u2-x" not in u2
+
+
+def replace_image(record: ImageRecord, **changes: object) -> pa.Table:
+    from dataclasses import replace
+
+    rows = ImageRecord.to_arrow([replace(record, **changes)])
+    return rows.append_column("date", pa.array([D25], pa.date32()))
+
+
+def test_a_lookup_reads_older_files_without_a_column_the_table_gained(tmp_path):
+    """An older file lacks a column that the table has now: its rows read it as null (as Polars'
+    ``missing_columns="insert"``)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    lake = Lake(LocalBlobStore(tmp_path / "lake"))
+    schema = table_schema("rejects")
+    older = pa.schema([field for field in schema if field.name != "source_bytes"])
+    DeltaTable.create(lake.uri("rejects"), schema=older, partition_by=["date"])
+    rows = lake._rows("rejects", RejectRecord.to_arrow([reject_record("old", "u1")]), wave="morning", date=D25)
+    write_deltalake(lake.uri("rejects"), rows.drop_columns(["source_bytes"]), mode="append")
+    rows = lake._rows("rejects", RejectRecord.to_arrow([reject_record("new", "u1")]), wave="morning", date=D26)
+    write_deltalake(lake.uri("rejects"), rows, mode="append", schema_mode="merge")
+    found = by_key(lake.lookup("rejects", "user_id", "u1"))
+    assert [(row["source_key"], row["source_bytes"]) for row in found] == [("new", 3), ("old", None)]
+    assert found == reference(lake, "rejects", "u1")
+    assert lake.lookup("rejects", "user_id", "u1", columns=["source_bytes"]).num_rows == 2
+
+
+def test_a_data_file_gone_from_under_the_lake_is_unavailable_as_before(local_lake, tmp_path):
+    """A file of the latest version that is not there (removed by hand) is ``BackendUnavailable``
+    whether its footer is kept or not; a version whose files were vacuumed is ``NotFound``."""
+    assert local_lake.lookup("images", "user_id", "u1").num_rows == 2  # footers kept
+    path = next(f for f in local_lake.files("images") if "2026-11-26" in f)
+    (tmp_path / "lake" / "images" / path).unlink()
+    with pytest.raises(BackendUnavailable, match="could not be read"):
+        local_lake.lookup("images", "user_id", "u1", columns=["source_key"])
+    with pytest.raises(BackendUnavailable, match="could not be read"):
+        Lake(LocalBlobStore(tmp_path / "lake")).lookup("images", "user_id", "u1")
+    with pytest.raises(BackendUnavailable, match="could not be read"):
+        local_lake.scan("images", days=[D26])  # Polars' read of whole files says the same
+
+
+def test_a_lookup_as_of_a_vacuumed_version_says_so(local_lake):
+    first = local_lake.version("images")
+    assert local_lake.scan("images", equal={"user_id": "u1"}, as_of=first).num_rows == 2
+    local_lake.delete("images", {"source_key": ["k1"]}, info=CommitInfo("delete"))
+    local_lake.maintain(days=None, retention_hours=0, info=CommitInfo("maintenance"))
+    with pytest.raises(NotFound, match="vacuumed"):
+        local_lake.scan("images", equal={"user_id": "u1"}, as_of=first)
+    assert local_lake.lookup("images", "user_id", "u1").column("source_key").to_pylist() == ["k3"]
+
+
+def test_footers_are_read_once_per_file_and_kept(local_lake, row_groups_of_4, monkeypatch):
+    import graywave.storage.lake as lake_module
+
+    many(local_lake)
+    opened: list[int] = []
+    original = lake_module.read_footer
+
+    def counting(source):
+        opened.append(1)
+        return original(source)
+
+    monkeypatch.setattr(lake_module, "read_footer", counting)
+    fresh = Lake(LocalBlobStore(local_lake.store.root))
+    assert fresh.lookup("images", "user_id", "u1").num_rows == 12
+    assert len(opened) == len(fresh.files("images"))
+    assert fresh.lookup("images", "user_id", "u2").num_rows == 10  # another user: not the results cache
+    assert fresh.lookup("images", "user_id", "u1", filter=pl.col("image_id") == image_record("u1-2").image_id)
+    assert len(opened) == len(fresh.files("images"))  # no footer read again
+    append_images(fresh, D27, "evening", [image_row("u1-new", "u1")])  # a new file: its footer only
+    assert fresh.lookup("images", "user_id", "u1").num_rows == 13
+    assert len(opened) == len(fresh.files("images"))
+
+
+def test_the_footer_cache_keeps_its_budget_least_recently_used_out():
+    from graywave.storage.lake import FooterCache
+
+    class Sized:
+        def __init__(self, memory: int):
+            self.memory = memory
+
+    cache = FooterCache(100)
+    for name in "abc":
+        cache.put(name, Sized(40))  # type: ignore[arg-type]
+    assert cache.get("a") is None and cache.get("b") is not None and cache.memory == 80
+    cache.put("d", Sized(40))  # type: ignore[arg-type]
+    assert cache.get("c") is None and cache.get("b") is not None and len(cache) == 2
+
+
+def test_a_file_rewritten_under_its_kept_footer_is_read_afresh(local_lake, row_groups_of_4):
+    """Delta never rewrites a file (its name carries a UUID), but if a file changes under a kept
+    footer the read notices (its size) and reads it whole."""
+    many(local_lake)
+    assert local_lake.lookup("images", "user_id", "u3").num_rows == 6
+    day = [local_lake.store.root / "images" / f for f in local_lake.files("images") if "2026-11-26" in f]
+    path = max(day, key=lambda file: file.stat().st_size)  # u3's file, not k3's
+    assert "u3-0" in pq.read_table(path).column("source_key").to_pylist()
+    pq.write_table(pq.read_table(path), path, row_group_size=2, compression="none")
+    found = local_lake.lookup("images", "user_id", "u3", columns=["source_key"])
+    assert sorted(found.column("source_key").to_pylist()) == [f"u3-{k}" for k in range(6)]
+
+
+def test_a_lake_in_a_folder_whose_name_needs_escaping(tmp_path):
+    """delta-rs names the files by URL (``my%20lake``); both kinds of read open them."""
+    lake = filled(Lake(LocalBlobStore(tmp_path / "my lake")))
+    assert lake.lookup("images", "user_id", "u1").num_rows == 2
+    assert lake.read("images").num_rows == 3
