@@ -48,7 +48,7 @@ import pyarrow.fs as pafs
 
 from graywave.errors import BackendUnavailable, InvalidInput, NotFound
 from graywave.records import ImageRecord, RejectRecord
-from graywave.storage.blobs import BlobStore, LocalBlobStore
+from graywave.storage.blobs import BlobStore, LocalBlobStore, refusal
 
 if TYPE_CHECKING:
     import polars as pl
@@ -641,6 +641,11 @@ class Lake:
                     return commit(current)
                 except Exception as error:
                     self._writers.pop(table, None)  # opened afresh for the next try
+                    refused = refusal(error)
+                    if refused is not None:  # a read-only or full store: unavailable, not a bug
+                        raise BackendUnavailable(
+                            f"the lake at {self.url} could not be written: {refused}: {error}"
+                        ) from error
                     if not _is_conflict(error):
                         raise
             time.sleep(random.uniform(0, wait))
@@ -995,21 +1000,44 @@ class Lake:
             values = _partition_values(path, partitions)
             if any(name in values and values[name] != value for name, value in equal.items()):
                 continue  # another partition
-            footer = self._footers.get(path)
-            if footer is None:
-                with fs.open_input_file(path) as source:
-                    footer = read_footer(source)
-                self._footers.put(path, footer)
+            footer = self._footer(fs, path)
             groups = _admitted(footer, values, equal)
-            unknown = [name for name in equal if name in footer.columns and name not in values]
-            unknown = [name for name in unknown if not footer.knows(name)]
-            if groups and unknown:
-                self._learn(uri, footer, unknown)
-                self._footers.put(path, footer)  # counted again, with its filters
+            if groups and self._knowing(uri, footer, [name for name in equal if name not in values]):
                 groups = _admitted(footer, values, equal)
             if groups:
                 found.append(_Candidate(path, footer, values, groups))
         return found
+
+    def _footer(self, fs: pafs.FileSystem, path: str) -> Footer:
+        """A data file's footer: the kept one, else read (once) and kept."""
+        footer = self._footers.get(path)
+        if footer is None:
+            with fs.open_input_file(path) as source:
+                footer = read_footer(source)
+            self._footers.put(path, footer)
+        return footer
+
+    def _knowing(self, uri: str, footer: Footer, columns: Sequence[str]) -> bool:
+        """Build the membership filters of those of ``columns`` the file holds and has none of yet
+        (``_learn``); whether it built any."""
+        unknown = [name for name in columns if name in footer.columns and not footer.knows(name)]
+        if not unknown:
+            return False
+        self._learn(uri, footer, unknown)
+        self._footers.put(_file_path(uri), footer)  # counted again, with its filters
+        return True
+
+    def prepare_lookups(self, table: Table, columns: Sequence[str]) -> int:
+        """Read every current data file's footer of ``table`` and build its membership filters of
+        ``columns`` now, so that the first lookups (``lookup``) do not pay for it: the API's start-up
+        (half a second for a 2-million-row lake). Returns the files prepared."""
+        found = self._snapshot(table, None, {}, None)
+        if found is None:
+            return 0
+        fs, _ = self._filesystem()
+        for uri in found[0]:
+            self._knowing(uri, self._footer(fs, _file_path(uri)), columns)
+        return len(found[0])
 
     def _learn(self, uri: str, footer: Footer, columns: list[str]) -> None:
         """Build the membership filters of ``columns`` in a file (``Footer.learn``), from the columns

@@ -556,3 +556,16 @@ def test_a_lake_in_a_folder_whose_name_needs_escaping(tmp_path):
     lake = filled(Lake(LocalBlobStore(tmp_path / "my lake")))
     assert lake.lookup("images", "user_id", "u1").num_rows == 2
     assert lake.read("images").num_rows == 3
+
+
+def test_lookups_prepared_ahead_open_no_footer(local_lake, monkeypatch):
+    """``prepare_lookups`` (the API's start-up) reads the footers and builds the filters, so that a
+    lookup afterwards reads no footer and reads no whole column to learn it."""
+    import graywave.storage.lake as lake_module
+
+    filled(local_lake)
+    assert local_lake.prepare_lookups("images", ["user_id", "image_id"]) == len(local_lake.files("images"))
+    monkeypatch.setattr(lake_module, "read_footer", lambda *a: pytest.fail("a footer read again"))
+    monkeypatch.setattr(type(local_lake), "_learn", lambda *a: pytest.fail("a column read to learn it"))
+    assert sorted(local_lake.lookup("images", "user_id", "u1").column("source_key").to_pylist()) == ["k1", "k3"]
+    assert local_lake.prepare_lookups("daily_median", ["date"]) == 0  # no table yet
