@@ -569,3 +569,20 @@ def test_lookups_prepared_ahead_open_no_footer(local_lake, monkeypatch):
     monkeypatch.setattr(type(local_lake), "_learn", lambda *a: pytest.fail("a column read to learn it"))
     assert sorted(local_lake.lookup("images", "user_id", "u1").column("source_key").to_pylist()) == ["k1", "k3"]
     assert local_lake.prepare_lookups("daily_median", ["date"]) == 0  # no table yet
+
+
+def test_deltalake_commits_two_concurrent_compactions_of_the_same_files(tmp_path):
+    """An upstream hazard, documented in docs/operations.md ("Never run two maintenances at once"):
+    two compactions that read the same version both commit, and the rows of the files they both
+    compacted are then in the table twice (deltalake 1.6's conflict checker lets removals with
+    dataChange=false pass). This test fails once an upgrade makes the second commit fail; then
+    concurrent maintenance (and compaction by the API) can be reconsidered."""
+    from deltalake import DeltaTable, write_deltalake
+
+    for k in range(4):
+        write_deltalake(str(tmp_path / "t"), pa.table({"k": [k], "d": ["x"]}), mode="append", partition_by=["d"])
+    first, second = DeltaTable(str(tmp_path / "t")), DeltaTable(str(tmp_path / "t"))
+    first.optimize.compact()
+    second.optimize.compact()  # read the same version as the first: should lose the race, does not
+    rows = pl.read_delta(str(tmp_path / "t"))["k"].sort().to_list()
+    assert rows == [0, 0, 1, 1, 2, 2, 3, 3]
