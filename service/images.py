@@ -42,10 +42,9 @@ from graywave.records import (
     record_from_document,
     wave_upload_days,
 )
-from graywave.service.backends import Backends, Deletion
+from graywave.service.backends import UPLOAD_TABLES, Backends, Deletion
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
-from graywave.storage.lake import Table
 from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
@@ -108,11 +107,6 @@ def _upload_order(entry: ImageEntry) -> tuple[Any, ...]:
     return (entry.uploaded_at is not None, entry.uploaded_at or datetime.min, entry.image_id)
 
 
-LOOKED_UP: dict[Table, tuple[str, ...]] = {"images": ("user_id", "image_id"), "rejects": ("user_id",)}
-"""The columns the catalog looks the lake's tables up by (``_from_lake``): their membership filters
-are built at start-up (``warm_up``)."""
-
-
 class ImageCatalog:
     """Every upload the API can show, of one user or of all."""
 
@@ -156,12 +150,12 @@ class ImageCatalog:
 
     def warm_up(self) -> None:
         """Open the lake's tables now (their logs read up to the latest checkpoint; embedded default
-        only) and prepare its lookups (``Lake.prepare_lookups``), so that the first request does not
-        pay for it; ``BackendUnavailable`` when it cannot."""
+        only) and read their data files' footers (``Lake.prepare_lookups``: metadata, no scan of the
+        data), so that the first request does not pay for it; ``BackendUnavailable`` when it cannot."""
         if self.backends.catalog is None:
             self.backends.lake.check()
-            for table, columns in LOOKED_UP.items():
-                self.backends.lake.prepare_lookups(table, columns)
+            for table in UPLOAD_TABLES:  # their footers: metadata, no scan of the data
+                self.backends.lake.prepare_lookups(table, ())
 
     def _handled_among(self, keys: set[str], days: Sequence[date]) -> set[str]:
         if not keys:
