@@ -623,13 +623,15 @@ def serve(
         raise typer.Exit(1)
     with get_client(sync_client=True) as client:
         unhealthy = client.api_healthcheck()
-        if unhealthy is None:
-            from graywave.flows.automations import install_zombie_detection
-
-            install_zombie_detection(client, heartbeat_s)  # once, however often serve restarts
     if unhealthy is not None:
         console.print(f"[red]the Prefect server at {url} cannot be reached:[/red] {unhealthy}")
         raise typer.Exit(1)
+    from graywave.cli import server
+
+    try:  # once, however often serve restarts
+        server.install_automations(url, heartbeat_s)
+    except RuntimeError as error:
+        err_console.print(f"graywave: {error}; runs killed outright will stay Running")
     from graywave.flows.schedule import deployments
     from graywave.flows.serving import serve as serve_deployments
 
@@ -790,16 +792,22 @@ def server_start(
     _settings_only()
     from graywave.cli import server
 
-    if (local := server.running()) is not None:
-        server.install_automations(local, heartbeat_s)
+    if (local := server.running()) is None:
+        try:
+            local = server.start(host, port)
+        except RuntimeError as error:
+            console.print(f"[red]the Prefect server did not start:[/red] {error}")
+            raise typer.Exit(1) from None
+        started = True
+    else:
+        started = False
+    try:
+        server.install_automations(local.api_url, heartbeat_s)
+    except RuntimeError as error:  # the server runs: say what it lacks, and go on
+        err_console.print(f"graywave: {error}; runs killed outright will stay Running")
+    if not started:
         console.print(f"already running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)
         return
-    try:
-        local = server.start(host, port)
-        server.install_automations(local, heartbeat_s)
-    except RuntimeError as error:
-        console.print(f"[red]the Prefect server did not start:[/red] {error}")
-        raise typer.Exit(1) from None
     console.print(
         f"Prefect server running: the UI at {local.ui_url}, the API at {local.api_url}\n"
         f"graywave commands on this machine use it; for other Prefect tools: export PREFECT_API_URL={local.api_url}\n"

@@ -105,15 +105,19 @@ def start(host: str, port: int) -> LocalServer:
     return server
 
 
-def install_automations(server: LocalServer, heartbeat_s: int) -> str:
-    """graywave's automations on ``server`` (zombie-run detection, ``flows.automations``); what was done."""
+def install_automations(api_url: str, heartbeat_s: int) -> str:
+    """graywave's automations on the Prefect server at ``api_url`` (zombie-run detection,
+    ``flows.automations``): what was done; ``RuntimeError`` when the server would not take them."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from graywave.flows.automations import install_zombie_detection
 
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
-        return install_zombie_detection(client, heartbeat_s)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+            return install_zombie_detection(client, heartbeat_s)
+    except httpx.HTTPError as error:
+        raise RuntimeError(f"the zombie-run automation could not be installed on {api_url}: {error}") from None
 
 
 def stop() -> bool:

@@ -72,12 +72,12 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
     ]
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: httpx.get(f"{prefect_server}/deployments/name/graywave-reprocess/reprocess").status_code == 200,
-            "graywave serve registers the reprocess deployment",
-            120,
-            processes,
-        )
+
+        def served() -> bool:  # registered, and not left paused by another test's serve: this one runs it
+            found = httpx.get(f"{prefect_server}/deployments/name/graywave-reprocess/reprocess")
+            return found.status_code == 200 and not found.json()["paused"] and found.json()["last_polled"]
+
+        wait_for(served, "graywave serve registers and polls the reprocess deployment", 120, processes)
         wait_for(lambda: httpx.get(f"{url}/openapi.json").status_code == 200, "the API starts", 60, processes)
 
         answer = httpx.put(f"{url}/images/alice", headers={"Authorization": f"Bearer {alice}"}, timeout=60)
