@@ -191,7 +191,7 @@ def test_query_commands(day_in_lake, settings):
     assert result.exit_code == 0 and "m.jpg" in result.output and "e.jpg" in result.output
     assert runner.invoke(app, ["query", "similar", "nobody", "--date", str(DAY)]).exit_code == 1
     assert runner.invoke(app, ["query", "similar", "carol", "--metric", "cosine"]).exit_code == 2
-    assert runner.invoke(app, ["query", "weekly", "alice", "--week", "48"]).exit_code == 1
+    assert runner.invoke(app, ["query", "weekly", "alice", "--week", "48"]).exit_code == 2  # a usage error
 
 
 def test_an_analytics_run_is_named_for_its_day_and_publishes_the_median_and_neighbours(day_in_lake, settings):
