@@ -17,6 +17,8 @@ A batch on a worker that dies is run again by Dask on another one.
 
 from __future__ import annotations
 
+import logging
+
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
@@ -92,12 +94,18 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
         return DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": DASK_CONNECT_TIMEOUT_S})
     if settings.dask_workers:
         dask.config.set(WORKER_DASK_CONFIG)  # read when the runner starts the cluster, in this process
+        # Quiet by default: distributed logs every start, connection and close at INFO (about 45
+        # lines a wave), and its scheduler serves HTTP (the dashboard's port, 8787) even without
+        # the dashboard, warning when another wave holds that port: a free port unless asked for.
+        for name in ("distributed", "prefect.task_runner.dask"):  # the latter names a dashboard that is off
+            logging.getLogger(name).setLevel(logging.WARNING)
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": settings.dask_workers,
                 "threads_per_worker": 1,
                 "processes": True,
-                "dashboard_address": None,
+                "dashboard_address": settings.dask_dashboard or "127.0.0.1:0",
+                "scheduler_kwargs": {"dashboard": settings.dask_dashboard is not None},
             }
         )
     return None

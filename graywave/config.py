@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     dask_workers: int | None = Field(
         None, ge=1, description="Run the waves' batches on a local Dask cluster of this many worker processes."
     )
+    dask_dashboard: str | None = Field(
+        None,
+        description="With dask_workers: serve the local cluster's dashboard at this address (e.g. :8787); off by default.",
+    )
 
     @model_validator(mode="after")
     def _one_batch_runner(self) -> Settings:

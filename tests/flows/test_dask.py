@@ -220,3 +220,27 @@ def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_rec
     assert (summary.processed, summary.rejected, summary.skipped) == (7, len(EXPECTED_REJECTS), 0)
     handled = [row["source_key"] for table in ("images", "rejects") for row in lake.read(table).to_pylist()]
     assert sorted(handled) == sorted(keys)  # every upload exactly once
+
+
+def test_a_wave_on_a_local_dask_cluster_is_quiet_and_serves_no_dashboard(settings, phone_files, tmp_path):
+    """The prober found it: GRAYWAVE_DASK_WORKERS=2 printed about 45 lines of distributed's INFO, a
+    warning when port 8787 was taken, and a dashboard nobody asked for."""
+    from tests.helpers import DAY, put_uploads
+
+    put_uploads(settings.blob_url, DAY, {k: v for k, v in phone_files.items() if k.startswith("ann/")})
+    taken = socket.socket()  # another wave's dashboard port, say
+    taken.bind(("127.0.0.1", 8787)) if not _in_use(8787) else None
+    env = os.environ | {"GRAYWAVE_DASK_WORKERS": "2", "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    command = [str(Path(sys.executable).with_name("graywave")), "wave", "run", "--date", DAY.isoformat()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
+    taken.close()
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "2 processed" in done.stdout
+    assert "distributed." not in output and "8787" not in output and "dashboard" not in output.lower()
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
