@@ -18,7 +18,6 @@ A batch on a worker that dies is run again by Dask on another one.
 from __future__ import annotations
 
 import logging
-
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
