@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     dask_dashboard: str | None = Field(
         None,
-        description="With dask_workers: serve the local cluster's dashboard at this address (e.g. :8787); off if unset.",
+        description="With dask_workers: the local cluster's dashboard at this address (e.g. :8787); off if unset.",
     )
 
     @model_validator(mode="after")
