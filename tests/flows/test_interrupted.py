@@ -45,15 +45,19 @@ def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int) -> dict[st
     }
 
 
+def run_in_background(command: list[str], env: dict[str, str], output: Path) -> subprocess.Popen:
+    """``command`` in a process group of its own, its output into the file ``output``: a pipe that
+    nobody reads while it runs fills up (64 KiB of log lines and tracebacks, its temporary Prefect
+    server's included), and blocks the wave and its server at their next write."""
+    with output.open("a") as log:
+        return subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+
+
 def start_wave(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    output = Path(env["PREFECT_HOME"]).parent / "wave.log"
+    return run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--name", "morning"], env, output)
 
 
 def kill_after_new_lake_files(env: dict[str, str], lake: Path, new_files: int) -> None:
@@ -62,7 +66,10 @@ def kill_after_new_lake_files(env: dict[str, str], lake: Path, new_files: int) -
     process = start_wave(env)
     deadline = time.monotonic() + 120
     while lake_files(lake) < start + new_files:
-        assert process.poll() is None, f"the wave ended before it could be killed:\n{process.stdout.read()}"
+        assert process.poll() is None, (
+            "the wave ended before it could be killed:\n"
+            + Path(env["PREFECT_HOME"]).parent.joinpath("wave.log").read_text()[-5000:]
+        )
         assert time.monotonic() < deadline, "the wave made no progress"
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)  # the wave and its Prefect server, as in a machine crash
@@ -109,19 +116,13 @@ def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(
     files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(count)}
     keys = put_uploads(blobs, DAY, files)
     env = wave_env(tmp_path, blobs, lake, per_batch=1)
-    process = subprocess.Popen(
-        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    output = tmp_path / "wave.log"
+    process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, output)
     try:
         target = count if when == "while it collects" else 2  # all recorded, or a round under way
         deadline = time.monotonic() + 120
         while lake_files(lake) < target:
-            assert process.poll() is None, process.stdout.read()
+            assert process.poll() is None, output.read_text()[-5000:]
             assert time.monotonic() < deadline, "the wave made no progress"
             time.sleep(0.05)
         process.send_signal(signal.SIGTERM)
@@ -174,18 +175,12 @@ def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in
     keys = put_uploads(blobs, DAY, files)
     env = {k: v for k, v in wave_env(tmp_path, blobs, lake, per_batch=1).items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-of-its-own")  # a database with this wave's run only
-    process = subprocess.Popen(
-        [GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    log = tmp_path / "wave.log"
+    process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, log)
     try:
         deadline = time.monotonic() + 240
         while lake_files(lake) < 2:  # a round under way
-            assert process.poll() is None, process.stdout.read()
+            assert process.poll() is None, log.read_text()[-5000:]
             assert time.monotonic() < deadline, "the wave made no progress"
             time.sleep(0.05)
         servers = children_of(process.pid)
@@ -198,7 +193,7 @@ def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    output = process.stdout.read()
+    output = log.read_text()
     print(f"{signal.Signals(signum).name} to the group: the wave exited in {exited_s:.1f} s")
     assert exited_s < 30, output[-3000:]
     assert process.returncode != 0  # it stopped; it did not finish

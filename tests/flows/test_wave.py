@@ -186,3 +186,12 @@ def test_a_scheduled_run_that_starts_late_does_the_day_it_was_scheduled_for(sett
     assert summary.date == scheduled.date().isoformat() and summary.processed == 7
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(created.id).name == f"wave-evening-{scheduled.date()}"
+
+
+def test_a_wave_that_cannot_run_creates_nothing_in_the_lake(data_dir, monkeypatch):
+    """Run from another folder (no blob store where the settings point), a wave used to create the
+    lake's folders before it failed (it does not any more: this holds it)."""
+    monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(data_dir / "elsewhere" / "blobs"))
+    with pytest.raises(BackendUnavailable, match="is not a folder"):
+        wave_flow(day=DAY, name="morning")
+    assert not (data_dir / "lake").exists() and not (data_dir / "elsewhere").exists()
