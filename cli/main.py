@@ -606,7 +606,7 @@ def serve(
     ] = 80.0,
 ) -> None:
     """Register the wave, analytics and reprocessing deployments and run them (needs a Prefect server:
-    PREFECT_API_URL). SIGTERM or Ctrl-C: no new runs, the waves in flight finish their round."""
+    PREFECT_API_URL). SIGTERM: no new runs, the waves in flight finish their round."""
     from graywave.flows.automations import use_graywave_heartbeat
 
     heartbeat_s = use_graywave_heartbeat()  # before Prefect is imported: the runs it starts beat at it

@@ -2,7 +2,8 @@
 
 Prefect's own ``serve`` cancels every run in flight on SIGTERM: a restart of ``graywave serve`` in
 the hour after 10:00 or 17:00 cancelled the burst's wave in its settle window. Here a stop
-(SIGTERM: ``systemctl stop``, ``docker stop``; or Ctrl-C) goes in this order:
+(SIGTERM to serve: ``systemctl stop`` with ``KillMode=mixed``, ``docker stop``; or SIGINT to serve
+alone) goes in this order:
 
 1. the runner takes no new run (it stops polling the server for scheduled runs);
 2. the runs in flight are told that serve is stopping (a file whose path they have from serve's
@@ -14,7 +15,9 @@ the hour after 10:00 or 17:00 cancelled the burst's wave in its settle window. H
    consistent (each flush is one commit, exactly once), and the next wave or a rerun does the rest;
 4. the schedules are paused (``graywave serve`` resumes them when it starts) and serve exits.
 
-A second SIGTERM or Ctrl-C during the wait skips it.
+A second signal during the wait skips it. A signal to serve's whole process group (Ctrl-C in a
+terminal, systemd's default ``KillMode=control-group``) reaches its runs' processes too, which then
+end ``Crashed`` at once (Prefect's own handling of a signalled run).
 
 Each run beats every ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds (``flows.automations``): a run
 whose process is killed with serve (``kill -9``, the machine gone) is marked ``Crashed`` by the
