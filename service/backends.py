@@ -85,9 +85,10 @@ class Backends:
             catalog = MongoCatalog(
                 settings.mongodb_uri.get_secret_value(), settings.mongodb_database, settings.backend_retry_s
             )
+        retry_s = settings.backend_retry_s
         return cls(
-            blobs=open_blob_store(settings.blob_url, settings.s3_endpoint_url),
-            lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url)),
+            blobs=open_blob_store(settings.blob_url, settings.s3_endpoint_url, retry_s=retry_s),
+            lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url, retry_s=retry_s)),
             catalog=catalog,
         )
 

@@ -46,7 +46,7 @@ async def _reprocess(app: State, user_id: str | None) -> Reprocessed | JSONRespo
     entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
     handled = [entry for entry in entries if entry.status != "pending"]
     if len(handled) > app.settings.api_inline_reprocess_max:
-        run = await run_in_threadpool(jobs.start, REPROCESS_JOB, {"user_id": user_id})
+        run = await run_in_threadpool(lambda: jobs.start(REPROCESS_JOB, {"user_id": user_id}, count=len(handled)))
         job = Job.of(run, count=len(handled))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": job.links.self})
     return Reprocessed.of(await processing(app, lambda: reprocess(app.backends, app.settings, handled)))

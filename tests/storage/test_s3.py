@@ -204,3 +204,16 @@ def test_the_server_refuses_wrong_credentials(local_s3, store, key_id, secret, c
     mine = S3BlobStore(store.url, endpoint_url=local_s3.endpoint, client=wrong)
     with pytest.raises(BackendUnavailable, match=f"S3 refused to let this machine read a.jpg.*{code}"):
         mine.read("a.jpg")
+
+
+def test_the_s3_retry_window_is_the_settings_backend_retry(s3_settings, monkeypatch):
+    """GRAYWAVE_BACKEND_RETRY_S is how long an unreachable store is waited for, for the blobs, the
+    lake and delta-rs's own requests (its retry_timeout)."""
+    from graywave.config import Settings
+    from graywave.service.backends import Backends
+
+    monkeypatch.setenv("GRAYWAVE_BACKEND_RETRY_S", "7")
+    backends = Backends.open(Settings())
+    assert backends.blobs.retry_s == 7  # type: ignore[attr-defined]
+    assert backends.lake.store.retry_s == 7  # type: ignore[attr-defined]
+    assert backends.lake.storage_options()["retry_timeout"] == "7s"
