@@ -5,8 +5,10 @@ PREFECT_API_URL, after 26 s, with a "database is locked" traceback)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from prefect.client.orchestration import get_client
@@ -23,6 +25,10 @@ def graywave(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProces
 
 def test_a_wave_deployment_is_triggered_with_its_settle_window(settings: Settings, prefect_server: str):
     env = os.environ | {"PREFECT_API_URL": prefect_server}
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():  # the server is the whole run's: start from none of ours
+            if deployment.name in ("wave-morning", "wave-evening"):
+                client.delete_deployment(deployment.id)
     missing = graywave("wave", "trigger", "morning", env=env)
     assert missing.returncode == 1 and "graywave serve" in missing.stdout  # nothing registered yet
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
@@ -30,9 +36,9 @@ def test_a_wave_deployment_is_triggered_with_its_settle_window(settings: Setting
             deployment.apply()
     done = graywave("wave", "trigger", "morning", "--date", "2026-11-25", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    [run_id] = re.findall(r"\(([0-9a-f-]{36})\)", done.stdout)
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
-        [run] = client.read_flow_runs()
-    assert str(run.id) in done.stdout
+        run = client.read_flow_run(uuid.UUID(run_id))
     assert run.parameters == {
         "name": "morning",
         "settle_s": settings.wave_settle_s,
