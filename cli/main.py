@@ -382,13 +382,22 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _answer(question: Callable[[Lake, Settings], T]) -> T:
-    """Run a query against the lake; a question the lake cannot answer exits 1 with the reason."""
+def _answer(question: Callable[[Lake, Settings], T], *, needs_tables: bool = True) -> T:
+    """Run a query against the lake; a question the lake cannot answer exits 1 with the reason. A
+    lake with no table at all (run from another folder, a volume not mounted) exits 1 naming where
+    it looked, instead of an empty answer that reads as "nothing happened"."""
     settings = Settings()
     from graywave.service.backends import Backends
 
     with Backends.open(settings) as backends:
         try:
+            if needs_tables and all(version < 0 for version in backends.lake.versions()):
+                console.print(
+                    f"[red]no graywave lake found:[/red] looked in {_where(settings.lake_url)} (GRAYWAVE_LAKE_URL):"
+                    f" run from the deployment's folder, or set it (`{_me()} settings` prints it)",
+                    highlight=False,
+                )
+                raise typer.Exit(1)
             return question(backends.lake, settings)
         except GraywaveError as error:
             console.print(f"[red]{error}[/red]")
@@ -754,7 +763,7 @@ def lake_optimize(
 def lake_migrate() -> None:
     """Convert a lake written before Delta Lake (hive-partitioned Parquet files) into Delta tables, in
     place: nothing is rewritten; each table's files become its first version."""
-    converted = _answer(lambda lake, _: lake.migrate())
+    converted = _answer(lambda lake, _: lake.migrate(), needs_tables=False)
     if not converted:
         console.print("[red]nothing to convert: no hive-Parquet table without a Delta log[/red]")
         raise typer.Exit(1)

@@ -256,3 +256,16 @@ def test_lake_history_optimize_and_queries_as_of_an_earlier_version(settings, ph
     assert runner.invoke(app, ["lake", "history", "no_such_table"]).exit_code == 2
     nothing = runner.invoke(app, ["lake", "migrate"])
     assert nothing.exit_code == 1 and "nothing to convert" in nothing.output
+
+
+def test_queries_on_no_lake_say_where_they_looked(tmp_path, monkeypatch):
+    """The prober found it: from another folder, rejects printed an empty table and exited 0, as if
+    nothing had been rejected. A lake with no table at all is named, exit 1, nothing created."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("GRAYWAVE_BLOB_URL", "GRAYWAVE_LAKE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    for command in (["rejects"], ["query", "median"], ["lake", "history"], ["query", "weekly", "ann"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "no graywave lake found" in result.output and str(tmp_path / "data" / "lake") in result.output
+    assert not (tmp_path / "data" / "lake").exists()
