@@ -39,6 +39,12 @@ def test_a_wave_deployment_is_triggered_with_its_settle_window(settings: Setting
     [run_id] = re.findall(r"\(([0-9a-f-]{36})\)", done.stdout)
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         run = client.read_flow_run(uuid.UUID(run_id))
+        # The server is the whole run's: a scheduled wave run left there would be taken by the next
+        # test's serve, and hold the deployment's one slot for its settle window.
+        client.delete_flow_run(run.id)
+        for deployment in client.read_deployments():
+            if deployment.name in ("wave-morning", "wave-evening"):
+                client.delete_deployment(deployment.id)
     assert run.parameters == {
         "name": "morning",
         "settle_s": settings.wave_settle_s,
