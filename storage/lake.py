@@ -557,17 +557,26 @@ class Lake:
         except (OSError, DeltaError) as error:  # a store it cannot reach, a log it cannot read
             raise BackendUnavailable(f"the lake at {self.url} could not be read: {error}") from error
 
-    def _latest(self, table: Table) -> Any:
-        """The table's cached ``DeltaTable`` at its latest version (call holding the table's lock)."""
-        current = self._tables.get(table)
+    def _kept(self, kept: dict[Table, Any], table: Table) -> Any:
+        """``table``'s ``DeltaTable`` kept in ``kept``, brought up to its latest version (opened the
+        first time, and again after a failed update); None when the table does not exist yet."""
+        current = kept.get(table)
         if current is None:
             current = self._open(table)
-            if current is None:
-                return None
-            self._tables[table] = current
         else:
-            _brought_up_to_date(current, self.url)
+            try:
+                _brought_up_to_date(current, self.url)
+            except BackendUnavailable:
+                kept.pop(table, None)
+                raise
+        if current is not None:
+            kept[table] = current
         return current
+
+    def _latest(self, table: Table) -> Any:
+        """The table's cached ``DeltaTable`` for reads at its latest version (call holding the
+        table's lock)."""
+        return self._kept(self._tables, table)
 
     def version(self, table: Table) -> int:
         """The table's latest version; -1 before its first commit. Every commit changes it."""
@@ -654,18 +663,7 @@ class Lake:
     def _writer(self, table: Table) -> Any:
         """The table's ``DeltaTable`` for a commit, at its latest version (call holding ``_commits``);
         None when the table does not exist yet."""
-        current = self._writers.get(table)
-        if current is None:
-            current = self._open(table)
-        else:
-            try:
-                _brought_up_to_date(current, self.url)
-            except BackendUnavailable:
-                self._writers.pop(table, None)
-                raise
-        if current is not None:
-            self._writers[table] = current
-        return current
+        return self._kept(self._writers, table)
 
     @staticmethod
     def _properties(info: CommitInfo) -> Any:
