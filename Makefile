@@ -27,7 +27,8 @@ install: $(UV)
 # temporary Prefect server whose runs no UI shows: said loudly, on stderr.
 PREFECT_PORT ?= 4200
 demo: install
-	$(VENV)/bin/graywave server start --port $(PREFECT_PORT) || { \
+	@echo "$(VENV)/bin/graywave server start --port $(PREFECT_PORT)"
+	@$(VENV)/bin/graywave server start --port $(PREFECT_PORT) || { \
 	  echo "" >&2; \
 	  echo "*** WARNING: no local Prefect server on port $(PREFECT_PORT) (see the error above)." >&2; \
 	  echo "*** The demo runs on a temporary Prefect server: no UI will show its runs." >&2; \
