@@ -3,6 +3,7 @@ the common parameters."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -11,12 +12,14 @@ from typing import Annotated, TypeVar
 import anyio
 from fastapi import Depends, File, Path, Query, Request, UploadFile
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 
 from graywave.api.errors import ApiError
 from graywave.config import Settings
+from graywave.errors import InvalidInput
 from graywave.kernels.similarity import METRICS
 from graywave.service.backends import Backends
-from graywave.service.daily import DailyHistogramsCache
+from graywave.service.daily import DailyHistogramsCache, iso_day
 from graywave.service.images import ImageCatalog
 from graywave.service.tokens import Principal, TokenStore
 from graywave.storage.layout import USER_ID_PATTERN
@@ -134,9 +137,36 @@ def owner(user_id: UserIdPath, principal: Caller) -> str:
 Admin = Annotated[Principal, Depends(admin)]
 Owner = Annotated[str, Depends(owner)]
 
-Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip.")]
-Day = Annotated[date | None, Query(alias="date", description="Day (default: today in GRAYWAVE_TIMEZONE).")]
+
+def _ascii_digits(value: object) -> object:
+    """A number in a query or path as people write it: ASCII digits. Pydantic would read ``1_0``,
+    ``+5``, `` 5`` and ``５`` as numbers too."""
+    if isinstance(value, str) and not ASCII_DIGITS.fullmatch(value):
+        raise ValueError(f"{value!r} is not a whole number written in the digits 0-9")
+    return value
+
+
+def _iso_day(value: object) -> object:
+    """A day as ``service.daily.iso_day`` reads it (pydantic would take ``2026-11-25T00:00:00``
+    and ``20261125`` too)."""
+    if isinstance(value, str):
+        try:
+            return iso_day(value)
+        except InvalidInput as error:
+            raise ValueError(str(error)) from None
+    return value
+
+
+ASCII_DIGITS = re.compile(r"[0-9]{1,10}")
+Number = BeforeValidator(_ascii_digits)
+"""Every integer of a query or a path is read through this."""
+Limit = Annotated[int, Number, Query(ge=1, le=1000, description="Page size.")]
+Offset = Annotated[int, Number, Query(ge=0, le=1_000_000_000, description="Items to skip.")]
+Day = Annotated[
+    date | None,
+    BeforeValidator(_iso_day),
+    Query(alias="date", description="Day, YYYY-MM-DD (default: today in GRAYWAVE_TIMEZONE)."),
+]
 MetricQuery = Annotated[
     str, Query(description=f"One of {', '.join(METRICS)}.", pattern="^(" + "|".join(METRICS) + ")$")
 ]

@@ -39,7 +39,7 @@ import typer
 from rich.console import Console
 
 from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
-from graywave.errors import GraywaveError, RejectReason
+from graywave.errors import GraywaveError, InvalidInput, RejectReason
 from graywave.storage.layout import user_id_problem
 
 if TYPE_CHECKING:
@@ -76,13 +76,12 @@ def _date(text: str) -> date:
     from datetime import timedelta
 
     from graywave.records import WAVE_LOOKBACK_DAYS
+    from graywave.service.daily import iso_day
 
-    if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
-        raise typer.BadParameter(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25")
     try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text} is not a date of the calendar") from None
+        day = iso_day(text)
+    except InvalidInput as error:
+        raise typer.BadParameter(str(error)) from None
     reach = timedelta(days=WAVE_LOOKBACK_DAYS)  # a wave reads the days before and after its own
     if not date.min + reach <= day <= date.max - reach:
         raise typer.BadParameter(

@@ -134,6 +134,22 @@ def similar_to(daily: DailyHistograms, user_id: str, n: int, metric: Metric) -> 
     )
 
 
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""A day as users write it: ``2026-11-25``, ASCII digits only."""
+
+
+def iso_day(text: str) -> date:
+    """The day ``2026-11-25``. ``InvalidInput`` for any other form that ``date.fromisoformat`` or
+    pydantic would read too (``２026-11-25``, ``20261125``, ``2026-W48-3``,
+    ``2026-11-25T00:00:00``), and for a day the calendar does not have (``2026-02-30``)."""
+    if not ISO_DAY.fullmatch(text):
+        raise InvalidInput(f"{text!r} is not a date: write YYYY-MM-DD, e.g. 2026-11-25")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{text} is not a date of the calendar") from None
+
+
 ISO_WEEK = re.compile(r"([0-9]{4})-W([0-9]{2})")
 """An ISO week as users write it: four ASCII digits, ``-W``, two ASCII digits (``[0-9]``, not
 ``\\d``, which matches every script's digits)."""

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import polars as pl
 from fastapi import APIRouter, Path, Query, Response
 
-from graywave.api.deps import AppState, Caller, Day, MetricQuery, Owner, State
+from graywave.api.deps import AppState, Caller, Day, MetricQuery, Number, Owner, State
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
@@ -112,7 +112,7 @@ def get_median_png(_: Caller, app: AppState, day: Day = None) -> Response:
 def get_similar(
     user_id: Owner,
     app: AppState,
-    n: Annotated[int, Query(ge=1, le=1000)] = 5,
+    n: Annotated[int, Number, Query(ge=1, le=1000)] = 5,
     day: Day = None,
     metric: MetricQuery = DEFAULT_METRIC,
 ) -> Similar:
@@ -126,7 +126,7 @@ def get_similar(
 )
 def get_similar_alias(
     user_id: Owner,
-    n: Annotated[int, Path(description="How many users, 1 to 1000.", json_schema_extra=N_BOUNDS)],
+    n: Annotated[int, Number, Path(description="How many users, 1 to 1000.", json_schema_extra=N_BOUNDS)],
     app: AppState,
     day: Day = None,
     metric: MetricQuery = DEFAULT_METRIC,

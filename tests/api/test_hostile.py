@@ -64,6 +64,44 @@ def test_a_week_that_is_not_one_is_a_400_on_the_json_and_the_chart(api, week):
 
 
 @EMBEDDED
+@pytest.mark.parametrize(
+    ("route", "value"),
+    [
+        ("/users/alice/similar?date={}", "2026-11-25T00:00:00"),  # pydantic reads a midnight datetime as a day
+        ("/users/alice/similar?date={}", "20261125"),
+        ("/users/alice/similar?date={}", "２026-11-25"),
+        ("/analytics/median?date={}", "2026-11-25T00:00"),
+        ("/users/alice/similar?n={}", "1_0"),  # int() and pydantic read these as 10, 5, 5, 5
+        ("/users/alice/similar?n={}", "+5"),
+        ("/users/alice/similar?n={}", " 5"),
+        ("/users/alice/similar?n={}", "５"),
+        ("/images/similarity/alice/{}", "1_0"),
+        ("/images/alice?limit={}", "+5"),
+        ("/images/alice?offset={}", "0_0"),
+    ],
+)
+def test_a_number_or_a_day_in_another_form_is_refused(api, route, value):
+    """The API reads numbers and days in one form each, as the CLI does: ``?date=2026-11-25T00:00:00``,
+    ``n=1_0`` and ``+5`` were answered as if they were ``2026-11-25``, 10 and 5."""
+    answer = api.client("alice").get(route.format(value))
+    assert error_of(answer) == (422, "invalid"), answer.text
+
+
+@EMBEDDED
+def test_the_plain_forms_of_numbers_and_days_are_answered(api):
+    alice = api.client("alice")
+    assert upload(alice, "alice", wait=True).status_code == 200
+    assert alice.get("/images/alice?limit=05&offset=0").status_code == 200
+    today = alice.get("/images/alice").json()["items"][0]["date"]
+    for route in (
+        f"/users/alice/similar?n=10&date={today}",
+        "/images/similarity/alice/3",
+        f"/analytics/median?date={today}",
+    ):
+        assert alice.get(route).status_code in (200, 404), route  # 404: no analytics for the day yet
+
+
+@EMBEDDED
 def test_the_calendars_first_and_last_whole_weeks_and_a_53rd_are_answered(api):
     alice = api.client("alice")
     for week, monday in (("0001-W01", "0001-01-01"), ("9999-W51", "9999-12-20"), ("2026-W53", "2026-12-28")):
