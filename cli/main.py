@@ -501,11 +501,11 @@ def plot_median(output: OutputOption = Path("median.png"), day: DayOption = None
 @plot_app.command("weekly")
 def plot_weekly(user: str, output: OutputOption = Path("week.png"), week: WeekOption = None) -> None:
     """A user's image histograms of an ISO week, a line per image."""
+    from graywave.service.daily import week_name
     from graywave.service.plots import weekly_png
 
     monday, images = _week_of(user, week)
-    year, number, _ = monday.isocalendar()
-    _write_png(weekly_png(user, f"{year}-W{number:02d}", images, Settings().bins), output)
+    _write_png(weekly_png(user, week_name(monday), images, Settings().bins), output)
 
 
 @app.command()
