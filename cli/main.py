@@ -121,11 +121,12 @@ def _me() -> str:
     return "graywave" if found and Path(found).resolve() == started.resolve() else str(started)
 
 
-def _settings_only() -> Settings:
-    """The settings, with Prefect's environment prepared (graywave's ``PREFECT_HOME``, telemetry off)."""
+def _settings_only(*, create_home: bool = True) -> Settings:
+    """The settings, with Prefect's environment prepared (graywave's ``PREFECT_HOME``, telemetry off);
+    the ``PREFECT_HOME`` folder is not made with ``create_home=False``."""
     settings = Settings()
     try:
-        prepare_prefect_environment(settings)
+        prepare_prefect_environment(settings, create_home=create_home)
     except GraywaveError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
@@ -517,7 +518,14 @@ def api(
     """Serve the REST API with uvicorn (OpenAPI docs at /docs)."""
     import uvicorn
 
-    _settings()
+    # The API runs no flow: Prefect's client only, for the background jobs, on PREFECT_API_URL or the
+    # server that `graywave server start` runs. It needs no Prefect home, and makes none.
+    _settings_only(create_home=False)
+    if not os.environ.get("PREFECT_API_URL"):
+        from graywave.cli import server
+
+        if (local := server.running()) is not None:
+            os.environ["PREFECT_API_URL"] = local.api_url
     uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 

@@ -153,13 +153,14 @@ def validate_wave_name(name: str) -> str:
     return name
 
 
-def prepare_prefect_environment(settings: Settings) -> None:
+def prepare_prefect_environment(settings: Settings, *, create_home: bool = True) -> None:
     """Keep Prefect's state under the data folder and its telemetry off, before Prefect is imported.
 
     Values the operator already set in the environment win. The ``PREFECT_HOME`` folder is created:
     Prefect's temporary server cannot create its database in a folder that is not there (on a fresh
     checkout a wave failed with a thousand lines of traceback); one that cannot be made is
-    ``BackendUnavailable``.
+    ``BackendUnavailable``. A command that runs no flow (the API: Prefect's client only) passes
+    ``create_home=False``: the folder is named, not made.
     """
     defaults = {
         "PREFECT_HOME": str(settings.prefect_home.resolve()),
@@ -172,6 +173,8 @@ def prepare_prefect_environment(settings: Settings) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    if not create_home:
+        return
     home = Path(os.environ["PREFECT_HOME"]).expanduser()
     try:
         home.mkdir(parents=True, exist_ok=True)
