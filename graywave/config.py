@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS); AWS if unset."
     )
+    s3_region: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9-]{1,32}$",
+        description="The S3 bucket's region, which SigV4 signatures name; else the AWS chain's, else us-east-1.",
+    )
     mongodb_uri: SecretStr | None = Field(
         None, description="MongoDB connection string; when set, images are also recorded there (never printed)."
     )

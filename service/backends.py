@@ -85,10 +85,10 @@ class Backends:
             catalog = MongoCatalog(
                 settings.mongodb_uri.get_secret_value(), settings.mongodb_database, settings.backend_retry_s
             )
-        retry_s = settings.backend_retry_s
+        retry_s, region = settings.backend_retry_s, settings.s3_region
         return cls(
-            blobs=open_blob_store(settings.blob_url, settings.s3_endpoint_url, retry_s=retry_s),
-            lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url, retry_s=retry_s)),
+            blobs=open_blob_store(settings.blob_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region),
+            lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region)),
             catalog=catalog,
         )
 

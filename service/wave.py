@@ -316,7 +316,7 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
 
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
     """One batch on this machine's device: the GPU batch path where nvImageCodec is there, else the CPU path."""
-    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url, s3_region=settings.s3_region)
     try:
         store.check()  # a machine (a Dask worker) that cannot read the store fails the batch
         device = select_device(settings.device)  # and one without the GPU that GRAYWAVE_DEVICE=gpu asks for

@@ -297,17 +297,25 @@ def _blob_info(key: str, info: os.stat_result) -> BlobInfo:
 
 
 @cache
-def open_blob_store(url: str, s3_endpoint_url: str | None = None, *, retry_s: float | None = None) -> BlobStore:
+def open_blob_store(
+    url: str, s3_endpoint_url: str | None = None, *, retry_s: float | None = None, s3_region: str | None = None
+) -> BlobStore:
     """The blob store for ``url``: ``s3://bucket/prefix``, or a local folder (path or ``file://`` URL).
     ``retry_s``: how long an S3 store waits for a store that is unreachable or answers 5xx
-    (``GRAYWAVE_BACKEND_RETRY_S``; None: ``s3.DEFAULT_RETRY_S``).
+    (``GRAYWAVE_BACKEND_RETRY_S``; None: ``s3.DEFAULT_RETRY_S``); ``s3_region``: the region its
+    SigV4 signatures name (``GRAYWAVE_S3_REGION``; None: the AWS chain's, else ``us-east-1``).
 
     Stores are cached per process: an S3 store's client (and its connection pool) is shared.
     """
     if url.startswith("s3://"):
         from graywave.storage.s3 import DEFAULT_RETRY_S, S3BlobStore
 
-        return S3BlobStore(url, endpoint_url=s3_endpoint_url, retry_s=DEFAULT_RETRY_S if retry_s is None else retry_s)
+        return S3BlobStore(
+            url,
+            endpoint_url=s3_endpoint_url,
+            retry_s=DEFAULT_RETRY_S if retry_s is None else retry_s,
+            region=s3_region,
+        )
     if url.startswith("file://"):
         return LocalBlobStore(url.removeprefix("file://"))
     if "://" in url:

@@ -1,9 +1,14 @@
 """S3 (and S3-compatible servers: MinIO, Ceph, moto) as a blob store, through boto3.
 
     GRAYWAVE_BLOB_URL=s3://bucket/prefix  [GRAYWAVE_S3_ENDPOINT_URL=http://127.0.0.1:9000]
+    [GRAYWAVE_S3_REGION=eu-west-1]
 
 Credentials come from the standard AWS chain (environment, shared files, instance or task role);
-graywave never reads or logs them. Throttling and transient errors are retried by botocore's
+graywave never reads or logs them. Every request and every presigned URL is signed with Signature
+Version 4 (``s3v4``) for the store's region: ``GRAYWAVE_S3_REGION``, else the AWS chain's
+(``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile), else ``us-east-1``. AWS refuses SigV2 for
+buckets created since June 2020 and in every region opened since 2014, and a SigV4 URL is valid only
+in the region it names: on AWS, set the bucket's region. Throttling and transient errors are retried by botocore's
 ``adaptive`` retry mode (exponential back-off with client-side rate limiting). A store that cannot
 be reached at all (connection refused while it restarts, a connection dropped, no answer to a
 connect) or that answers 5xx is waited for longer, up to ``retry_s`` seconds from a request's first
@@ -39,6 +44,9 @@ RETRIES = {"mode": "adaptive", "max_attempts": 8}
 MAX_POOL_CONNECTIONS = 64
 _REFUSED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 """Error codes that mean this machine's credentials are not accepted (a HEAD request's code is its status)."""
+SIGNATURE_VERSION = "s3v4"
+DEFAULT_REGION = "us-east-1"
+"""The region when neither ``GRAYWAVE_S3_REGION`` nor the AWS chain names one (S3-compatible servers take any)."""
 DEFAULT_RETRY_S = 60.0
 """How long a request waits for a store that cannot be reached (``GRAYWAVE_BACKEND_RETRY_S``'s default)."""
 UNREACHABLE = (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError)
@@ -71,16 +79,27 @@ class S3BlobStore:
     remote = True
 
     def __init__(
-        self, url: str, endpoint_url: str | None = None, client: Any = None, *, retry_s: float = DEFAULT_RETRY_S
+        self,
+        url: str,
+        endpoint_url: str | None = None,
+        client: Any = None,
+        *,
+        retry_s: float = DEFAULT_RETRY_S,
+        region: str | None = None,
     ):
         self.bucket, self.prefix = split_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint_url = endpoint_url
         self.retry_s = retry_s
+        self.configured_region = region or boto3.session.Session().region_name
+        """The region that ``GRAYWAVE_S3_REGION`` or the AWS chain names; None when neither does."""
         self.client = client or boto3.client(
             "s3",
             endpoint_url=endpoint_url,
-            config=Config(retries=RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS),
+            region_name=self.configured_region or DEFAULT_REGION,
+            config=Config(
+                signature_version=SIGNATURE_VERSION, retries=RETRIES, max_pool_connections=MAX_POOL_CONNECTIONS
+            ),
         )
         # Asked before botocore's own retry handler: a delay here wins, None leaves the answer to it.
         self.client.meta.events.register_first("needs-retry.s3", self._wait_for_the_store)
@@ -183,7 +202,7 @@ class S3BlobStore:
     def arrow_filesystem(self) -> tuple[pafs.FileSystem, str]:
         """pyarrow's own S3 client on the same endpoint and region; credentials come from the same
         standard AWS chain as boto3's."""
-        region = self.client.meta.region_name
+        region = self.configured_region
         if region is None:  # as boto3 would find it by a redirect: ask S3 where the bucket is
             region = "us-east-1" if self.endpoint_url else pafs.resolve_s3_region(self.bucket)
         options: dict[str, Any] = {"region": region}
@@ -205,9 +224,7 @@ class S3BlobStore:
             Bucket=self.bucket,
             Key=full_key,
             Fields={"Content-Type": content_type},
-            Conditions=[
-                {"bucket": self.bucket},
-                {"key": full_key},
+            Conditions=[  # boto3 adds {"bucket": ...} and {"key": full_key} itself
                 {"Content-Type": content_type},
                 ["content-length-range", 1, max_bytes],
             ],
@@ -222,7 +239,7 @@ class S3BlobStore:
         create each log entry with a conditional PUT (``If-None-Match``), which S3 and S3-compatible
         stores (SeaweedFS, MinIO) honour: concurrent writers need no lock."""
         location = f"s3://{self.bucket}/{self.prefix}".rstrip("/") + (f"/{key}" if key else "")
-        options = {"aws_region": self.client.meta.region_name or "us-east-1"}
+        options = {"aws_region": self.client.meta.region_name or DEFAULT_REGION}
         credentials = self.client._request_signer._credentials  # boto3's resolved chain (profile, env, role)
         if credentials is not None:
             frozen = credentials.get_frozen_credentials()

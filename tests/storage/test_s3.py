@@ -1,9 +1,7 @@
 """The S3 blob store against SeaweedFS on 127.0.0.1 (``local_s3``: a real S3 server that checks credentials)."""
 
-import base64
-import json
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import boto3
 import httpx
@@ -14,7 +12,6 @@ from botocore.exceptions import ClientError
 from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, split_s3_url
-from graywave.storage.uploads import presign_upload
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 
 
@@ -97,61 +94,6 @@ def test_throttling_and_server_errors_are_retried(store):
 def test_open_blob_store_shares_one_client_per_url(local_s3):
     url = f"s3://{local_s3.new_bucket()}/x"
     assert open_blob_store(url, local_s3.endpoint) is open_blob_store(url, local_s3.endpoint)
-
-
-def test_a_presigned_post_uploads_one_image_with_a_plain_http_client(store):
-    post = presign_upload(store, date(2026, 11, 25), "alice", "image/jpeg", max_bytes=1000, expires_s=120)
-    assert post.key.startswith("uploads/2026-11-25/alice/") and post.key.endswith(".jpg")
-    response = httpx.post(post.url, data=post.fields, files={"file": ("photo.jpg", b"\xff\xd8 a photo", "image/jpeg")})
-    assert response.status_code in (200, 204), response.text
-    assert store.read(post.key) == b"\xff\xd8 a photo"
-
-
-def post_upload(post, data: bytes, **fields: str) -> httpx.Response:
-    """The phone's upload, with ``fields`` in place of the signed ones."""
-    return httpx.post(post.url, data=post.fields | fields, files={"file": ("photo.jpg", data, "image/jpeg")})
-
-
-def test_the_server_holds_a_presigned_post_to_its_policy(store):
-    post = presign_upload(store, date(2026, 11, 25), "alice", "image/jpeg", max_bytes=10, expires_s=120)
-    for data, code in ((b"\xff\xd8" + b"x" * 9, "EntityTooLarge"), (b"", "EntityTooSmall")):
-        refused = post_upload(post, data)
-        assert refused.status_code == 400 and f"<Code>{code}</Code>" in refused.text, refused.text
-    for forged in ({"key": store._key("uploads/2026-11-25/alice/other.jpg")}, {"Content-Type": "text/html"}):
-        refused = post_upload(post, b"\xff\xd8 a photo", **forged)
-        assert refused.status_code == 403 and "AccessDenied" in refused.text, refused.text
-    assert list(store.list("uploads/")) == []
-    assert post_upload(post, b"\xff\xd8 photo").status_code in (200, 204)
-
-
-def test_the_presigned_policy_pins_key_size_type_and_expiry(store):
-    before = datetime.now(UTC)
-    post = presign_upload(store, date(2026, 11, 25), "bob", "image/heic", max_bytes=5_000_000, expires_s=300)
-    policy = json.loads(base64.b64decode(post.fields["policy"]))
-    conditions = policy["conditions"]
-    assert {"key": store._key(post.key)} in conditions
-    assert {"bucket": store.bucket} in conditions
-    assert {"Content-Type": "image/heic"} in conditions
-    assert ["content-length-range", 1, 5_000_000] in conditions
-    expiration = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
-    assert 290 <= (expiration - before).total_seconds() <= 310
-    assert post.fields["key"] == store._key(post.key)
-    assert post.fields["Content-Type"] == "image/heic"
-    assert not any(isinstance(c, list) and c[0] == "starts-with" for c in conditions)  # no wildcard keys
-
-
-@pytest.mark.parametrize(
-    ("user", "content_type", "message"),
-    [("../x", "image/jpeg", "does not match"), ("alice", "text/html", "not one of")],
-)
-def test_presigning_refuses_bad_users_and_types(store, user, content_type, message):
-    with pytest.raises(ValueError, match=message):
-        presign_upload(store, date(2026, 11, 25), user, content_type, max_bytes=10, expires_s=60)
-
-
-def test_presigning_needs_s3(tmp_path):
-    with pytest.raises(ValueError, match="need an S3 blob store"):
-        presign_upload(open_blob_store(str(tmp_path)), date(2026, 11, 25), "a", "image/jpeg", 10, 60)
 
 
 def test_a_bucket_that_cannot_be_reached_is_a_clear_error(local_s3):
