@@ -10,8 +10,9 @@ import polars as pl
 from PIL import Image
 
 from graywave.config import Settings
-from graywave.flows.analytics import analytics_flow
-from graywave.flows.wave import wave_flow
+from graywave.flows.analytics import run_analytics_flow
+from graywave.flows.temporary_server import prefect_api
+from graywave.flows.wave import run_wave_flow
 from graywave.service.daily import AnalyticsSummary
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import WaveSummary
@@ -75,16 +76,19 @@ def _write(store: BlobStore, uploads: list[SampleUpload]) -> None:
 
 def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsSummary]:
     """Upload and process ``days`` days of samples, ending today, as ``graywave serve`` would: each
-    day's two waves, then that day's analytics, each a real Prefect flow run."""
+    day's two waves, then that day's analytics, each a real Prefect flow run, on ``PREFECT_API_URL``
+    or else one temporary server of this process that outlives a SIGTERM or Ctrl-C to the process
+    group (``flows.temporary_server``)."""
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     today = settings.today()
     summaries: list[WaveSummary | AnalyticsSummary] = []
-    for day_index in range(days):
-        day = today - timedelta(days=days - 1 - day_index)
-        for wave in WAVES:
-            _write(store, sample_uploads(day, wave, day_index))
-            summaries.append(wave_flow(day=day, name=wave))
-        summaries.append(analytics_flow(day=day, top_n=2, metric="design"))
+    with prefect_api():
+        for day_index in range(days):
+            day = today - timedelta(days=days - 1 - day_index)
+            for wave in WAVES:
+                _write(store, sample_uploads(day, wave, day_index))
+                summaries.append(run_wave_flow(settings, day, wave))
+            summaries.append(run_analytics_flow(day=day, top_n=2, metric="design"))
     return summaries
 
 

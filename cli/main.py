@@ -344,10 +344,10 @@ def analytics_run(
     """Compute the day's user histograms, median and similar users into the lake (and MongoDB)."""
     _check_metric(metric)
     _settings()
-    from graywave.flows.analytics import analytics_flow
+    from graywave.flows.analytics import run_analytics_flow
 
     try:
-        summary = analytics_flow(day=day, top_n=top_n, metric=metric)
+        summary = run_analytics_flow(day=day, top_n=top_n, metric=metric)
     except GraywaveError as error:
         console.print(f"[red]the analytics could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None
@@ -595,7 +595,8 @@ def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample u
     console.print()
     if local is None:
         console.print(
-            "The runs went to a temporary Prefect server, now stopped; they are kept under PREFECT_HOME:"
+            "The runs went to a temporary Prefect server, stopped as this command ends; they are kept under"
+            " PREFECT_HOME:"
             f" `{_me()} server start` runs a server with its UI, which shows them."
         )
         return
@@ -749,10 +750,10 @@ def lake_optimize(
     """Run the lake's maintenance now (the flow that graywave serve runs nightly): compaction, Z-order
     of images by user, checkpoints, vacuum of files older than GRAYWAVE_LAKE_RETENTION_HOURS."""
     _settings()
-    from graywave.flows.maintenance import lake_maintenance_flow
+    from graywave.flows.maintenance import run_lake_maintenance_flow
 
     try:
-        done = lake_maintenance_flow(days=None if every_day else days)
+        done = run_lake_maintenance_flow(days=None if every_day else days)
     except GraywaveError as error:
         console.print(f"[red]the maintenance could not run:[/red] {type(error).__name__}: {error}")
         raise typer.Exit(1) from None

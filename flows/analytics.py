@@ -18,6 +18,7 @@ from graywave.config import Settings
 from graywave.errors import InvalidInput, NoData
 from graywave.flows.artifacts import publish_analytics, run_day, tag_this_run
 from graywave.flows.failures import failing_with_the_reason
+from graywave.flows.temporary_server import prefect_api
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
 from graywave.service.backends import Backends
@@ -75,3 +76,11 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     publish_analytics(day, median, similar)
     get_run_logger().info(summary.line())
     return summary
+
+
+def run_analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
+    """Run the analytics flow now, against ``PREFECT_API_URL`` or else this process's temporary server
+    (``flows.temporary_server``), which outlives a SIGTERM or Ctrl-C to the process group: a stopped
+    run still ends ``Crashed``, and the command exits in seconds."""
+    with prefect_api():
+        return analytics_flow(day=day, top_n=top_n, metric=metric)

@@ -14,6 +14,7 @@ from prefect.runtime import flow_run
 
 from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
+from graywave.flows.temporary_server import prefect_api
 from graywave.service.backends import Backends
 from graywave.service.operations import MAINTAINED_DAYS, maintain_lake
 from graywave.storage.lake import Maintenance
@@ -47,3 +48,10 @@ def lake_maintenance_flow(days: int | None = MAINTAINED_DAYS) -> list[Maintenanc
         description="Files of each table before and after compaction, and old files vacuumed.",
     )
     return done
+
+
+def run_lake_maintenance_flow(days: int | None = MAINTAINED_DAYS) -> list[Maintenance]:
+    """Run the maintenance flow now, against ``PREFECT_API_URL`` or else this process's temporary
+    server (``flows.temporary_server``), which outlives a SIGTERM or Ctrl-C to the process group."""
+    with prefect_api():
+        return lake_maintenance_flow(days=days)
