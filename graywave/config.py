@@ -7,6 +7,7 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -103,6 +104,21 @@ class Settings(BaseSettings):
         None,
         description="With dask_workers: the local cluster's dashboard at this address (e.g. :8787); off if unset.",
     )
+    oidc_issuer: str | None = Field(
+        None,
+        description="Also accept the JWTs of this OpenID Connect issuer (its tokens' exact iss) as bearer tokens.",
+    )
+    oidc_audience: str | None = Field(
+        None, description="With oidc_issuer, required: the aud the tokens must carry (the app's client or API id)."
+    )
+    oidc_jwks_url: str | None = Field(
+        None,
+        description="With oidc_issuer: its signing keys (JWKS); default: the jwks_uri of the issuer's"
+        " /.well-known/openid-configuration.",
+    )
+    oidc_user_claim: str = Field(
+        "sub", min_length=1, description="With oidc_issuer: the claim of a token that is the graywave user id."
+    )
 
     @model_validator(mode="after")
     def _one_batch_runner(self) -> Settings:
@@ -110,6 +126,25 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set GRAYWAVE_DASK_ADDRESS (a running cluster) or GRAYWAVE_DASK_WORKERS (a local one), not both"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer is None:
+            if self.oidc_audience is not None or self.oidc_jwks_url is not None:
+                raise ValueError(
+                    "GRAYWAVE_OIDC_AUDIENCE and GRAYWAVE_OIDC_JWKS_URL need GRAYWAVE_OIDC_ISSUER (the identity"
+                    " provider whose tokens the API accepts)"
+                )
+            return self
+        if not self.oidc_audience:
+            raise ValueError(
+                "GRAYWAVE_OIDC_AUDIENCE is required with GRAYWAVE_OIDC_ISSUER: the aud that the identity"
+                " provider puts in the app's tokens (its client id or API identifier)"
+            )
+        for name, url in (("GRAYWAVE_OIDC_ISSUER", self.oidc_issuer), ("GRAYWAVE_OIDC_JWKS_URL", self.oidc_jwks_url)):
+            if url is not None and not _is_web_url(url):
+                raise ValueError(f"{name} must be an http:// or https:// URL with a host, not {url!r}")
         return self
 
     @property
@@ -148,6 +183,11 @@ class Settings(BaseSettings):
     def day_of(self, instant: datetime) -> date:
         """The date of ``instant`` (aware) in the service time zone: a scheduled run's day."""
         return instant.astimezone(self.zone).date()
+
+
+def _is_web_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def validate_wave_name(name: str) -> str:
