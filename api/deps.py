@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
 from graywave.api.errors import ApiError
+from graywave.api.fairness import CHART_THREADS, Pool, UserLimits, bounded
 from graywave.config import Settings
 from graywave.errors import InvalidInput
 from graywave.kernels.similarity import METRICS
@@ -36,9 +37,14 @@ class State:
     tokens: TokenStore
     catalog: ImageCatalog
     daily: DailyHistogramsCache
-    processing: anyio.CapacityLimiter
+    processing: Pool
     """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``); requests wait for one
     on the event loop, up to ``GRAYWAVE_API_PROCESSING_QUEUE`` of them."""
+    charts: Pool
+    """Threads that draw charts (``CHART_THREADS``), apart from the shared pool; requests wait for
+    one on the event loop, up to ``GRAYWAVE_API_CHART_QUEUE`` of them."""
+    users: UserLimits
+    """Each user's expensive requests in flight (``GRAYWAVE_API_USER_INFLIGHT`` at most)."""
     writes: anyio.CapacityLimiter
     """Worker threads for the lake writes of requests (deletes): at most ``WRITE_THREADS`` at once,
     apart from the shared pool, so that writes waiting on the lake (a commit retried after a lost
@@ -53,12 +59,15 @@ class State:
             tokens=TokenStore(settings.api_tokens_file),
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
-            processing=anyio.CapacityLimiter(settings.api_processing_slots),
+            processing=Pool(
+                settings.api_processing_slots, settings.api_processing_queue, "uploads are being processed"
+            ),
             writes=anyio.CapacityLimiter(WRITE_THREADS),
+            charts=Pool(CHART_THREADS, settings.api_chart_queue, "charts are being drawn"),
+            users=UserLimits(settings.api_user_inflight),
         )
 
 
-RETRY_AFTER_S = 5
 WRITE_THREADS = 4
 """Lake writes of requests at once, per API process (``State.writes``)."""
 
@@ -69,22 +78,20 @@ async def writing(app: State, work: Callable[[], T]) -> T:
     return await anyio.to_thread.run_sync(work, limiter=app.writes)
 
 
-async def processing(app: State, work: Callable[[], T]) -> T:
-    """Run CPU-heavy ``work`` (decoding, processing) on a worker thread, never on the event loop, in
-    one of the app's processing slots. A request waits for a slot on the event loop (holding no
-    thread) behind at most ``GRAYWAVE_API_PROCESSING_QUEUE`` others: a short burst of uploads is
-    queued, not refused; past the queue, 503 with ``Retry-After``."""
-    if app.processing.available_tokens == 0 and app.processing.statistics().tasks_waiting >= (
-        app.settings.api_processing_queue
-    ):
-        raise ApiError(
-            503,
-            f"{app.settings.api_processing_slots} uploads are being processed now and"
-            f" {app.settings.api_processing_queue} wait; retry in a few seconds",
-            "busy",
-            headers={"Retry-After": str(RETRY_AFTER_S)},
-        )
-    return await anyio.to_thread.run_sync(work, limiter=app.processing)
+async def processing(app: State, user: str, work: Callable[[], T]) -> T:
+    """Run CPU-heavy ``work`` (decoding, processing) for ``user`` on a worker thread, never on the
+    event loop, in one of the app's processing slots. A request waits for a slot on the event loop
+    (holding no thread) behind at most ``GRAYWAVE_API_PROCESSING_QUEUE`` others: a short burst of
+    uploads is queued, not refused; past the queue, 503 ``busy`` with ``Retry-After``. One user has
+    at most ``GRAYWAVE_API_USER_INFLIGHT`` such requests waiting or working: past that, 429."""
+    return await bounded(app.users, user, app.processing, work)
+
+
+async def drawing(app: State, user: str, work: Callable[[], T]) -> T:
+    """Run a chart's ``work`` (its data read and its drawing) for ``user`` on a thread of the app's
+    chart pool (``State.charts``), never on the shared pool that other routes run on; bounded per
+    user and in its queue as ``processing`` is."""
+    return await bounded(app.users, user, app.charts, work)
 
 
 def state(request: Request) -> State:

@@ -14,6 +14,15 @@ with the reason.
 
 How many images a job was asked to reprocess is kept on its flow run, as the label
 ``IMAGES_LABEL``: given by the API when it starts the job, else set by the job when it lists them.
+
+One job per scope (a user's images, or everyone's) at a time, across every API process and
+machine: the Prefect server, which they share, is asked. A job's flow run carries its scope as a
+tag (``scope_tag``); while a run of that tag is not in a final state (scheduled, pending, running,
+paused, cancelling), another start is refused with 429 naming it. Two starts at the same moment
+(two API processes) cannot both pass that check: each creates its run with the idempotency key
+``<tag> after <the scope's latest run>``, which the server keeps unique, so the second is given the
+first's run; it sees that the run is not its own (the ``REQUEST_LABEL`` nonce it sent is not on it)
+and answers 429 too.
 """
 
 from __future__ import annotations
@@ -24,10 +33,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import DeploymentStatus, FlowRun
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import TERMINAL_STATES, DeploymentStatus, FlowRun, StateType
 from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, get_current_settings
 
@@ -49,6 +67,42 @@ def _check_configured() -> None:
 
 IMAGES_LABEL = "graywave.images"
 """The flow run label that holds how many images a reprocessing job was asked for."""
+REQUEST_LABEL = "graywave.request"
+"""The flow run label that holds the nonce of the request that created the run (one job per scope)."""
+UNFINISHED = [state for state in StateType if state not in TERMINAL_STATES]
+JOB_RETRY_AFTER_S = 30
+"""``Retry-After`` of a 429 for a job whose scope has one queued or running: jobs take minutes."""
+
+
+def scope_tag(scope: str) -> str:
+    """The flow run tag of the jobs of ``scope``: a user id, or ``*`` for every user's images."""
+    return f"graywave.scope:{scope}"
+
+
+def _already(scope: str, run: FlowRun) -> ApiError:
+    whose = "every user" if scope == "*" else scope
+    return ApiError(
+        429,
+        f"a reprocessing job of {whose} is queued or running already (/jobs/{run.id}, {run.state_name});"
+        " one at a time: retry once it has finished",
+        "too_many_requests",
+        headers={"Retry-After": str(JOB_RETRY_AFTER_S)},
+    )
+
+
+def _runs(
+    client: SyncPrefectClient, deployment_id: uuid.UUID, tag: str, states: list[StateType] | None
+) -> list[FlowRun]:
+    """The latest run of ``deployment_id`` with ``tag`` (in one of ``states``), as a list of 0 or 1."""
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]),
+            tags=FlowRunFilterTags(all_=[tag]),
+            state=None if states is None else FlowRunFilterState(type=FlowRunFilterStateType(any_=states)),
+        ),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        limit=1,
+    )
 
 
 def not_served(found: DeploymentResponse, now: datetime | None = None) -> str | None:
@@ -68,9 +122,10 @@ def not_served(found: DeploymentResponse, now: datetime | None = None) -> str | 
     return None
 
 
-def start(deployment: str, parameters: dict[str, Any], *, count: int | None = None) -> FlowRun:
+def start(deployment: str, parameters: dict[str, Any], *, scope: str, count: int | None = None) -> FlowRun:
     """A new run of ``deployment`` (``flow/deployment``) with these parameters, scheduled now; 503
-    when no ``graywave serve`` runs that deployment. ``count``: the images it is asked for."""
+    when no ``graywave serve`` runs that deployment; 429 while a run of the same ``scope`` (a user
+    id, or ``*``) is not finished. ``count``: the images it is asked for."""
     _check_configured()
     try:
         with get_client(sync_client=True) as client:
@@ -78,12 +133,25 @@ def start(deployment: str, parameters: dict[str, Any], *, count: int | None = No
             problem = not_served(found)
             if problem is not None:
                 raise _unavailable(f"no job can start now: {problem}")
-            return client.create_flow_run_from_deployment(
+            tag = scope_tag(scope)
+            unfinished = _runs(client, found.id, tag, UNFINISHED)
+            if unfinished:
+                raise _already(scope, unfinished[0])
+            latest = _runs(client, found.id, tag, None)
+            nonce = uuid.uuid4().hex
+            labels: dict[str, bool | int | float | str] = {REQUEST_LABEL: nonce}
+            if count is not None:
+                labels[IMAGES_LABEL] = count
+            run = client.create_flow_run_from_deployment(
                 found.id,
                 parameters=parameters,
-                tags=["graywave"],
-                labels=None if count is None else {IMAGES_LABEL: count},
+                tags=["graywave", tag],
+                labels=labels,
+                idempotency_key=f"{tag} after {latest[0].id if latest else 'none'}",
             )
+            if run.labels.get(REQUEST_LABEL) != nonce:  # another request's run, created since the check
+                raise _already(scope, run)
+            return run
     except ObjectNotFound:
         raise _unavailable(f"no deployment {deployment} on the Prefect server: is `graywave serve` running?") from None
     except httpx.HTTPError as error:

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     api_processing_queue: int = Field(
         32, ge=0, description="Requests that wait for a processing slot, past the slots; more answer 503."
     )
+    api_user_inflight: int = Field(
+        2,
+        ge=1,
+        description="Expensive requests (charts, ?wait=true uploads, replaces, reprocessing) of one user in flight"
+        " in one API process; more answer 429.",
+    )
+    api_chart_queue: int = Field(
+        32, ge=0, description="Chart requests that wait for a drawing thread, past those drawing; more answer 503."
+    )
     api_inline_reprocess_max: int = Field(
         10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
     )

@@ -3,9 +3,12 @@ user's images of a week. Plain functions of the data that ``graywave.service.dai
 (``median_row``, ``weekly_histograms``); the ``*_figure`` functions give the matplotlib ``Figure``,
 the ``*_png`` ones its PNG bytes.
 
-Each call draws on a figure of its own, never through pyplot's global state; drawing is CPU work
-(tens of ms) that callers keep off an event loop. Bin k of B covers the grey levels
-k*256/B .. (k+1)*256/B-1, and the x axis says so ("0-15", "16-31", ...).
+Each call draws on a figure of its own, never through pyplot's global state, so calls may run on
+several threads at once: what matplotlib shares between figures is guarded by matplotlib itself
+(``Figure.draw`` holds the class-wide ``Figure._render_lock``, and its FreeType fonts are cached per
+thread), and a figure built here is touched by one thread only. Drawing is CPU work (tens of ms)
+that callers keep off an event loop (the API: on threads of its own, ``api.deps.drawing``). Bin k
+of B covers the grey levels k*256/B .. (k+1)*256/B-1, and the x axis says so ("0-15", "16-31", ...).
 
 Every text of a chart (title, tick labels, legend, notes) is drawn as written: a file name is the
 user's text, and ``$a^$.jpg`` read as matplotlib's mathtext failed to parse, which made that week's
@@ -15,7 +18,6 @@ chart an error for good. No text is parsed as mathtext or sent to TeX (``_as_wri
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -33,10 +35,6 @@ MAX_LEGEND = 12
 """A week with more images than this is drawn without a legend (the title gives the count)."""
 SIZE_INCHES = (8.0, 4.5)
 DPI = 100
-
-_drawing = threading.RLock()
-"""matplotlib promises no thread safety, even for separate figures (its font caches are shared):
-the API's threadpool draws one chart at a time."""
 
 
 def bin_labels(bins: int) -> list[str]:
@@ -120,17 +118,14 @@ def _label(row: Mapping[str, Any]) -> str:
 def png(figure: Figure) -> bytes:
     """The figure as PNG bytes, drawn by Agg."""
     out = io.BytesIO()
-    with _drawing:
-        FigureCanvasAgg(figure)  # the figure's canvas: Agg, whatever matplotlib's default backend
-        figure.savefig(out, format="png")
+    FigureCanvasAgg(figure)  # the figure's canvas: Agg, whatever matplotlib's default backend
+    figure.savefig(out, format="png")
     return out.getvalue()
 
 
 def median_png(day: date, median: Mapping[str, Any]) -> bytes:
-    with _drawing:
-        return png(median_figure(day, median))
+    return png(median_figure(day, median))
 
 
 def weekly_png(user_id: str, week: str, images: pl.DataFrame, bins: int) -> bytes:
-    with _drawing:
-        return png(weekly_figure(user_id, week, images, bins))
+    return png(weekly_figure(user_id, week, images, bins))

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import polars as pl
 from fastapi import APIRouter, Path, Query, Response
 
-from graywave.api.deps import AppState, Caller, Day, MetricQuery, Number, Owner, State
+from graywave.api.deps import AppState, Caller, Day, MetricQuery, Number, Owner, State, drawing
 from graywave.api.errors import ERRORS, ApiError
-from graywave.api.models import Median, Neighbour, Similar, Weekly
+from graywave.api.fairness import user_key
+from graywave.api.models import Error, Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
 from graywave.service.daily import iso_week, median_row, similar_to, week_name, weekly_histograms
 from graywave.service.plots import median_png, weekly_png
@@ -42,9 +43,15 @@ def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) ->
 
 
 PNG: dict[int | str, dict[str, Any]] = {
-    200: {"description": "A PNG chart.", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+    200: {"description": "A PNG chart.", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    429: {
+        "model": Error,
+        "description": "The user's charts and other expensive requests in flight are at their limit.",
+    },
+    503: {"model": Error, "description": "Every chart thread is busy and the queue is full: retry after Retry-After."},
 }
-"""The documented answer of the chart routes (drawn in the threadpool: they are plain ``def``s)."""
+"""The documented answers of the chart routes: drawn on the chart threads (``api.deps.drawing``),
+bounded per user (429) and in their queue (503)."""
 
 
 def _png(data: bytes) -> Response:
@@ -90,9 +97,12 @@ def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
     responses=PNG,
     summary="A chart of a user's image histograms in an ISO week, one line per image",
 )
-def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) -> Response:
-    name, _, _, frame = _week(app, user_id, week)
-    return _png(weekly_png(user_id, name, frame, app.settings.bins))
+async def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) -> Response:
+    def draw() -> bytes:
+        name, _, _, frame = _week(app, user_id, week)
+        return weekly_png(user_id, name, frame, app.settings.bins)
+
+    return _png(await drawing(app, user_id, draw))
 
 
 @router.get(
@@ -101,9 +111,9 @@ def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) -> Res
     responses=PNG,
     summary="A chart of the median histogram of a day across all users",
 )
-def get_median_png(_: Caller, app: AppState, day: Day = None) -> Response:
+async def get_median_png(principal: Caller, app: AppState, day: Day = None) -> Response:
     when = day or app.settings.today()
-    return _png(median_png(when, median_row(app.daily.get(when))))
+    return _png(await drawing(app, user_key(principal), lambda: median_png(when, median_row(app.daily.get(when)))))
 
 
 @router.get(

@@ -22,6 +22,7 @@ from graywave.api.deps import (
     writing,
 )
 from graywave.api.errors import ERRORS
+from graywave.api.fairness import user_key
 from graywave.api.models import Count, Error, Image, ImagePage, Job, Reprocessed
 from graywave.service.images import REPROCESS_JOB, delete_images, replace_and_reprocess, reprocess
 
@@ -36,20 +37,30 @@ def _page(app: State, user_id: str | None, limit: int, offset: int, path: str) -
 
 REPROCESSING: dict[int | str, dict[str, Any]] = {
     202: {"model": Job, "description": "More than a few images: a background job (a Prefect flow run) started."},
+    429: {
+        "model": Error,
+        "description": "A job of the same user is queued or running, or the user's expensive requests in flight"
+        " are at their limit: retry after Retry-After.",
+    },
     503: {"model": Error, "description": "Busy, or no Prefect server to run a background job on."},
 }
 
 
-async def _reprocess(app: State, user_id: str | None) -> Reprocessed | JSONResponse:
-    """Up to ``GRAYWAVE_API_INLINE_REPROCESS_MAX`` handled images now, in a processing slot (200);
-    more in a background job (202 with the job, ``Location: /jobs/{id}``)."""
+async def _reprocess(app: State, user_id: str | None, who: str) -> Reprocessed | JSONResponse:
+    """Up to ``GRAYWAVE_API_INLINE_REPROCESS_MAX`` handled images now, in a processing slot (200),
+    counted against ``who``'s requests in flight; more in a background job (202 with the job,
+    ``Location: /jobs/{id}``), one at a time per user (or for everyone's images): 429 while one is
+    queued or running."""
     entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
     handled = [entry for entry in entries if entry.status != "pending"]
     if len(handled) > app.settings.api_inline_reprocess_max:
-        run = await run_in_threadpool(lambda: jobs.start(REPROCESS_JOB, {"user_id": user_id}, count=len(handled)))
+        scope = user_id or "*"
+        run = await run_in_threadpool(
+            lambda: jobs.start(REPROCESS_JOB, {"user_id": user_id}, scope=scope, count=len(handled))
+        )
         job = Job.of(run, count=len(handled))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": job.links.self})
-    return Reprocessed.of(await processing(app, lambda: reprocess(app.backends, app.settings, handled)))
+    return Reprocessed.of(await processing(app, who, lambda: reprocess(app.backends, app.settings, handled)))
 
 
 async def _delete(app: State, user_id: str | None) -> Count:
@@ -75,8 +86,8 @@ def list_all(_: Admin, app: AppState, limit: Limit = 100, offset: Offset = 0) ->
     responses=REPROCESSING,
     summary="Reprocess every handled image from its original (a background job past a few images)",
 )
-async def reprocess_all(_: Admin, app: AppState) -> Reprocessed | JSONResponse:
-    return await _reprocess(app, None)
+async def reprocess_all(principal: Admin, app: AppState) -> Reprocessed | JSONResponse:
+    return await _reprocess(app, None, user_key(principal))
 
 
 @router.delete("/images", response_model=Count, summary="Delete every image")
@@ -99,7 +110,7 @@ def list_user(user_id: Owner, app: AppState, limit: Limit = 100, offset: Offset 
     summary="Reprocess every handled image of a user from its original (a background job past a few images)",
 )
 async def reprocess_user(user_id: Owner, app: AppState) -> Reprocessed | JSONResponse:
-    return await _reprocess(app, user_id)
+    return await _reprocess(app, user_id, user_id)
 
 
 @router.delete("/images/{user_id}", response_model=Count, summary="Delete every image of a user, everywhere")
@@ -122,14 +133,14 @@ def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
 @router.put(
     "/images/{user_id}/{image_id}",
     response_model=Image,
-    responses={413: {"model": Error}, 415: {"model": Error}, 503: {"model": Error}},
+    responses={413: {"model": Error}, 415: {"model": Error}, 429: {"model": Error}, 503: {"model": Error}},
     summary="Replace an image's content and reprocess it now",
 )
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
     entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
-    await processing(app, lambda: replace_and_reprocess(app.backends, app.settings, entry, data, content_type))
+    await processing(app, user_id, lambda: replace_and_reprocess(app.backends, app.settings, entry, data, content_type))
     return Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id))
 
 

@@ -27,6 +27,7 @@ router = APIRouter(tags=["images"], responses=ERRORS)
             "model": Image,
             "description": "Stored as pending (without wait, or while the lake or the device is unavailable)",
         },
+        429: {"model": Error, "description": "The user's expensive requests in flight are at their limit (wait=true)"},
         503: {"model": Error, "description": "Every processing slot is taken (wait=true): retry after Retry-After"},
         413: {"model": Error},
         415: {"model": Error},
@@ -43,7 +44,7 @@ async def upload(
     content_type = file.content_type or "application/octet-stream"
     if wait:
         uploaded = await processing(
-            app, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file.filename)
+            app, user_id, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file.filename)
         )
     else:  # the header check only, but still not on the event loop
         key = await run_in_threadpool(

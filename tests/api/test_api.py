@@ -437,8 +437,10 @@ def test_bodies_are_refused_before_they_are_read(api, tmp_path, monkeypatch):
 
 @pytest.fixture
 def one_request_queued(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One request may wait for a processing slot (name it in ``usefixtures``, before ``api``)."""
+    """One request may wait for a processing slot, and a user may have all four of the test in flight
+    (the per-user limit is test_fairness's) (name it in ``usefixtures``, before ``api``)."""
     monkeypatch.setenv("GRAYWAVE_API_PROCESSING_QUEUE", "1")
+    monkeypatch.setenv("GRAYWAVE_API_USER_INFLIGHT", "4")
 
 
 @pytest.mark.usefixtures("one_request_queued")

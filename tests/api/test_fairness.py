@@ -1,0 +1,246 @@
+"""Bounded work, fair between users (``api.fairness``): one user's burst of expensive requests is
+refused past a small number in flight (429), the shared queues are bounded (503), and nobody else's
+requests wait for it; one background job per user at a time, across API processes (Prefect)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.objects import StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Completed
+
+import graywave.api.routers.analytics as analytics_router
+from graywave.api import jobs
+from graywave.api.errors import ApiError
+from graywave.api.fairness import CHART_THREADS
+from tests.api.test_api import PHOTO, error_of, upload
+
+EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)  # the store plays no part here
+BURST = 150
+GETS = 40
+
+
+class HeldCharts:
+    """``weekly_png`` held at its start until ``release``: charts that take as long as the test needs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.inside, self.release = threading.Semaphore(0), threading.Event()
+        self.drawn: Counter[str] = Counter()
+        real = analytics_router.weekly_png
+
+        def held(user_id, *args, **kwargs):
+            self.inside.release()
+            self.release.wait(60)
+            self.drawn[user_id] += 1
+            return real(user_id, *args, **kwargs)
+
+        monkeypatch.setattr(analytics_router, "weekly_png", held)
+
+    def wait_inside(self, count: int) -> None:
+        for _ in range(count):
+            assert self.inside.acquire(timeout=60), "a chart did not start drawing"
+
+
+def burst(url: str, token: str, path: str, count: int) -> list[httpx.Response]:
+    """``count`` requests of ``path`` at once, each on a connection of its own."""
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=count, max_keepalive_connections=0)
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120, limits=limits) as client:
+            return list(await asyncio.gather(*(client.get(path) for _ in range(count))))
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def held_charts(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldCharts]:
+    charts = HeldCharts(monkeypatch)
+    yield charts
+    charts.release.set()  # a failed test leaves no server thread waiting
+
+
+@EMBEDDED
+def test_one_users_chart_burst_leaves_another_users_reads_quick(api, held_charts):
+    """150 of alice's weekly.png at once: the first two are drawn (held there for the whole test), the
+    other 148 are refused with 429 and Retry-After while those two are still drawing, and bob's
+    reads meanwhile are answered with a p99 under 200 ms. On the shared thread pool (the code before)
+    the 150 took its 40 threads and bob's GETs waited for the charts."""
+    bob = api.client("bob")
+    assert bob.get("/images/bob").status_code == 200  # warm: the lake's tables open, the token read
+    answers: list[httpx.Response] = []
+    flood = threading.Thread(
+        target=lambda: answers.extend(burst(api.url, api.tokens["alice"], "/users/alice/weekly.png", BURST))
+    )
+    flood.start()
+    held_charts.wait_inside(2)  # GRAYWAVE_API_USER_INFLIGHT (2): both of alice's slots are drawing
+    latencies = []
+    for _ in range(GETS):
+        began = time.perf_counter()
+        assert bob.get("/images/bob").status_code == 200
+        latencies.append(time.perf_counter() - began)
+    refused_before_release = flood.is_alive()
+    held_charts.release.set()
+    flood.join(120)
+    statuses = Counter(answer.status_code for answer in answers)
+    assert statuses == {200: 2, 429: BURST - 2}, statuses
+    assert held_charts.drawn == {"alice": 2}
+    refused = [answer for answer in answers if answer.status_code == 429]
+    assert {error_of(answer) for answer in refused} == {(429, "too_many_requests")}
+    assert {answer.headers["retry-after"] for answer in refused} == {"1"}
+    assert refused_before_release  # the 429s did not wait for the charts that were drawing
+    p99 = float(np.percentile(latencies, 99))
+    assert p99 < 0.2, f"bob's GET p99 {p99 * 1000:.0f} ms during alice's burst: {sorted(latencies)[-5:]}"
+    assert bob.get("/users/bob/weekly.png").status_code == 200  # and bob's own chart is drawn
+
+
+@EMBEDDED
+def test_a_users_limit_counts_every_expensive_request_and_no_one_elses(api, held_charts):
+    """With two of alice's charts in flight, her ?wait=true upload and her replace are 429 too (they
+    store nothing), her upload without wait is not expensive and is taken; bob's ?wait=true upload
+    is processed. Once her charts are drawn, her next one is drawn."""
+    alice, bob = api.client("alice"), api.client("bob")
+    image_id = upload(alice, "alice", wait=True).json()["image_id"]
+    threads = [threading.Thread(target=alice.get, args=("/users/alice/weekly.png",)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    held_charts.wait_inside(2)
+    assert error_of(upload(alice, "alice", wait=True, name="IMG_0002.jpg")) == (429, "too_many_requests")
+    replace = alice.put(f"/images/alice/{image_id}", files={"file": ("x.jpg", PHOTO, "image/jpeg")})
+    assert error_of(replace) == (429, "too_many_requests") and replace.headers["retry-after"] == "1"
+    assert error_of(alice.get("/analytics/median.png")) == (429, "too_many_requests")  # the caller's limit
+    assert upload(alice, "alice", name="IMG_0003.jpg").status_code == 202  # stored for the wave: not limited
+    assert upload(bob, "bob", wait=True).status_code == 200
+    held_charts.release.set()
+    for thread in threads:
+        thread.join(60)
+    names = sorted(image["file_name"] for image in alice.get("/images/alice").json()["items"])
+    assert names == ["IMG_0001.jpg", "IMG_0003.jpg"]  # the refused upload stored nothing
+    assert alice.get("/users/alice/weekly.png").status_code == 200
+
+
+@pytest.fixture
+def charts_queue_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chart request may wait for a drawing thread; each user may have ten in flight (name it
+    in ``usefixtures``, before ``api``)."""
+    monkeypatch.setenv("GRAYWAVE_API_CHART_QUEUE", "1")
+    monkeypatch.setenv("GRAYWAVE_API_USER_INFLIGHT", "10")
+
+
+@EMBEDDED
+@pytest.mark.usefixtures("charts_queue_of_one")
+def test_the_chart_queue_is_bounded_and_answers_busy_past_it(api, held_charts):
+    """Both chart threads drawing: of two more requests one waits for a thread (on the event loop,
+    holding none) and the other finds the queue full: 503 busy with Retry-After, while the charts
+    are still drawing; other routes are served throughout, and the waiting one is drawn."""
+    alice, bob = api.client("alice"), api.client("bob")
+    answers: dict[str, httpx.Response] = {}
+
+    def chart(name: str) -> threading.Thread:
+        thread = threading.Thread(target=lambda: answers.setdefault(name, alice.get("/users/alice/weekly.png")))
+        thread.start()
+        return thread
+
+    threads = [chart(f"drawing{k}") for k in range(CHART_THREADS)]
+    held_charts.wait_inside(CHART_THREADS)
+    threads += [chart("third"), chart("fourth")]
+    assert bob.get("/images/bob").status_code == 200
+    deadline = time.monotonic() + 60
+    while not answers:  # the refusal comes while both threads are drawing
+        assert time.monotonic() < deadline, "neither of the two was refused"
+        time.sleep(0.02)
+    [(refused_name, refused)] = answers.items()
+    assert refused_name in ("third", "fourth")
+    assert error_of(refused) == (503, "busy") and refused.headers["retry-after"] == "5"
+    assert not held_charts.inside.acquire(timeout=0.5), "the queued chart must not start while both draw"
+    held_charts.release.set()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(answer.status_code for answer in answers.values()) == [200, 200, 200, 503]
+    assert held_charts.drawn == {"alice": 3}
+
+
+# --- one background job per user, across API processes: asked of the Prefect server ---------------
+
+
+@pytest.fixture
+def deployment(prefect_server: str) -> Iterator[str]:
+    """A deployment of this test's own on the shared Prefect server, polled as a ``graywave serve``
+    would (so ``jobs.start`` takes it as served) but never run: its runs stay scheduled. Removed
+    afterwards with its runs."""
+    name = f"graywave-fairness-{uuid.uuid4().hex[:8]}"
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name(name)
+        deployment_id = client.create_deployment(flow_id=flow_id, name="reprocess")
+        client.get_scheduled_flow_runs_for_deployments([deployment_id])  # as a runner polls: last_polled
+        try:
+            yield f"{name}/reprocess"
+        finally:
+            client.delete_deployment(deployment_id)
+            client.delete_flow(flow_id)
+
+
+def _start(deployment: str, scope: str):
+    return jobs.start(deployment, {"user_id": scope}, scope=scope, count=20)
+
+
+def _runs_of(deployment: str, scope: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_deployment_by_name(deployment)
+        return [
+            run
+            for run in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[jobs.scope_tag(scope)]))
+            )
+            if run.deployment_id == found.id
+        ]
+
+
+def test_one_reprocessing_job_per_user_at_a_time(deployment, prefect_server):
+    """A second job of alice while her first is scheduled is 429 naming the first; bob's starts;
+    once alice's first has finished, her next one starts."""
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        first = _start(deployment, "alice")
+        with pytest.raises(ApiError) as refused:
+            _start(deployment, "alice")
+        assert refused.value.status_code == 429 and refused.value.code == "too_many_requests"
+        assert str(first.id) in refused.value.detail and refused.value.headers == {"Retry-After": "30"}
+        assert _start(deployment, "bob").id != first.id
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(first.id, Completed(), force=True)
+        again = _start(deployment, "alice")
+        assert again.id != first.id
+        assert {run.id for run in _runs_of(deployment, "alice")} == {first.id, again.id}
+        assert jobs.count_of(again) == 20
+
+
+def test_two_starts_that_both_passed_the_check_make_one_job(deployment, prefect_server, monkeypatch):
+    """Two API processes that both found no unfinished job of carol, and the same latest one (the
+    reads stubbed to say what both read before either created its run): the server's idempotency
+    key lets the first create a run; the second is given that run, sees it is not its own, and is
+    refused with 429 naming it."""
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        earlier = _start(deployment, "carol")
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(earlier.id, Completed(), force=True)
+            [latest] = jobs._runs(client, client.read_deployment_by_name(deployment).id, jobs.scope_tag("carol"), None)
+        assert latest.id == earlier.id
+        monkeypatch.setattr(jobs, "_runs", lambda client, found, tag, states: [] if states else [latest])
+        started = _start(deployment, "carol")
+        with pytest.raises(ApiError) as refused:
+            _start(deployment, "carol")
+        assert refused.value.status_code == 429 and str(started.id) in refused.value.detail
+        runs = _runs_of(deployment, "carol")
+        assert {run.id for run in runs} == {earlier.id, started.id}
+        assert {run.id for run in runs if run.state_type == StateType.SCHEDULED} == {started.id}
