@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from graywave import __version__
-from graywave.api import docs, errors
+from graywave.api import docs, errors, metrics
 from graywave.api.deps import State
 from graywave.api.limits import EarlyRefusal
 from graywave.api.routers import analytics, health, images, jobs, uploads
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.graywave = state
     errors.install(app)
     app.add_middleware(EarlyRefusal)  # before any body is read
+    metrics.install(app, state)  # the outermost middleware: it counts the early refusals too
     app.include_router(analytics.router)  # first: its aliases share the /images prefix
     app.include_router(images.router)
     app.include_router(uploads.router)

@@ -22,7 +22,7 @@ from graywave.kernels.similarity import METRICS
 from graywave.service.backends import Backends
 from graywave.service.daily import DailyHistogramsCache, iso_day
 from graywave.service.images import ImageCatalog
-from graywave.service.tokens import Principal, TokenStore
+from graywave.service.tokens import Principal, TokenStore, open_token_store
 from graywave.storage.layout import USER_ID_PATTERN
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class State:
         return cls(
             settings=settings,
             backends=backends,
-            tokens=TokenStore(settings.api_tokens_file),
+            tokens=open_token_store(settings),
             catalog=ImageCatalog(backends),
             daily=DailyHistogramsCache(backends.lake),
             processing=Pool(

@@ -8,8 +8,8 @@
     graywave query similar USER [-n 5] [--date D] [--metric M] [--json] [--as-of VERSION|TIME]
     graywave plot median [--date D] [-o median.png] | plot weekly USER [--week W] [-o week.png]
     graywave api [--host 127.0.0.1] [--port 8000]         the REST API (docs at /docs)
-    graywave token issue USER [--admin]                   a bearer token for the API
-    graywave token list | revoke ID                       the tokens (ids, never the tokens), revoke one
+    graywave token issue USER [--admin] | --from-file F  a bearer token for the API (many: user<TAB>token)
+    graywave token list [--after ID] | revoke ID          the tokens, a page at a time (ids, never the tokens)
     graywave demo                                         a week of sample uploads, processed, reported
     graywave serve                                        the scheduled waves and analytics (Prefect)
     graywave server start|stop|status                     a local Prefect server (and its UI) for every command
@@ -531,46 +531,119 @@ def api(
 
 @token_app.command("issue")
 def token_issue(
-    label: Annotated[str, typer.Argument(help="The user id the token is for (or a label, with --admin).")],
+    label: Annotated[
+        str | None, typer.Argument(help="The user id the token is for (or a label, with --admin).")
+    ] = None,
     admin: Annotated[bool, typer.Option("--admin", help="A token for every route and every user.")] = False,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            help="Issue a user token to each user id of this file (one a line; - for stdin) and print"
+            " 'user<TAB>token' lines. Every line is checked first: a bad line issues nothing.",
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
-    """Create a token, store its SHA-256 in GRAYWAVE_API_TOKENS_FILE, and print it (this once)."""
-    from graywave.service.tokens import issue_token
+    """Create a token, store its SHA-256 in the token store, and print it (this once)."""
+    from graywave.service.tokens import open_token_store
 
-    settings = Settings()
+    if from_file is not None:
+        if label is not None or admin:
+            raise typer.BadParameter("--from-file issues user tokens only: give no USER and no --admin")
+        _issue_from_file(from_file)
+        return
+    if label is None:
+        raise typer.BadParameter("give the USER the token is for (or a label with --admin), or --from-file")
     if not admin:
         _user(label)
     try:
-        token = issue_token(settings.api_tokens_file, label, admin)
-    except GraywaveError as error:  # a user id that cannot be one, a damaged token file
+        store = open_token_store(Settings())
+        try:
+            token = store.issue(label, admin)
+        finally:
+            store.close()
+    except GraywaveError as error:  # a user id that cannot be one, a damaged token store
         console.print(f"[red]no token issued:[/red] {error}")
         raise typer.Exit(1) from None
     typer.echo(token)
 
 
-@token_app.command("list")
-def token_list(as_json: JsonOption = False) -> None:
-    """The tokens in GRAYWAVE_API_TOKENS_FILE: id, label, user, admin (the tokens themselves are not stored)."""
-    import polars as pl
-
-    from graywave.service.tokens import list_tokens
+def _issue_from_file(path: Path) -> None:
+    """``token issue --from-file``: the user ids read and checked, then their tokens issued a chunk
+    at a time, each chunk's lines printed once it is stored."""
+    from graywave.service.tokens import open_token_store, read_user_ids
 
     try:
-        tokens = list_tokens(Settings().api_tokens_file)
+        text = sys.stdin.read() if str(path) == "-" else path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        err_console.print(f"[red]no token issued:[/red] {path} cannot be read ({type(error).__name__}: {error})")
+        raise typer.Exit(1) from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    try:
+        users = read_user_ids(lines)
+        store = open_token_store(Settings())
+    except GraywaveError as error:
+        err_console.print(f"[red]no token issued:[/red] {error}")
+        raise typer.Exit(1) from None
+    done = 0
+    try:
+        for issued in store.issue_many(users):
+            sys.stdout.write("".join(f"{user}\t{token}\n" for user, token in issued))
+            sys.stdout.flush()
+            done += len(issued)
+    except GraywaveError as error:
+        err_console.print(
+            f"[red]tokens issued to the first {done} users only (lines 1 to {done}, printed above); none to the"
+            f" {len(users) - done} users from line {done + 1} on:[/red] {error}"
+        )
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    err_console.print(f"issued {done} tokens")
+
+
+@token_app.command("list")
+def token_list(
+    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Tokens on this page.")] = 100,
+    after: Annotated[
+        str, typer.Option("--after", help="Start after this token id (the last id of the page before).")
+    ] = "",
+) -> None:
+    """The tokens, a page at a time in token id order: id, label, user, admin (the tokens themselves are
+    not stored). The next page: --after the last id shown."""
+    import polars as pl
+
+    from graywave.service.tokens import open_token_store
+
+    try:
+        store = open_token_store(Settings())
+        try:
+            tokens = store.page(limit, after.lower())
+        finally:
+            store.close()
     except GraywaveError as error:
         console.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from None
     schema = {"token_id": pl.String, "label": pl.String, "user_id": pl.String, "admin": pl.Boolean}
-    _print(pl.DataFrame([vars(t) for t in tokens], schema=schema), as_json, f"{len(tokens)} tokens")
+    more = f"; the next page: --after {tokens[-1].token_id}" if len(tokens) == limit else ""
+    _print(pl.DataFrame([vars(t) for t in tokens], schema=schema), as_json, f"{len(tokens)} tokens{more}")
 
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id, from `graywave token list`.")]) -> None:
-    """Revoke a token: the API refuses it from the next request on."""
-    from graywave.service.tokens import revoke_token
+    """Revoke a token: every API process refuses it from its next request on."""
+    from graywave.service.tokens import open_token_store
 
     try:
-        revoked = revoke_token(Settings().api_tokens_file, token_id)
+        store = open_token_store(Settings())
+        try:
+            revoked = store.revoke(token_id)
+        finally:
+            store.close()
     except GraywaveError as error:
         console.print(f"[red]no token revoked:[/red] {error}")
         raise typer.Exit(1) from None

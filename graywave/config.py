@@ -64,7 +64,13 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest direct upload a presigned POST allows.")
     upload_url_expiry_s: int = Field(300, gt=0, le=3600, description="Lifetime of a presigned upload.")
     api_tokens_file: Path = Field(
-        Path("./data/api-tokens.json"), description="SHA-256 digests of the API's bearer tokens (graywave token issue)."
+        Path("./data/api-tokens.json"),
+        description="A JSON token file of earlier versions: migrated into the token store once, then renamed aside.",
+    )
+    api_tokens_db: Path | None = Field(
+        None,
+        description="The SQLite token store (tokens' SHA-256 digests, idempotency keys) when MongoDB is not"
+        " configured; default: beside GRAYWAVE_API_TOKENS_FILE, with the suffix .db.",
     )
     api_processing_slots: int = Field(
         2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more wait in a queue."
@@ -180,6 +186,11 @@ class Settings(BaseSettings):
         if value < 1 or value > 256 or 256 % value:
             raise ValueError("bins must be a power of two between 1 and 256")
         return value
+
+    @property
+    def api_tokens_db_path(self) -> Path:
+        """The SQLite token store: ``api_tokens_db``, or ``api_tokens_file`` with the suffix ``.db``."""
+        return self.api_tokens_db or self.api_tokens_file.with_suffix(".db")
 
     @property
     def zone(self) -> ZoneInfo:
