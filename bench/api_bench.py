@@ -139,8 +139,8 @@ def main() -> None:
         settings = Settings(blob_url=env["GRAYWAVE_BLOB_URL"], lake_url=env["GRAYWAVE_LAKE_URL"])
         day = settings.today()
         ids = seed_lake(Lake(LocalBlobStore(settings.lake_url)), day)
-        tokens_file = Path(env["GRAYWAVE_API_TOKENS_FILE"])
-        tokens = {user: issue_token(tokens_file, user, admin=False) for user, _ in ids[:200]}
+        token_settings = Settings(api_tokens_file=Path(env["GRAYWAVE_API_TOKENS_FILE"]), mongodb_uri=None)
+        tokens = {user: issue_token(token_settings, user, admin=False) for user, _ in ids[:200]}
         with running_api(env) as base:
             users = list(tokens)
             metadata = [(f"/images/{u}/{dict(ids)[u]}", tokens[u]) for u in users] * (REQUESTS // len(users))

@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 from api_bench import deployment_env, running_api
 
+from graywave.config import Settings
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 
@@ -65,9 +66,8 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         env = deployment_env(tmp, GRAYWAVE_DEVICE="cpu")
-        tokens = {
-            who: issue_token(Path(env["GRAYWAVE_API_TOKENS_FILE"]), who, admin=False) for who in ("reader", "big")
-        }
+        token_settings = Settings(api_tokens_file=Path(env["GRAYWAVE_API_TOKENS_FILE"]), mongodb_uri=None)
+        tokens = {who: issue_token(token_settings, who, admin=False) for who in ("reader", "big")}
         with running_api(env) as base:
 
             def upload(who: str, data: bytes) -> tuple[httpx.Response, float]:

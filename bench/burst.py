@@ -488,7 +488,9 @@ def api_run(
     store.root.mkdir(parents=True, exist_ok=True)
     deletes = int(API_WRITES_PER_S["delete"] * over_s)
     seeded = seed_images(store, settings, today - timedelta(days=days_ago), api_photos, deletes + 20)
-    token = issue_token(Path(env["GRAYWAVE_API_TOKENS_FILE"]), "bench", admin=True)
+    token = issue_token(
+        Settings(api_tokens_file=Path(env["GRAYWAVE_API_TOKENS_FILE"]), mongodb_uri=None), "bench", admin=True
+    )
     lake = Lake(LocalBlobStore(settings.lake_url))
     with running_api(env) as base, httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         warm = http.post(

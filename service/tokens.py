@@ -1,43 +1,54 @@
 """Bearer tokens: a user token reads and writes its own user's images and results; an admin token all.
 
-Tokens are random (``secrets``), shown once when issued, and stored only as SHA-256 digests in
-``GRAYWAVE_API_TOKENS_FILE`` (mode 0600). A presented token is hashed and compared with every
-stored digest by ``hmac.compare_digest``; tokens are never logged.
+Tokens are random (``secrets``), shown once when issued, and stored only as SHA-256 digests, in the
+token store that every API process and machine shares (``graywave.storage.tokens``): a SQLite file
+(``GRAYWAVE_API_TOKENS_DB``) on the embedded default, MongoDB collections when
+``GRAYWAVE_MONGODB_URI`` is set. A presented token is hashed and its digest looked up as the store's
+key: one read, however many tokens there are. That is timing-safe without a constant-time
+comparison, because a caller cannot choose the digest that is looked up. Nothing is cached: a
+revoked token is refused by every process from its next request. Tokens are never logged.
 
-Issuing holds a file lock beside the file and writes a temporary file of a unique name that then
-replaces it, so concurrent ``token issue`` commands lose no token and readers never see half a
-file. A file that is not valid anyway (edited by hand, a full disk) is an error that says so: the
-API answers 503 and the CLI refuses to issue, rather than overwrite it. So is a file that cannot be
-read as one: a folder, a link to a device (``/dev/zero``), a FIFO, text that is not UTF-8, more than
-``MAX_TOKEN_FILE_BYTES``. The file is opened without blocking and read up to that bound, never
-further, so that no token file can freeze the API or fill its memory
-(``TokenStoreUnavailable``: its message names the path, for the log and the CLI only).
+A token file of the versions before (``GRAYWAVE_API_TOKENS_FILE``, JSON) is migrated when the store
+is opened: its tokens are copied into the store (a token already there is left alone, so two
+processes migrating at once, or a migration run again, change nothing), then it is renamed aside
+to ``<name>.migrated``.
 
-    graywave token issue alice          # a token for user alice
-    graywave token issue ops --admin    # an admin token labelled "ops"
-    graywave token list                 # ids, labels, users; never the tokens
-    graywave token revoke 3f9a2c1b7d6e  # stops working at once
+A store that cannot be read (a damaged file, MongoDB unreachable) is ``TokenStoreUnavailable``: the
+API answers 503 and the CLI refuses, naming it.
+
+    graywave token issue alice                 # a token for user alice
+    graywave token issue ops --admin           # an admin token labelled "ops"
+    graywave token issue --from-file users.txt # one token per user id, "user<TAB>token" lines out
+    graywave token list --limit 100            # ids, labels, users; never the tokens
+    graywave token revoke 3f9a2c1b7d6e         # stops working at once
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
+import re
 import secrets
-import stat
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import filelock
-
-from graywave.errors import BackendUnavailable, InvalidInput
+from graywave.config import Settings
+from graywave.errors import InvalidInput
 from graywave.storage.layout import user_id_problem
+from graywave.storage.tokens import (
+    MongoTokens,
+    SqliteTokens,
+    TokenRecords,
+    TokenRow,
+    TokenStoreUnavailable,
+    read_legacy_file,
+)
+
+__all__ = ["Principal", "TokenInfo", "TokenStore", "TokenStoreUnavailable", "issue_token", "open_token_store"]
 
 
 @dataclass(frozen=True)
@@ -56,127 +67,24 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-MAX_TOKEN_FILE_BYTES = 16 * 1024 * 1024
-"""A token file larger than this is not read (about 100,000 tokens: an entry is about 150 bytes)."""
-
-
-class TokenStoreUnavailable(BackendUnavailable):
-    """The token file cannot be read, or is not a valid one. The message names the file's path: the
-    API logs it and answers a 503 that names the token store only."""
-
-
-class TokenStore:
-    """The stored digests, read again whenever the file changes (a new token works at once)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._version: tuple[int, ...] | None = None
-        self._entries: list[tuple[str, Principal]] = []
-
-    def _refresh(self) -> None:
-        version = _version(self.path)
-        if version != self._version:
-            entries = _read(self.path)
-            self._entries = [(e["sha256"], Principal(e["label"], e.get("user_id"), e["admin"])) for e in entries]
-            self._version = version
-
-    def authenticate(self, token: str) -> Principal | None:
-        self._refresh()
-        presented = _digest(token)
-        found = None
-        for digest, principal in self._entries:  # every entry, so the time does not depend on the match
-            if hmac.compare_digest(digest, presented):
-                found = principal
-        return found
-
-
-def _version(path: Path) -> tuple[int, ...] | None:
-    """What changes when the file does (a replacement is a new inode); None when there is no file."""
-    try:
-        found = path.stat()
-    except FileNotFoundError:
-        return None
-    except OSError as error:  # a folder on the way that is a file, a loop of links, no permission
-        raise _unreadable(path, error) from None
-    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
-
-
-def _unreadable(path: Path, error: OSError | str) -> TokenStoreUnavailable:
-    reason = error if isinstance(error, str) else f"{type(error).__name__}: {error.strerror or error}"
-    return TokenStoreUnavailable(
-        f"the API token file {path} cannot be read ({reason}); restore it from a backup, or move it away"
-        " and issue the tokens again"
-    )
-
-
-def _read_bounded(path: Path) -> bytes | None:
-    """The file's bytes, or None when there is none. A regular file only (a link to one is fine),
-    opened without blocking (a FIFO would wait for a writer), of ``MAX_TOKEN_FILE_BYTES`` at most."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise _unreadable(path, error) from None
-    try:
-        found = os.fstat(descriptor)
-        if not stat.S_ISREG(found.st_mode):
-            raise _unreadable(path, "not a regular file")
-        if found.st_size > MAX_TOKEN_FILE_BYTES:
-            raise _unreadable(path, f"{found.st_size} bytes, more than {MAX_TOKEN_FILE_BYTES}")
-        chunks, left = [], MAX_TOKEN_FILE_BYTES + 1
-        while left > 0 and (chunk := os.read(descriptor, min(left, 1024 * 1024))):
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as error:  # EIO of a failing disk
-        raise _unreadable(path, error) from None
-    finally:
-        os.close(descriptor)
-    if left <= 0:  # it grew past the bound while it was read
-        raise _unreadable(path, f"more than {MAX_TOKEN_FILE_BYTES} bytes")
-    return b"".join(chunks)
-
-
-def _read(path: Path) -> list[dict[str, Any]]:
-    """The stored entries; none when there is no file yet."""
-    data = _read_bounded(path)
-    if data is None:
-        return []
-    try:
-        entries = json.loads(data.decode("utf-8"))["tokens"]
-        if not all(
-            isinstance(e["sha256"], str)
-            and isinstance(e["label"], str)
-            and isinstance(e["admin"], bool)
-            and isinstance(e.get("user_id"), str | None)
-            for e in entries
-        ):
-            raise ValueError(
-                "an entry's sha256 or label is not a string, its user_id not a string or null, or its admin"
-                " not a boolean"
-            )
-        return list(entries)
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # UnicodeDecodeError too
-        raise TokenStoreUnavailable(
-            f"the API token file {path} is not valid ({type(error).__name__}: {error}); restore it from a "
-            "backup, or move it away and issue the tokens again"
-        ) from None
-
-
-def issue_token(path: Path, label: str, admin: bool) -> str:
-    """Create a token, store its digest, and return the token (the only time it is seen)."""
-    problem = None if admin else user_id_problem(label)
-    if problem:
-        raise InvalidInput(problem)
-    token = f"gw_{secrets.token_urlsafe(32)}"
-    with _changing(path) as entries:
-        entries.append({"sha256": _digest(token), "label": label, "user_id": None if admin else label, "admin": admin})
-    return token
-
-
 TOKEN_ID_LENGTH = 12
 """A token's id: the first hex digits of its digest. It names a token (to list, to revoke) without
 giving any of it away."""
+
+ISSUE_CHUNK = 10_000
+"""Tokens stored in one transaction (one bulk insert) when many are issued at once."""
+
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+"""How long an idempotency key and its answer are kept."""
+
+IDEMPOTENCY_LEASE_S = 600.0
+"""A claimed key left unanswered this long (its process died mid-request) may be claimed again."""
+
+PURGE_EVERY_S = 60.0
+"""The least time between two purges of expired idempotency keys, per process."""
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+_IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 @dataclass(frozen=True)
@@ -187,46 +95,213 @@ class TokenInfo:
     admin: bool
 
 
-def list_tokens(path: Path) -> list[TokenInfo]:
-    """The stored tokens, by id (never the tokens themselves, which are not stored)."""
-    return [TokenInfo(e["sha256"][:TOKEN_ID_LENGTH], e["label"], e.get("user_id"), e["admin"]) for e in _read(path)]
+def _info(row: TokenRow) -> TokenInfo:
+    return TokenInfo(row.sha256[:TOKEN_ID_LENGTH], row.label, row.user_id, row.admin)
 
 
-def revoke_token(path: Path, token_id: str) -> TokenInfo:
-    """Remove the token whose id is (or starts with, 6 digits at least) ``token_id``: it stops working
-    at once. ``InvalidInput`` if that names none, or several."""
-    if len(token_id) < 6:
-        raise InvalidInput("give at least 6 digits of the token id (graywave token list)")
-    with _changing(path) as entries:
-        matching = [e for e in entries if e["sha256"].startswith(token_id.lower())]
+@dataclass(frozen=True)
+class Replay:
+    """The answer given to the first request with this idempotency key."""
+
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request holds the idempotency key: it runs, then ``answered`` or ``abandoned``."""
+
+    key_id: str
+    owner: str
+
+
+class KeyInFlight:
+    """Another request with this key is running now."""
+
+
+class KeyReused:
+    """This key was used for a different request (another file or other parameters)."""
+
+
+IN_FLIGHT, REUSED = KeyInFlight(), KeyReused()
+
+
+class TokenStore:
+    """The tokens and idempotency keys of one deployment, in its token store."""
+
+    def __init__(self, records: TokenRecords):
+        self.records = records
+        self._purged = 0.0
+
+    @property
+    def where(self) -> str:
+        return self.records.where
+
+    def authenticate(self, token: str) -> Principal | None:
+        row = self.records.find(_digest(token))
+        return None if row is None else Principal(row.label, row.user_id, row.admin)
+
+    def issue(self, label: str, admin: bool) -> str:
+        """Create a token, store its digest, and return the token (the only time it is seen)."""
+        problem = None if admin else user_id_problem(label)
+        if problem:
+            raise InvalidInput(problem)
+        token = _new_token()
+        self.records.insert([TokenRow(_digest(token), label, None if admin else label, admin)])
+        return token
+
+    def issue_many(self, users: list[str]) -> Iterator[list[tuple[str, str]]]:
+        """User tokens for ``users`` (valid, distinct user ids: ``read_user_ids``), stored
+        ``ISSUE_CHUNK`` at a time, each chunk in one transaction; yields each chunk's ``(user,
+        token)`` pairs once it is stored. A chunk that fails stores none of its tokens (in MongoDB,
+        any it stored were never shown to anyone, so cannot be used)."""
+        for start in range(0, len(users), ISSUE_CHUNK):
+            issued = [(user, _new_token()) for user in users[start : start + ISSUE_CHUNK]]
+            self.records.insert([TokenRow(_digest(token), user, user, False) for user, token in issued])
+            yield issued
+
+    def page(self, limit: int, after: str = "") -> list[TokenInfo]:
+        """At most ``limit`` tokens, by id, after the token id ``after`` (never the tokens, which
+        are not stored). The next page starts after the last id of this one."""
+        after = _token_id_or_empty(after)
+        return [_info(row) for row in self.records.page(limit, after + "~" if after else "")]  # "~" sorts past hex
+
+    def revoke(self, token_id: str) -> TokenInfo:
+        """Remove the token whose id is (or starts with, 6 digits at least) ``token_id``: every
+        process refuses it from its next request. ``InvalidInput`` if that names none, or several."""
+        prefix = token_id.lower()
+        if len(prefix) < 6:
+            raise InvalidInput("give at least 6 digits of the token id (graywave token list)")
+        if not re.fullmatch(r"[0-9a-f]{6,64}", prefix):
+            raise InvalidInput(f"{token_id!r} is not a token id: hex digits (graywave token list)")
+        matching = self.records.with_prefix(prefix, 2)
         if len(matching) != 1:
-            named = "no token" if not matching else f"{len(matching)} tokens"
+            named = "no token" if not matching else "several tokens"
             raise InvalidInput(f"{token_id!r} names {named}: see graywave token list")
-        entries.remove(matching[0])
-    found = matching[0]
-    return TokenInfo(found["sha256"][:TOKEN_ID_LENGTH], found["label"], found.get("user_id"), found["admin"])
+        if not self.records.delete(matching[0].sha256):
+            raise InvalidInput(f"{token_id!r} names no token (revoked meanwhile)")
+        return _info(matching[0])
+
+    def migrate(self, legacy: Path) -> int:
+        """Copy the tokens of a legacy JSON token file into the store, then rename it aside; the
+        number of tokens that were new. Nothing to do when there is no such file."""
+        rows = read_legacy_file(legacy)
+        if rows is None:
+            return 0
+        added = self.records.insert_missing(rows)
+        try:
+            os.replace(legacy, legacy.with_name(f"{legacy.name}.migrated"))
+        except FileNotFoundError:  # another process migrated it at the same time: the same tokens
+            pass
+        except OSError as error:
+            raise TokenStoreUnavailable(
+                f"the API token file {legacy} was migrated but cannot be renamed aside"
+                f" ({type(error).__name__}: {error.strerror or error})"
+            ) from None
+        return added
+
+    # Idempotency keys (POST /images/{user_id} with an Idempotency-Key header)
+
+    def begin(self, user_id: str, key: str, fingerprint: str) -> Claim | Replay | KeyInFlight | KeyReused:
+        """Claim ``key`` of ``user_id`` for a request whose digest is ``fingerprint``, atomically
+        across processes: a ``Claim`` to run it; the first answer (``Replay``) when that request
+        was answered; ``IN_FLIGHT`` while it runs; ``REUSED`` for a different request."""
+        if not _IDEMPOTENCY_KEY.fullmatch(key):
+            raise InvalidInput(
+                f"an Idempotency-Key is 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} visible ASCII characters, without spaces"
+            )
+        now = time.time()
+        if now - self._purged >= PURGE_EVERY_S:
+            self._purged = now
+            self.records.purge(now)
+        key_id, owner = f"{user_id}\n{key}", uuid.uuid4().hex
+        held = self.records.claim(key_id, fingerprint, owner, now, IDEMPOTENCY_TTL_S, IDEMPOTENCY_LEASE_S)
+        if not hmac.compare_digest(held.fingerprint, fingerprint):
+            return REUSED
+        if held.owner == owner:
+            return Claim(key_id, owner)
+        if held.status is None or held.body is None:
+            return IN_FLIGHT
+        return Replay(held.status, held.body)
+
+    def answered(self, claim: Claim, status: int, body: bytes) -> None:
+        """Keep the answer to the claimed request: its retries get it (for ``IDEMPOTENCY_TTL_S``)."""
+        self.records.answer(claim.key_id, claim.owner, status, body)
+
+    def abandoned(self, claim: Claim) -> None:
+        """The claimed request failed without an answer to keep: a retry runs it again."""
+        self.records.release(claim.key_id, claim.owner)
+
+    def close(self) -> None:
+        self.records.close()
 
 
-@contextmanager
-def _changing(path: Path) -> Iterator[list[dict[str, Any]]]:
-    """The stored entries, to change in place; written back (a unique temporary file, then an atomic
-    rename, under a file lock) when the block ends without an error."""
+def request_fingerprint(*parts: bytes | str | None) -> str:
+    """The SHA-256 of a request's parts (the file's bytes, its name and type, the parameters), each
+    length-prefixed so that no two different requests share one."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = b"\xff" if part is None else part.encode() if isinstance(part, str) else part
+        digest.update(len(data).to_bytes(8, "big"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _new_token() -> str:
+    return f"gw_{secrets.token_urlsafe(32)}"
+
+
+def _token_id_or_empty(token_id: str) -> str:
+    if token_id and not re.fullmatch(r"[0-9a-f]{1,64}", token_id):
+        raise InvalidInput(f"{token_id!r} is not a token id: hex digits (graywave token list)")
+    return token_id
+
+
+def open_token_store(settings: Settings) -> TokenStore:
+    """The deployment's token store: MongoDB when ``GRAYWAVE_MONGODB_URI`` is set, the SQLite file
+    ``GRAYWAVE_API_TOKENS_DB`` otherwise; a legacy JSON token file is migrated into it first."""
+    records: TokenRecords
+    if settings.mongodb_uri is not None:
+        records = MongoTokens(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    else:
+        records = SqliteTokens(settings.api_tokens_db_path)
+    store = TokenStore(records)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(path.with_name(f"{path.name}.lock")):
-            entries = _read(path)
-            yield entries
-            descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # 0600
-            try:
-                with os.fdopen(descriptor, "w") as out:
-                    json.dump({"tokens": entries}, out, indent=2)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, path)
-            except BaseException:
-                Path(temp).unlink(missing_ok=True)
-                raise
-    except OSError as error:  # a read-only or full disk, a folder where the file or its folder should be
-        raise TokenStoreUnavailable(
-            f"the API token file {path} cannot be written ({type(error).__name__}: {error.strerror or error})"
-        ) from None
+        store.migrate(settings.api_tokens_file)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def issue_token(settings: Settings, label: str, admin: bool) -> str:
+    """One token issued in the deployment's token store (which is opened and closed for it)."""
+    store = open_token_store(settings)
+    try:
+        return store.issue(label, admin)
+    finally:
+        store.close()
+
+
+def read_user_ids(lines: Iterable[str]) -> list[str]:
+    """The user ids of a provisioning file, one a line (a trailing ``\\r`` is allowed). Every line is
+    checked before anything is issued: ``InvalidInput`` naming each bad line's number (up to 10)."""
+    users: list[str] = []
+    seen: dict[str, int] = {}
+    problems: list[str] = []
+    for number, line in enumerate(lines, 1):
+        user = line.removesuffix("\n").removesuffix("\r")
+        problem = user_id_problem(user)
+        if problem:
+            problems.append(f"line {number}: {problem}")
+        elif user in seen:
+            problems.append(f"line {number}: user {user!r} is on line {seen[user]} too")
+        else:
+            seen[user] = number
+            users.append(user)
+    if problems:
+        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        raise InvalidInput(f"{len(problems)} bad lines, no token issued: " + "; ".join(problems[:10]) + more)
+    if not users:
+        raise InvalidInput("no user ids in the file, no token issued")
+    return users

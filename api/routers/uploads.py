@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, status
+import anyio
+from fastapi import APIRouter, Header, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from graywave.api.deps import AppState, Owner, UploadField, processing, read_upload
+from graywave.api.deps import AppState, Owner, State, UploadField, processing, read_upload
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
 from graywave.service.images import UploadedNow, presigned_upload, processed_image, store_upload, upload_now
+from graywave.service.tokens import IN_FLIGHT, MAX_IDEMPOTENCY_KEY_LENGTH, Claim, Replay, request_fingerprint
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -29,8 +31,13 @@ router = APIRouter(tags=["images"], responses=ERRORS)
         },
         429: {"model": Error, "description": "The user's expensive requests in flight are at their limit (wait=true)"},
         503: {"model": Error, "description": "Every processing slot is taken (wait=true): retry after Retry-After"},
+        409: {
+            "model": Error,
+            "description": "A request with this Idempotency-Key is being answered now: retry after Retry-After",
+        },
         413: {"model": Error},
         415: {"model": Error},
+        422: {"model": Error, "description": "Invalid parameters, or an Idempotency-Key used for another request"},
     },
     summary="Upload a photo: stored as pending for the next wave, or processed now with wait=true",
 )
@@ -39,24 +46,72 @@ async def upload(
     file: UploadField,
     app: AppState,
     wait: Annotated[bool, Query(description="Process it now and return the result.")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+            description="A key of the client's choosing (a UUID) that makes a retry safe: a request with the"
+            " key of an earlier one of the same user, and the same file and parameters, gets the first"
+            " answer again and stores nothing new (for 24 h). The same key with another request: 422;"
+            " while the first is being answered: 409 with Retry-After.",
+        ),
+    ] = None,
 ) -> Any:
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
+    if idempotency_key is None:
+        return await _upload(app, user_id, data, content_type, file.filename, wait)
+    file_name, key = file.filename, idempotency_key
+    begun = await run_in_threadpool(  # the digest of up to GRAYWAVE_MAX_UPLOAD_BYTES: off the event loop
+        lambda: app.tokens.begin(user_id, key, request_fingerprint(user_id, str(wait), content_type, file_name, data))
+    )
+    if isinstance(begun, Replay):
+        return Response(
+            begun.body, begun.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+        )
+    if not isinstance(begun, Claim):
+        if begun is IN_FLIGHT:
+            raise ApiError(
+                409,
+                "a request with this Idempotency-Key is being answered now; retry in a moment",
+                "in_progress",
+                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
+            )
+        raise ApiError(
+            422,
+            "this Idempotency-Key was used for another request (another file or other parameters)",
+            "idempotency_key_reused",
+        )
+    try:
+        answer = await _upload(app, user_id, data, content_type, file.filename, wait)
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # a cancelled request too: its key must not stay claimed
+            await run_in_threadpool(app.tokens.abandoned, begun)  # nothing to keep: a retry runs it again
+        raise
+    await run_in_threadpool(app.tokens.answered, begun, answer.status_code, bytes(answer.body))
+    return answer
+
+
+IN_FLIGHT_RETRY_AFTER_S = 1
+
+
+async def _upload(
+    app: State, user_id: str, data: bytes, content_type: str, file_name: str | None, wait: bool
+) -> JSONResponse:
     if wait:
         uploaded = await processing(
-            app, user_id, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file.filename)
+            app, user_id, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file_name)
         )
     else:  # the header check only, but still not on the event loop
-        key = await run_in_threadpool(
-            store_upload, app.backends, app.settings, user_id, data, content_type, file.filename
-        )
+        key = await run_in_threadpool(store_upload, app.backends, app.settings, user_id, data, content_type, file_name)
         uploaded = UploadedNow(key, "sent without wait=true: the next wave processes it")
     entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(uploaded.key))
     image = Image.of(entry)
     if uploaded.processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
     # 202: pending; with wait=true too when it could not be processed now, saying why
-    return image.model_copy(update={"pending": uploaded.pending})
+    return JSONResponse(image.model_copy(update={"pending": uploaded.pending}).model_dump(mode="json"), status_code=202)
 
 
 @router.post(

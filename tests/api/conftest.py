@@ -43,9 +43,9 @@ def api(request, tmp_path, monkeypatch) -> Iterator[Api]:
     monkeypatch.setenv("GRAYWAVE_MAX_UPLOAD_BYTES", "2000000")
     settings: Settings = request.getfixturevalue("settings" if request.param == "embedded" else "s3_settings")
     tokens = {
-        "alice": issue_token(settings.api_tokens_file, "alice", admin=False),
-        "bob": issue_token(settings.api_tokens_file, "bob", admin=False),
-        "admin": issue_token(settings.api_tokens_file, "ops", admin=True),
+        "alice": issue_token(settings, "alice", admin=False),
+        "bob": issue_token(settings, "bob", admin=False),
+        "admin": issue_token(settings, "ops", admin=True),
     }
     with serving(create_app(settings)) as url:
         yield Api(url, settings, tokens)

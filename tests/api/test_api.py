@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pymongo
 import pytest
 from PIL import Image
 
@@ -381,12 +383,23 @@ def test_reprocessing_many_images_needs_a_prefect_server_and_changes_nothing_wit
     assert error_of(alice.get(f"/jobs/{uuid.uuid4()}")) == (404, "not_found")  # no Prefect server, no jobs
 
 
-def test_a_damaged_token_file_answers_a_json_503_not_a_crash(api):
-    tokens_file = api.settings.api_tokens_file
-    tokens_file.write_text(tokens_file.read_text()[:50])  # torn, as concurrent writers once left it
+def test_a_damaged_token_store_answers_a_json_503_not_a_crash(api):
+    if api.settings.mongodb_uri is None:
+        where = str(api.settings.api_tokens_db_path)
+        torn = api.settings.api_tokens_db_path.read_bytes()[:50]
+        for stale in ("", "-wal", "-shm"):
+            Path(f"{where}{stale}").unlink(missing_ok=True)
+        Path(where).write_bytes(torn)  # a torn copy restored in its place
+    else:  # a document that is not a token's, in place of alice's
+        where = "api_tokens"
+        client = pymongo.MongoClient(api.settings.mongodb_uri.get_secret_value())
+        digest = hashlib.sha256(api.tokens["alice"].encode()).hexdigest()
+        client[api.settings.mongodb_database]["api_tokens"].replace_one({"_id": digest}, {"label": 7})
+        client.close()
     response = api.client("alice").get("/images/alice")
     assert error_of(response) == (503, "unavailable")
-    assert str(tokens_file) not in response.json()["error"]["message"]  # the path is the log's business
+    assert "token store" in response.json()["error"]["message"]
+    assert where not in response.text  # where it is is the log's business
 
 
 def _spooled(folder) -> int:
@@ -559,7 +572,7 @@ def test_a_fresh_install_with_no_blob_folder_yet_is_ready(settings, tmp_path, mo
     monkeypatch.setenv("GRAYWAVE_BLOB_URL", str(tmp_path / "fresh" / "blobs"))
     monkeypatch.setenv("GRAYWAVE_LAKE_URL", str(tmp_path / "fresh" / "lake"))
     (tmp_path / "fresh").mkdir()
-    token = issue_token(tmp_path / "tokens.json", "alice", admin=False)
+    token = issue_token(Settings(), "alice", admin=False)
     with serving(create_app(Settings())) as url, httpx.Client(base_url=url, timeout=30) as client:
         assert client.get("/readyz").status_code == 200
         assert not (tmp_path / "fresh" / "blobs").exists()

@@ -10,6 +10,7 @@ import logging
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -117,9 +118,12 @@ def test_a_token_store_that_cannot_be_read_is_a_quick_503_naming_it(api, damage,
     """A non-UTF-8 file, a folder, a link to /dev/zero, a FIFO or a huge file was a 500 or froze the
     API (every request's thread waiting on the read). Now a 503 that names the token store, not its
     path (the log has it), on a route (its dependency) and on an upload (the early-refusal middleware)."""
-    path = api.settings.api_tokens_file
-    kept = path.read_bytes()
-    path.unlink()
+    path = api.settings.api_tokens_db_path
+    kept = path.with_name("kept.db")
+    with sqlite3.connect(path) as live, sqlite3.connect(kept) as copy:
+        live.backup(copy)  # a whole copy, whatever is still in the write-ahead log
+    for stale in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        stale.unlink(missing_ok=True)
     DAMAGED[damage](path)
     alice = httpx.Client(base_url=api.url, headers=api.client("alice").headers, timeout=10)
     with caplog.at_level(logging.ERROR, logger="graywave.api"):
@@ -127,14 +131,14 @@ def test_a_token_store_that_cannot_be_read_is_a_quick_503_naming_it(api, damage,
         for response in (alice.get("/images/alice"), upload(alice, "alice"), alice.get("/users/alice/weekly")):
             assert error_of(response) == (503, "unavailable"), response.text
             assert "token store" in response.json()["error"]["message"]
-            assert str(path) not in response.text and "tokens.json" not in response.text
+            assert str(path) not in response.text and "tokens.db" not in response.text
         assert time.monotonic() - started < 5
     assert str(path) in caplog.text  # the operator's log says which file
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink()
-    path.write_bytes(kept)  # repaired: the same server answers again
+    path.write_bytes(kept.read_bytes())  # repaired: the same server answers again
     assert alice.get("/images/alice").status_code == 200
 
 
@@ -246,7 +250,7 @@ def test_a_read_only_lake_under_a_real_api_answers_503s(settings, tmp_path, monk
     kept = lake_of(settings).read("images", [DAY]).column("image_id")[0].as_py()
     version = lake_of(settings).version("images")
     tokens = tmp_path / "tokens.json"
-    alice = issue_token(tokens, "alice", admin=False)
+    alice = issue_token(settings.model_copy(update={"api_tokens_file": tokens}), "alice", admin=False)
     port = free_port()
     env = {**os.environ, "GRAYWAVE_API_TOKENS_FILE": str(tokens)}
     with (tmp_path / "api.log").open("w") as log:

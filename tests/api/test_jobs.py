@@ -53,8 +53,8 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
     with Backends.open(settings) as backends:
         before = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
         backends.blobs.delete(keys[0])  # this one's original vanishes: it must be reported and kept
-    alice = issue_token(settings.api_tokens_file, "alice", admin=False)
-    bob = issue_token(settings.api_tokens_file, "bob", admin=False)
+    alice = issue_token(settings, "alice", admin=False)
+    bob = issue_token(settings, "bob", admin=False)
 
     env = os.environ | {
         "PREFECT_API_URL": prefect_server,

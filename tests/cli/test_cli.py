@@ -89,22 +89,17 @@ def test_settings_shows_the_configuration(settings):
 
 def test_token_issue_prints_a_token_and_stores_only_its_digest(settings, tmp_path, monkeypatch):
     import hashlib
-    import json
+    import sqlite3
 
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
     result = runner.invoke(app, ["token", "issue", "alice"])
     assert result.exit_code == 0
     token = result.output.strip()
-    stored = (tmp_path / "tokens.json").read_text()
-    assert token not in stored
-    entry = json.loads(stored)["tokens"][0]
-    assert entry == {
-        "sha256": hashlib.sha256(token.encode()).hexdigest(),
-        "label": "alice",
-        "user_id": "alice",
-        "admin": False,
-    }
-    assert (tmp_path / "tokens.json").stat().st_mode & 0o077 == 0
+    with sqlite3.connect(tmp_path / "tokens.db") as db:
+        rows = db.execute("SELECT * FROM tokens").fetchall()
+    assert rows == [(hashlib.sha256(token.encode()).hexdigest(), "alice", "alice", 0)]
+    assert token.encode() not in (tmp_path / "tokens.db").read_bytes()
+    assert (tmp_path / "tokens.db").stat().st_mode & 0o077 == 0
     assert runner.invoke(app, ["token", "issue", "ops", "--admin"]).exit_code == 0
     assert runner.invoke(app, ["token", "issue", "not/a/user"]).exit_code == 2
 
@@ -123,10 +118,36 @@ def test_token_issue_refuses_reserved_ids_and_a_damaged_file(settings, tmp_path,
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tokens_file))
     reserved = runner.invoke(app, ["token", "issue", "weekly"])
     assert reserved.exit_code == 2 and "reserved" in reserved.output
-    tokens_file.write_text('{"tokens": [')
+    tokens_file.write_text('{"tokens": [')  # a legacy file to migrate, damaged
     damaged = runner.invoke(app, ["token", "issue", "alice"])
     assert damaged.exit_code == 1 and "no token issued" in damaged.output and "not valid" in damaged.output
     assert tokens_file.read_text() == '{"tokens": ['
+    tokens_file.unlink()
+    (tmp_path / "tokens.db").write_text("not a database, " * 100)
+    damaged = runner.invoke(app, ["token", "issue", "alice"])
+    assert damaged.exit_code == 1 and "no token issued" in damaged.output and "tokens.db" in damaged.output
+
+
+def test_token_issue_from_file_provisions_every_user_or_none(settings, tmp_path, monkeypatch):
+    from graywave.config import Settings
+    from graywave.service.tokens import open_token_store
+
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    bad = tmp_path / "bad.txt"
+    bad.write_text("alice\nbob\nno/slash\nalice\n")
+    refused = runner.invoke(app, ["token", "issue", "--from-file", str(bad)])
+    assert refused.exit_code == 1 and "\t" not in refused.stdout
+    assert "line 3:" in refused.stderr and "line 4: user 'alice' is on line 1" in refused.stderr
+    assert open_token_store(Settings()).page(10) == []  # nothing half-issued
+    good = tmp_path / "users.txt"
+    good.write_text("".join(f"user{k}\r\n" for k in range(300)))
+    issued = runner.invoke(app, ["token", "issue", "--from-file", str(good)])
+    assert issued.exit_code == 0, issued.output
+    lines = [line.split("\t") for line in issued.stdout.splitlines()]
+    assert [user for user, _ in lines] == [f"user{k}" for k in range(300)]
+    store = open_token_store(Settings())
+    assert all(store.authenticate(token).user_id == user for user, token in lines)
+    assert runner.invoke(app, ["token", "issue", "alice", "--from-file", str(good)]).exit_code == 2
 
 
 def test_token_list_and_revoke(settings, tmp_path, monkeypatch):
