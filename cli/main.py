@@ -38,7 +38,12 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from graywave.config import Settings, prepare_prefect_environment, validate_wave_name
+from graywave.config import (
+    METRICS_MULTIPROCESS_VARIABLE,
+    Settings,
+    prepare_prefect_environment,
+    validate_wave_name,
+)
 from graywave.errors import GraywaveError, InvalidInput, RejectReason
 from graywave.storage.layout import user_id_problem
 
@@ -526,7 +531,16 @@ def api(
 
         if (local := server.running()) is not None:
             os.environ["PREFECT_API_URL"] = local.api_url
-    uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    if workers == 1:
+        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port)
+        return
+    import tempfile
+
+    # prometheus-client's multiprocess mode: each worker writes its metrics to files in a fresh private
+    # folder (never an earlier run's counts), summed by whichever worker answers GET /metrics.
+    with tempfile.TemporaryDirectory(prefix="graywave-metrics-", ignore_cleanup_errors=True) as folder:
+        os.environ[METRICS_MULTIPROCESS_VARIABLE] = folder  # before uvicorn starts the workers
+        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @token_app.command("issue")

@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from graywave.errors import BackendUnavailable
 
+METRICS_MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus-client's multiprocess mode: the folder where the API's workers write their metrics
+(``graywave api --workers N`` makes a fresh one)."""
 WAVE_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
 """Wave names start with a letter so that Hive partitioning never reads ``wave=`` as a number."""
 
@@ -89,6 +92,10 @@ class Settings(BaseSettings):
     )
     api_inline_reprocess_max: int = Field(
         10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
+    )
+    metrics: Literal["off", "token", "public"] = Field(
+        "token",
+        description="GET /metrics (Prometheus): token (an admin bearer token), public (anyone), off (404).",
     )
     io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave commits them to the lake.")
