@@ -1,0 +1,236 @@
+"""GET /metrics: the Prometheus text format of a real server's counts, parsed by prometheus-client's
+own parser; who may scrape it; the sum of two uvicorn workers (``graywave api --workers 2``); the
+metric names of docs/operations.md's alert rules are the ones exported."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from graywave.api.metrics import UNMATCHED
+from graywave.service.images import UploadedNow, store_upload
+from graywave.service.samples import encode, synthetic_photo
+from graywave.service.tokens import issue_token
+from tests.conftest import free_port
+from tests.helpers import wait_for
+
+EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
+PHOTO = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str, token: str) -> Samples:
+    answer = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def requests(samples: Samples, method: str, route: str, status: int) -> float:
+    return value(samples, "graywave_http_requests_total", method=method, route=route, status=str(status))
+
+
+@EMBEDDED
+def test_requests_are_counted_by_route_template_and_status(api):
+    alice, anonymous = api.client("alice"), api.client(None)
+    for _ in range(3):
+        assert alice.get("/images/alice").status_code == 200
+    assert alice.get("/images/alice/no-such-image").status_code == 404
+    assert alice.get("/no/such/path/alice").status_code == 404
+    assert anonymous.get("/images/alice").status_code == 401
+    assert anonymous.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")}).status_code == 401
+    assert alice.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")}).status_code == 202
+    replayed = {"Idempotency-Key": "metrics-test-1"}
+    for _ in range(2):  # the retry gets the first answer: one upload stored, not two
+        sent = alice.post("/images/alice", files={"file": ("b.jpg", PHOTO, "image/jpeg")}, headers=replayed)
+        assert sent.status_code == 202, sent.text
+
+    samples = scrape(api.url, api.tokens["admin"])
+    assert requests(samples, "GET", "/images/{user_id}", 200) == 3
+    assert requests(samples, "GET", "/images/{user_id}/{image_id}", 404) == 1
+    assert requests(samples, "GET", UNMATCHED, 404) == 1
+    assert requests(samples, "GET", "/images/{user_id}", 401) == 1
+    assert requests(samples, "POST", "/images/{user_id}", 401) == 1  # refused before routing
+    assert requests(samples, "POST", "/images/{user_id}", 202) == 3
+    assert not any("alice" in str(labels) or "no-such" in str(labels) for _, labels in samples)  # templates only
+    duration = "graywave_http_request_duration_seconds"
+    assert value(samples, f"{duration}_count", method="GET", route="/images/{user_id}") == 4
+    assert value(samples, f"{duration}_bucket", method="GET", route="/images/{user_id}", le="30.0") == 4
+    assert value(samples, "graywave_http_requests_in_flight") == 1  # the scrape itself
+    assert value(samples, "graywave_uploads_stored_total") == 2
+    assert value(samples, "graywave_processing_slots") == api.settings.api_processing_slots
+    assert value(samples, "graywave_processing_slots_busy") == 0
+    again = scrape(api.url, api.tokens["admin"])
+    assert requests(again, "GET", "/metrics", 200) == 1  # the first scrape, counted once it was answered
+
+
+@EMBEDDED
+def test_the_route_needs_an_admin_token_and_is_not_in_the_schema(api):
+    assert api.client(None).get("/metrics").status_code == 401
+    assert api.client("alice").get("/metrics").status_code == 403
+    assert "/metrics" not in api.client("admin").get("/openapi.json").json()["paths"]
+
+
+@pytest.fixture
+def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRAYWAVE_API_PROCESSING_SLOTS", "1")
+    monkeypatch.setenv("GRAYWAVE_API_PROCESSING_QUEUE", "0")
+    monkeypatch.setenv("GRAYWAVE_API_USER_INFLIGHT", "1")
+    monkeypatch.setenv("GRAYWAVE_METRICS", "public")
+
+
+@EMBEDDED
+@pytest.mark.usefixtures("one_slot")
+def test_busy_slots_and_refusals_by_reason(api, monkeypatch):
+    """Alice's ?wait=true upload holds the one processing slot until the test lets it go: her second
+    is her limit's 429, Bob's the full queue's 503 ``busy``."""
+    entered, release = threading.Event(), threading.Event()
+
+    def held_upload(backends: Any, settings: Any, user_id: str, data: bytes, content_type: str, name: Any = None):
+        key = store_upload(backends, settings, user_id, data, content_type, name)
+        entered.set()
+        assert release.wait(120)
+        return UploadedNow(key, "held by the test")
+
+    monkeypatch.setattr("graywave.api.routers.uploads.upload_now", held_upload)
+    photo = {"file": ("a.jpg", PHOTO, "image/jpeg")}
+    answers: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: answers.append(api.client("alice").post("/images/alice?wait=true", files=photo))
+    )
+    first.start()
+    try:
+        assert entered.wait(120)
+        assert api.client("alice").post("/images/alice?wait=true", files=photo).status_code == 429
+        assert api.client("bob").post("/images/bob?wait=true", files=photo).status_code == 503
+        anyone = httpx.get(f"{api.url}/metrics", timeout=60)  # GRAYWAVE_METRICS=public: no token
+        assert anyone.status_code == 200
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(anyone.text)
+            for s in family.samples
+        }
+    finally:
+        release.set()
+        first.join(120)
+    assert [a.status_code for a in answers] == [202]
+    assert value(samples, "graywave_processing_slots_busy") == 1
+    assert value(samples, "graywave_processing_slots") == 1
+    assert value(samples, "graywave_http_requests_in_flight") == 2  # the held upload and the scrape
+    assert value(samples, "graywave_http_refusals_total", status="429", reason="too_many_requests") == 1
+    assert value(samples, "graywave_http_refusals_total", status="503", reason="busy") == 1
+    assert requests(samples, "POST", "/images/{user_id}", 503) == 1
+
+
+@pytest.mark.parametrize("api", ["embedded"], indirect=True)
+def test_metrics_off_is_no_route(api, monkeypatch):
+    from graywave.api.app import create_app
+    from tests.api.conftest import serving
+
+    monkeypatch.setenv("GRAYWAVE_METRICS", "off")
+    from graywave.config import Settings
+
+    with serving(create_app(Settings())) as url:
+        answer = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {api.tokens['admin']}"})
+        assert answer.status_code == 404
+
+
+def test_two_workers_are_summed_whichever_answers_the_scrape(settings, tmp_path):
+    """``graywave api --workers 2``, real processes: every scrape, whichever worker answers it, counts
+    every request of both workers (and both did answer some: their files in the metrics folder)."""
+    admin = issue_token(settings, "ops", admin=True)
+    port = free_port()
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = os.environ | {"TMPDIR": str(temporary)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = (tmp_path / "api.log").open("w+")
+    process = subprocess.Popen(
+        [GRAYWAVE, "api", "--port", str(port), "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, "the API starts", 120, [process])
+        [folder] = temporary.glob("graywave-metrics-*")
+        sent = 0
+        while len(_workers_that_answered(folder)) < 2:  # fresh connections: the kernel spreads them
+            assert sent < 2000, "one worker answered every request"
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            sent += 1
+        counts = set()
+        for _ in range(6):
+            samples = scrape(url, admin)
+            counts.add(requests(samples, "GET", "/healthz", 200))
+        assert counts == {sent + 1}  # the readiness probe's one 200 too
+        assert value(samples, "graywave_http_requests_in_flight") == 1
+    finally:
+        process.terminate()
+        process.wait(60)
+        log.seek(0)
+        output = log.read()
+    assert not list(temporary.glob("graywave-metrics-*")), output  # the command removes its folder
+
+
+def _workers_that_answered(folder: Path) -> set[str]:
+    """The pids whose counter files hold a count of a /healthz request."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    answered = set()
+    for file in folder.glob("counter_*.db"):
+        for key, count, _, _ in MmapedDict.read_all_values_from_file(str(file)):
+            if "graywave_http_requests" in key and "/healthz" in key and count > 0:
+                answered.add(file.stem.rpartition("_")[2])
+    return answered
+
+
+def test_the_alert_rules_use_exported_metrics(api_metric_names):
+    """docs/operations.md's scrape configuration and alert rules are YAML, and every metric their
+    expressions name is one that a scrape shows."""
+    blocks = re.findall(r"```yaml\n(.*?)```", OPERATIONS.read_text(), re.S)
+    documents = [yaml.safe_load(block) for block in blocks]
+    rules = [rule for doc in documents if "groups" in doc for group in doc["groups"] for rule in group["rules"]]
+    assert {"GraywaveApi5xxRate", "GraywaveApiP99Latency", "GraywaveApiBusy"} <= {r["alert"] for r in rules}
+    assert any("scrape_configs" in doc for doc in documents)
+    for rule in rules:
+        named = set(re.findall(r"\bgraywave_[a-z_]+", rule["expr"]))
+        assert named and named <= api_metric_names, rule["expr"]
+
+
+@pytest.fixture
+def api_metric_names(settings, tmp_path, monkeypatch) -> set[str]:
+    from graywave.api.app import create_app
+    from tests.api.conftest import serving
+
+    monkeypatch.setenv("GRAYWAVE_METRICS", "public")
+    from graywave.config import Settings
+
+    with serving(create_app(Settings())) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert httpx.get(f"{url}/no/such/path").status_code == 404
+        text = httpx.get(f"{url}/metrics").text
+    names = set()
+    for family in text_string_to_metric_families(text):  # a labelled counter with no sample yet has its TYPE
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
+        names |= {family.name + suffix for suffix in suffixes} | {sample.name for sample in family.samples}
+    return names
