@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, File, Path, Query, Request, UploadFile
+from fastapi.requests import HTTPConnection
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 
+from graywave.api.auth import principal_of
 from graywave.api.errors import ApiError
 from graywave.api.fairness import CHART_THREADS, Pool, UserLimits, bounded
 from graywave.config import Settings
@@ -21,6 +23,7 @@ from graywave.errors import InvalidInput
 from graywave.kernels.similarity import METRICS
 from graywave.service.backends import Backends
 from graywave.service.daily import DailyHistogramsCache, iso_day
+from graywave.service.identity import Authenticator, OidcVerifier
 from graywave.service.images import ImageCatalog
 from graywave.service.tokens import Principal, TokenStore, open_token_store
 from graywave.storage.layout import USER_ID_PATTERN
@@ -49,6 +52,13 @@ class State:
     """Worker threads for the lake writes of requests (deletes): at most ``WRITE_THREADS`` at once,
     apart from the shared pool, so that writes waiting on the lake (a commit retried after a lost
     race) never hold the threads that other users' reads run on; the rest wait on the event loop."""
+
+    auth: Authenticator = field(init=False)
+    """Who a bearer token is: graywave's own tokens (``tokens``) and the identity provider's JWTs
+    (``GRAYWAVE_OIDC_*``), read by ``api.auth``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "auth", Authenticator(self.tokens, OidcVerifier.from_settings(self.settings)))
 
     @classmethod
     def open(cls, settings: Settings) -> State:
@@ -101,17 +111,23 @@ def state(request: Request) -> State:
 
 AppState = Annotated[State, Depends(state)]
 
-_bearer = HTTPBearer(auto_error=False)
+
+class _BearerScheme(HTTPBearer):
+    """The bearer scheme as the OpenAPI document shows it (Swagger UI's Authorize); it reads nothing:
+    the token is read once, by ``api.auth``."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPAuthorizationCredentials | None:
+        return None
 
 
-def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)], app: AppState) -> Principal:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None:
-        raise ApiError(401, "a bearer token is required", headers=challenge)
-    principal = app.tokens.authenticate(credentials.credentials)
-    if principal is None:
-        raise ApiError(401, "the bearer token is not valid", headers=challenge)
-    return principal
+_bearer = _BearerScheme(auto_error=False, scheme_name="HTTPBearer")  # the name the OpenAPI document always had
+
+
+async def caller(
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)], request: Request, app: AppState
+) -> Principal:
+    """The request's caller, as the early-refusal middleware found it or finds it now (``api.auth``)."""
+    return await principal_of(request.scope, app)
 
 
 Caller = Annotated[Principal, Depends(caller)]

@@ -5,7 +5,8 @@ the token check of ``api.deps`` comes too late to protect the disk: anyone who c
 could fill it with bodies that are refused only at the end. This ASGI middleware looks at the
 headers of every request that carries a body first:
 
-- without a valid bearer token, 401 before a byte of the body is read;
+- without a valid bearer token, 401 before a byte of the body is read (``api.auth``: the caller is
+  kept for the route, which does not authenticate again);
 - with a ``Content-Length`` over ``GRAYWAVE_MAX_UPLOAD_BYTES`` (plus room for the multipart
   envelope), 413 at once;
 - a chunked body is counted as it arrives and cut off at the same limit, with a 413.
@@ -19,8 +20,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from graywave.api.errors import error_response, logger
-from graywave.errors import BackendUnavailable
+from graywave.api.auth import principal_of
+from graywave.api.errors import ApiError, error_response
 
 ENVELOPE_BYTES = 64 * 1024
 """Room for the multipart boundaries and part headers around the file itself."""
@@ -41,7 +42,13 @@ class EarlyRefusal:
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:  # the first of a repeated header, as Starlette reads it
             headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-        refusal = _refusal(state, headers, limit)
+        try:
+            await principal_of(scope, state)
+        except ApiError as error:
+            extra = dict(error.headers) if error.headers else None
+            await error_response(error.status_code, error.code, str(error.detail), extra)(scope, receive, send)
+            return
+        refusal = _refusal(headers, limit)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -64,19 +71,8 @@ class EarlyRefusal:
             await _too_large(limit)(scope, receive, send)
 
 
-def _refusal(state: Any, headers: dict[str, str], limit: int) -> Any:
-    """The response that refuses this request from its headers alone, if any."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if scheme.lower() != "bearer" or not token:
-        return error_response(401, "unauthorized", "a bearer token is required", challenge)
-    try:
-        principal = state.tokens.authenticate(token.strip())
-    except BackendUnavailable as error:
-        logger.error("the token store cannot be read: %s", error)
-        return error_response(503, "unavailable", "the API's token store is unavailable; try again later")
-    if principal is None:
-        return error_response(401, "unauthorized", "the bearer token is not valid", challenge)
+def _refusal(headers: dict[str, str], limit: int) -> Any:
+    """The response that refuses this authenticated request from its headers alone, if any."""
     length = headers.get("content-length")
     if length is not None and not (length.isascii() and length.isdigit()):
         return error_response(400, "bad_request", "the Content-Length header is not a number")

@@ -1,0 +1,78 @@
+"""Who is calling: the bearer token is read here, once per request, and nowhere else.
+
+``principal_of`` reads the ``Authorization`` header of a request's ASGI scope, asks the app's
+``Authenticator`` (``service.identity``: graywave's own tokens and the identity provider's JWTs)
+on a worker thread (it may wait on the network: the identity provider's keys, the token store),
+and keeps the outcome, the caller or the refusal, in the scope's state. The early-refusal
+middleware (``api.limits``) calls it before a body is read, and the routes' ``caller`` dependency
+(``api.deps``) gets the same outcome without asking again; a request without a body is
+authenticated by ``caller`` alone, so the routes that need no token (the probes, the docs) never
+authenticate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import anyio
+from starlette.types import Scope
+
+from graywave.api.errors import TOKEN_STORE_UNAVAILABLE, ApiError, logger
+from graywave.errors import BackendUnavailable
+from graywave.service.identity import IdentityProviderUnavailable, InvalidToken
+from graywave.service.tokens import Principal
+
+OUTCOME = "graywave.principal"
+"""The key of the outcome (a ``Principal`` or the ``ApiError`` that refuses) in ``scope["state"]``."""
+CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header (the first such header, as
+    Starlette reads one), or None."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"authorization":
+            scheme, _, token = bytes(value).decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+async def principal_of(scope: Scope, state: Any) -> Principal:
+    """The caller of this request (``state``: the app's ``api.deps.State``), authenticated at most
+    once per request; ``ApiError`` (401, 503) when there is none."""
+    kept: dict[str, Any] = scope.setdefault("state", {})
+    outcome = kept.get(OUTCOME)
+    if outcome is None:
+        outcome = kept[OUTCOME] = await _authenticate(scope, state)
+    if isinstance(outcome, ApiError):
+        raise outcome
+    principal: Principal = outcome
+    return principal
+
+
+async def _authenticate(scope: Scope, state: Any) -> Principal | ApiError:
+    token = bearer_token(scope)
+    if token is None:
+        return ApiError(401, "a bearer token is required", headers=CHALLENGE)
+    try:
+        principal = await anyio.to_thread.run_sync(state.auth.authenticate, token)
+    except InvalidToken as error:
+        challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        return ApiError(401, f"the bearer token is not valid: {error}", "invalid_token", challenge)
+    except IdentityProviderUnavailable as error:
+        logger.error("the identity provider cannot be reached: %s", error)
+        return ApiError(
+            503,
+            "the identity provider's keys cannot be fetched now; try again later",
+            "identity_provider_unavailable",
+            {"Retry-After": str(math.ceil(error.retry_after_s))},
+        )
+    except BackendUnavailable as error:
+        logger.error("the token store cannot be read: %s", error)
+        return ApiError(503, TOKEN_STORE_UNAVAILABLE)
+    if principal is None:
+        return ApiError(401, "the bearer token is not valid", headers=CHALLENGE)
+    outcome: Principal = principal
+    return outcome
