@@ -22,6 +22,7 @@ from graywave.api import docs, errors, metrics
 from graywave.api.deps import State
 from graywave.api.limits import EarlyRefusal
 from graywave.api.routers import analytics, health, images, jobs, uploads
+from graywave.api.timeouts import BodyTimeout
 from graywave.config import Settings
 from graywave.errors import GraywaveError
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.graywave = state
     errors.install(app)
+    app.add_middleware(BodyTimeout)  # inside EarlyRefusal: a body is read, and timed, only once it is let in
     app.add_middleware(EarlyRefusal)  # before any body is read
     metrics.install(app, state)  # the outermost middleware: it counts the early refusals too
     app.include_router(analytics.router)  # first: its aliases share the /images prefix

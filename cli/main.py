@@ -523,6 +523,8 @@ def api(
     """Serve the REST API with uvicorn (OpenAPI docs at /docs)."""
     import uvicorn
 
+    from graywave.api.timeouts import SlowClientCutoff  # uvicorn's h11 with a header deadline
+
     # The API runs no flow: Prefect's client only, for the background jobs, on PREFECT_API_URL or the
     # server that `graywave server start` runs. It needs no Prefect home, and makes none.
     _settings_only(create_home=False)
@@ -532,7 +534,7 @@ def api(
         if (local := server.running()) is not None:
             os.environ["PREFECT_API_URL"] = local.api_url
     if workers == 1:
-        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port)
+        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, http=SlowClientCutoff)
         return
     import tempfile
 
@@ -540,7 +542,9 @@ def api(
     # folder (never an earlier run's counts), summed by whichever worker answers GET /metrics.
     with tempfile.TemporaryDirectory(prefix="graywave-metrics-", ignore_cleanup_errors=True) as folder:
         os.environ[METRICS_MULTIPROCESS_VARIABLE] = folder  # before uvicorn starts the workers
-        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run(
+            "graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers, http=SlowClientCutoff
+        )
 
 
 @token_app.command("issue")

@@ -90,6 +90,21 @@ class Settings(BaseSettings):
     api_chart_queue: int = Field(
         32, ge=0, description="Chart requests that wait for a drawing thread, past those drawing; more answer 503."
     )
+    api_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request's line and headers must arrive within this long of its first byte (of the"
+        " connection, for its first request); else 408 and the connection is closed.",
+    )
+    api_body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request body may take this long, plus its bytes at GRAYWAVE_API_BODY_MIN_RATE; a slower"
+        " body is cut off with 408.",
+    )
+    api_body_min_rate: int = Field(
+        4096, gt=0, description="Bytes a second a request body must average, after GRAYWAVE_API_BODY_TIMEOUT_S."
+    )
     api_inline_reprocess_max: int = Field(
         10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
     )
