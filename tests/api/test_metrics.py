@@ -234,3 +234,20 @@ def api_metric_names(settings, tmp_path, monkeypatch) -> set[str]:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])
         names |= {family.name + suffix for suffix in suffixes} | {sample.name for sample in family.samples}
     return names
+
+
+def test_a_scrape_forgets_the_live_gauges_of_workers_that_are_gone(tmp_path):
+    """uvicorn has no worker-exit hook: the in-flight count of a worker killed mid-request would stay
+    in the sum forever. A scrape drops the live gauge files of pids that are gone; a live one's stay."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    from graywave.api.metrics import forget_dead_workers
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for pid in (gone.pid, os.getpid()):
+        values = MmapedDict(str(tmp_path / f"gauge_livesum_{pid}.db"))
+        values.write_value('["graywave_http_requests_in_flight", "", {}, ""]', 3.0, 0.0)
+        values.close()
+    forget_dead_workers(str(tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f"gauge_livesum_{os.getpid()}.db"]
