@@ -29,7 +29,8 @@ from graywave.errors import GraywaveError
 DESCRIPTION = (
     "Uploads, image status, processed grayscale images and the daily analytics of graywave.\n\n"
     "Every route but the probes `/healthz` and `/readyz` needs `Authorization: Bearer <token>` "
-    "(issue one with `graywave token issue USER`): "
+    "(issue one with `graywave token issue USER`; with `GRAYWAVE_OIDC_ISSUER` set, a JWT of the app's identity "
+    "provider works too, whose `scope` `graywave:admin` makes it an admin token): "
     "a user token reads and writes its own user's images and results, an admin token everything. "
     'Errors are JSON: `{"error": {"code", "message", "status"}}`.'
 )
