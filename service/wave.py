@@ -22,16 +22,25 @@ Every upload is handled once across a wave's rounds, and across waves: recording
 MERGE by source key (``Lake.record``), so two waves of one day that run at once (a manual run
 during a scheduled one) or a rerun after a crash record each upload once, whatever the timing. No
 lock is taken: the API writes while a wave drains.
+
+Once per version of the original: a row records the size and the time (S3's ``LastModified``, a
+file's modification time) of the original it was made from, and an upload whose listing no longer
+matches them (overwritten after it was processed, through a presigned POST still valid, or by hand
+on the local folder) is processed again, and its new row replaces the old one (``Backends.rerecord``:
+a MERGE that updates by source key, idempotent too). A processed image whose new original is rejected
+loses its old JPEG. Two writers that record different versions leave the row of one: if it is not
+the version the store holds, the next wave's listing sees that and processes it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -50,7 +59,7 @@ from graywave.service.batch import (
     reject_record,
 )
 from graywave.service.progress import WaveProgress
-from graywave.storage.blobs import BlobStore, open_blob_store
+from graywave.storage.blobs import BlobInfo, BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import parse_upload_key, uploads_prefix
 
@@ -125,10 +134,37 @@ class SettleWindow:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What the lake holds of a handled upload: the size and the time of the original its row was
+    made from (its version), the partition of the row and whether it is a processed image."""
+
+    size: int | None
+    modified: datetime | None
+    day: date | None
+    image: bool
+
+    @classmethod
+    def of(cls, record: ImageRecord | RejectRecord, day: date | None) -> Recorded:
+        return cls(record.source_bytes, record.uploaded_at, day, isinstance(record, ImageRecord))
+
+    def matches(self, blob: BlobInfo) -> bool:
+        """Whether ``blob`` is the original this row was made from (not overwritten since)."""
+        return self.size == blob.size and self.modified == blob.modified
+
+
+_TWO_ROWS = Recorded(None, None, None, image=True)
+"""An upload with a row in both tables (a replacement that stopped half-way): never a match, so it is
+processed again and the replacement removes the other row."""
+
+
+@dataclass(frozen=True)
 class WavePlan:
     pending: list[Upload]
     bad_keys: list[RejectRecord]
     skipped: int
+    changed: dict[str, Recorded] = field(default_factory=dict)
+    """The uploads of ``pending`` and ``bad_keys`` that have a row already, made from an earlier
+    version of their original: their new rows replace those."""
 
     @property
     def source_keys(self) -> set[str]:
@@ -275,27 +311,42 @@ class WaveSummary:
         )
 
 
-def handled_uploads(lake: Lake, day: date) -> set[str]:
-    """Source keys of the uploads a wave of ``day`` may see that the lake holds as images or rejects."""
+RECORDED_COLUMNS = ["source_key", "source_bytes", "uploaded_at", "date"]
+
+
+def handled_uploads(lake: Lake, day: date) -> dict[str, Recorded]:
+    """The uploads a wave of ``day`` may see that the lake holds as images or rejects, by source key,
+    with the version of the original each row was made from."""
     upload_days = wave_upload_days(day)
     partitions = handling_days(upload_days[0], upload_days[-1])
-    return lake.source_keys("images", partitions) | lake.source_keys("rejects", partitions)
+    handled: dict[str, Recorded] = {}
+    for table in ("images", "rejects"):
+        rows = lake.scan(table, days=partitions, columns=RECORDED_COLUMNS).to_pydict()
+        for key, size, modified, partition in zip(*(rows[name] for name in RECORDED_COLUMNS), strict=True):
+            handled[key] = _TWO_ROWS if key in handled else Recorded(size, modified, partition, table == "images")
+    return handled
 
 
-def plan_wave(store: BlobStore, lake: Lake, day: date, handled: Collection[str] | None = None) -> WavePlan:
-    """The uploads a wave of ``day`` has to handle, and how many it can skip: those the lake holds,
-    or that are in ``handled`` when given (a draining wave's own record of what it has seen)."""
+def plan_wave(store: BlobStore, lake: Lake, day: date, handled: Mapping[str, Recorded] | None = None) -> WavePlan:
+    """The uploads a wave of ``day`` has to handle, and how many it can skip: those the lake holds
+    (or ``handled`` when given: a draining wave's own record of what it has seen) made from the
+    original as the store lists it now. One whose original changed since is handled again
+    (``WavePlan.changed``)."""
     upload_days = wave_upload_days(day)
     if handled is None:
         handled = handled_uploads(lake, day)
     pending: list[Upload] = []
     bad_keys: list[RejectRecord] = []
+    changed: dict[str, Recorded] = {}
     skipped = 0
     for upload_day in upload_days:
         for blob in store.list(uploads_prefix(upload_day)):
-            if blob.key in handled:
-                skipped += 1
-                continue
+            recorded = handled.get(blob.key)
+            if recorded is not None:
+                if recorded.matches(blob):
+                    skipped += 1
+                    continue
+                changed[blob.key] = recorded
             try:
                 key = parse_upload_key(blob.key)
             except BadKey as error:
@@ -306,7 +357,7 @@ def plan_wave(store: BlobStore, lake: Lake, day: date, handled: Collection[str] 
                 bad_keys.append(reject_record(blob.key, key.user_id, blob, reason, detail))
                 continue
             pending.append(Upload(key, blob))
-    return WavePlan(pending, bad_keys, skipped)
+    return WavePlan(pending, bad_keys, skipped, changed)
 
 
 def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> list[Sequence[Upload]]:
@@ -374,6 +425,8 @@ class Recorder:
         self.max_wait_s, self.clock = max_wait_s, clock
         self.images: list[ImageRecord] = []
         self.rejects: list[RejectRecord] = []
+        self.replacing: dict[str, Recorded] = {}
+        """The rows of the buffer that replace rows made from an earlier version of their original."""
         self.oldest: float | None = None
         """When the oldest row in the buffer came."""
         self.flow_run = flow_run
@@ -381,9 +434,24 @@ class Recorder:
         """Rows the flushes inserted so far."""
         self.commits = 0
 
-    def add(self, images: Sequence[ImageRecord], rejects: Sequence[RejectRecord]) -> None:
+    def add(
+        self,
+        images: Sequence[ImageRecord],
+        rejects: Sequence[RejectRecord],
+        changed: Mapping[str, Recorded] | None = None,
+    ) -> None:
+        """Buffer rows; those of ``changed``'s uploads replace the rows they have (their original
+        was overwritten since), the others are recorded where the lake has none yet."""
         if self.oldest is None and (images or rejects):
             self.oldest = self.clock()
+        if changed:
+            keys = {r.source_key for r in images} | {r.source_key for r in rejects}
+            again = keys & changed.keys()
+            if again:  # a row of an earlier version may still wait here (an earlier round): this one replaces it
+                self.images = [r for r in self.images if r.source_key not in again]
+                self.rejects = [r for r in self.rejects if r.source_key not in again]
+                for key in again:  # what the lake holds stays what it is replaced from
+                    self.replacing.setdefault(key, changed[key])
         self.images += images
         self.rejects += rejects
         if len(self.images) + len(self.rejects) >= self.flush_rows:
@@ -397,12 +465,30 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
-        if self.images or self.rejects:
-            self.recorded += self.backends.record(
-                self.day, self.wave, self.images, self.rejects, flow_run=self.flow_run
-            )
+        replacing = self.replacing
+        new_images = [r for r in self.images if r.source_key not in replacing]
+        new_rejects = [r for r in self.rejects if r.source_key not in replacing]
+        if new_images or new_rejects:
+            self.recorded += self.backends.record(self.day, self.wave, new_images, new_rejects, flow_run=self.flow_run)
             self.commits += 1
-        self.images, self.rejects, self.oldest = [], [], None
+        if replacing:
+            self._replace(
+                [r for r in self.images if r.source_key in replacing],
+                [r for r in self.rejects if r.source_key in replacing],
+            )
+        self.images, self.rejects, self.replacing, self.oldest = [], [], {}, None
+
+    def _replace(self, images: list[ImageRecord], rejects: list[RejectRecord]) -> None:
+        """The rows of uploads whose original changed, in place of their old rows (one MERGE per
+        table, in the old rows' partitions); a processed image now rejected loses its old JPEG."""
+        days = {key: recorded.day for key, recorded in self.replacing.items() if recorded.day is not None}
+        self.backends.rerecord(self.wave, images, rejects, days=days, flow_run=self.flow_run)
+        self.recorded += len(images) + len(rejects)
+        self.commits += 1
+        for reject in rejects:
+            if self.replacing[reject.source_key].image and reject.user_id is not None:
+                with contextlib.suppress(BadKey):
+                    self.backends.blobs.delete(parse_upload_key(reject.source_key).processed_key)
 
 
 def run_wave(
@@ -516,7 +602,7 @@ class _Rounds:
         recorder: Recorder,
         run_batches: BatchRunner,
         log: Callable[[str], None],
-        handled: set[str],
+        handled: dict[str, Recorded],
         *,
         log_rounds: bool,
         progress: Callable[[int, int], None] | None = None,
@@ -539,14 +625,16 @@ class _Rounds:
         started = time.perf_counter()
         processed, rejected = 0, len(plan.bad_keys)
         self.known += len(plan.pending) + len(plan.bad_keys)
-        self.recorder.add([], plan.bad_keys)
+        self.recorder.add([], plan.bad_keys, plan.changed)
+        self._handled(plan.bad_keys)
         self._arrived(plan.bad_keys)
         self._rejected(plan.bad_keys)
         batches = split_batches(plan.pending, self.settings.workers, self.settings.batch_size)
         label = f"wave {self.name} {self.day} round {len(self.done) + 1}"
         with WaveProgress(len(plan.pending), label, self.log) as progress:
             for result in self.run_batches(batches, self.settings):
-                self.recorder.add(result.images, result.rejects)
+                self.recorder.add(result.images, result.rejects, plan.changed)
+                self._handled([*result.images, *result.rejects])
                 self._arrived([*result.images, *result.rejects])
                 processed += len(result.images)
                 rejected += len(result.rejects)
@@ -554,7 +642,6 @@ class _Rounds:
                 self._rejected(result.rejects)
                 self._fell_back(result.fallbacks)
                 progress.advance(len(result.images) + len(result.rejects))
-        self.handled |= plan.source_keys
         self.recorder.flush_if_due()  # else its rows wait for more, to share a commit with them
         self.done.append(
             RoundSummary(
@@ -567,6 +654,14 @@ class _Rounds:
         )
         if self.log_rounds:
             self.log(self.done[-1].line())
+
+    def _handled(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
+        """What the next listing compares with: the versions these rows were made from. (Their rows
+        go to this wave's day, or stay where a replaced row was; another writer's row of the same
+        upload may be the one kept: the version tells a later wave.)"""
+        for record in records:
+            before = self.handled.get(record.source_key)
+            self.handled[record.source_key] = Recorded.of(record, before.day if before else self.day)
 
     def _rejected(self, rejects: Sequence[RejectRecord]) -> None:
         self.reasons.update(reject.reason for reject in rejects)
