@@ -162,7 +162,8 @@ def test_an_unread_body_after_an_early_refusal_is_not_read_forever(served):
 
 @EMBEDDED
 def test_quick_clients_are_served_as_before_on_kept_alive_connections(served, api):
-    with httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {api.tokens['alice']}"}) as alice:
+    headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
+    with httpx.Client(base_url=served.url, headers=headers, timeout=60) as alice:
         assert upload(alice, "alice", wait=True).status_code == 200
         time.sleep(HEADER_TIMEOUT_S + 0.5)  # idle on a kept-alive connection: not a slow request
         assert alice.get("/images/alice").json()["total"] == 1
