@@ -121,6 +121,17 @@ Z_ORDER: dict[Table, list[str]] = {"images": ["user_id"], "rejects": ["user_id"]
 """Columns that maintenance clusters each day's files by (``maintain``)."""
 TARGET_FILE_BYTES = 32 * 1024 * 1024
 """Compaction's target file size: a day of 200,000 images is a few files."""
+OBJECT_STORE_MIN_BACKOFF_S = 0.1
+"""object_store's (and Polars') least wait before a retry (``backoff_config.init_backoff``, 100 ms):
+``_retries_within`` retries take at least the whole retry window."""
+
+
+def _retries_within(retry_s: float) -> int:
+    """A retry count that a window of ``retry_s`` seconds, not the count, ends: each retry waits at
+    least ``OBJECT_STORE_MIN_BACKOFF_S``."""
+    return max(10, int(retry_s / OBJECT_STORE_MIN_BACKOFF_S) + 1)
+
+
 COMMIT_BACKOFF_S = 0.05
 COMMIT_BACKOFF_MAX_S = 2.0
 """A commit that lost a race is retried after a random wait, doubling from ``COMMIT_BACKOFF_S`` up
@@ -535,10 +546,28 @@ class Lake:
         location, _ = self.store.table_location(table)
         return location
 
-    def storage_options(self) -> dict[str, str]:
-        """delta-rs's storage options for this store (the S3 endpoint, region, credentials)."""
+    def storage_options(self) -> dict[str, Any]:
+        """This store's options for Polars (``scan_delta``, ``read_delta``, ``scan_parquet``): the S3
+        endpoint, region and credentials, and the retry window (``GRAYWAVE_BACKEND_RETRY_S``) in the
+        keys and types Polars reads (``max_retries``, ``retry_timeout_ms``: integers). Polars passes
+        the others on to delta-rs, whose own retry count it cannot be given (it drops its own keys,
+        ``max_retries`` included): ``delta_options`` are delta-rs's."""
+        options: dict[str, Any] = dict(self.delta_options())
+        retry_s = getattr(self.store, "retry_s", None)
+        if retry_s is None:  # a local folder: no requests to retry
+            return options
+        return options | {"max_retries": _retries_within(retry_s), "retry_timeout_ms": round(retry_s * 1000)}
+
+    def delta_options(self) -> dict[str, str]:
+        """delta-rs's storage options for this store (strings): the S3 endpoint, region and
+        credentials, retrying a request for as long as the store's retry window: object_store
+        stopped at its default count, 10 retries, which a refused connection (a store restarting)
+        used up in about 2 s, whatever its ``retry_timeout``."""
         _, options = self.store.table_location("")
-        return options
+        retry_s = getattr(self.store, "retry_s", None)
+        if retry_s is None:
+            return options
+        return options | {"max_retries": str(_retries_within(retry_s)), "retry_timeout": f"{retry_s:g}s"}
 
     def _filesystem(self) -> tuple[pafs.FileSystem, str]:
         if self._arrow_fs is None:
@@ -551,7 +580,7 @@ class Lake:
         from deltalake.exceptions import DeltaError, TableNotFoundError
 
         try:
-            return DeltaTable(self.uri(table), storage_options=self.storage_options() or None)
+            return DeltaTable(self.uri(table), storage_options=self.delta_options() or None)
         except TableNotFoundError:
             return None
         except (OSError, DeltaError) as error:  # a store it cannot reach, a log it cannot read
@@ -630,7 +659,7 @@ class Lake:
                 mode="ignore",
                 partition_by=PARTITION_BY,
                 name=table,
-                storage_options=self.storage_options() or None,
+                storage_options=self.delta_options() or None,
             )
         except DeltaError:  # another writer created it between the look and the create
             if self._open(table) is None:
@@ -919,7 +948,7 @@ class Lake:
             missing_columns="insert",
             extra_columns="ignore",
             glob=False,
-            storage_options=self.store.table_location("")[1] or None,
+            storage_options=self.storage_options() or None,
         )
         return frame.filter(condition).select(names).collect().to_arrow()
 
@@ -1050,7 +1079,7 @@ class Lake:
                 _file_path(uri) if local else uri,
                 hive_partitioning=False,
                 glob=False,
-                storage_options=self.store.table_location("")[1] or None,
+                storage_options=self.storage_options() or None,
             )
             .select(columns)
             .collect()
@@ -1222,7 +1251,7 @@ class Lake:
                 partition_by=partitions,
                 partition_strategy="hive",
                 name=table,
-                storage_options=self.storage_options() or None,
+                storage_options=self.delta_options() or None,
                 commit_properties=self._properties(CommitInfo("migrate")),
             )
             converted.append(table)
