@@ -58,6 +58,7 @@ bench: install
 	$(VENV)/bin/python bench/capacity.py
 	$(VENV)/bin/python bench/startup_bench.py
 	$(VENV)/bin/python bench/daft_bench.py
+	$(VENV)/bin/python bench/tokens_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out
