@@ -514,6 +514,10 @@ def plot_weekly(user: str, output: OutputOption = Path("week.png"), week: WeekOp
     _write_png(weekly_png(user, week_name(monday), images, Settings().bins), output)
 
 
+API_HTTP_PROTOCOL = "graywave.api.timeouts:SlowClientCutoff"
+"""uvicorn's h11 protocol with a header deadline: named, as the app is, since the CLI imports no API code."""
+
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -522,8 +526,6 @@ def api(
 ) -> None:
     """Serve the REST API with uvicorn (OpenAPI docs at /docs)."""
     import uvicorn
-
-    from graywave.api.timeouts import SlowClientCutoff  # uvicorn's h11 with a header deadline
 
     # The API runs no flow: Prefect's client only, for the background jobs, on PREFECT_API_URL or the
     # server that `graywave server start` runs. It needs no Prefect home, and makes none.
@@ -534,7 +536,7 @@ def api(
         if (local := server.running()) is not None:
             os.environ["PREFECT_API_URL"] = local.api_url
     if workers == 1:
-        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, http=SlowClientCutoff)
+        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, http=API_HTTP_PROTOCOL)
         return
     import tempfile
 
@@ -543,7 +545,7 @@ def api(
     with tempfile.TemporaryDirectory(prefix="graywave-metrics-", ignore_cleanup_errors=True) as folder:
         os.environ[METRICS_MULTIPROCESS_VARIABLE] = folder  # before uvicorn starts the workers
         uvicorn.run(
-            "graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers, http=SlowClientCutoff
+            "graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers, http=API_HTTP_PROTOCOL
         )
 
 

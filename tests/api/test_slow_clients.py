@@ -1,6 +1,7 @@
 """Slow clients are cut off (``api.timeouts``): a raw socket that sends one byte a second, in the
 headers or in the body, gets 408 and a closed connection within the deadline, and nothing is
-stored. The API is served as ``graywave api`` serves it (``http=SlowClientCutoff``)."""
+stored. The API is served as ``graywave api`` serves it (``http=API_HTTP_PROTOCOL``, uvicorn's h11
+protocol with a header deadline: ``api.timeouts.SlowClientCutoff``)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import uvicorn
 
 from graywave.api.app import create_app
-from graywave.api.timeouts import SlowClientCutoff
+from graywave.cli.main import API_HTTP_PROTOCOL
 from tests.api.test_api import PHOTO, upload
 from tests.conftest import free_port
 
@@ -50,7 +51,7 @@ class Served:
 def serving_as_the_cli_does(settings) -> Iterator[Served]:
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", http=SlowClientCutoff)
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", http=API_HTTP_PROTOCOL)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
