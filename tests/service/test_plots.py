@@ -104,3 +104,22 @@ def test_no_text_of_the_median_chart_is_mathtext():
     figure = median_figure(DAY, {"users": 3, "histogram": DARK})
     texts = [text for text in figure.findobj(Text) if text.get_text()]
     assert texts and all(not text.get_parse_math() and not text.get_usetex() for text in texts)
+
+
+def test_charts_drawn_on_many_threads_at_once_are_those_drawn_one_at_a_time():
+    """graywave keeps no drawing lock (the API draws on threads of its own): each chart is a figure of
+    its own, and what matplotlib shares between figures it guards itself. Eight threads drawing four
+    different charts over and over give, byte for byte, the PNGs drawn one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    charts = {
+        "median": lambda: median_png(DAY, {"users": 3, "histogram": DARK}),
+        "flat": lambda: median_png(DAY, {"users": 9, "histogram": FLAT}),
+        "week": lambda: weekly_png("alice", "2026-W48", week_of([5, 1, 0, 9] * 4, [1] * 16), 16),
+        "empty": lambda: weekly_png("bob", "2026-W48", week_of(), 16),
+    }
+    alone = {name: draw() for name, draw in charts.items()}
+    assert len(set(alone.values())) == len(charts)
+    with ThreadPoolExecutor(8) as pool:
+        drawn = list(pool.map(lambda name: (name, charts[name]()), [name for name in charts for _ in range(6)]))
+    assert all(data == alone[name] for name, data in drawn), [name for name, data in drawn if data != alone[name]]
