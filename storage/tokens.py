@@ -297,7 +297,13 @@ class MongoTokens:
         )
         self.tokens = self.client[database][TOKENS_COLLECTION]
         self.keys = self.client[database][KEYS_COLLECTION]
-        self._guarded(lambda: self.keys.create_index([("expires_at", pymongo.ASCENDING)]))
+        self._indexed = False  # made by the first use of the keys: opening contacts no server (the API
+        # starts, and /readyz says so, while MongoDB cannot be reached)
+
+    def _index_keys(self) -> None:
+        if not self._indexed:
+            self._guarded(lambda: self.keys.create_index([("expires_at", pymongo.ASCENDING)]))
+            self._indexed = True
 
     def _guarded(self, action: Any) -> Any:
         try:
@@ -373,6 +379,7 @@ class MongoTokens:
                 None if document["body"] is None else bytes(document["body"]),
             )
 
+        self._index_keys()
         while True:
             row: KeyRow | None = self._guarded(attempt)
             if row is not None:
@@ -389,6 +396,7 @@ class MongoTokens:
         self._guarded(lambda: self.keys.delete_one({"_id": key_id, "owner": owner, "status": None}))
 
     def purge(self, now: float) -> int:
+        self._index_keys()
         return int(self._guarded(lambda: self.keys.delete_many({"expires_at": {"$lte": now}})).deleted_count)
 
     def close(self) -> None:
