@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -105,6 +106,22 @@ class Replay:
 
     status: int
     body: bytes
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The first request with this key stored its upload and failed before it answered: answer from
+    what it stored (``key``, ``pending``), storing nothing."""
+
+    key_id: str
+    owner: str
+    key: str
+    pending: str | None
+
+
+STORED = -1
+"""The status of a key whose request stored its upload and has not answered yet (its body: the
+upload's key and why it is pending, JSON)."""
 
 
 @dataclass(frozen=True)
@@ -202,7 +219,7 @@ class TokenStore:
 
     # Idempotency keys (POST /images/{user_id} with an Idempotency-Key header)
 
-    def begin(self, user_id: str, key: str, fingerprint: str) -> Claim | Replay | KeyInFlight | KeyReused:
+    def begin(self, user_id: str, key: str, fingerprint: str) -> Claim | Replay | Resume | KeyInFlight | KeyReused:
         """Claim ``key`` of ``user_id`` for a request whose digest is ``fingerprint``, atomically
         across processes: a ``Claim`` to run it; the first answer (``Replay``) when that request
         was answered; ``IN_FLIGHT`` while it runs; ``REUSED`` for a different request."""
@@ -222,9 +239,17 @@ class TokenStore:
             return Claim(key_id, owner)
         if held.status is None or held.body is None:
             return IN_FLIGHT
+        if held.status == STORED:
+            stored = json.loads(held.body)
+            return Resume(key_id, owner, stored["key"], stored["pending"])
         return Replay(held.status, held.body)
 
-    def answered(self, claim: Claim, status: int, body: bytes) -> None:
+    def stored(self, claim: Claim, key: str, pending: str | None) -> None:
+        """The claimed request stored its upload as ``key``: should it fail before it answers, a retry
+        answers from it (``Resume``) instead of storing it again."""
+        self.records.answer(claim.key_id, claim.owner, STORED, json.dumps({"key": key, "pending": pending}).encode())
+
+    def answered(self, claim: Claim | Resume, status: int, body: bytes) -> None:
         """Keep the answer to the claimed request: its retries get it (for ``IDEMPOTENCY_TTL_S``)."""
         self.records.answer(claim.key_id, claim.owner, status, body)
 

@@ -93,7 +93,9 @@ class TokenRecords(Protocol):
         holds it now: ``owner`` is ours when the claim was made. An expired key, or a claim left
         unanswered for longer than ``lease_s`` (its process died), is claimed afresh."""
 
-    def answer(self, key_id: str, owner: str, status: int, body: bytes) -> None: ...
+    def answer(self, key_id: str, owner: str, status: int, body: bytes) -> None:
+        """Keep ``status`` and ``body`` for ``key_id``: while ``owner`` holds it unanswered, or while
+        its status is negative (a step done, the answer still to come: any request may finish it)."""
 
     def release(self, key_id: str, owner: str) -> None: ...
 
@@ -264,7 +266,8 @@ class SqliteTokens:
     def answer(self, key_id: str, owner: str, status: int, body: bytes) -> None:
         self._transaction(
             lambda c: c.execute(
-                "UPDATE idempotency_keys SET status = ?, body = ? WHERE id = ? AND owner = ? AND status IS NULL",
+                "UPDATE idempotency_keys SET status = ?, body = ?"
+                " WHERE id = ? AND ((owner = ? AND status IS NULL) OR status < 0)",
                 (status, body, key_id, owner),
             )
         )
@@ -388,7 +391,8 @@ class MongoTokens:
     def answer(self, key_id: str, owner: str, status: int, body: bytes) -> None:
         self._guarded(
             lambda: self.keys.update_one(
-                {"_id": key_id, "owner": owner, "status": None}, {"$set": {"status": status, "body": body}}
+                {"_id": key_id, "$or": [{"owner": owner, "status": None}, {"status": {"$lt": 0}}]},
+                {"$set": {"status": status, "body": body}},
             )
         )
 

@@ -14,7 +14,14 @@ from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
 from graywave.service.images import UploadedNow, presigned_upload, processed_image, store_upload, upload_now
-from graywave.service.tokens import IN_FLIGHT, MAX_IDEMPOTENCY_KEY_LENGTH, Claim, Replay, request_fingerprint
+from graywave.service.tokens import (
+    IN_FLIGHT,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    Claim,
+    Replay,
+    Resume,
+    request_fingerprint,
+)
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -70,6 +77,10 @@ async def upload(
         return Response(
             begun.body, begun.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
         )
+    if isinstance(begun, Resume):  # the first request stored the upload, then failed: answer from it
+        answer = await _answer(app, user_id, UploadedNow(begun.key, begun.pending))
+        await run_in_threadpool(app.tokens.answered, begun, answer.status_code, bytes(answer.body))
+        return answer
     if not isinstance(begun, Claim):
         if begun is IN_FLIGHT:
             raise ApiError(
@@ -84,11 +95,14 @@ async def upload(
             "idempotency_key_reused",
         )
     try:
-        answer = await _upload(app, user_id, data, content_type, file.filename, wait)
+        uploaded = await _store(app, user_id, data, content_type, file_name, wait)
     except BaseException:
         with anyio.CancelScope(shield=True):  # a cancelled request too: its key must not stay claimed
-            await run_in_threadpool(app.tokens.abandoned, begun)  # nothing to keep: a retry runs it again
+            await run_in_threadpool(app.tokens.abandoned, begun)  # nothing stored: a retry runs it again
         raise
+    # Stored: from now on a retry answers from this upload (Resume), even if this request fails.
+    await run_in_threadpool(app.tokens.stored, begun, uploaded.key, uploaded.pending)
+    answer = await _answer(app, user_id, uploaded)
     await run_in_threadpool(app.tokens.answered, begun, answer.status_code, bytes(answer.body))
     return answer
 
@@ -99,6 +113,13 @@ IN_FLIGHT_RETRY_AFTER_S = 1
 async def _upload(
     app: State, user_id: str, data: bytes, content_type: str, file_name: str | None, wait: bool
 ) -> JSONResponse:
+    return await _answer(app, user_id, await _store(app, user_id, data, content_type, file_name, wait))
+
+
+async def _store(
+    app: State, user_id: str, data: bytes, content_type: str, file_name: str | None, wait: bool
+) -> UploadedNow:
+    """Store the upload (and with ``wait``, process it now)."""
     if wait:
         uploaded = await processing(
             app, user_id, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file_name)
@@ -106,6 +127,11 @@ async def _upload(
     else:  # the header check only, but still not on the event loop
         key = await run_in_threadpool(store_upload, app.backends, app.settings, user_id, data, content_type, file_name)
         uploaded = UploadedNow(key, "sent without wait=true: the next wave processes it")
+    return uploaded
+
+
+async def _answer(app: State, user_id: str, uploaded: UploadedNow) -> JSONResponse:
+    """The answer to a stored upload: 200 processed, 202 pending (saying why)."""
     entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(uploaded.key))
     image = Image.of(entry)
     if uploaded.processed:

@@ -137,3 +137,28 @@ def test_expired_keys_are_purged_and_can_be_used_again(api, monkeypatch):
     monkeypatch.setattr(tokens.time, "time", lambda: later)
     assert isinstance(store.begin("alice", "old", tokens.request_fingerprint("alice", "y")), tokens.Claim)
     store.close()
+
+
+def test_a_request_that_failed_after_storing_is_answered_from_its_upload_on_retry(api, monkeypatch):
+    """The upload was stored, then its answer could not be read (the lake away for a moment): 503.
+    Its retry answers from that upload; before, it stored a second copy."""
+    from graywave.errors import BackendUnavailable
+    from graywave.service.images import ImageCatalog
+
+    real, failures = ImageCatalog.get, [BackendUnavailable("the lake is away for a moment")]
+
+    def flaky(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageCatalog, "get", flaky)
+    alice = api.client("alice")
+    assert error_of(post(alice, "alice", "k-flaky")) == (503, "unavailable")
+    assert not failures
+    retried = post(alice, "alice", "k-flaky")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["file_name"] == "IMG_1.jpg" and "Idempotent-Replayed" not in retried.headers
+    again = post(alice, "alice", "k-flaky")
+    assert again.json() == retried.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert len(images_of(alice, "alice")) == 1
