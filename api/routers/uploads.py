@@ -22,6 +22,7 @@ from graywave.service.tokens import (
     Resume,
     request_fingerprint,
 )
+from graywave.storage.layout import parse_upload_key
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -132,7 +133,8 @@ async def _store(
 
 async def _answer(app: State, user_id: str, uploaded: UploadedNow) -> JSONResponse:
     """The answer to a stored upload: 200 processed, 202 pending (saying why)."""
-    entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id_for(uploaded.key))
+    day = parse_upload_key(uploaded.key).upload_date  # its own day: a retry after midnight finds it too
+    entry = await run_in_threadpool(app.catalog.get, day, user_id, image_id_for(uploaded.key))
     image = Image.of(entry)
     if uploaded.processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
