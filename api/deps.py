@@ -183,8 +183,8 @@ def _iso_day(value: object) -> object:
 ASCII_DIGITS = re.compile(r"[0-9]{1,10}")
 Number = BeforeValidator(_ascii_digits)
 """Every integer of a query or a path is read through this."""
-Limit = Annotated[int, Number, Query(ge=1, le=1000, description="Page size.")]
-Offset = Annotated[int, Number, Query(ge=0, le=1_000_000_000, description="Items to skip.")]
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size."), Number]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000, description="Items to skip."), Number]
 Day = Annotated[
     date | None,
     BeforeValidator(_iso_day),

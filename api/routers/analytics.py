@@ -122,7 +122,7 @@ async def get_median_png(principal: Caller, app: AppState, day: Day = None) -> R
 def get_similar(
     user_id: Owner,
     app: AppState,
-    n: Annotated[int, Number, Query(ge=1, le=1000)] = 5,
+    n: Annotated[int, Query(ge=1, le=1000), Number] = 5,
     day: Day = None,
     metric: MetricQuery = DEFAULT_METRIC,
 ) -> Similar:
@@ -136,7 +136,7 @@ def get_similar(
 )
 def get_similar_alias(
     user_id: Owner,
-    n: Annotated[int, Number, Path(description="How many users, 1 to 1000.", json_schema_extra=N_BOUNDS)],
+    n: Annotated[int, Path(description="How many users, 1 to 1000.", json_schema_extra=N_BOUNDS), Number],
     app: AppState,
     day: Day = None,
     metric: MetricQuery = DEFAULT_METRIC,
