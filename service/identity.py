@@ -65,6 +65,9 @@ KEYS_MAX_AGE_S = 300.0
 """Keys fetched longer ago than this are fetched again in the background (a removed key then stops working)."""
 FETCH_TIMEOUT_S = 5.0
 """The longest a request waits for the identity provider (the discovery document and the JWKS)."""
+LATE_ANSWER_S = 5.0
+"""How much longer than a request waits the fetch itself goes on: a provider that answers late still
+fills the cache for the next request."""
 MAX_DISCOVERY_BYTES = 1024 * 1024
 """The most of a discovery document read."""
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -248,6 +251,12 @@ class OidcKeys:
             )
         raise InvalidToken(f"the token's signing key {kid[:64]!r} is not one of the identity provider's keys")
 
+    @property
+    def _fetch_timeout_s(self) -> float:
+        """The fetch's own socket timeout: longer than a request waits (``LATE_ANSWER_S``), so the
+        request gives up first, with its own message, and a late answer is kept."""
+        return self.timeout_s + LATE_ANSWER_S
+
     def _retry_after(self, now: float | None = None) -> float:
         if self._tried_at is None:
             return REFRESH_INTERVAL_S
@@ -282,7 +291,7 @@ class OidcKeys:
     def _download(self) -> dict[str, jwt.PyJWK]:
         url = self.jwks_url or self._discover()
         try:
-            found = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=self.timeout_s).get_signing_keys()
+            found = jwt.PyJWKClient(url, cache_jwk_set=False, timeout=self._fetch_timeout_s).get_signing_keys()
         except (jwt.PyJWTError, ValueError, OSError) as error:
             raise IdentityProviderUnavailable(
                 f"the identity provider's keys at {url} cannot be fetched or read ({type(error).__name__}: {error})",
@@ -300,7 +309,7 @@ class OidcKeys:
         url = self.issuer.rstrip("/") + DISCOVERY_PATH
         try:
             # The issuer is an http(s) URL (Settings checks it): no file:// or other scheme reaches urlopen.
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # nosec B310
+            with urllib.request.urlopen(url, timeout=self._fetch_timeout_s) as response:  # nosec B310
                 document = json.loads(response.read(MAX_DISCOVERY_BYTES + 1)[:MAX_DISCOVERY_BYTES])
         except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
             raise IdentityProviderUnavailable(
