@@ -90,13 +90,13 @@ class Pool:
     what: str
     """What the slots do, for the 503's message: "uploads are being processed", "charts are being drawn"."""
     limiter: anyio.CapacityLimiter = field(init=False)
+    admitted: int = field(init=False, default=0)
+    """Requests waiting for a slot or on one. Counted here, on the event loop, as a request is let in:
+    the limiter's own count of waiters lags, since ``to_thread.run_sync`` yields once before it waits,
+    and two requests arriving together would both find the queue free."""
 
     def __post_init__(self) -> None:
         self.limiter = anyio.CapacityLimiter(self.slots)
-
-    @property
-    def waiting(self) -> int:
-        return self.limiter.statistics().tasks_waiting
 
     def busy(self) -> ApiError:
         return ApiError(
@@ -109,9 +109,13 @@ class Pool:
     async def run(self, work: Callable[[], T]) -> T:
         """``work`` on a worker thread of this pool, after a wait on the event loop; 503 when the
         queue is full."""
-        if self.limiter.available_tokens == 0 and self.waiting >= self.queue:
+        if self.admitted >= self.slots + self.queue:
             raise self.busy()
-        return await anyio.to_thread.run_sync(work, limiter=self.limiter)
+        self.admitted += 1
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self.limiter)
+        finally:
+            self.admitted -= 1
 
 
 async def bounded(users: UserLimits, user: str, pool: Pool, work: Callable[[], T]) -> T:

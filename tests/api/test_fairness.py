@@ -251,3 +251,27 @@ def test_two_starts_that_both_passed_the_check_make_one_job(deployment, prefect_
         runs = _runs_of(deployment, "carol")
         assert {run.id for run in runs} == {earlier.id, started.id}
         assert {run.id for run in runs if run.state_type == StateType.SCHEDULED} == {started.id}
+
+
+def test_requests_that_arrive_together_find_the_queue_as_it_is():
+    """``slots + queue`` requests are let in, one more is refused, even when all of them arrive in the
+    same turn of the event loop (the limiter's own count of waiters lags one yield behind)."""
+    from graywave.api.fairness import Pool
+
+    pool = Pool(slots=2, queue=1, what="uploads are being processed")
+    release = threading.Event()
+
+    async def arrive_together() -> list[object]:
+        async def one() -> object:
+            try:
+                return await pool.run(lambda: release.wait(30))
+            except ApiError as error:
+                return error.status_code
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(4)]
+        await asyncio.sleep(0.5)
+        release.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert sorted(asyncio.run(arrive_together()), key=str) == [503, True, True, True]
+    assert pool.admitted == 0
