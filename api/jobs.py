@@ -23,6 +23,10 @@ paused, cancelling), another start is refused with 429 naming it. Two starts at 
 ``<tag> after <the scope's latest run>``, which the server keeps unique, so the second is given the
 first's run; it sees that the run is not its own (the ``REQUEST_LABEL`` nonce it sent is not on it)
 and answers 429 too.
+
+The routers import this module on a job request, not at start-up: Prefect's import makes its home
+folder (``./data/prefect``) whenever the folder above it exists, and an API that never starts a job
+must leave no such folder behind.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from prefect.client.schemas.objects import FlowRun
 from pydantic import BaseModel, ConfigDict, Field
 
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.images import ImageEntry, ReprocessReport
+
+if TYPE_CHECKING:  # Prefect is imported on the first job request, not at start-up (see api.jobs)
+    from prefect.client.schemas.objects import FlowRun
 from graywave.storage.uploads import UPLOAD_CONTENT_TYPES
 
 HISTOGRAM_EXAMPLE: list[Any] = [

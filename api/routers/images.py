@@ -8,7 +8,6 @@ from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from graywave.api import jobs
 from graywave.api.deps import (
     Admin,
     AppState,
@@ -54,6 +53,8 @@ async def _reprocess(app: State, user_id: str | None, who: str) -> Reprocessed |
     entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
     handled = [entry for entry in entries if entry.status != "pending"]
     if len(handled) > app.settings.api_inline_reprocess_max:
+        from graywave.api import jobs  # Prefect, imported here: at start-up it would make PREFECT_HOME
+
         scope = user_id or "*"
         run = await run_in_threadpool(
             lambda: jobs.start(REPROCESS_JOB, {"user_id": user_id}, scope=scope, count=len(handled))

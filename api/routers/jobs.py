@@ -7,7 +7,6 @@ import uuid
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from graywave.api import jobs
 from graywave.api.deps import Caller
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Job
@@ -23,6 +22,8 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
     summary="A background job: its state, and once it has finished, the images it could not reprocess",
 )
 async def get_job(job_id: uuid.UUID, principal: Caller) -> Job:
+    from graywave.api import jobs  # Prefect, imported here: at start-up it would make PREFECT_HOME
+
     run, failed = await run_in_threadpool(jobs.read, job_id, REPROCESS_JOB)
     user_id = run.parameters.get("user_id")
     if not (principal.admin or (user_id is not None and principal.may_access(user_id))):

@@ -15,17 +15,7 @@ from tests.helpers import wait_for
 
 @pytest.mark.parametrize(
     "data_folder",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="api/jobs.py and api/models.py import Prefect at start-up, and Prefect's import makes"
-                " PREFECT_HOME whenever its parent folder exists (prefect.context.root_settings_context)",
-            ),
-        ),
-    ],
+    [False, True],  # with data/: Prefect's import makes PREFECT_HOME whenever its parent folder exists
     ids=["an empty folder", "a folder with data/"],
 )
 def test_the_api_makes_no_prefect_home(tmp_path, data_folder):
