@@ -40,9 +40,10 @@ check: install
 	scripts/check
 
 # The GPU kernels under numba-cuda's simulator run in a pytest process of their own (the simulator
-# replaces numba.cuda for the whole process); the main run leaves their folder out.
+# replaces numba.cuda for the whole process); the main run leaves their folder out. The main run
+# has two workers (pytest-xdist): most of its time is spent waiting on the servers it starts.
 test: check
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal
 	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/python -m pytest tests/kernels/gpu_sim
 
 bench: install
@@ -59,6 +60,7 @@ bench: install
 	$(VENV)/bin/python bench/startup_bench.py
 	$(VENV)/bin/python bench/daft_bench.py
 	$(VENV)/bin/python bench/tokens_bench.py
+	$(VENV)/bin/python bench/presign_bench.py
 
 clean:
 	rm -rf $(VENV) data bench/out

@@ -82,7 +82,8 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
         for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
             client.delete_automation(existing.id)
         assert install_zombie_detection(client, 60) == "created"
-        assert install_zombie_detection(client, 60) == "unchanged"  # a restart adds nothing
+        before = [found.model_dump(mode="json") for found in client.read_automations_by_name(ZOMBIE_AUTOMATION)]
+        assert install_zombie_detection(client, 60) == "unchanged", (before, zombie_automation(60).model_dump())
         assert install_zombie_detection(client, 45) == "updated"
         [automation] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
         client.delete_automation(automation.id)  # the shared server's runs are other tests'
