@@ -104,7 +104,9 @@ async def drawing(app: State, user: str, work: Callable[[], T]) -> T:
     return await bounded(app.users, user, app.charts, work)
 
 
-def state(request: Request) -> State:
+# The dependencies below do no I/O: ``async def`` keeps them on the event loop (FastAPI runs a plain
+# ``def`` dependency on a worker thread, a hop that cost more than their work: bench/presign_bench.py).
+async def state(request: Request) -> State:
     graywave_state: State = request.app.state.graywave
     return graywave_state
 
@@ -133,7 +135,7 @@ async def caller(
 Caller = Annotated[Principal, Depends(caller)]
 
 
-def admin(principal: Caller) -> Principal:
+async def admin(principal: Caller) -> Principal:
     if not principal.admin:
         raise ApiError(403, "this route needs an admin token")
     return principal
@@ -149,7 +151,7 @@ UserIdPath = Annotated[
 ]
 
 
-def owner(user_id: UserIdPath, principal: Caller) -> str:
+async def owner(user_id: UserIdPath, principal: Caller) -> str:
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise ApiError(400, f"user id {user_id!r} does not match [A-Za-z0-9_-]{{1,64}}", "invalid_id")
     if not principal.may_access(user_id):

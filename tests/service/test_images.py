@@ -3,6 +3,7 @@ keeps, what it reports, what it cleans up)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 
 import pytest
@@ -264,13 +265,80 @@ def test_a_delete_that_stops_half_way_is_finished_by_the_next_wave(any_settings,
             with pytest.raises(NotFound):
                 images.replace_and_reprocess(backends, any_settings, ghost, photos["alice/0.jpg"], "image/jpeg")
             assert not backends.blobs.exists(keys[0])
-    run_wave(any_settings, DAY, "evening", log=lambda _: None)
-    with Backends.open(any_settings) as backends:
+    _the_next_wave_finishes_the_delete(any_settings, keys[3])
+
+
+def _the_next_wave_finishes_the_delete(settings, kept_key: str) -> None:
+    """After the next wave, alice's upload ``kept_key`` is all that is left, everywhere."""
+    run_wave(settings, DAY, "evening", log=lambda _: None)
+    with Backends.open(settings) as backends:
         [kept] = ImageCatalog(backends).entries(DAY, "alice")
-        assert kept.source_key == keys[3] and kept.status == "processed"
-        assert {b.key for b in backends.blobs.list("uploads/")} == {keys[3]}
+        assert kept.source_key == kept_key and kept.status == "processed"
+        assert {b.key for b in backends.blobs.list("uploads/")} == {kept_key}
         assert {b.key for b in backends.blobs.list("processed/")} == {kept.record.processed_key}  # type: ignore[union-attr]
         assert not list(backends.blobs.list("deletions/"))
         assert backends.lake.read("daily_user_histograms").num_rows == 0  # alice's day counted deleted images
         if backends.catalog is not None:
             assert backends.catalog.images.count_documents({}) == 1
+            assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 0
+
+
+DELETE_THEN_DIE = """
+import os, signal, sys
+from datetime import date
+from graywave.config import Settings
+from graywave.service.backends import Backends
+from graywave.service.images import ImageCatalog, delete_images
+
+steps_before_kill, day, doomed = int(sys.argv[1]), date.fromisoformat(sys.argv[2]), set(sys.argv[3:])
+done = 0
+
+def counted(real):
+    def step(*args, **kwargs):
+        global done
+        if done == steps_before_kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done += 1
+        return real(*args, **kwargs)
+    return step
+
+settings = Settings()
+with Backends.open(settings) as backends:
+    entries = [e for e in ImageCatalog(backends).entries(day, "alice") if e.source_key in doomed]
+    steps = [(backends.blobs, "delete"), (backends.lake, "delete")]
+    if backends.catalog is not None:
+        steps += [(backends.catalog, "delete_sources"), (backends.catalog, "delete_results")]
+    for target, name in steps:
+        setattr(target, name, counted(getattr(target, name)))
+    delete_images(backends, settings, entries)
+print(done)
+"""
+
+
+@pytest.mark.parametrize(
+    "any_settings, steps_before_kill",
+    [("embedded", 0), ("embedded", 3), ("embedded", 7), ("embedded", 10), ("s3+mongodb", 5)],
+    indirect=["any_settings"],
+)
+def test_a_delete_killed_with_sigkill_at_any_step_is_finished_by_the_next_wave(any_settings, steps_before_kill):
+    """The same as above with a real ``kill -9``: a process deleting three of alice's four images
+    kills itself before its n-th delete of a blob, lake rows or MongoDB documents (11 on the embedded
+    default, the last being its record's; 13 with MongoDB)."""
+    import subprocess
+    import sys
+
+    photos = {f"alice/{k}.jpg": encode(synthetic_photo(48, 32, seed=k), "JPEG") for k in range(4)}
+    keys = put_uploads(blobs_of(any_settings), DAY, photos)
+    run_wave(any_settings, DAY, "morning", log=lambda _: None)
+    with Backends.open(any_settings) as backends:
+        _analytics(backends, DAY)
+    died = subprocess.run(
+        [sys.executable, "-c", DELETE_THEN_DIE, str(steps_before_kill), DAY.isoformat(), *keys[:3]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert died.returncode == -signal.SIGKILL, died.stdout + died.stderr
+    with Backends.open(any_settings) as backends:
+        assert [blob.key for blob in backends.blobs.list("deletions/")]  # its record, left for the wave
+    _the_next_wave_finishes_the_delete(any_settings, keys[3])
