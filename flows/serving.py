@@ -94,9 +94,16 @@ async def _serve(runner: Runner, stop_file: Path, stop_timeout_s: float, log: Ca
         running.result()
         return
 
-    poller: Any = getattr(runner, "_scheduled_run_poller", None)
-    if poller is not None:
-        poller.stopping = True  # it submits no scheduled run from now on
+    try:
+        poller, _ = _runner_internals(runner)
+    except AttributeError as error:  # a Prefect whose Runner changed: stop at once, loudly, rather than drain
+        log(f"graywave serve: cannot wait for the runs in flight ({error}); cancelling them")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runner.astop()
+        await running
+        return
+    poller.stopping = True  # it submits no scheduled run from now on
     stop_file.touch()
     in_flight = _runs_in_flight(runner)
     log(
@@ -117,6 +124,16 @@ async def _serve(runner: Runner, stop_file: Path, stop_timeout_s: float, log: Ca
     await running
 
 
+def _runner_internals(runner: Runner) -> tuple[Any, Any]:
+    """The started ``Runner``'s scheduled-run poller (its ``stopping`` flag) and process manager
+    (``flow_run_count()``): Prefect has no public way to stop taking runs while the running ones
+    finish, so the drain uses these two private parts of the pinned Prefect (3.9).
+    ``tests/flows/test_serving.py`` fails when an upgrade renames them; here, ``AttributeError``."""
+    poller, processes = runner._scheduled_run_poller, runner._process_manager
+    if not hasattr(poller, "stopping") or not callable(getattr(processes, "flow_run_count", None)):
+        raise AttributeError("Prefect's Runner has no ScheduledRunPoller.stopping or ProcessManager.flow_run_count")
+    return poller, processes
+
+
 def _runs_in_flight(runner: Runner) -> int:
-    processes: Any = getattr(runner, "_process_manager", None)
-    return int(processes.flow_run_count()) if processes is not None else 0
+    return int(_runner_internals(runner)[1].flow_run_count())
