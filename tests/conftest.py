@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,8 +26,10 @@ PREFECT_STARTUP_S = 600
 loaded machine exceeded ("Timed out while attempting to connect to ephemeral Prefect API server").
 Set for this process's temporary server and for every command the tests start."""
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = str(PREFECT_STARTUP_S)
-# The one identity that the local S3 server (SeaweedFS) accepts; it also keeps boto3 away from real credentials.
-S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
+
+from tests.helpers import GRPC_PORT_OFFSET, S3_ACCESS_KEY, S3_SECRET_KEY, free_port, free_port_pair  # noqa: E402
+
+# The S3 server's one identity in AWS_*: it also keeps boto3 away from real credentials.
 os.environ.update(AWS_ACCESS_KEY_ID=S3_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
     os.environ.pop(_key, None)
@@ -63,29 +64,6 @@ def _quiet_prefect_shutdown() -> Iterator[None]:
     """Prefect's temporary server logs as it stops at exit, after pytest has closed the streams."""
     yield
     logging.raiseExceptions = False
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-GRPC_PORT_OFFSET = 10000
-"""SeaweedFS serves each component's gRPC on its HTTP port + 10000 (its admin worker assumes so)."""
-
-
-def free_port_pair() -> int:
-    """A free port ``p`` on 127.0.0.1 whose ``p + GRPC_PORT_OFFSET`` is free too."""
-    while True:
-        port = free_port()
-        if port + GRPC_PORT_OFFSET <= 65535:
-            with socket.socket() as probe:
-                try:
-                    probe.bind(("127.0.0.1", port + GRPC_PORT_OFFSET))
-                except OSError:
-                    continue
-            return port
 
 
 class LocalS3:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import time
 from datetime import date
@@ -17,6 +18,33 @@ from graywave.storage.lake import Lake
 from graywave.storage.layout import upload_key
 
 DAY = date(2026, 11, 25)
+
+S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
+"""The one identity that the tests' S3 server (SeaweedFS) accepts; ``tests/conftest.py`` also puts it in
+``AWS_*``, which keeps boto3 away from real credentials."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+GRPC_PORT_OFFSET = 10000
+"""SeaweedFS serves each component's gRPC on its HTTP port + 10000 (its admin worker assumes so)."""
+
+
+def free_port_pair() -> int:
+    """A free port ``p`` on 127.0.0.1 whose ``p + GRPC_PORT_OFFSET`` is free too."""
+    while True:
+        port = free_port()
+        if port + GRPC_PORT_OFFSET <= 65535:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + GRPC_PORT_OFFSET))
+                except OSError:
+                    continue
+            return port
 
 
 def rotated_jpeg(rgb: np.ndarray) -> bytes:

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from graywave.api.app import create_app
 from graywave.config import Settings
 from graywave.service.tokens import issue_token
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 @dataclass

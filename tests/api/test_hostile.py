@@ -242,8 +242,7 @@ def test_a_read_only_lake_under_a_real_api_answers_503s(settings, tmp_path, monk
     from graywave.service.samples import encode, synthetic_photo
     from graywave.service.tokens import issue_token
     from graywave.service.wave import run_wave
-    from tests.conftest import free_port
-    from tests.helpers import DAY, lake_of, put_uploads
+    from tests.helpers import DAY, free_port, lake_of, put_uploads
 
     put_uploads(settings.blob_url, DAY, {"alice/a.jpg": encode(synthetic_photo(64, 48, seed=1), "JPEG")})
     run_wave(settings, DAY, "morning", log=lambda _: None)

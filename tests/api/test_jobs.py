@@ -22,8 +22,7 @@ from graywave.service.images import ImageCatalog
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
-from tests.conftest import free_port
-from tests.helpers import DAY, put_uploads, wait_for
+from tests.helpers import DAY, free_port, put_uploads, wait_for
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:

@@ -21,8 +21,7 @@ from graywave.api.metrics import UNMATCHED
 from graywave.service.images import UploadedNow, store_upload
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
-from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
 PHOTO = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)

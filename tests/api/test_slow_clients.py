@@ -20,7 +20,7 @@ import uvicorn
 from graywave.api.app import create_app
 from graywave.cli.main import API_HTTP_PROTOCOL
 from tests.api.test_api import PHOTO, upload
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
 HEADER_TIMEOUT_S = 2.0

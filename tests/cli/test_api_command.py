@@ -9,8 +9,7 @@ import httpx
 import pytest
 
 from tests.api.test_hostile import GRAYWAVE
-from tests.conftest import free_port
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 
 @pytest.mark.parametrize(

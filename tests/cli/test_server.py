@@ -9,8 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
-from tests.helpers import DAY, put_uploads
+from tests.helpers import DAY, free_port, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 

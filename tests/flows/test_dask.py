@@ -28,8 +28,7 @@ from graywave.errors import BackendUnavailable, DeviceUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.samples import encode, synthetic_photo
-from tests.conftest import S3_SECRET_KEY, free_port
-from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, put_uploads
+from tests.helpers import DAY, EXPECTED_REJECTS, S3_SECRET_KEY, blobs_of, free_port, lake_of, put_uploads
 
 pytestmark = pytest.mark.slow
 

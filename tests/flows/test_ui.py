@@ -17,8 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.helpers import EXPECTED_REJECTS, put_uploads
+from tests.helpers import EXPECTED_REJECTS, free_port, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 SCREENSHOTS = Path(__file__).parents[2] / "test-output" / "ui"

@@ -64,7 +64,7 @@ def test_a_wave_on_s3_and_mongodb_and_its_rerun(s3_settings, phone_files):
 
 def test_a_mongodb_that_stays_down_fails_the_wave_and_loses_nothing(s3_settings, phone_files, monkeypatch):
     keys = put_uploads(blobs_of(s3_settings), DAY, {"ann/a.jpg": phone_files["ann/plain.jpg"]})
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("GRAYWAVE_MONGODB_URI", f"mongodb://127.0.0.1:{free_port()}/?directConnection=true")
     monkeypatch.setenv("GRAYWAVE_BACKEND_RETRY_S", "1")
@@ -141,7 +141,7 @@ def test_a_wave_waits_for_a_store_that_restarts_slowly_as_long_as_the_settings_s
 
 
 def test_a_store_that_stays_unreachable_fails_once_the_retry_window_has_passed():
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     store = S3BlobStore("s3://nowhere/blobs", endpoint_url=f"http://127.0.0.1:{free_port()}", retry_s=4)
     began = time.monotonic()

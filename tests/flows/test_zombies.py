@@ -30,8 +30,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from graywave.flows.automations import ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
-from tests.conftest import free_port
-from tests.helpers import DAY, put_uploads, wait_for
+from tests.helpers import DAY, free_port, put_uploads, wait_for
 
 pytestmark = pytest.mark.slow
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))

@@ -91,6 +91,6 @@ def test_a_mongodb_that_stays_down_fails_with_a_clear_error(unused_port):
 
 @pytest.fixture
 def unused_port():
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     return free_port()

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, split_s3_url
-from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.helpers import S3_ACCESS_KEY, S3_SECRET_KEY
 
 
 @pytest.fixture
