@@ -21,6 +21,7 @@ from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
+from graywave.records import MAX_TOP_N
 from graywave.service.backends import Backends
 from graywave.service.daily import (
     AnalyticsSummary,
@@ -41,11 +42,6 @@ def _daily_task(settings: Settings, day: date) -> DailyHistograms:
 @task(name="similar-users", cache_policy=NO_CACHE, persist_result=False)
 def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: DeviceName) -> pl.DataFrame:
     return similar_users_table(daily, n, metric, device)
-
-
-MAX_TOP_N = 100
-"""The most neighbours per user the analytics keep (the CLI's --top-n, and what the GPU kernel's
-table holds with the re-scoring's extra candidates)."""
 
 
 def _analytics_run_name() -> str:

@@ -31,6 +31,10 @@ UTC_MICROS = pa.timestamp("us", tz="UTC")
 WAVE_LOOKBACK_DAYS = 1
 """A wave of day D handles the uploads of D and of the ``WAVE_LOOKBACK_DAYS`` days before."""
 
+MAX_TOP_N = 100
+"""The most neighbours per user the analytics keep (the CLI's --top-n, and what the GPU kernel's
+table holds with the re-scoring's extra candidates)."""
+
 
 def wave_upload_days(day: date) -> tuple[date, ...]:
     """The upload days a wave of ``day`` handles: the day before, then the day itself."""
