@@ -30,19 +30,24 @@ class Settings(BaseSettings):
     blob_url: str = Field("./data/blobs", description="Blob store root: a local folder or s3://bucket/prefix.")
     lake_url: str = Field("./data/lake", description="Delta lake root: a local folder or s3://bucket/prefix.")
     s3_endpoint_url: str | None = Field(
-        None, description="S3-compatible endpoint (MinIO, Ceph, SeaweedFS); AWS if unset."
+        None, description="An S3-compatible server (MinIO, Ceph, SeaweedFS); AWS if unset."
     )
     s3_region: str | None = Field(
         None,
         pattern=r"^[a-z0-9-]{1,32}$",
-        description="The S3 bucket's region, which SigV4 signatures name; else the AWS chain's, else us-east-1.",
+        description="The bucket's region, which every SigV4 signature and presigned URL names (on AWS, set it to"
+        " the bucket's region); if unset, the AWS chain's (AWS_REGION, AWS_DEFAULT_REGION, the profile), else"
+        " us-east-1.",
     )
     mongodb_uri: SecretStr | None = Field(
         None, description="MongoDB connection string; when set, images are also recorded there (never printed)."
     )
     mongodb_database: str = Field("graywave", description="MongoDB database of the images collection.")
     backend_retry_s: float = Field(
-        60.0, gt=0, description="How long a backend may stay unreachable before the wave fails."
+        60.0,
+        gt=0,
+        description="How long a backend (S3, the lake on S3, MongoDB) may stay unreachable before a wave or a"
+        " lake read gives up.",
     )
     lake_retention_hours: float = Field(
         168.0,
@@ -51,11 +56,15 @@ class Settings(BaseSettings):
         " vacuums them; a deleted image's bytes leave the lake's files then.",
     )
     prefect_home: Path = Field(Path("./data/prefect"), description="PREFECT_HOME unless that is set.")
-    timezone: str = Field("UTC", description="Service time zone: upload dates and schedules.")
-    device: Literal["auto", "cpu", "gpu"] = "auto"  # kernels.device.DeviceName
+    timezone: str = Field("UTC", description="Service time zone (IANA name): upload dates, wave days, schedules.")
+    device: Literal["auto", "cpu", "gpu"] = Field(  # kernels.device.DeviceName
+        "auto", description="auto (the GPU if CuPy sees one), cpu or gpu."
+    )
     bins: int = Field(16, description="Histogram bins; a power of two from 1 to 256.")
     max_pixels: int = Field(
-        256_000_000, gt=0, description="Uploads with more pixels are rejected (decompression bombs)."
+        256_000_000,
+        gt=0,
+        description="Uploads with more pixels are rejected (too_many_pixels), from the header, before decoding.",
     )
     max_decode_bytes: int = Field(
         2 * 1024**3,  # kernels.codecs.DEFAULT_MAX_DECODE_BYTES
@@ -63,7 +72,9 @@ class Settings(BaseSettings):
         description="Memory one decode may need, from the header's size and mode (rejected over_decode_budget).",
     )
     jpeg_quality: int = Field(90, ge=1, le=100, description="Quality of the processed grayscale JPEG.")
-    batch_size: int = Field(64, ge=1, description="Largest number of uploads in one Prefect task.")
+    batch_size: int = Field(
+        64, ge=1, description="Most uploads in one Prefect task (smaller waves get smaller batches)."
+    )
     max_upload_bytes: int = Field(50_000_000, gt=0, description="Largest direct upload a presigned POST allows.")
     upload_url_expiry_s: int = Field(300, gt=0, le=3600, description="Lifetime of a presigned upload.")
     api_tokens_file: Path = Field(
@@ -79,16 +90,21 @@ class Settings(BaseSettings):
         2, ge=1, description="Uploads the API processes at once (?wait=true, replace); more wait in a queue."
     )
     api_processing_queue: int = Field(
-        32, ge=0, description="Requests that wait for a processing slot, past the slots; more answer 503."
+        32,
+        ge=0,
+        description="Requests that wait for a processing slot, past the slots; more answer 503 with Retry-After.",
     )
     api_user_inflight: int = Field(
         2,
         ge=1,
         description="Expensive requests (charts, ?wait=true uploads, replaces, reprocessing) of one user in flight"
-        " in one API process; more answer 429.",
+        " in one API process; more answer 429 (too_many_requests) with Retry-After.",
     )
     api_chart_queue: int = Field(
-        32, ge=0, description="Chart requests that wait for a drawing thread, past those drawing; more answer 503."
+        32,
+        ge=0,
+        description="Chart requests that wait for a drawing thread, past those drawing; more answer 503 (busy)"
+        " with Retry-After.",
     )
     api_header_timeout_s: float = Field(
         10.0,
@@ -100,22 +116,30 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="A request body may take this long, plus its bytes at GRAYWAVE_API_BODY_MIN_RATE; a slower"
-        " body is cut off with 408.",
+        " body is cut off with 408, nothing stored.",
     )
     api_body_min_rate: int = Field(
         4096, gt=0, description="Bytes a second a request body must average, after GRAYWAVE_API_BODY_TIMEOUT_S."
     )
     api_inline_reprocess_max: int = Field(
-        10, ge=0, description="Images a PUT reprocesses inside the request; more run as a background job (Prefect)."
+        10,
+        ge=0,
+        description="Images a PUT reprocesses inside the request; more run as a background job (a Prefect flow run"
+        " that graywave serve runs).",
     )
     metrics: Literal["off", "token", "public"] = Field(
         "token",
-        description="GET /metrics (Prometheus): token (an admin bearer token), public (anyone), off (404).",
+        description="Who may read GET /metrics (Prometheus): token (an admin bearer token), public (anyone who"
+        " reaches the API), off (no route, 404); see docs/operations.md, Metrics.",
     )
-    io_threads: int = Field(8, ge=1, description="Concurrent blob reads and writes within one batch.")
+    io_threads: int = Field(
+        8, ge=1, description="Blob reads and writes in flight per batch (hides S3 latency behind decoding)."
+    )
     lake_flush_rows: int = Field(8192, ge=1, description="Rows buffered before the wave commits them to the lake.")
     workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Batches processed at once on this machine."
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        description="Batches processed at once on this machine; default: the CPU count.",
     )
     wave_settle_s: float = Field(
         600.0,
@@ -139,22 +163,28 @@ class Settings(BaseSettings):
     )
     dask_dashboard: str | None = Field(
         None,
-        description="With dask_workers: the local cluster's dashboard at this address (e.g. :8787); off if unset.",
+        description="With GRAYWAVE_DASK_WORKERS: the local cluster's dashboard at this address (e.g. :8787); off"
+        " if unset.",
     )
     oidc_issuer: str | None = Field(
         None,
-        description="Also accept the JWTs of this OpenID Connect issuer (its tokens' exact iss) as bearer tokens.",
+        description="Also accept the JWTs of this OpenID Connect issuer (its tokens' exact iss) as bearer tokens;"
+        " see docs/security.md, Tokens from an identity provider.",
     )
     oidc_audience: str | None = Field(
-        None, description="With oidc_issuer, required: the aud the tokens must carry (the app's client or API id)."
+        None,
+        description="With GRAYWAVE_OIDC_ISSUER, required: the aud the tokens must carry (the app's client or API id).",
     )
     oidc_jwks_url: str | None = Field(
         None,
-        description="With oidc_issuer: its signing keys (JWKS); default: the jwks_uri of the issuer's"
+        description="With GRAYWAVE_OIDC_ISSUER: its signing keys (JWKS); default: the jwks_uri of the issuer's"
         " /.well-known/openid-configuration.",
     )
     oidc_user_claim: str = Field(
-        "sub", min_length=1, description="With oidc_issuer: the claim of a token that is the graywave user id."
+        "sub",
+        min_length=1,
+        description="With GRAYWAVE_OIDC_ISSUER: the claim of a token that is the graywave user id (a scope with"
+        " graywave:admin makes an admin token).",
     )
 
     @model_validator(mode="after")
