@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import pymongo
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError, PyMongoError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 from graywave.errors import BackendUnavailable
 
@@ -116,6 +117,20 @@ CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_
 """
 
 
+def _set_up(connection: sqlite3.Connection) -> None:
+    """WAL mode and the schema. Switching to WAL takes an exclusive lock, and SQLite answers "database
+    is locked" at once, without its busy timeout, to a connection whose lock upgrade would deadlock
+    with another's (two processes creating the file together): the caller retries."""
+    if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps it consistent
+    connection.executescript(_SCHEMA)
+
+
+def _locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+
+
 def _identity(found: os.stat_result) -> tuple[int, ...]:
     return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
 
@@ -162,9 +177,14 @@ class SqliteTokens:
             raise self._unavailable(f"{type(error).__name__}: {error}") from None
         try:
             os.chmod(self.path, 0o600)  # digests only, but nobody else's business
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps it consistent
-            connection.executescript(_SCHEMA)
+            for attempt in Retrying(
+                retry=retry_if_exception(_locked),
+                stop=stop_after_delay(BUSY_TIMEOUT_S),
+                wait=wait_random(0.01, 0.2),
+                reraise=True,
+            ):
+                with attempt:
+                    _set_up(connection)
             found = self._stat()
         except (OSError, sqlite3.Error) as error:
             connection.close()
