@@ -26,7 +26,7 @@ from tests.kernels.damaged import PROCESSED, Case, all_cases, insert, jpeg, pill
 
 MAX = 10_000_000
 CASES = all_cases()
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "data.md"
 
 
 def outcome(data: bytes) -> tuple[str, str]:
@@ -116,8 +116,8 @@ def test_the_readme_table_lists_every_class():
     """The README's "Damaged photos" table names the fixtures of each row (globs): every case is in a row,
     and each row's outcome is the case's."""
     text = README.read_text()
-    start = text.index("#### Damaged photos: processed or rejected")
-    section = text[start : text.index("\n#### ", start + 10)]
+    start = text.index("### Damaged photos: processed or rejected")
+    section = text[start : text.index("\n### ", start + 10)]
     rows = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]

@@ -17,7 +17,7 @@ from graywave.storage.lake import Lake
 from graywave.storage.s3 import S3BlobStore
 from tests.records import append_images, append_rejects, image_record, reject_record
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "data.md"
 
 
 def snippets() -> dict[str, str]:
