@@ -1,4 +1,4 @@
-"""Dependencies point one way (README, "How the code is laid out"): read every module's imports."""
+"""Dependencies point one way (CONTRIBUTING.md, "Layout"): read every module's imports."""
 
 import ast
 from pathlib import Path
