@@ -1,23 +1,36 @@
+"""Helpers shared by the tests, each defined once: made-up photos, uploads and records, free ports, a clock,
+an app under uvicorn. Fixtures are in ``conftest.py``; no test imports a ``conftest`` module."""
+
 from __future__ import annotations
 
 import io
 import socket
 import subprocess
+import threading
 import time
-from datetime import date
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
 from PIL import Image
 
 from graywave.config import Settings
-from graywave.service.samples import encode
+from graywave.records import ImageRecord, RejectRecord, image_id_for
+from graywave.service.samples import encode, synthetic_photo
 from graywave.storage.blobs import BlobStore, LocalBlobStore, open_blob_store
-from graywave.storage.lake import Lake
+from graywave.storage.lake import CommitInfo, Lake
 from graywave.storage.layout import upload_key
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
 DAY = date(2026, 11, 25)
+"""The tests' upload day: a Wednesday of ISO week 2026-W48."""
 
 S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
 """The one identity that the tests' S3 server (SeaweedFS) accepts; ``tests/conftest.py`` also puts it in
@@ -45,6 +58,26 @@ def free_port_pair() -> int:
                 except OSError:
                     continue
             return port
+
+
+class Clock:
+    """``time.monotonic`` as the test says it is: ``clock.now`` is what it answers."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sample_photo(width: int = 320, height: int = 240, seed: int = 7) -> np.ndarray:
+    """A synthetic RGB photo; without arguments, the tests' usual 320 x 240 one."""
+    return synthetic_photo(width, height, seed=seed)
+
+
+def sample_jpeg(seed: int, width: int = 64, height: int = 48) -> bytes:
+    """A small synthetic photo as a JPEG: ``seed`` makes each one different."""
+    return encode(sample_photo(width, height, seed), "JPEG")
 
 
 def rotated_jpeg(rgb: np.ndarray) -> bytes:
@@ -117,3 +150,91 @@ def wait_for(check, what: str, timeout_s: float, processes: list[subprocess.Pope
         dead = [p.args for p in processes if p.poll() is not None]
         assert not dead and time.monotonic() < deadline, f"{what}: not in {timeout_s} s (exited: {dead})"
         time.sleep(0.5)
+
+
+def image_record(
+    key: str | None = None,
+    user: str = "alice",
+    histogram: Sequence[int] = (8,) + (0,) * 15,
+    upload_date: date = DAY,
+    name: str = "a.jpg",
+    uploaded_at: datetime | None = None,
+) -> ImageRecord:
+    """An image of ``user`` uploaded on ``upload_date`` as ``name`` (or at ``key``)."""
+    key = key or f"uploads/{upload_date}/{user}/{name}"
+    at = uploaded_at or datetime.combine(upload_date, datetime.min.time(), UTC) + timedelta(hours=9)
+    pixels = sum(histogram)
+    return ImageRecord(
+        image_id=image_id_for(key),
+        user_id=user,
+        upload_date=upload_date,
+        file_name=key.rsplit("/", 1)[-1],
+        source_key=key,
+        processed_key=f"processed/{upload_date}/{user}/{image_id_for(key)}.jpg",
+        uploaded_at=at,
+        processed_at=at,
+        width=pixels,
+        height=1,
+        format="JPEG",
+        pixel_count=pixels,
+        source_bytes=100,
+        processed_bytes=50,
+        histogram=tuple(histogram),
+    )
+
+
+def reject_record(key: str, user: str | None = None, reason: str = "corrupt") -> RejectRecord:
+    return RejectRecord(
+        source_key=key,
+        user_id=user,
+        reason=reason,
+        detail="bad",
+        uploaded_at=None,
+        seen_at=datetime.now(UTC),
+        source_bytes=3,
+    )
+
+
+def append_images(lake: Lake, day: date, wave: str, records: Sequence[ImageRecord]) -> int:
+    """Record ``records`` in ``images`` as the wave ``wave`` of ``day`` would; the rows inserted."""
+    info = CommitInfo("record", day, wave)
+    return lake.record("images", ImageRecord.to_arrow(records), day=day, wave=wave, among=[day], info=info)
+
+
+def append_rejects(lake: Lake, day: date, wave: str, records: Sequence[RejectRecord]) -> int:
+    info = CommitInfo("record", day, wave)
+    return lake.record("rejects", RejectRecord.to_arrow(records), day=day, wave=wave, among=[day], info=info)
+
+
+@dataclass
+class Api:
+    """An API under a real server (the ``api`` fixture): its URL, settings and the tokens of alice, bob and admin."""
+
+    url: str
+    settings: Settings
+    tokens: dict[str, str]
+
+    def client(self, who: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@contextmanager
+def serving(app: FastAPI, root_path: str = "") -> Iterator[str]:
+    """``app`` under a real uvicorn server on 127.0.0.1 (``root_path``: uvicorn's ``--root-path``); its URL."""
+    import uvicorn
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
-import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from graywave.api.app import create_app
 from graywave.config import Settings
 from graywave.service.tokens import issue_token
-from tests.helpers import free_port
-
-
-@dataclass
-class Api:
-    url: str
-    settings: Settings
-    tokens: dict[str, str]
-
-    def client(self, who: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+from tests.helpers import Api, serving
 
 
 @pytest.fixture
@@ -49,22 +31,3 @@ def api(request, tmp_path, monkeypatch) -> Iterator[Api]:
     }
     with serving(create_app(settings)) as url:
         yield Api(url, settings, tokens)
-
-
-@contextmanager
-def serving(app: FastAPI, root_path: str = "") -> Iterator[str]:
-    """``app`` under a real uvicorn server on 127.0.0.1 (``root_path``: uvicorn's ``--root-path``); its URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)

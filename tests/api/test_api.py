@@ -27,8 +27,7 @@ from graywave.records import image_id_for
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
-from tests.api.conftest import serving
-from tests.helpers import free_port, png_header
+from tests.helpers import free_port, png_header, serving
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
 DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)

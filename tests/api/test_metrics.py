@@ -145,7 +145,7 @@ def test_busy_slots_and_refusals_by_reason(api, monkeypatch):
 @pytest.mark.parametrize("api", ["embedded"], indirect=True)
 def test_metrics_off_is_no_route(api, monkeypatch):
     from graywave.api.app import create_app
-    from tests.api.conftest import serving
+    from tests.helpers import serving
 
     monkeypatch.setenv("GRAYWAVE_METRICS", "off")
     from graywave.config import Settings
@@ -219,7 +219,7 @@ def test_the_alert_rules_use_exported_metrics(api_metric_names):
 @pytest.fixture
 def api_metric_names(settings, tmp_path, monkeypatch) -> set[str]:
     from graywave.api.app import create_app
-    from tests.api.conftest import serving
+    from tests.helpers import serving
 
     monkeypatch.setenv("GRAYWAVE_METRICS", "public")
     from graywave.config import Settings

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from graywave.api.app import create_app
 from graywave.service.identity import REFRESH_INTERVAL_S, OidcVerifier
 from graywave.service.samples import encode, synthetic_photo
-from tests.api.conftest import Api, serving
+from tests.helpers import Api, Clock, serving
 from tests.identity_provider import AUDIENCE, Provider, hs256_with, make_key, unsigned
 
 pytestmark = pytest.mark.parametrize("api", ["embedded"], indirect=True)  # authentication touches no storage
@@ -23,14 +23,6 @@ pytestmark = pytest.mark.parametrize("api", ["embedded"], indirect=True)  # auth
 RSA, EC, ED = make_key("rsa-1", "RS256"), make_key("ec-1", "ES256"), make_key("ed-1", "EdDSA")
 ROTATED = make_key("rsa-2", "RS256")
 PHOTO = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_the_demos_polars_hint_reads_the_lake_on_s3_too(s3_settings):
     import polars as pl
 
     from graywave.cli.demo import polars_hint
-    from tests.records import append_images, image_record
+    from tests.helpers import append_images, image_record
 
     lake = lake_of(s3_settings)
     append_images(lake, s3_settings.today(), "morning", [image_record("uploads/x/alice/a.jpg", "alice")])

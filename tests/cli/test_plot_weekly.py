@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 from graywave.cli.main import app
 from graywave.service.daily import iso_week, weekly_histograms
 from graywave.service.plots import weekly_png
-from tests.helpers import lake_of
-from tests.records import append_images, image_record
+from tests.helpers import append_images, image_record, lake_of
 
 runner = CliRunner()
 

@@ -18,8 +18,7 @@ import pytest
 
 from graywave.config import Settings
 from tests.flows.test_interrupted import GRAYWAVE, alive, children_of, flow_run_states, run_in_background
-from tests.helpers import DAY, lake_of
-from tests.records import append_images, image_record
+from tests.helpers import DAY, append_images, image_record, lake_of
 
 pytestmark = pytest.mark.slow
 

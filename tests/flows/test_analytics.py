@@ -10,7 +10,6 @@ from graywave.cli.main import app
 from graywave.errors import InvalidInput
 from graywave.flows.analytics import analytics_flow
 from graywave.kernels.similarity import nearest
-from graywave.records import ImageRecord
 from graywave.service.daily import (
     NoData,
     daily_histograms,
@@ -19,14 +18,7 @@ from graywave.service.daily import (
     similar_to,
     weekly_histograms,
 )
-from tests.helpers import lake_of
-from tests.records import append_images, image_record
-
-DAY = date(2026, 11, 25)  # a Wednesday of ISO week 2026-W48
-
-
-def image_row(user: str, histogram: list[int], upload_date: date = DAY, name: str = "a.jpg") -> ImageRecord:
-    return image_record(user=user, histogram=histogram, upload_date=upload_date, name=name)
+from tests.helpers import DAY, append_images, image_record, lake_of
 
 
 def spike(bin_: int, total: int = 100, rest: int = 0) -> list[int]:
@@ -42,16 +34,22 @@ def day_in_lake(settings):
         DAY,
         "morning",
         [
-            image_row("alice", spike(2, 300, 1), name="m.jpg"),
-            image_row("bob", spike(2, 50, 2)),
-            image_row("carol", spike(9, 400)),
-            image_row("dave", spike(9, 400)),  # identical to carol: a tie
+            image_record(user="alice", histogram=spike(2, 300, 1), name="m.jpg"),
+            image_record(user="bob", histogram=spike(2, 50, 2)),
+            image_record(user="carol", histogram=spike(9, 400)),
+            image_record(user="dave", histogram=spike(9, 400)),  # identical to carol: a tie
         ],
     )
     append_images(
-        lake, DAY, "evening", [image_row("alice", spike(3, 100, 1), name="e.jpg"), image_row("erin", spike(15, 40, 3))]
+        lake,
+        DAY,
+        "evening",
+        [
+            image_record(user="alice", histogram=spike(3, 100, 1), name="e.jpg"),
+            image_record(user="erin", histogram=spike(15, 40, 3)),
+        ],
     )
-    append_images(lake, DAY - timedelta(days=1), "evening", [image_row("zoe", spike(0))])
+    append_images(lake, DAY - timedelta(days=1), "evening", [image_record(user="zoe", histogram=spike(0))])
     return lake
 
 
@@ -103,8 +101,8 @@ def test_weekly_histograms_follow_iso_weeks(settings):
         monday,
         "morning",
         [
-            image_row("alice", spike(1), monday, "mon.jpg"),
-            image_row("alice", spike(1), monday - timedelta(days=1), "prev-sun.jpg"),
+            image_record(user="alice", histogram=spike(1), upload_date=monday, name="mon.jpg"),
+            image_record(user="alice", histogram=spike(1), upload_date=monday - timedelta(days=1), name="prev-sun.jpg"),
         ],
     )
     append_images(
@@ -112,11 +110,11 @@ def test_weekly_histograms_follow_iso_weeks(settings):
         sunday + timedelta(days=1),
         "morning",
         [
-            image_row("alice", spike(2), sunday, "sun.jpg"),
-            image_row("alice", spike(3), sunday + timedelta(days=1), "next-mon.jpg"),
+            image_record(user="alice", histogram=spike(2), upload_date=sunday, name="sun.jpg"),
+            image_record(user="alice", histogram=spike(3), upload_date=sunday + timedelta(days=1), name="next-mon.jpg"),
         ],
     )
-    append_images(lake, DAY, "evening", [image_row("bob", spike(4), DAY, "bob.jpg")])
+    append_images(lake, DAY, "evening", [image_record(user="bob", histogram=spike(4), upload_date=DAY, name="bob.jpg")])
     frame = weekly_histograms(lake, "alice", *iso_week("2026-W48", DAY))
     assert frame.get_column("file_name").to_list() == ["mon.jpg", "sun.jpg"]
     assert frame.get_column("histogram").to_list()[1] == spike(2)
@@ -168,7 +166,9 @@ def test_analytics_go_to_mongodb_when_configured(s3_settings):
     import pymongo
 
     lake = lake_of(s3_settings)
-    append_images(lake, DAY, "morning", [image_row(u, spike(b)) for u, b in [("a", 1), ("b", 1), ("c", 5)]])
+    append_images(
+        lake, DAY, "morning", [image_record(user=u, histogram=spike(b)) for u, b in [("a", 1), ("b", 1), ("c", 5)]]
+    )
     analytics_flow(day=DAY, top_n=2, metric="design")
     database = pymongo.MongoClient(s3_settings.mongodb_uri.get_secret_value())[s3_settings.mongodb_database]
     assert database["daily_user_histograms"].count_documents({"date": DAY.isoformat()}) == 3

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from graywave.service.samples import encode, synthetic_photo
+from graywave.service.samples import encode
+from tests.helpers import sample_photo
 
 PROCESSED = "processed"
 
@@ -43,13 +44,9 @@ class Case:
     """False: damage that only an entropy decode shows; the GPU codec (nvImageCodec) decodes it, see the README."""
 
 
-def photo() -> np.ndarray:
-    return synthetic_photo(320, 240, seed=7)
-
-
 @cache
 def jpeg(**options: object) -> bytes:
-    return encode(photo(), "JPEG", quality=90, **options)
+    return encode(sample_photo(), "JPEG", quality=90, **options)
 
 
 def header_markers(data: bytes) -> list[tuple[int, int]]:
@@ -218,7 +215,7 @@ def png_cases() -> list[Case]:
 
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "taken on a phone")
-    clean = encode(photo(), "PNG", pnginfo=info)
+    clean = encode(sample_photo(), "PNG", pnginfo=info)
     chunks = png_chunks(clean)
     idats = [(pos, length) for pos, kind, length in chunks if kind == b"IDAT"]
     assert len(idats) >= 2, "the tests need a PNG of several IDAT chunks"
@@ -252,7 +249,7 @@ def container_cases(fmt: str) -> list[Case]:
     """WebP (lossy and lossless), HEIC, AVIF: cut at several points, damaged inside, bytes appended."""
     options = {"WEBP": {"quality": 80}, "WEBP-lossless": {"lossless": True}, "HEIF": {"quality": 80}}
     name = fmt.lower()
-    clean = encode(photo(), fmt.split("-")[0], **options.get(fmt, {"quality": 80}))
+    clean = encode(sample_photo(), fmt.split("-")[0], **options.get(fmt, {"quality": 80}))
     middle = len(clean) // 2
     c = Case
     label = fmt.split("-")[0]

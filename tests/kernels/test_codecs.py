@@ -16,15 +16,15 @@ from graywave.kernels.codecs import (
     read_header,
     upright,
 )
-from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import png_header
+from graywave.service.samples import encode
+from tests.helpers import png_header, sample_photo
 
 MAX = 10_000_000
 
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    return synthetic_photo(320, 240, seed=7)
+    return sample_photo()
 
 
 def pillow_y_plane(data: bytes) -> np.ndarray:

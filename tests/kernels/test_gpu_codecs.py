@@ -16,7 +16,8 @@ from PIL import Image
 from graywave.kernels import Device
 from graywave.kernels.codecs import decode_luma, encode_luma_jpeg
 from graywave.kernels.gpu_codecs import NvImageCodecLuma
-from graywave.service.samples import encode, synthetic_photo
+from graywave.service.samples import encode
+from tests.helpers import sample_photo
 
 JPEGS = {
     "baseline 4:2:0": {"quality": 90},
@@ -33,7 +34,7 @@ def codec() -> NvImageCodecLuma:
 
 @pytest.fixture(scope="module")
 def photo() -> np.ndarray:
-    return synthetic_photo(1601, 1203, seed=11)  # odd sizes: partial MCUs at the right and bottom edges
+    return sample_photo(1601, 1203, seed=11)  # odd sizes: partial MCUs at the right and bottom edges
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

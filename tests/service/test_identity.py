@@ -22,20 +22,11 @@ from graywave.service.identity import (
     OidcVerifier,
 )
 from graywave.service.tokens import Principal
+from tests.helpers import Clock
 from tests.identity_provider import AUDIENCE, DISCOVERY, Provider, hs256_with, make_key, unsigned
 
 RSA, EC, ED = make_key("rsa-1", "RS256"), make_key("ec-1", "ES256"), make_key("ed-1", "EdDSA")
 ROTATED = make_key("rsa-2", "RS256")
-
-
-class Clock:
-    """``time.monotonic`` as the test says it is."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ that decode and follow the data."""
 from __future__ import annotations
 
 import io
-from datetime import date
 
 import numpy as np
 import polars as pl
@@ -13,8 +12,8 @@ from matplotlib.text import Text
 from PIL import Image
 
 from graywave.service.plots import bin_labels, median_figure, median_png, weekly_figure, weekly_png
+from tests.helpers import DAY
 
-DAY = date(2026, 11, 25)
 FLAT = [1 / 16] * 16
 DARK = [0.5, 0.3, 0.1, 0.1] + [0.0] * 12
 

@@ -18,11 +18,7 @@ from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, reprocess
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import Drain, Latency, drain_of, plan_wave, run_batches_in_threads, run_wave
-from tests.helpers import DAY, lake_of, put_uploads
-
-
-def photo(k: int) -> bytes:
-    return encode(synthetic_photo(64, 48, seed=k), "JPEG")
+from tests.helpers import DAY, Clock, lake_of, put_uploads, sample_jpeg
 
 
 def handled_keys(settings: Settings) -> list[str]:
@@ -42,7 +38,9 @@ class Producer(threading.Thread):
 
     def run(self) -> None:
         for k in range(self.count):
-            self.keys += put_uploads(self.settings.blob_url, self.day, {f"user{k % 3}/burst-{k:03}.jpg": photo(k)})
+            self.keys += put_uploads(
+                self.settings.blob_url, self.day, {f"user{k % 3}/burst-{k:03}.jpg": sample_jpeg(k)}
+            )
             time.sleep(self.every_s)
 
 
@@ -53,14 +51,14 @@ def quiet_logs() -> list[str]:
 
 
 def test_a_draining_wave_processes_what_arrives_while_it_runs_and_leaves_what_comes_after(settings, quiet_logs):
-    first = put_uploads(settings.blob_url, DAY, {"early/a.jpg": photo(100), "early/b.jpg": photo(101)})
+    first = put_uploads(settings.blob_url, DAY, {"early/a.jpg": sample_jpeg(100), "early/b.jpg": sample_jpeg(101)})
     producer = Producer(settings, count=12, every_s=0.25)
     producer.start()  # 3 s of uploads, against a 1.5 s settle window polled every 0.2 s
     summary = run_wave(
         settings, DAY, "morning", drain=Drain(settle_s=1.5, max_duration_s=60, poll_s=0.2), log=quiet_logs.append
     )
     producer.join()
-    late = put_uploads(settings.blob_url, DAY, {"late/c.jpg": photo(200)})
+    late = put_uploads(settings.blob_url, DAY, {"late/c.jpg": sample_jpeg(200)})
 
     inside = sorted(first + producer.keys)
     assert handled_keys(settings) == inside  # each once, the late one not at all
@@ -79,7 +77,7 @@ def test_a_draining_wave_processes_what_arrives_while_it_runs_and_leaves_what_co
 def test_a_second_wave_started_while_one_drains_runs_and_every_upload_is_recorded_once(settings, quiet_logs):
     """No lock: a manual wave during a draining one runs at once, and the insert-only MERGE keeps one
     row per upload, whichever of the two processed it (or both did)."""
-    put_uploads(settings.blob_url, DAY, {f"u/{k}.jpg": photo(k) for k in range(6)})
+    put_uploads(settings.blob_url, DAY, {f"u/{k}.jpg": sample_jpeg(k) for k in range(6)})
     draining = threading.Thread(
         target=run_wave,
         args=(settings, DAY, "morning"),
@@ -90,7 +88,7 @@ def test_a_second_wave_started_while_one_drains_runs_and_every_upload_is_recorde
     while not any(line.startswith("round 1:") for line in quiet_logs) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert any(line.startswith("round 1:") for line in quiet_logs), quiet_logs
-    put_uploads(settings.blob_url, DAY, {f"v/{k}.jpg": photo(10 + k) for k in range(4)})
+    put_uploads(settings.blob_url, DAY, {f"v/{k}.jpg": sample_jpeg(10 + k) for k in range(4)})
     manual = run_wave(settings, DAY, "manual", log=quiet_logs.append)
     draining.join(120)
     assert manual.processed >= 4
@@ -100,13 +98,13 @@ def test_a_second_wave_started_while_one_drains_runs_and_every_upload_is_recorde
 
 def test_a_wave_stops_collecting_at_its_maximum_duration_while_uploads_still_arrive(settings, quiet_logs):
     """A simulated clock: every listing finds something new, so only the maximum duration ends the wave."""
-    now = [0.0]
+    clock = Clock(0.0)
     uploaded = [0]
 
     def sleep(seconds: float) -> None:
-        now[0] += seconds
+        clock.now += seconds
         uploaded[0] += 1
-        put_uploads(settings.blob_url, DAY, {f"u/{uploaded[0]:03}.jpg": photo(uploaded[0])})
+        put_uploads(settings.blob_url, DAY, {f"u/{uploaded[0]:03}.jpg": sample_jpeg(uploaded[0])})
 
     summary = run_wave(
         settings,
@@ -114,25 +112,25 @@ def test_a_wave_stops_collecting_at_its_maximum_duration_while_uploads_still_arr
         "morning",
         drain=Drain(settle_s=30, max_duration_s=100, poll_s=10),
         log=quiet_logs.append,
-        clock=lambda: now[0],
+        clock=clock,
         sleep=sleep,
     )
     # Listings at 10, 20, ..., 100 s: each found the one upload of the sleep before it.
     assert [r.new for r in summary.rounds] == [0] + [1] * 10
     assert summary.processed == 10 == len(handled_keys(settings))
-    assert now[0] == 100
+    assert clock.now == 100
     assert "stopped collecting after 100 s" in "\n".join(quiet_logs)
 
 
 def test_the_settle_window_closes_a_settle_after_the_last_new_upload(settings, quiet_logs):
-    now = [0.0]
+    clock = Clock(0.0)
     listings: list[float] = []
 
     def sleep(seconds: float) -> None:
-        now[0] += seconds
-        listings.append(now[0])
-        if now[0] == 20:  # one upload, seen by the listing at 20 s
-            put_uploads(settings.blob_url, DAY, {"u/late.jpg": photo(7)})
+        clock.now += seconds
+        listings.append(clock.now)
+        if clock.now == 20:  # one upload, seen by the listing at 20 s
+            put_uploads(settings.blob_url, DAY, {"u/late.jpg": sample_jpeg(7)})
 
     summary = run_wave(
         settings,
@@ -140,7 +138,7 @@ def test_the_settle_window_closes_a_settle_after_the_last_new_upload(settings, q
         "morning",
         drain=Drain(settle_s=25, max_duration_s=1000, poll_s=10),
         log=quiet_logs.append,
-        clock=lambda: now[0],
+        clock=clock,
         sleep=sleep,
     )
     assert listings == [10, 20, 30, 40, 45]  # the last poll is shortened to end at 20 + 25 s
@@ -151,15 +149,15 @@ def test_a_trickle_is_listed_every_poll_and_recorded_in_a_few_commits(settings, 
     """One upload a second, and rounds of a second each (a Prefect round costs about that). Listing
     again as soon as a round ended found one new upload each time, and every round made a lake
     commit (and file) of its own: 20 commits for 20 uploads."""
-    now = [0.0]
+    clock = Clock(0.0)
     listings: list[float] = []
     uploads = 20
 
     def advance(seconds: float) -> None:  # the trickle: upload k at k s, for k < 20
-        for second in range(math.floor(now[0]) + 1, math.floor(now[0] + seconds) + 1):
+        for second in range(math.floor(clock.now) + 1, math.floor(clock.now + seconds) + 1):
             if second < uploads:
-                put_uploads(settings.blob_url, DAY, {f"u/{second:03}.jpg": photo(second)})
-        now[0] += seconds
+                put_uploads(settings.blob_url, DAY, {f"u/{second:03}.jpg": sample_jpeg(second)})
+        clock.now += seconds
 
     def rounds_of_a_second(batches, settings):
         results = list(run_batches_in_threads(batches, settings))
@@ -167,11 +165,11 @@ def test_a_trickle_is_listed_every_poll_and_recorded_in_a_few_commits(settings, 
         yield from results
 
     def listing(*args, **kwargs):
-        listings.append(now[0])
+        listings.append(clock.now)
         return plan_wave(*args, **kwargs)
 
     monkeypatch.setattr(wave, "plan_wave", listing)
-    put_uploads(settings.blob_url, DAY, {"u/000.jpg": photo(0)})
+    put_uploads(settings.blob_url, DAY, {"u/000.jpg": sample_jpeg(0)})
     summary = run_wave(
         settings,
         DAY,
@@ -179,7 +177,7 @@ def test_a_trickle_is_listed_every_poll_and_recorded_in_a_few_commits(settings, 
         drain=Drain(settle_s=30, max_duration_s=1000, poll_s=10),
         run_batches=rounds_of_a_second,
         log=quiet_logs.append,
-        clock=lambda: now[0],
+        clock=clock,
         sleep=advance,
     )
     assert summary.commits <= 3, f"{summary.commits} commits for {uploads} uploads"
@@ -191,7 +189,7 @@ def test_a_trickle_is_listed_every_poll_and_recorded_in_a_few_commits(settings, 
 
 
 def test_one_pass_without_a_drain_and_settings_give_the_scheduled_window(settings, monkeypatch, quiet_logs):
-    put_uploads(settings.blob_url, DAY, {"u/a.jpg": photo(1)})
+    put_uploads(settings.blob_url, DAY, {"u/a.jpg": sample_jpeg(1)})
 
     def no_sleep(seconds: float) -> None:
         raise AssertionError("a one-pass wave never waits")
@@ -223,14 +221,14 @@ def test_hostile_entries_in_the_upload_folder_each_become_one_reject_and_the_wav
     monkeypatch.setenv("GRAYWAVE_MAX_UPLOAD_BYTES", "200000")
     settings = Settings()
     user = tmp_path / "blobs" / "uploads" / DAY.isoformat() / "mallory"
-    put_uploads(settings.blob_url, DAY, {"mallory/good.jpg": photo(1)})
-    (tmp_path / "secret.jpg").write_bytes(photo(2))
+    put_uploads(settings.blob_url, DAY, {"mallory/good.jpg": sample_jpeg(1)})
+    (tmp_path / "secret.jpg").write_bytes(sample_jpeg(2))
     (user / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (user / "escape.jpg").symlink_to(tmp_path / "secret.jpg")
     (user / "zero.jpg").symlink_to("/dev/zero")
     os.mkfifo(user / "pipe.jpg")
     with open(os.fsencode(user) + b"/caf\xe9.jpg", "wb") as file:
-        file.write(photo(3))
+        file.write(sample_jpeg(3))
     (user / "huge.jpg").write_bytes(encode(synthetic_photo(1200, 900, seed=4, noise=40.0), "PNG"))
     assert (user / "huge.jpg").stat().st_size > 200_000
 
@@ -255,7 +253,7 @@ def test_rerunning_a_past_wave_after_a_reprocess_changes_nothing(settings, quiet
     """Reprocessed rows stay in the partition of the wave that handled them, where every wave that
     lists the upload looks (and whose day's analytics they count in)."""
     past = DAY - timedelta(days=3)
-    keys = put_uploads(settings.blob_url, past, {"alice/a.jpg": photo(1), "alice/b.jpg": b"not a photo"})
+    keys = put_uploads(settings.blob_url, past, {"alice/a.jpg": sample_jpeg(1), "alice/b.jpg": b"not a photo"})
     handled_on = past + timedelta(days=1)  # the next day's wave picks up the day before's uploads
     run_wave(settings, handled_on, "morning", log=quiet_logs.append)
     with Backends.open(settings) as backends:  # e.g. PUT /images/alice: both handled again, now
@@ -309,7 +307,7 @@ def test_a_signal_after_a_flush_was_written_records_nothing_twice(settings, monk
     monkeypatch.setenv("GRAYWAVE_WORKERS", "1")
     monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "1")
     settings = Settings()
-    put_uploads(settings.blob_url, DAY, {f"u/{k}.jpg": photo(k) for k in range(3)})
+    put_uploads(settings.blob_url, DAY, {f"u/{k}.jpg": sample_jpeg(k) for k in range(3)})
     real_record = RealBackends.record
     calls: list[int] = []
 

@@ -21,23 +21,15 @@ from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import TABLES, CommitInfo, Lake, table_schema
 from graywave.storage.s3 import S3BlobStore
-from tests.records import append_images, append_rejects, image_record, reject_record
+from tests.helpers import append_images, append_rejects, image_record, reject_record
 
 D25, D26, D27 = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)
 
 
-def image_row(key: str, user: str = "u1") -> ImageRecord:
-    return image_record(key, user)
-
-
-def reject_row(key: str) -> RejectRecord:
-    return reject_record(key)
-
-
 def filled(lake: Lake) -> Lake:
-    append_images(lake, D25, "morning", [image_row("k1"), image_row("k2", "u2")])
-    append_images(lake, D26, "evening", [image_row("k3")])
-    append_rejects(lake, D25, "morning", [reject_row("k4")])
+    append_images(lake, D25, "morning", [image_record("k1", "u1"), image_record("k2", "u2")])
+    append_images(lake, D26, "evening", [image_record("k3", "u1")])
+    append_rejects(lake, D25, "morning", [reject_record("k4")])
     return lake
 
 
@@ -63,7 +55,7 @@ def test_rows_round_trip_with_their_day_and_wave(lake):
     assert by_key["k1"]["histogram"] == [8] + [0] * 15
     assert lake.read("images", [D25]).num_rows == 2
     assert lake.read("rejects", [date(2026, 1, 1)]).num_rows == 0
-    assert ImageRecord.from_arrow(lake.read("images", [D26])) == [image_row("k3")]
+    assert ImageRecord.from_arrow(lake.read("images", [D26])) == [image_record("k3", "u1")]
 
 
 def test_source_keys_by_day(lake):
@@ -82,14 +74,14 @@ def test_the_tables_are_delta_tables_partitioned_by_date(local_lake, tmp_path):
 
 
 def test_recording_is_idempotent_an_insert_only_merge_keyed_on_the_source(lake):
-    assert append_images(lake, D25, "rerun", [image_row("k1"), image_row("k5")]) == 1
-    assert append_images(lake, D25, "rerun", [image_row("k1"), image_row("k5")]) == 0
+    assert append_images(lake, D25, "rerun", [image_record("k1", "u1"), image_record("k5", "u1")]) == 1
+    assert append_images(lake, D25, "rerun", [image_record("k1", "u1"), image_record("k5", "u1")]) == 0
     keys = lake.read("images").column("source_key").to_pylist()
     assert sorted(keys) == ["k1", "k2", "k3", "k5"]
     # A row of another partition among those named counts as recorded too (an upload of day X is
     # handled by a wave of X or X + 1): the next day's wave does not record it again.
     info = CommitInfo("record", D26, "morning")
-    rows = ImageRecord.to_arrow([image_row("k1")])
+    rows = ImageRecord.to_arrow([image_record("k1", "u1")])
     assert lake.record("images", rows, day=D26, wave="morning", among=[D25, D26], info=info) == 0
     assert lake.record("images", rows, day=D27, wave="morning", among=[D27], info=info) == 1
 
@@ -142,7 +134,9 @@ def test_a_stray_or_copied_parquet_file_is_never_read(local_lake, tmp_path):
 def test_every_commit_changes_the_version_and_records_who_wrote_it(lake):
     before = lake.version("images")
     info = CommitInfo("record", D27, "morning", flow_run="1c0ffee0-0000-4000-8000-000000000000")
-    lake.record("images", ImageRecord.to_arrow([image_row("k5")]), day=D27, wave="morning", among=[D27], info=info)
+    lake.record(
+        "images", ImageRecord.to_arrow([image_record("k5", "u1")]), day=D27, wave="morning", among=[D27], info=info
+    )
     assert lake.version("images") == before + 1
     latest = lake.history("images", 1)[0]
     assert latest.version == before + 1 and latest.operation == "MERGE"
@@ -181,11 +175,11 @@ def test_lookups_follow_every_commit(lake):
     assert sorted(first.column("source_key").to_pylist()) == ["k1", "k3"]
     lake.delete("images", {"source_key": ["k1"]}, info=CommitInfo("delete"))
     assert lake.lookup("images", "user_id", "u1", columns=["source_key"]).column("source_key").to_pylist() == ["k3"]
-    append_images(lake, D27, "morning", [image_row("k6"), image_row("k7", "u2")])
+    append_images(lake, D27, "morning", [image_record("k6", "u1"), image_record("k7", "u2")])
     keys = lake.lookup("images", "user_id", "u2", columns=["source_key"]).column("source_key").to_pylist()
     assert sorted(keys) == ["k2", "k7"]
     one = lake.lookup("images", "user_id", "u2", filter=pl.col("image_id") == image_record("k7").image_id)
-    assert ImageRecord.from_arrow(one) == [image_row("k7", "u2")]
+    assert ImageRecord.from_arrow(one) == [image_record("k7", "u2")]
 
 
 def test_strings_read_back_as_string_after_merge_and_delete(lake):
@@ -214,7 +208,7 @@ def test_reading_a_table_as_of_a_version_or_a_time(local_lake):
 
 def test_maintenance_compacts_z_orders_checkpoints_and_vacuums(local_lake, tmp_path):
     for k in range(6):
-        append_images(local_lake, D25, f"w{k}", [image_row(f"m{k}", f"user{k}")])
+        append_images(local_lake, D25, f"w{k}", [image_record(f"m{k}", f"user{k}")])
     files_before = len(local_lake.files("images"))
     local_lake.delete("images", {"source_key": ["m0"]}, info=CommitInfo("delete"))
     done = {m.table: m for m in local_lake.maintain(days=None, retention_hours=0, info=CommitInfo("maintenance"))}
@@ -244,10 +238,13 @@ def test_a_hive_parquet_lake_of_the_old_layout_is_converted_in_place(tmp_path):
     """What graywave wrote before Delta Lake: <table>/date=D/wave=W/part-*.parquet (the partition
     columns in the path only), a generation token and a writer lock."""
     root = tmp_path / "lake"
-    for day, wave, records in ((D25, "morning", [image_row("k1"), image_row("k2", "u2")]), (D26, "evening", [])):
+    for day, wave, records in (
+        (D25, "morning", [image_record("k1", "u1"), image_record("k2", "u2")]),
+        (D26, "evening", []),
+    ):
         folder = root / "images" / f"date={day}" / f"wave={wave}"
         folder.mkdir(parents=True)
-        pq.write_table(ImageRecord.to_arrow(records or [image_row("k3")]), folder / "part-0.parquet")
+        pq.write_table(ImageRecord.to_arrow(records or [image_record("k3", "u1")]), folder / "part-0.parquet")
     folder = root / "daily_median" / f"date={D25}"
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"users": [2], "histogram": [[0.5, 0.5]]}), folder / "data.parquet")
@@ -258,7 +255,9 @@ def test_a_hive_parquet_lake_of_the_old_layout_is_converted_in_place(tmp_path):
     images = lake.read("images")
     assert sorted(images.column("source_key").to_pylist()) == ["k1", "k2", "k3"]
     assert {(r["source_key"], r["date"], r["wave"]) for r in images.to_pylist()} >= {("k3", D26, "evening")}
-    assert append_images(lake, D26, "evening", [image_row("k3"), image_row("k9")]) == 1  # it takes new commits
+    assert (
+        append_images(lake, D26, "evening", [image_record("k3", "u1"), image_record("k9", "u1")]) == 1
+    )  # it takes new commits
     assert lake.read("daily_median").to_pylist() == [{"users": 2, "histogram": [0.5, 0.5], "date": D25}]
     assert lake.migrate() == []  # converted already
 
@@ -351,7 +350,7 @@ def test_opening_a_table_reads_a_checkpoint_not_every_commit(tmp_path):
     reader replays at most the commits after it."""
     lake = Lake(LocalBlobStore(tmp_path / "lake"))
     for k in range(101):
-        append_images(lake, D25, "api", [image_row(f"c{k}", f"user{k % 3}")])
+        append_images(lake, D25, "api", [image_record(f"c{k}", f"user{k % 3}")])
     log = tmp_path / "lake" / "images" / "_delta_log"
     checkpoint = json.loads((log / "_last_checkpoint").read_text())["version"]
     assert checkpoint == 99 and (log / f"{checkpoint:020d}.checkpoint.parquet").exists()  # the 100th version
@@ -384,11 +383,15 @@ def row_groups_of_4(monkeypatch):
 def many(lake: Lake) -> Lake:
     """Three days of images in row groups of 4: ``u1`` has 9 more images in one flush's file of 25
     (so in at least 3 of its row groups), none more on D26, one on D27; ``u3`` only on D26."""
-    first = [image_row(f"u1-{k}", "u1") for k in range(9)]
-    first += [image_row(f"u0-{k}", "u0") for k in range(8)] + [image_row(f"u2-{k}", "u2") for k in range(8)]
+    first = [image_record(f"u1-{k}", "u1") for k in range(9)]
+    first += [image_record(f"u0-{k}", "u0") for k in range(8)] + [image_record(f"u2-{k}", "u2") for k in range(8)]
     append_images(lake, D25, "morning", first)
-    append_images(lake, D26, "morning", [image_row(f"u3-{k}", "u3") for k in range(6)] + [image_row("u2-x", "u2")])
-    append_images(lake, D27, "evening", [image_row("u1-late", "u1"), *(image_row(f"u4-{k}", "u4") for k in range(7))])
+    append_images(
+        lake, D26, "morning", [image_record(f"u3-{k}", "u3") for k in range(6)] + [image_record("u2-x", "u2")]
+    )
+    append_images(
+        lake, D27, "evening", [image_record("u1-late", "u1"), *(image_record(f"u4-{k}", "u4") for k in range(7))]
+    )
     append_rejects(lake, D26, "morning", [reject_record(f"r{k}", f"u{k % 3}") for k in range(9)])
     return lake
 
@@ -441,7 +444,7 @@ def test_lookups_after_deletes_and_upserts_read_the_rewritten_files(lake, row_gr
     many(lake)
     assert lake.lookup("images", "user_id", "u1").num_rows == 12
     lake.delete("images", {"source_key": ["u1-3", "u1-late", "u2-x"]}, info=CommitInfo("delete"))
-    rewritten = replace_image(image_row("u2-0", "u2"), width=7)
+    rewritten = replace_image(image_record("u2-0", "u2"), width=7)
     lake.upsert("images", rewritten, wave="api", days=[D25], info=CommitInfo("reprocess"))
     for user in ("u1", "u2", "u3"):
         assert by_key(lake.lookup("images", "user_id", user)) == reference(lake, "images", user), user
@@ -518,7 +521,7 @@ def test_footers_are_read_once_per_file_and_kept(local_lake, row_groups_of_4, mo
     assert fresh.lookup("images", "user_id", "u2").num_rows == 10  # another user: not the results cache
     assert fresh.lookup("images", "user_id", "u1", filter=pl.col("image_id") == image_record("u1-2").image_id)
     assert len(opened) == len(fresh.files("images"))  # no footer read again
-    append_images(fresh, D27, "evening", [image_row("u1-new", "u1")])  # a new file: its footer only
+    append_images(fresh, D27, "evening", [image_record("u1-new", "u1")])  # a new file: its footer only
     assert fresh.lookup("images", "user_id", "u1").num_rows == 13
     assert len(opened) == len(fresh.files("images"))
 

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import date
 
 import pytest
 
@@ -21,19 +20,16 @@ from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
 from graywave.storage.s3 import S3BlobStore
 
-DAY = date(2026, 11, 25)
-
 RECORDER = """
 import sys
-from datetime import date
 from graywave.records import ImageRecord
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.lake import CommitInfo, Lake
-from tests.records import image_record
+from tests.helpers import DAY, image_record
 
 url, endpoint, wave, first, last, step = sys.argv[1:7]
 lake = Lake(open_blob_store(url, endpoint or None))
-day = date(2026, 11, 25)
+day = DAY
 for start in range(int(first), int(last), int(step)):
     keys = range(start, start + 2 * int(step))
     rows = [image_record(f"uploads/2026-11-25/u{k % 7}/{k}.jpg", f"u{k % 7}") for k in keys]

@@ -9,7 +9,7 @@ import pytest
 
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.lake import Lake
-from tests.records import DAY, append_images, image_record
+from tests.helpers import DAY, append_images, image_record
 
 RETRY_S = 40.0
 OUTAGE_S = 15.0

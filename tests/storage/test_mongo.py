@@ -8,15 +8,11 @@ import pymongo
 import pytest
 
 from graywave.errors import BackendUnavailable
-from graywave.records import ImageRecord, RejectRecord, record_from_document
+from graywave.records import RejectRecord, record_from_document
 from graywave.storage.mongo import MongoCatalog
-from tests.records import image_record
+from tests.helpers import image_record
 
 NOW = datetime(2026, 11, 25, 9, 58, 3, tzinfo=UTC)
-
-
-def image_row(key: str, user: str = "alice") -> ImageRecord:
-    return image_record(key, user, uploaded_at=NOW)
 
 
 @pytest.fixture
@@ -32,7 +28,10 @@ def url_for(key: str) -> str:
 
 
 def test_documents_follow_the_design_schema_and_upserts_never_duplicate(catalog):
-    rows = [image_row("uploads/2026-11-25/alice/a.jpg"), image_row("uploads/2026-11-25/bob/b.jpg", "bob")]
+    rows = [
+        image_record("uploads/2026-11-25/alice/a.jpg", uploaded_at=NOW),
+        image_record("uploads/2026-11-25/bob/b.jpg", "bob", uploaded_at=NOW),
+    ]
     reject = RejectRecord(
         source_key="uploads/2026-11-25/bob/x.jpg",
         user_id="bob",
@@ -77,7 +76,13 @@ def test_transient_write_errors_are_retried(catalog, mongodb_uri):
         }
     )
     try:
-        catalog.upsert([image_row("uploads/2026-11-25/alice/a.jpg").to_document(date(2026, 11, 25), "m", url_for)])
+        catalog.upsert(
+            [
+                image_record("uploads/2026-11-25/alice/a.jpg", uploaded_at=NOW).to_document(
+                    date(2026, 11, 25), "m", url_for
+                )
+            ]
+        )
     finally:
         admin.command({"configureFailPoint": "failCommand", "mode": "off"})
     assert catalog.images.count_documents({}) == 1

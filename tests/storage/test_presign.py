@@ -8,7 +8,7 @@ a policy edited after it was signed. moto, which these tests used before, enforc
 
 import base64
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -19,8 +19,8 @@ from graywave.service.backends import Backends
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import DEFAULT_REGION, S3BlobStore
 from graywave.storage.uploads import presign_upload
+from tests.helpers import DAY
 
-DAY = date(2026, 11, 25)
 PHOTO = b"\xff\xd8\xff\xe0 a photo"
 
 

@@ -15,7 +15,7 @@ import pytest
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
 from graywave.storage.s3 import S3BlobStore
-from tests.records import append_images, append_rejects, image_record, reject_record
+from tests.helpers import append_images, append_rejects, image_record, reject_record
 
 README = Path(__file__).parents[2] / "docs" / "data.md"
 
