@@ -60,7 +60,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         if (ROOT / name).is_file():  # a file deleted in the working tree is still listed
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, source / name)
-    run([UV, "build", "--wheel", "--out-dir", dist], cwd=source)
+    build = [UV, "build", "--wheel", "--out-dir", dist]
+    if subprocess.run([*build, "--offline"], cwd=source, capture_output=True, timeout=BUILD_TIMEOUT_S).returncode:
+        run(build, cwd=source)  # setuptools is not in uv's cache yet: from the index
     (wheel,) = dist.glob("graywave-*.whl")
     venv.create(env, with_pip=False)
     python = env / "bin" / "python"
