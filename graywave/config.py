@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     upload_url_expiry_s: int = Field(300, gt=0, le=3600, description="Lifetime of a presigned upload.")
     api_tokens_file: Path = Field(
         Path("./data/api-tokens.json"),
-        description="A JSON token file of earlier versions: migrated into the token store once, then renamed aside.",
+        description="A JSON token file of earlier versions: migrated into the token store once, then renamed"
+        " FILE.migrated.",
     )
     api_tokens_db: Path | None = Field(
         None,
