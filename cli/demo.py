@@ -128,7 +128,7 @@ def demo_report(settings: Settings) -> str:
         "",
         f"Processed grayscale images: {blobs.url}/processed/<date>/<user>/<image_id>.jpg",
         f"Delta lake:                 {lake.url}/ ({', '.join(SCHEMAS)})",
-        "Read it with Polars (DuckDB, pyarrow: the README's 'Reading the lake', offline, locally and on S3):",
+        "Read it with Polars (DuckDB, pyarrow: 'Reading the lake' in docs/data.md, offline, locally and on S3):",
         f"  {polars_hint(settings, lake)}",
         f"What each wave wrote: graywave lake history images ({lake.version('images') + 1} versions)",
     ]
