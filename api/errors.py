@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from deltalake.exceptions import DeltaError
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from graywave.api.models import Error
 from graywave.errors import (
@@ -69,32 +71,48 @@ TOKEN_STORE_UNAVAILABLE = "the API's token store is unavailable; try again later
 """What a client is told of a token file that cannot be read (the log has its path and why)."""
 
 
-def _rejected(error: Rejected) -> tuple[int, str, str]:
+UNEXPECTED = "an unexpected error; it is logged on the server"
+"""What a client is told of a bug (a 500); the log has the traceback."""
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _answer(status_code: int, message: str | None = None) -> Handler:
+    """The handler that answers an error with ``status_code`` and the error's own message, or with
+    ``message`` where the error's words are for the log only. A 5xx is logged with its traceback."""
+
+    async def handler(request: Request, error: Exception) -> Response:
+        if status_code >= 500:
+            logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
+        return error_response(status_code, CODES.get(status_code, "error"), message or str(error))
+
+    return handler
+
+
+async def _rejected(_: Request, error: Exception) -> Response:
     """An upload refused at the door: too big (413), empty (400), or not an accepted image (415)."""
+    error = cast(Rejected, error)  # registered for Rejected (and its subclasses) only
     if error.reason in (RejectReason.TOO_MANY_PIXELS, RejectReason.OVER_DECODE_BUDGET):
-        return 413, CODES[413], error.detail
+        return error_response(413, CODES[413], error.detail)
     if error.reason == RejectReason.EMPTY:
-        return 400, "empty", "the uploaded file is empty"
+        return error_response(400, "empty", "the uploaded file is empty")
     logger.info("upload refused (%s): %s", error.reason, error.detail)
     message = REJECTED_MESSAGES.get(error.reason, "the file cannot be processed")
-    return 415, CODES[415], f"not an accepted image ({error.reason}): {message}"
+    return error_response(415, CODES[415], f"not an accepted image ({error.reason}): {message}")
 
 
-def status_of(error: GraywaveError) -> tuple[int, str, str]:
-    """(status, code, message) of one of graywave's errors."""
-    if isinstance(error, Rejected):
-        return _rejected(error)
-    if isinstance(error, UnsupportedMediaType):
-        return 415, CODES[415], str(error)
-    if isinstance(error, InvalidInput):
-        return 400, CODES[400], str(error)
-    if isinstance(error, NotFound):
-        return 404, CODES[404], str(error)
-    if isinstance(error, TokenStoreUnavailable):  # its message names the file's path: logged only
-        return 503, CODES[503], TOKEN_STORE_UNAVAILABLE
-    if isinstance(error, BackendUnavailable):  # its message names buckets, paths, URLs: logged only
-        return 503, CODES[503], STORAGE_UNAVAILABLE
-    return 500, "error", "an unexpected error; it is logged on the server"
+HANDLERS: dict[type[GraywaveError], Handler] = {
+    Rejected: _rejected,
+    UnsupportedMediaType: _answer(415),
+    InvalidInput: _answer(400),
+    NotFound: _answer(404),
+    TokenStoreUnavailable: _answer(503, TOKEN_STORE_UNAVAILABLE),  # its message names the file's path
+    BackendUnavailable: _answer(503, STORAGE_UNAVAILABLE),  # its message names buckets, paths, URLs
+    GraywaveError: _answer(500, UNEXPECTED),  # any other kind reaching a route is a bug
+}
+"""One handler per kind of graywave's errors. Starlette answers an error with the handler of the
+nearest class in its MRO, so a subclass (``TokenStoreUnavailable`` of ``BackendUnavailable``) gets
+its own and any kind without one gets its base's: the order of this table does not matter."""
 
 
 def _route_path(request: Request) -> str:
@@ -125,12 +143,8 @@ def _allowed_methods(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     """Register the handlers that give every error the JSON shape."""
 
-    @app.exception_handler(GraywaveError)
-    async def graywave_error(request: Request, error: GraywaveError) -> JSONResponse:
-        status_code, code, message = status_of(error)
-        if status_code >= 500:
-            logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return error_response(status_code, code, message)
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -159,7 +173,7 @@ def install(app: FastAPI) -> None:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
         if refusal(error) is not None:  # one raised outside the routes (a middleware)
             return error_response(503, CODES[503], STORAGE_UNAVAILABLE)
-        return error_response(500, "error", "an unexpected error; it is logged on the server")
+        return error_response(500, "error", UNEXPECTED)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
