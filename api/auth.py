@@ -8,6 +8,23 @@ middleware (``api.limits``) calls it before a body is read, and the routes' ``ca
 (``api.deps``) gets the same outcome without asking again; a request without a body is
 authenticated by ``caller`` alone, so the routes that need no token (the probes, the docs) never
 authenticate.
+
+Why not Starlette's ``AuthenticationMiddleware`` (a backend, ``on_error``, routes reading
+``request.user``), weighed for issue 23: it authenticates every request before routing, so
+
+- a probe, a docs page or an unknown path sent with a token would be authenticated too, and a bad
+  token there (or the identity provider down) would turn a 200 or a 404 into a 401 or a 503; a load
+  balancer's probe must not depend on the identity provider (``tests/api/test_api.py``,
+  ``tests/api/test_oidc.py``: no authentication for the probes);
+- a GET would be authenticated on every request whether its route needs it or not;
+- its ``on_error`` gets only ``AuthenticationError``: the 503s (the token store, the provider's keys,
+  with ``Retry-After``) would travel inside it, or the backend would answer ``None`` and keep the
+  refusal in the scope, which is what this module does.
+
+Its backend could authenticate only requests with a body (the early refusal) and leave the rest
+to the routes, but then a route would read ``request.user`` or ask again: two places. So the token
+is read here only: ``bearer_token`` is the one parser, ``principal_of`` the one entry point, and
+the dependency in ``api.deps`` that shows the bearer scheme in the OpenAPI document reads nothing.
 """
 
 from __future__ import annotations

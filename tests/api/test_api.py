@@ -53,6 +53,17 @@ def test_tokens_are_required_and_checked(api):
         assert response.headers["www-authenticate"] == "Bearer"
 
 
+def test_routes_that_need_no_token_ignore_a_bad_one(api):
+    """The probes and an unknown path authenticate nothing (``api.auth``): a bad token sent to them
+    changes nothing, where a middleware that authenticates every request (Starlette's
+    ``AuthenticationMiddleware``) would answer 401."""
+    forged = api.client(None)
+    forged.headers["Authorization"] = "Bearer gw_not-a-real-token"
+    assert forged.get("/healthz").json() == {"status": "ok"}
+    assert forged.get("/readyz").status_code == 200
+    assert error_of(forged.get("/no-such-resource")) == (404, "not_found")
+
+
 def test_a_user_reaches_only_their_own_images(api):
     alice, bob, admin = api.client("alice"), api.client("bob"), api.client("admin")
     created = upload(alice, "alice").json()
