@@ -198,7 +198,7 @@ def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in
     assert exited_s < 30, output[-3000:]
     assert process.returncode != 0  # it stopped; it did not finish
     assert servers, "the wave's temporary Prefect server"
-    stopping = time.monotonic() + 30
+    stopping = time.monotonic() + 120  # the wave exits within 30 s; its server may take longer beside a CPU hog
     while any(alive(pid) for pid in servers):  # it stops with the wave, though the signal missed it
         assert time.monotonic() < stopping, "the temporary server outlived the wave"
         time.sleep(0.2)
