@@ -220,12 +220,13 @@ class Api:
 
 
 @contextmanager
-def serving(app: FastAPI, root_path: str = "") -> Iterator[str]:
-    """``app`` under a real uvicorn server on 127.0.0.1 (``root_path``: uvicorn's ``--root-path``); its URL."""
+def serving(app: FastAPI, root_path: str = "", http: str = "auto") -> Iterator[str]:
+    """``app`` under a real uvicorn server on 127.0.0.1 (``root_path``: uvicorn's ``--root-path``,
+    ``http``: its protocol class); its URL."""
     import uvicorn
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", root_path=root_path, http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

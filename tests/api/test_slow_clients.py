@@ -6,7 +6,6 @@ protocol with a header deadline: ``api.timeouts.SlowClientCutoff``)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from graywave.api.app import create_app
 from graywave.cli.main import API_HTTP_PROTOCOL
 from tests.api.test_api import PHOTO, upload
-from tests.helpers import free_port
+from tests.helpers import serving
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
 HEADER_TIMEOUT_S = 2.0
@@ -49,21 +47,8 @@ class Served:
 
 @contextmanager
 def serving_as_the_cli_does(settings) -> Iterator[Served]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", http=API_HTTP_PROTOCOL)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield Served("127.0.0.1", port)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(create_app(settings), http=API_HTTP_PROTOCOL) as url:
+        yield Served("127.0.0.1", int(url.rsplit(":", 1)[1]))
 
 
 @pytest.fixture
