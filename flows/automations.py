@@ -106,8 +106,9 @@ def install_zombie_detection(client: SyncPrefectClient, heartbeat_s: int) -> str
     first, *extra = found
     for duplicate in extra:
         client.delete_automation(duplicate.id)
-    fields = set(type(wanted).model_fields)
-    if first.model_dump(mode="json", include=fields) == wanted.model_dump(mode="json") and not extra:
+    # Compared as models, not as JSON: the trigger's event names are sets, whose JSON order depends
+    # on the order the server listed them in and on the process's string hashing.
+    if type(wanted).model_validate(first.model_dump(include=set(type(wanted).model_fields))) == wanted and not extra:
         return "unchanged"
     client.update_automation(first.id, wanted)
     return "updated"
