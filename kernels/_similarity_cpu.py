@@ -1,6 +1,12 @@
-"""All-pairs top-n on the CPU: a tiled Numba kernel, parallel over row blocks, memory bounded.
+"""All-pairs top-n on the CPU, memory bounded: O(N * n) for the results plus a tile per thread,
+never N x N. Two searches:
 
-Memory is O(N * n) for the results plus a tile per thread, never N x N.
+- ``top_n_by_inner_product`` (the metrics that are an inner product after a per-row transform:
+  Hellinger, correlation): tiles of a matrix multiply (NumPy's BLAS sgemm), each tile streamed
+  through a top-n selection. The similarity is symmetric, so only the tiles on and above the
+  diagonal are multiplied, and each feeds both its rows' and its columns' tables.
+- ``top_n_all_pairs`` (every metric): a tiled Numba kernel that computes each pair element by
+  element, parallel over row blocks.
 
 Metric codes (the public metric names map onto them in ``similarity.py``):
     DESIGN  sum |a - b| / max(a, b), 0/0 = 0
@@ -13,11 +19,13 @@ max(denominator, tiny) gives 0 there and the exact quotient everywhere else.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba import prange
+from threadpoolctl import threadpool_limits
 
 from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
 
@@ -161,4 +169,150 @@ def top_n_all_pairs(xt: np.ndarray, n: int, metric: int, tiny: float) -> tuple[n
                 if j < total:
                     indices[i0 + r, rank] = j
                     distances[i0 + r, rank] = best_d[r, order[rank]]
+    return indices, distances
+
+
+TILE_ROWS = 512
+"""Rows on each side of an inner-product tile: a 512 x 512 float32 tile (1 MiB) stays in a core's L2."""
+
+
+def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every row i of ``features`` (N x bins), the ``n`` other rows j nearest by the distance
+    ``offsets[i] + offsets[j] - features[i] . features[j]``: (indices, distances), each N x n,
+    sorted by (distance, index); -1 / inf pad rows that have fewer than n others. (Hellinger's
+    squared distance is this on square roots, with offsets half the rows' sums; 1 - Pearson's r on
+    standardised rows, with offsets of one half.)
+
+    The rows go in blocks of ``TILE_ROWS``. A tile is the float32 product of two blocks (one BLAS
+    sgemm); ``_take_tile`` streams it through the rows' tables (the n best so far) and, off the
+    diagonal, through the columns' tables too, since the product is symmetric: N^2 / 2 products in
+    all. The tiles go in rounds (``tile_rounds``) in which no two share a block, so the threads that
+    run a round's tiles never touch the same table: no lock, and the result does not depend on
+    which thread ran what. BLAS runs one thread per tile; the tiles of a round run in parallel.
+    """
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    half = np.ascontiguousarray(offsets, dtype=np.float32)
+    total = len(x)
+    # Row i's table holds its n best scores ``product - offsets[j]`` (its own offset, the same for
+    # all its candidates, left out), so larger is nearer.
+    best_s = np.full((total, n), -np.inf, dtype=np.float32)
+    best_j = np.full((total, n), total, dtype=np.int64)
+    floor = np.full(total, -np.inf, dtype=np.float32)  # per row: the table's least score
+
+    def run(tiles: list[tuple[int, int]]) -> None:
+        for a, b in tiles:
+            a0, b0 = a * TILE_ROWS, b * TILE_ROWS
+            rows, columns = x[a0 : a0 + TILE_ROWS], x[b0 : b0 + TILE_ROWS]
+            _take_tile(rows @ columns.T, a0, b0, half, best_s, best_j, floor, a == b)
+
+    threads = numba.get_num_threads()
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+        for tiles in tile_rounds(-(-total // TILE_ROWS)):
+            # A round's tiles in one task per thread; the round ends before the next one starts.
+            list(pool.map(run, [tiles[t::threads] for t in range(threads)]))
+    return _sorted_tables(best_s, best_j, half)
+
+
+def tile_rounds(blocks: int) -> Iterator[list[tuple[int, int]]]:
+    """The tiles (a, b), a <= b, of ``blocks`` blocks in rounds where no two tiles share a block:
+    the diagonal first, then the circle method's round-robin over the pairs (each once)."""
+    yield [(b, b) for b in range(blocks)]
+    seats = blocks + blocks % 2  # an odd count gets a bye: pairs with the extra seat are skipped
+    for turn in range(seats - 1):
+        ring = seats - 1  # every seat but the last turns; the last stays and meets seat ``turn``
+        pairs = [(ring, turn)] + [((turn + k) % ring, (turn - k) % ring) for k in range(1, seats // 2)]
+        tiles = [(min(a, b), max(a, b)) for a, b in pairs if a < blocks and b < blocks]
+        if tiles:
+            yield tiles
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _offer_product(best_s: np.ndarray, best_j: np.ndarray, i: int, s: float, j: int) -> float:
+    """Put (s, j) in row i's table if it ranks before the table's worst (a smaller product, or the
+    same product and a larger index); return the table's new least product."""
+    w = 0
+    for t in range(1, best_s.shape[1]):
+        if best_s[i, t] < best_s[i, w] or (best_s[i, t] == best_s[i, w] and best_j[i, t] > best_j[i, w]):
+            w = t
+    if s < best_s[i, w] or (s == best_s[i, w] and j > best_j[i, w]):
+        return best_s[i, w]
+    best_s[i, w] = s
+    best_j[i, w] = j
+    least = best_s[i, 0]
+    for t in range(1, best_s.shape[1]):
+        least = min(least, best_s[i, t])
+    return least
+
+
+@numba.njit(nogil=True, cache=True)
+def _take_tile(
+    tile: np.ndarray,
+    i0: int,
+    j0: int,
+    offsets: np.ndarray,
+    best_s: np.ndarray,
+    best_j: np.ndarray,
+    floor: np.ndarray,
+    diagonal: bool,
+) -> None:
+    """Offer the products ``tile[r, c]`` of rows ``i0 + r`` and ``j0 + c`` to row ``i0 + r``'s table
+    (as ``tile[r, c] - offsets[j0 + c]``) and, off the diagonal, to row ``j0 + c``'s (as
+    ``tile[r, c] - offsets[i0 + r]``).
+
+    Each tile row is compared with the floors in vectorised passes: one that only says whether any
+    product reaches a floor (most rows, once the tables have filled, have none), then, where one
+    does, one that marks them in a byte mask, read eight bytes at a time; only the marked products
+    reach the scalar ``_offer_product``."""
+    rows, columns = tile.shape
+    mask = np.zeros(-(-columns // 8) * 8, dtype=np.uint8)
+    words = mask.view(np.uint64)
+    for r in range(rows):
+        i = i0 + r
+        products = tile[r]
+        others = offsets[j0 : j0 + columns]
+        w = floor[i]
+        hit = False
+        for c in range(columns):
+            hit |= products[c] - others[c] >= w
+        if hit:
+            for c in range(columns):
+                mask[c] = products[c] - others[c] >= w
+            for q in range(words.size):
+                if words[q]:
+                    for c in range(8 * q, min(columns, 8 * q + 8)):
+                        if products[c] - others[c] >= w and j0 + c != i:
+                            w = _offer_product(best_s, best_j, i, products[c] - others[c], j0 + c)
+            floor[i] = w
+        if diagonal:
+            continue
+        own = offsets[i]
+        floors = floor[j0 : j0 + columns]
+        hit = False
+        for c in range(columns):
+            hit |= products[c] - own >= floors[c]
+        if hit:
+            for c in range(columns):
+                mask[c] = products[c] - own >= floors[c]
+            for q in range(words.size):
+                if words[q]:
+                    for c in range(8 * q, min(columns, 8 * q + 8)):
+                        if products[c] - own >= floors[c]:
+                            floors[c] = _offer_product(best_s, best_j, j0 + c, products[c] - own, i)
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _sorted_tables(best_s: np.ndarray, best_j: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tables as (indices, distances ``offsets[i] - score``), each row sorted by (distance,
+    index); -1 / inf where a table has no candidate."""
+    total, n = best_s.shape
+    indices = np.full((total, n), -1, dtype=np.int64)
+    distances = np.full((total, n), np.inf, dtype=np.float64)
+    for i in prange(total):
+        order = np.argsort(best_j[i], kind="mergesort")
+        order = order[np.argsort(-best_s[i][order], kind="mergesort")]
+        for rank in range(n):
+            j = best_j[i, order[rank]]
+            if j < total:
+                indices[i, rank] = j
+                distances[i, rank] = np.float64(offsets[i]) - np.float64(best_s[i, order[rank]])
     return indices, distances

@@ -1,5 +1,10 @@
-"""All-pairs top-n on the GPU: one fused numba-cuda kernel (distances and each row's n best in one
-pass), the GPU twin of ``_similarity_cpu.top_n_all_pairs`` (same name, signature and results).
+"""All-pairs top-n on the GPU, the twins of ``_similarity_cpu``'s two searches (same names,
+signatures and results):
+
+- ``top_n_by_inner_product``: tiles of a matrix multiply (CuPy's matmul, cuBLAS sgemm), each tile
+  streamed through every row's table by one numba-cuda kernel (``graywave_top_k_of_products``).
+- ``top_n_all_pairs``: one fused numba-cuda kernel, distances and each row's n best in one pass,
+  described below.
 
 One thread per row; a block stages tiles of other rows in shared memory; each thread keeps its
 row's n best (distance, index) pairs in a table of its own. No N x N matrix exists. Same metric
@@ -155,3 +160,95 @@ def top_n_all_pairs(xt: Any, n: int, metric: int, tiny: float) -> tuple[np.ndarr
     if not SIMULATED:
         index, distance = index.get(), distance.get()
     return _ranked(index, distance.astype(np.float64), n)
+
+
+PRODUCT_TILE_BYTES = 1 << 28
+"""The most device memory a tile of products takes (256 MiB): ``tile_columns`` candidate rows
+against every row."""
+
+
+def tile_columns(rows: int) -> int:
+    """Candidate rows per tile of products, so that a tile (candidates x rows, float32) stays within
+    ``PRODUCT_TILE_BYTES``."""
+    return max(1, min(rows, PRODUCT_TILE_BYTES // (4 * max(rows, 1))))
+
+
+def graywave_top_k_of_products(
+    products: Any, j0: int, offsets: Any, rows: int, k: int, best_s: Any, best_j: Any
+) -> None:
+    """One thread per row ``i``: offer the scores ``products[jj, i] - offsets[j0 + jj]`` of row
+    ``i`` with the candidates ``j0 + jj`` to row ``i``'s table (``best_s``/``best_j``, its ``k`` best
+    so far, larger scores first, ties to the lower index), kept in local memory while the tile
+    streams by.
+    Consecutive threads read consecutive products: each tile row is read coalesced."""
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if i >= rows:
+        return
+    table_s = cuda.local.array(MAX_K, dtype=np.float32)
+    table_j = cuda.local.array(MAX_K, dtype=np.int64)
+    worst = 0
+    for t in range(k):
+        table_s[t] = best_s[i, t]
+        table_j[t] = best_j[i, t]
+        if table_s[t] < table_s[worst] or (table_s[t] == table_s[worst] and table_j[t] > table_j[worst]):
+            worst = t
+    for jj in range(products.shape[0]):
+        j = j0 + jj
+        s = products[jj, i] - offsets[j]
+        if j != i and (s > table_s[worst] or (s == table_s[worst] and j < table_j[worst])):
+            table_s[worst] = s
+            table_j[worst] = j
+            for t in range(k):  # the new worst of the table
+                if table_s[t] < table_s[worst] or (table_s[t] == table_s[worst] and table_j[t] > table_j[worst]):
+                    worst = t
+    for t in range(k):
+        best_s[i, t] = table_s[t]
+        best_j[i, t] = table_j[t]
+
+
+PRODUCTS_SIGNATURE = (
+    types.float32[:, ::1],
+    types.int64,
+    types.float32[::1],
+    types.int32,
+    types.int32,
+    types.float32[:, ::1],
+    types.int64[:, ::1],
+)
+"""The types ``top_n_by_inner_product`` launches its selection kernel with."""
+
+
+@cache
+def products_kernel() -> Any:
+    return cuda.jit(graywave_top_k_of_products)
+
+
+def top_n_by_inner_product(features: Any, offsets: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every row i of ``features`` (N x bins; a CuPy array, or NumPy, copied to the device),
+    the ``n`` other rows j nearest by the distance ``offsets[i] + offsets[j] - features[i] .
+    features[j]``: (indices, distances) on the host, each N x n, sorted by (distance, index); -1 /
+    inf pad rows that have fewer than n others.
+
+    The products come in tiles of ``tile_columns`` candidate rows against all rows (one cuBLAS
+    sgemm each, on CuPy's current stream); the selection kernel streams each tile through the
+    rows' tables, which stay on the device between tiles. Memory: the tables and one tile."""
+    if not 1 <= n <= MAX_K:
+        raise ValueError(f"the GPU kernel keeps between 1 and {MAX_K} neighbours per row, not {n}")
+    xp = gpu_arrays()
+    x = xp.ascontiguousarray(xp.asarray(features, dtype=xp.float32))
+    half = xp.ascontiguousarray(xp.asarray(offsets, dtype=xp.float32))
+    rows = len(x)
+    best_s = xp.full((rows, n), -np.inf, dtype=xp.float32)
+    best_j = xp.full((rows, n), rows, dtype=xp.int64)
+    step = tile_columns(rows)
+    blocks = (rows + THREADS - 1) // THREADS
+    for j0 in range(0, rows, step):
+        products = xp.ascontiguousarray(x[j0 : j0 + step] @ x.T)
+        products_kernel()[blocks, THREADS, current_stream()](
+            products, np.int64(j0), half, np.int32(rows), np.int32(n), best_s, best_j
+        )
+    if not SIMULATED:
+        best_s, best_j, half = best_s.get(), best_j.get(), half.get()
+    indices = np.where(best_j < rows, best_j, -1)
+    distances = np.where(best_j < rows, half[:, None].astype(np.float64) - best_s.astype(np.float64), np.inf)
+    return _ranked(indices, distances, n)

@@ -37,6 +37,10 @@ _KERNEL_CODE = {
     "hellinger": DOT,
     "correlation": DOT,
 }
+INNER_PRODUCT_METRICS = frozenset({"hellinger", "correlation"})
+"""The metrics ordered like an inner product of rows after a per-row transform (``_kernel_features``,
+``_offsets``): their candidates come from matrix-multiply tiles (``top_n_by_inner_product``), the
+others' from the element-wise kernel (``top_n_all_pairs``)."""
 EXTRA_CANDIDATES = 6
 """Candidates kept beyond n by the float32 search, re-scored in float64."""
 RESCORE_ROWS = 2048
@@ -104,6 +108,17 @@ def _kernel_features(fractions: np.ndarray, metric: Metric) -> np.ndarray:
     return fractions
 
 
+def _offsets(fractions: np.ndarray, metric: Metric) -> np.ndarray:
+    """The per-row offsets that make ``offsets[i] + offsets[j] - features[i] . features[j]`` a
+    distance of the same order as ``metric`` (``top_n_by_inner_product``). Hellinger: its square,
+    ``(sum p + sum q) / 2 - sum sqrt(p q)``, which is ``1 - sum sqrt(p q)`` for two normalised rows
+    but not for an all-zero row (a user with no pixels, sqrt(1/2) from every other). Correlation:
+    ``1 - r`` on standardised rows (``_standardised``, every row unit length)."""
+    if metric == "hellinger":
+        return 0.5 * fractions.sum(axis=1)
+    return np.full(len(fractions), 0.5)
+
+
 def _ranked(candidates: np.ndarray, distances: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the n best (distance, index) pairs in order; -1 / inf where there are fewer."""
     order = np.lexsort((np.where(candidates < 0, np.iinfo(np.int64).max, candidates), distances), axis=-1)
@@ -138,15 +153,18 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
     total = len(host)
     keep = min(n + EXTRA_CANDIDATES, max(total - 1, 1))
     features = _kernel_features(host, metric)
-    xt = np.ascontiguousarray(features.T, dtype=np.float32)
-    # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
-    tiny: Any = np.finfo(np.float32).tiny
-    # The twins (Numba on the CPU, numba-cuda on the GPU): compiled code, loaded when first needed.
+    # The twins (Numba and BLAS on the CPU, numba-cuda and cuBLAS on the GPU), loaded when first needed.
     if on_gpu:
         from graywave.kernels import _similarity_gpu as kernels
     else:
         from graywave.kernels import _similarity_cpu as kernels  # type: ignore[no-redef]
-    candidates, rough = kernels.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
+    if metric in INNER_PRODUCT_METRICS:
+        candidates, rough = kernels.top_n_by_inner_product(features, _offsets(host, metric), keep)
+    else:
+        xt = np.ascontiguousarray(features.T, dtype=np.float32)
+        # A NumPy float32 scalar: a Python float would make Numba compile a float64 kernel, several times slower.
+        tiny: Any = np.finfo(np.float32).tiny
+        candidates, rough = kernels.top_n_all_pairs(xt, keep, _KERNEL_CODE[metric], tiny)
     exact = _rescore(host, candidates, metric)
     indices, distances = _ranked(candidates, exact, n)
     if indices.shape[1] < n:  # fewer other rows than n
@@ -154,7 +172,7 @@ def all_pairs_nearest(fractions: Any, n: int, metric: Metric = DEFAULT_METRIC) -
             np.pad(indices, ((0, 0), (0, n - indices.shape[1])), constant_values=-1),
             np.pad(distances, ((0, 0), (0, n - distances.shape[1])), constant_values=np.inf),
         )
-    for row in _rows_to_verify(candidates, rough, indices, total - 1):
+    for row in _rows_to_verify(candidates, rough, indices, total - 1, host.shape[1]):
         indices[row], distances[row] = _padded(*nearest(host, row, n, metric), n)
     return indices, distances
 
@@ -172,18 +190,24 @@ def _rescore(fractions: np.ndarray, candidates: np.ndarray, metric: Metric) -> n
     return exact
 
 
-def _rows_to_verify(candidates: np.ndarray, rough: np.ndarray, chosen: np.ndarray, others: int) -> np.ndarray:
+def _rows_to_verify(
+    candidates: np.ndarray, rough: np.ndarray, chosen: np.ndarray, others: int, bins: int
+) -> np.ndarray:
     """Rows whose float32 candidates might have left out a float64 neighbour; they are redone exactly.
 
-    The kernel keeps, per row, the K candidates with the smallest float32 distances. A row is safe
+    The search keeps, per row, the K candidates with the smallest float32 distances. A row is safe
     when K covers every other row, or when its K-th candidate is farther (in float32) than each
     chosen neighbour by more than twice the float32 error: every row left out is then farther too.
+    A float32 sum of ``bins`` terms, in any order (BLAS's included), is within ``bins`` units of
+    float32 rounding of the exact sum, relative to the sum of the terms' magnitudes, which is at
+    most 1 + the distance for every metric here (at most 1 for the inner products of normalised
+    features); the tolerance is twice that, and never below 1e-5.
     """
     if candidates.shape[1] >= others:
         return np.zeros(0, dtype=np.int64)
     is_chosen = (candidates[:, :, None] == chosen[:, None, :]).any(axis=2)
     worst_chosen = np.where(is_chosen, rough, -np.inf).max(axis=1)
-    tolerance = 1e-5 * (1.0 + np.abs(worst_chosen))
+    tolerance = max(1e-5, 2 * bins * float(np.finfo(np.float32).eps)) * (1.0 + np.abs(worst_chosen))
     return np.nonzero(rough.max(axis=1) <= worst_chosen + tolerance)[0]
 
 

@@ -26,6 +26,10 @@ def _compile(job: tuple[str, int, tuple[int, int]]) -> tuple[str, str]:
     name, bins, cc = job
     if name == "top_n":
         ptx, returns = compile_ptx(_similarity_gpu._source(bins), _similarity_gpu.SIGNATURE, cc=cc)
+    elif name == "top_k_of_products":
+        ptx, returns = compile_ptx(
+            _similarity_gpu.graywave_top_k_of_products, _similarity_gpu.PRODUCTS_SIGNATURE, cc=cc
+        )
     else:
         ptx, returns = compile_ptx(IMAGE_KERNELS[name], _gpu.SIGNATURES[IMAGE_KERNELS[name]], cc=cc)
     return ptx, str(returns)
@@ -36,6 +40,7 @@ def compiled() -> dict[tuple[str, int, tuple[int, int]], tuple[str, str]]:
     """Every kernel's PTX for every architecture, compiled on all cores (NVVM takes a second or two each)."""
     jobs = [(name, 0, cc) for name in IMAGE_KERNELS for cc in ARCHITECTURES]
     jobs += [("top_n", bins, cc) for bins in _similarity_gpu.SUPPORTED_BINS for cc in ARCHITECTURES]
+    jobs += [("top_k_of_products", 0, cc) for cc in ARCHITECTURES]
     # Spawned, not forked: earlier tests leave threads (Prefect's) in this process.
     with ProcessPoolExecutor(os.cpu_count(), mp_context=multiprocessing.get_context("spawn")) as pool:
         return dict(zip(jobs, pool.map(_compile, jobs), strict=True))
@@ -71,6 +76,17 @@ def test_the_top_n_kernel_compiles_for_every_bin_count(compiled, cc, bins):
     assert not float64_instructions(ptx), "float32 distances: a float64 literal slipped in"
     tile = shared_bytes(ptx)
     assert tile == 4 * bins * _similarity_gpu.tile_rows(bins) <= STATIC_SHARED_LIMIT
+
+
+@pytest.mark.parametrize("cc", ARCHITECTURES, ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
+def test_the_inner_product_selection_kernel_compiles(compiled, cc):
+    """The selection half of the inner-product search; its other half, CuPy's matmul (cuBLAS), has
+    no PTX of graywave's to check and runs only on a device."""
+    ptx, returns = compiled[("top_k_of_products", 0, cc)]
+    assert f".target sm_{cc[0]}{cc[1]}" in ptx and ".visible .entry" in ptx
+    assert returns == "none"
+    assert not float64_instructions(ptx), "float32 scores: a float64 literal slipped in"
+    assert shared_bytes(ptx) == 0  # the tables are in local memory, the products in global
 
 
 def test_an_unsupported_bin_count_is_refused():

@@ -115,3 +115,43 @@ def test_no_rows_give_no_neighbours():
 def test_a_table_size_the_kernel_cannot_hold_is_refused(n):
     with pytest.raises(ValueError, match="neighbours per row"):
         both(rows(4, 16), n, L1)
+
+
+def exact_features(count: int, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features whose products float32 holds exactly (multiples of 1/8), with repeated rows (ties)
+    and all-zero rows, and offsets of 0 or 1/2: both twins see the same scores bit for bit, whatever
+    order their matrix multiplies add in."""
+    features = RNG.integers(0, 9, (count, bins)) / 8
+    if count > 8:
+        features[3] = features[7]
+        features[5] = features[7]
+        features[8] = 0.0
+    return features, RNG.choice([0.0, 0.5], count)
+
+
+@pytest.mark.parametrize(
+    ("count", "bins", "n", "columns"), [(70, 16, 8, 9), (150, 4, 5, 64), (40, 256, 3, 1), (9, 1, 4, 2)]
+)
+def test_the_inner_product_search_is_the_cpus_over_blocks_and_tiles(monkeypatch, count, bins, n, columns):
+    monkeypatch.setattr(_similarity_gpu, "THREADS", 32)  # several blocks, the last one partly idle
+    monkeypatch.setattr(_similarity_gpu, "PRODUCT_TILE_BYTES", 4 * count * columns)  # several tiles
+    monkeypatch.setattr(_similarity_cpu, "TILE_ROWS", 16)
+    assert _similarity_gpu.tile_columns(count) == columns < count
+    features, offsets = exact_features(count, bins)
+    gpu_index, gpu_distance = _similarity_gpu.top_n_by_inner_product(features, offsets, n)
+    cpu_index, cpu_distance = _similarity_cpu.top_n_by_inner_product(features, offsets, n)
+    assert np.array_equal(gpu_index, cpu_index)
+    assert np.array_equal(gpu_distance, cpu_distance)
+    products = features @ features.T
+    expected = sorted((offsets[0] + offsets[j] - products[0, j], j) for j in range(1, count))[:n]
+    assert gpu_index[0].tolist()[: len(expected)] == [j for _, j in expected]  # and the CPU's is the reference
+
+
+def test_the_inner_product_search_pads_and_refuses_like_the_other():
+    features, offsets = exact_features(3, 16)
+    index, distance = _similarity_gpu.top_n_by_inner_product(features, offsets, 4)
+    assert (index[:, 2:] == -1).all() and np.isinf(distance[:, 2:]).all()
+    empty, _ = _similarity_gpu.top_n_by_inner_product(np.zeros((0, 16)), np.zeros(0), 3)
+    assert empty.shape == (0, 3)
+    with pytest.raises(ValueError, match="neighbours per row"):
+        _similarity_gpu.top_n_by_inner_product(features, offsets, _similarity_gpu.MAX_K + 1)
