@@ -3,7 +3,7 @@
     graywave api --host 127.0.0.1 --port 8000          # docs at http://127.0.0.1:8000/docs
     curl -H "Authorization: Bearer $TOKEN" -F file=@IMG_0001.jpg http://127.0.0.1:8000/images/alice
 
-Routes follow the design document's resource table (see the README for what each method means).
+Routes follow the design document's resource table (docs/api.md says what each method means).
 They live in one router per resource (``api.routers``); what they share sits on ``app.state``
 (``api.deps.State``); errors become JSON in ``api.errors``. The routes only speak HTTP: what
 they do is the service layer's (``graywave.service``).

@@ -2,7 +2,7 @@
 
     graywave analytics run --date 2026-11-25 --top-n 10 --metric design
 
-What it computes, and the definitions, are in ``graywave.service.daily`` (and in the README).
+What it computes, and the definitions, are in ``graywave.service.daily`` (and in docs/analytics.md).
 """
 
 from __future__ import annotations

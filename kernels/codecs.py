@@ -19,7 +19,7 @@ The EXIF orientation is read but not applied to the plane (histograms do not dep
 Anything that cannot be decoded raises ``Rejected`` with a stable reason code.
 
 Damaged files are decoded the way viewers decode them, and rejected where pixels would be invented
-(README, "Damaged photos: processed or rejected"). Before a decoder reads an upload, its container's own
+(docs/data.md, "Damaged photos: processed or rejected"). Before a decoder reads an upload, its container's own
 structure is checked (``_check_container``): a file shorter than its structure says (no JPEG end-of-image
 marker, a PNG chunk, a RIFF or an ISOBMFF box past the end) is ``truncated``; a file that starts with a
 format's signature is that format, damaged (``corrupt`` or ``truncated``), never ``not_an_image``; what

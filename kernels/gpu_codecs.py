@@ -101,7 +101,7 @@ class NvImageCodecLuma:
         the stray bytes between their segments, which libjpeg skips and nvImageCodec's parser refuses.
         Not checked here: damage that only an entropy decode shows (a bad Huffman code, a data segment cut
         short by a marker), which the CPU path rejects as ``corrupt`` when libjpeg-turbo reports it, and
-        nvJPEG decodes to whatever pixels the damaged data gives (README, "Damaged photos").
+        nvJPEG decodes to whatever pixels the damaged data gives (docs/data.md, "Damaged photos").
         """
         streams: list[bytes | None] = []
         for data in datas:

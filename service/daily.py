@@ -2,7 +2,7 @@
 the median, one user's nearest users, a user's week; and the recording of the daily results.
 ``flows.analytics`` runs them as a flow; the API and ``graywave query`` call them directly.
 
-Definitions (the README has them too):
+Definitions (docs/analytics.md has them too):
 
 - A user's **daily histogram** of day D is the sum of the counts of all their images processed by
   the waves of D (the lake's ``date`` partition), and its normalised form divides it by the pixel

@@ -684,7 +684,7 @@ def test_the_charts_are_pngs_under_the_access_rules_of_their_json_twins(api):
 
 
 def test_an_upload_keeps_its_file_name_made_safe_and_its_key_stays_unique(api):
-    """file_name used to be a random hex name; the README said "as uploaded"."""
+    """file_name is "as uploaded" (docs/data.md, the images table), made safe: never a random hex name."""
     alice = api.client("alice")
     first = upload(alice, "alice", name="IMG_0001.HEIC").json()
     second = upload(alice, "alice", DARK, name="IMG_0001.HEIC", wait=True).json()

@@ -2,7 +2,7 @@
 does with it and what Pillow (default settings, ``LOAD_TRUNCATED_IMAGES`` off: roughly what browsers
 agree on for what can be recovered) does.
 
-The table of the README's "Damaged photos: processed or rejected" is this one (``tests/kernels/
+The table "Damaged photos: processed or rejected" of docs/data.md is this one (``tests/kernels/
 test_damaged.py`` checks every row, and that the table lists every class). ``python -m
 tests.kernels.damaged OUT`` writes the files into ``OUT`` for a look with other viewers.
 """
@@ -31,7 +31,7 @@ class Case:
     name: str
     format: str
     damage: str
-    """What was done to the file (the README table's words)."""
+    """What was done to the file (the words of docs/data.md's table)."""
     data: bytes
     outcome: str
     """``processed``, or the reason of the reject."""
@@ -41,7 +41,7 @@ class Case:
     pillow: str = PROCESSED
     """What Pillow does: ``processed`` or ``rejected``."""
     gpu_sees: bool = True
-    """False: damage that only an entropy decode shows; the GPU codec (nvImageCodec) decodes it, see the README."""
+    """False: damage that only an entropy decode shows; the GPU codec (nvImageCodec) decodes it, see docs/data.md."""
 
 
 @cache

@@ -1,5 +1,5 @@
 """Damaged photos (issue 21: "Photos that every viewer opens are rejected"): each class of damage, in every
-accepted format, processed or rejected as the README's table says, with the right reason, the same on the
+accepted format, processed or rejected as docs/data.md's table says, with the right reason, the same on the
 CPU path and the GPU path's codec (nvImageCodec, here on its CPU backend), and with exact pixels when
 processed. The files are made from real encoded photos by ``tests/kernels/damaged.py``.
 """
@@ -26,7 +26,7 @@ from tests.kernels.damaged import PROCESSED, Case, all_cases, insert, jpeg, pill
 
 MAX = 10_000_000
 CASES = all_cases()
-README = Path(__file__).resolve().parents[2] / "docs" / "data.md"
+DATA_DOC = Path(__file__).resolve().parents[2] / "docs" / "data.md"
 
 
 def outcome(data: bytes) -> tuple[str, str]:
@@ -112,10 +112,10 @@ def test_reasons_follow_the_structure_not_the_decoders_words():
     assert reason == "corrupt" and "premature end of data segment" in detail
 
 
-def test_the_readme_table_lists_every_class():
-    """The README's "Damaged photos" table names the fixtures of each row (globs): every case is in a row,
+def test_the_data_doc_table_lists_every_class():
+    """docs/data.md's "Damaged photos" table names the fixtures of each row (globs): every case is in a row,
     and each row's outcome is the case's."""
-    text = README.read_text()
+    text = DATA_DOC.read_text()
     start = text.index("### Damaged photos: processed or rejected")
     section = text[start : text.index("\n### ", start + 10)]
     rows = []
@@ -127,13 +127,13 @@ def test_the_readme_table_lists_every_class():
     assert rows, "no table found"
     for case in CASES:
         matching = [verdict for verdict, patterns in rows if any(fnmatch.fnmatch(case.name, p) for p in patterns)]
-        assert matching, f"{case.name} is in no row of the README's table"
+        assert matching, f"{case.name} is in no row of docs/data.md's table"
         for verdict in matching:
             assert re.split(r"[ ,(]", verdict.strip("*"))[0] == case.outcome, (case.name, verdict)
 
 
 # The GPU path's codec, nvImageCodec, on its CPU backend: the same classification, but for what only an
-# entropy decode shows (README). A wave records the reasons through ``process_uploads``.
+# entropy decode shows (docs/data.md). A wave records the reasons through ``process_uploads``.
 
 
 JPEG_CASES = [case for case in CASES if case.format == "JPEG"]
@@ -178,7 +178,7 @@ def test_the_gpu_codec_path_classifies_each_damaged_jpeg_as_the_cpu_path(setting
     (``codecs.checked_jpeg``), so that an early end, restart markers out of order and the rest of the
     structural classes give the CPU path's reason (``None`` from the codec, then the CPU's reject: not a
     fallback), and stray bytes between segments are decoded by nvImageCodec itself. The one difference,
-    said in the README: damage that only libjpeg-turbo's strict entropy decode shows (``gpu_sees``) is
+    said in docs/data.md: damage that only libjpeg-turbo's strict entropy decode shows (``gpu_sees``) is
     decoded by nvImageCodec, which reports nothing of it."""
     uploads, store = uploads_of(settings, JPEG_CASES)
     device = select_device("cpu")
@@ -212,7 +212,7 @@ def test_the_gpu_codec_gives_none_for_what_the_structure_check_rejects(nv_codec)
 @pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU, CuPy and numba-cuda (the gpu extra)")
 def test_nvjpeg_on_a_gpu_classifies_each_damaged_jpeg_as_the_cpu_path(settings):
     """On a GPU: the same check with nvJPEG (for the structural classes; what nvJPEG does with entropy-level
-    damage is printed, to be written in the README once seen)."""
+    damage is printed, to be written in docs/data.md once seen)."""
     from graywave.kernels.gpu_codecs import NvImageCodecLuma, nvimgcodec_available
 
     if not nvimgcodec_available():

@@ -104,7 +104,7 @@ def test_polars_duckdb_and_pyarrow_read_the_tables(local_lake):
     table = DeltaTable(uri)
     with pytest.raises(pa.ArrowNotImplementedError, match="string_view"):  # delta-rs #4579, as it stands
         table.to_pyarrow_table(filters=[("user_id", "=", "u2")])
-    read = table.to_pyarrow_table(columns=["user_id", "source_key"])  # the README's way: read, then filter
+    read = table.to_pyarrow_table(columns=["user_id", "source_key"])  # docs/data.md's way: read, then filter
     assert read.filter(ds.field("user_id") == "u2").column("source_key").to_pylist() == ["k2"]
     import duckdb_ext
 
