@@ -38,7 +38,8 @@ def layer_of(module: str) -> str:
     return f"graywave.{parts[1]}" if len(parts) > 1 and parts[1] in SUBPACKAGES else module
 
 
-def imports(path: Path) -> set[str]:
+def all_imports(path: Path) -> set[str]:
+    """Every module that ``path`` imports: at module level, in functions, under ``TYPE_CHECKING``."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -46,7 +47,43 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             assert not node.level, f"{path}: a relative import hides which layer it reaches; import graywave.*"
             found.add(node.module or "")
-    return {name for name in found if name == "graywave" or name.startswith("graywave.")}
+    return found
+
+
+def imports(path: Path) -> set[str]:
+    return {name for name in all_imports(path) if name == "graywave" or name.startswith("graywave.")}
+
+
+# The frameworks stay in their layer: Prefect in the flows (and the CLI, which runs them and Prefect's
+# server), HTTP in the API, the command line's framework in the CLI.
+FRAMEWORKS = {
+    "prefect": {"flows", "cli"},
+    "prefect_dask": {"flows", "cli"},
+    "fastapi": {"api"},
+    "starlette": {"api"},
+    "typer": {"cli"},
+}
+FRAMEWORK_EXCEPTIONS: dict[str, set[str]] = {
+    # The API starts and reads background jobs with Prefect's client, by deployment name (issue 23:
+    # to move to flows/, which the API reaches through the service, not directly).
+    "api/jobs.py": {"prefect"},
+    # Job.of reads a Prefect FlowRun (a type only, under TYPE_CHECKING): goes with api/jobs.py.
+    "api/models.py": {"prefect"},
+}
+"""Imports that break FRAMEWORKS today, each with its reason: module path -> the frameworks it imports."""
+
+
+def framework_imports(folder: str, root: Path = ROOT) -> set[str]:
+    """``path imports framework`` for each module under ``root / folder`` that imports a framework
+    (any of its modules) that ``folder``'s layer may not use."""
+    return {
+        f"{relative} imports {name}"
+        for path in sorted((root / folder).rglob("*.py"))
+        for name in all_imports(path)
+        if (framework := name.split(".")[0]) in FRAMEWORKS
+        and folder not in FRAMEWORKS[framework]
+        and framework not in FRAMEWORK_EXCEPTIONS.get(relative := path.relative_to(root).as_posix(), set())
+    }
 
 
 @pytest.mark.parametrize("folder", sorted(FOLDERS))
@@ -61,6 +98,37 @@ def test_each_layer_imports_only_the_layers_below_it(folder):
         if layer_of(name) not in ALLOWED[layer]
     }
     assert not wrong
+
+
+@pytest.mark.parametrize("folder", sorted(FOLDERS))
+def test_each_layer_imports_only_its_own_frameworks(folder):
+    assert not framework_imports(folder)
+
+
+def test_each_framework_exception_is_still_needed():
+    for relative, frameworks in FRAMEWORK_EXCEPTIONS.items():
+        imported = {name.split(".")[0] for name in all_imports(ROOT / relative)}
+        assert frameworks <= imported, f"{relative} no longer imports {frameworks - imported}: drop the exception"
+
+
+def test_the_framework_check_sees_a_framework_in_the_wrong_layer(tmp_path):
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "uses.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import fastapi.responses\n"
+        "if TYPE_CHECKING:\n    from prefect.client.schemas.objects import FlowRun\n"
+        "def start():\n    from prefect_dask import DaskTaskRunner\n    import typer\n"
+        "import prefecture, numpy\n"
+    )
+    assert framework_imports("service", tmp_path) == {
+        "service/uses.py imports fastapi.responses",
+        "service/uses.py imports prefect.client.schemas.objects",
+        "service/uses.py imports prefect_dask",
+        "service/uses.py imports typer",
+    }
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "fine.py").write_text("import prefect\nfrom prefect_dask import DaskTaskRunner\n")
+    assert framework_imports("flows", tmp_path) == set()
 
 
 def test_the_check_sees_a_wrong_import(tmp_path):
