@@ -140,58 +140,72 @@ def classify(phase: str, environ: dict[str, Any]) -> Request:
     method = environ["REQUEST_METHOD"]
     query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
     bucket, _, key = environ.get("PATH_INFO", "").lstrip("/").partition("/")
-    agent = environ.get("HTTP_USER_AGENT", "")
-    client = (
-        "boto3 (graywave)"
-        if "Boto3" in agent or "Botocore" in agent
-        else "delta-rs (lake log, writes)"
-        if agent.startswith("object_store")
-        else "Polars (lake reads)"
-        if agent.startswith("polars")
-        else "pyarrow"
-        if "aws-sdk-cpp" in agent
-        else "phone (presigned POST)"
-        if "httpx" in agent
-        else agent or "?"
-    )
+    operation, key = operation_of(method, key, query, environ)
+    return Request(phase, operation, target(bucket, key, method), client_of(environ.get("HTTP_USER_AGENT", "")), key)
+
+
+def client_of(agent: str) -> str:
+    """Which client sent a request, by its User-Agent."""
+    if "Boto3" in agent or "Botocore" in agent:
+        return "boto3 (graywave)"
+    if agent.startswith("object_store"):
+        return "delta-rs (lake log, writes)"
+    if agent.startswith("polars"):
+        return "Polars (lake reads)"
+    if "aws-sdk-cpp" in agent:
+        return "pyarrow"
+    if "httpx" in agent:
+        return "phone (presigned POST)"
+    return agent or "?"
+
+
+def operation_of(method: str, key: str, query: dict[str, list[str]], environ: dict[str, Any]) -> tuple[str, str]:
+    """The S3 operation of a request, and the key (or prefix) it is about."""
     if method == "HEAD":
-        operation = "HeadObject" if key else "HeadBucket"
-    elif method == "GET":
-        if key:
-            operation = "GetObject"
-        elif "list-type" in query:
-            operation, key = "ListObjectsV2", query.get("prefix", [""])[0]
-        elif "location" in query:
-            operation = "GetBucketLocation"
-        else:
-            operation, key = "ListObjects", query.get("prefix", [""])[0]
-    elif method == "PUT":
-        if not key:
-            operation = "CreateBucket"
-        elif "partNumber" in query:
-            operation = "UploadPart"
-        elif "HTTP_X_AMZ_COPY_SOURCE" in environ:
-            operation = "CopyObject"
-        elif "HTTP_IF_NONE_MATCH" in environ:
-            operation = "PutObject If-None-Match"
-        elif "HTTP_IF_MATCH" in environ:
-            operation = "PutObject If-Match"
-        else:
-            operation = "PutObject"
-    elif method == "POST":
-        if "uploads" in query:
-            operation = "CreateMultipartUpload"
-        elif "uploadId" in query:
-            operation = "CompleteMultipartUpload"
-        elif "delete" in query:
-            operation = "DeleteObjects"
-        else:
-            operation, key = "PostObject", f"{BLOBS}/uploads/"  # a presigned POST: the key is in the form
-    elif method == "DELETE":
-        operation = "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
-    else:
-        operation = method
-    return Request(phase, operation, target(bucket, key, method), client, key)
+        return ("HeadObject" if key else "HeadBucket"), key
+    if method == "GET":
+        return get_operation(key, query)
+    if method == "PUT":
+        return put_operation(key, query, environ), key
+    if method == "POST":
+        return post_operation(key, query)
+    if method == "DELETE":
+        return ("AbortMultipartUpload" if "uploadId" in query else "DeleteObject"), key
+    return method, key
+
+
+def get_operation(key: str, query: dict[str, list[str]]) -> tuple[str, str]:
+    if key:
+        return "GetObject", key
+    if "list-type" in query:
+        return "ListObjectsV2", query.get("prefix", [""])[0]
+    if "location" in query:
+        return "GetBucketLocation", key
+    return "ListObjects", query.get("prefix", [""])[0]
+
+
+def put_operation(key: str, query: dict[str, list[str]], environ: dict[str, Any]) -> str:
+    if not key:
+        return "CreateBucket"
+    if "partNumber" in query:
+        return "UploadPart"
+    if "HTTP_X_AMZ_COPY_SOURCE" in environ:
+        return "CopyObject"
+    if "HTTP_IF_NONE_MATCH" in environ:
+        return "PutObject If-None-Match"
+    if "HTTP_IF_MATCH" in environ:
+        return "PutObject If-Match"
+    return "PutObject"
+
+
+def post_operation(key: str, query: dict[str, list[str]]) -> tuple[str, str]:
+    if "uploads" in query:
+        return "CreateMultipartUpload", key
+    if "uploadId" in query:
+        return "CompleteMultipartUpload", key
+    if "delete" in query:
+        return "DeleteObjects", key
+    return "PostObject", f"{BLOBS}/uploads/"  # a presigned POST: the key is in the form
 
 
 def target(bucket: str, key: str, method: str = "GET") -> str:

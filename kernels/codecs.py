@@ -452,16 +452,8 @@ def _check_jpeg(data: bytes, *, whole: bool) -> _Container:
     ("Corrupt JPEG data: 3 extraneous bytes before marker 0xc4"), are left out of ``data``; what follows
     the end-of-image marker (an MPO's other pictures, anything) is kept, and not read.
     """
-    size = len(data)
-    if size < 4:
-        raise _jpeg_truncated(data, "after its start-of-image marker")
-    if data[2] != 0xFF:
-        raise Rejected(
-            RejectReason.CORRUPT,
-            f"no marker follows the start-of-image marker (FF D8 {data[2]:02X}): viewers do not open it as a JPEG",
-        )
-    kept: list[bytes] = []
-    removed = copied = 0  # bytes left out so far; where the part still to copy starts
+    _check_jpeg_start(data)
+    stray = _StrayBytes(data)
     scan_ends: list[int] = []
     segments: list[tuple[int, int, int]] = []
     scans = 0
@@ -471,9 +463,7 @@ def _check_jpeg(data: bytes, *, whole: bool) -> _Container:
         if found is None:
             raise _jpeg_truncated(data, "after its last marker segment" if scans else "in its header")
         start, code, after = _marker_start(data, found, pos), data[found.end() - 1], found.end()
-        if start > pos:  # stray bytes, which libjpeg skips with a warning
-            kept.append(data[copied:pos])
-            copied, removed = start, removed + start - pos
+        stray.leave_out(pos, start)
         if code == _EOI:
             if scans == 0:
                 raise Rejected(RejectReason.CORRUPT, f"the end-of-image marker at byte {start} follows no image data")
@@ -483,46 +473,93 @@ def _check_jpeg(data: bytes, *, whole: bool) -> _Container:
         if code in _RST or code == _TEM:  # no length; outside a scan, libjpeg passes over them
             pos = after
             continue
-        if code not in _KNOWN_MARKERS:
-            raise Rejected(RejectReason.CORRUPT, f"an unknown marker 0x{code:02x} at byte {start}")
-        if after + 2 > size:
-            raise _jpeg_truncated(data, f"in the marker 0x{code:02x} at byte {start}")
-        length = int.from_bytes(data[after : after + 2], "big")
-        if length < 2:
-            raise Rejected(
-                RejectReason.CORRUPT, f"the marker 0x{code:02x} at byte {start} declares a length of {length}"
-            )
-        pos = after + length
-        if pos > size:
-            raise _jpeg_truncated(data, f"in the marker segment 0x{code:02x} at byte {start}")
-        segments.append((start - removed, code, pos - removed))
+        pos = _segment_end(data, code, start, after)
+        segments.append((start - stray.removed, code, pos - stray.removed))
         if code != _SOS:
             continue
         scans += 1
         if not whole:
             break
-        expected = 0  # restart markers count 0 to 7 from each scan's start, libjpeg checks each
-        while True:
-            found = _MARKER.search(data, pos)
-            if found is None:
-                raise _jpeg_truncated(data, f"in the image data of scan {scans}")
-            start, code = _marker_start(data, found, pos), data[found.end() - 1]
-            scan_ends.append(start - removed)
-            if code not in _RST:
-                pos = start
-                break
-            if code - _RST.start != expected:
-                raise Rejected(
-                    RejectReason.CORRUPT,
-                    f"the restart marker RST{code - _RST.start} at byte {start} where RST{expected} belongs:"
-                    " image data between them is lost",
-                )
-            expected = (expected + 1) % 8
-            pos = found.end()
-    repaired = b"".join([*kept, data[copied:]]) if kept else data
+        pos = _entropy_coded_data(data, pos, scans, stray.removed, scan_ends)
     return _Container(
-        "JPEG", repaired, whole=whole, scan_ends=tuple(scan_ends), segments=tuple(segments), end=start - removed
+        "JPEG",
+        stray.repaired(),
+        whole=whole,
+        scan_ends=tuple(scan_ends),
+        segments=tuple(segments),
+        end=start - stray.removed,
     )
+
+
+def _check_jpeg_start(data: bytes) -> None:
+    """What follows a JPEG's start-of-image marker: another marker (``_check_jpeg``)."""
+    if len(data) < 4:
+        raise _jpeg_truncated(data, "after its start-of-image marker")
+    if data[2] != 0xFF:
+        raise Rejected(
+            RejectReason.CORRUPT,
+            f"no marker follows the start-of-image marker (FF D8 {data[2]:02X}): viewers do not open it as a JPEG",
+        )
+
+
+class _StrayBytes:
+    """The bytes between a JPEG's segments that libjpeg skips, left out of its data as the walk finds them."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.kept: list[bytes] = []
+        self.copied = 0
+        """Where the part still to copy starts."""
+        self.removed = 0
+        """Bytes left out so far."""
+
+    def leave_out(self, pos: int, start: int) -> None:
+        """The bytes from ``pos`` (the end of a segment) to ``start`` (the next marker's), if any."""
+        if start > pos:
+            self.kept.append(self.data[self.copied : pos])
+            self.copied, self.removed = start, self.removed + start - pos
+
+    def repaired(self) -> bytes:
+        return b"".join([*self.kept, self.data[self.copied :]]) if self.kept else self.data
+
+
+def _segment_end(data: bytes, code: int, start: int, after: int) -> int:
+    """Where the marker segment ``code`` at ``start`` (its length at ``after``) ends; ``Rejected`` for an
+    unknown marker, a length under 2, or a segment past the end of the file."""
+    if code not in _KNOWN_MARKERS:
+        raise Rejected(RejectReason.CORRUPT, f"an unknown marker 0x{code:02x} at byte {start}")
+    if after + 2 > len(data):
+        raise _jpeg_truncated(data, f"in the marker 0x{code:02x} at byte {start}")
+    length = int.from_bytes(data[after : after + 2], "big")
+    if length < 2:
+        raise Rejected(RejectReason.CORRUPT, f"the marker 0x{code:02x} at byte {start} declares a length of {length}")
+    end = after + length
+    if end > len(data):
+        raise _jpeg_truncated(data, f"in the marker segment 0x{code:02x} at byte {start}")
+    return end
+
+
+def _entropy_coded_data(data: bytes, pos: int, scans: int, removed: int, scan_ends: list[int]) -> int:
+    """Walk the image data of scan ``scans`` from ``pos`` to the marker that ends it (returned), through
+    its restart markers, each appended to ``scan_ends`` (less ``removed``); ``Rejected`` when the file ends
+    in it, or for restart markers out of order."""
+    expected = 0  # restart markers count 0 to 7 from each scan's start, libjpeg checks each
+    while True:
+        found = _MARKER.search(data, pos)
+        if found is None:
+            raise _jpeg_truncated(data, f"in the image data of scan {scans}")
+        start, code = _marker_start(data, found, pos), data[found.end() - 1]
+        scan_ends.append(start - removed)
+        if code not in _RST:
+            return start
+        if code - _RST.start != expected:
+            raise Rejected(
+                RejectReason.CORRUPT,
+                f"the restart marker RST{code - _RST.start} at byte {start} where RST{expected} belongs:"
+                " image data between them is lost",
+            )
+        expected = (expected + 1) % 8
+        pos = found.end()
 
 
 def checked_jpeg(data: bytes) -> bytes:
@@ -568,7 +605,6 @@ def _strict_jpeg(container: _Container, colorspace: str) -> np.ndarray:
             return _libjpeg(data, colorspace, strict=True)
         except ValueError as error:
             message = str(error)
-        lowered = message.lower()
         extraneous = _EXTRANEOUS.search(message)
         if extraneous is not None:
             count, last = int(extraneous[1]), extraneous[2].lower() == "d9"
@@ -583,18 +619,8 @@ def _strict_jpeg(container: _Container, colorspace: str) -> np.ndarray:
             if last:
                 return _libjpeg(data, colorspace, strict=False)
             repaired = data[: at - count] + data[at:]
-        elif "unknown jfif revision" in lowered:
-            repaired = _patched(container, 0xE0, b"JFIF\x00", 5, 1)
-        elif "unknown adobe color transform" in lowered:
-            components = next((data[s + 9] for s, code, _ in container.segments if code in _SOF), 3)
-            repaired = _patched(container, 0xEE, b"Adobe", 11, 1 if components == 3 else 2)
-        elif "bad icc marker" in lowered:
-            repaired = _without(container, 0xE2, b"ICC_PROFILE\x00")
-        elif "invalid sos parameters for sequential" in lowered:
-            repaired = _sequential_sos(container)
         else:
-            reason = RejectReason.TRUNCATED if "premature end of jpeg file" in lowered else RejectReason.CORRUPT
-            raise Rejected(reason, message)
+            repaired = _repaired_header(container, message)
         if repaired == data:
             raise Rejected(RejectReason.CORRUPT, message)
         container = _check_jpeg(repaired, whole=True)
@@ -604,6 +630,23 @@ def _strict_jpeg(container: _Container, colorspace: str) -> np.ndarray:
 
 
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _repaired_header(container: _Container, message: str) -> bytes:
+    """``container``'s data with the cause of libjpeg-turbo's warning ``message`` taken out, for the
+    warnings about a header that lose no pixel (``_strict_jpeg``); ``Rejected`` for any other warning."""
+    lowered = message.lower()
+    if "unknown jfif revision" in lowered:
+        return _patched(container, 0xE0, b"JFIF\x00", 5, 1)
+    if "unknown adobe color transform" in lowered:
+        components = next((container.data[s + 9] for s, code, _ in container.segments if code in _SOF), 3)
+        return _patched(container, 0xEE, b"Adobe", 11, 1 if components == 3 else 2)
+    if "bad icc marker" in lowered:
+        return _without(container, 0xE2, b"ICC_PROFILE\x00")
+    if "invalid sos parameters for sequential" in lowered:
+        return _sequential_sos(container)
+    reason = RejectReason.TRUNCATED if "premature end of jpeg file" in lowered else RejectReason.CORRUPT
+    raise Rejected(reason, message)
 
 
 def _skipped_at(container: _Container, count: int, colorspace: str) -> int | None:

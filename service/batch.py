@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar
 from graywave.config import Settings
 from graywave.errors import BlobNotFound, CodecFailed, Rejected, RejectReason
 from graywave.kernels import Device, histogram, histogram_batch
-from graywave.kernels.codecs import DecodedImage, decode_luma, encode_luma_jpeg, read_header, upright
+from graywave.kernels.codecs import DecodedImage, Header, decode_luma, encode_luma_jpeg, read_header, upright
 from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import BlobInfo, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
@@ -253,9 +253,30 @@ def process_uploads_batched(
     whole batch is held in memory.
     """
     result = BatchResult()
-    datas = _read_all(store, uploads, settings)
-    images: dict[int, DecodedImage] = {}
-    headers = {}
+    headers, present = _headers(uploads, _read_all(store, uploads, settings), settings, result)
+    images = _decoded(uploads, headers, present, settings, device, codec, result)
+    order = sorted(images)
+    counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
+    outputs = _encoded(uploads, [(i, upright(images[i])) for i in order], settings, device, codec, result)
+    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
+        list(
+            io.map(
+                lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE),
+                range(len(order)),
+            )
+        )
+    for k, i in enumerate(order):
+        result.images.append(_image_record(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
+        result.pixels += images[i].plane.size
+    return result
+
+
+def _headers(
+    uploads: Sequence[Upload], datas: list[bytes | Rejected], settings: Settings, result: BatchResult
+) -> tuple[dict[int, Header], dict[int, bytes]]:
+    """The header of each upload (by its index) that was read and is an image within the limits, and
+    its bytes; the others go to ``result``'s rejects."""
+    headers: dict[int, Header] = {}
     present: dict[int, bytes] = {}
     for i, (upload, data) in enumerate(zip(uploads, datas, strict=True)):
         try:
@@ -265,8 +286,23 @@ def process_uploads_batched(
             present[i] = data
         except Rejected as rejected:
             result.reject(upload, rejected)
+    return headers, present
+
+
+def _decoded(
+    uploads: Sequence[Upload],
+    headers: dict[int, Header],
+    present: dict[int, bytes],
+    settings: Settings,
+    device: Device,
+    codec: LumaBatchCodec,
+    result: BatchResult,
+) -> dict[int, DecodedImage]:
+    """The images (by index) decoded: the plain JPEGs together by ``codec``, and what it did not
+    decode on the CPU, counted as a fallback (or a reject, when the CPU rejects it too)."""
     plain = [i for i, header in headers.items() if header.plain_jpeg]
     planes, why = _by_codec(codec, "decode", codec.decode, [present[i] for i in plain])
+    images: dict[int, DecodedImage] = {}
     missing: dict[int, str] = {}
     for i, plane in zip(plain, planes, strict=True):
         if plane is None:
@@ -284,27 +320,28 @@ def process_uploads_batched(
         reason = missing.get(i) or f"{codec.name} decodes plain JPEGs, not {header.format} ({header.mode})"
         result.fallbacks.append(Fallback(uploads[i].key.key, "decode", reason))
         images[i] = DecodedImage(device.put(decoded.plane), decoded.format, decoded.orientation)
-    order = sorted(images)
-    counts = device.get(histogram_batch([images[i].plane for i in order], settings.bins))
-    shown = [upright(images[i]) for i in order]
-    encoded, why = _by_codec(codec, "encode", lambda planes: codec.encode(planes, settings.jpeg_quality), shown)
+    return images
+
+
+def _encoded(
+    uploads: Sequence[Upload],
+    shown: list[tuple[int, Any]],
+    settings: Settings,
+    device: Device,
+    codec: LumaBatchCodec,
+    result: BatchResult,
+) -> list[bytes]:
+    """The processed JPEG of each upright plane of ``shown`` (upload index, plane), encoded together by
+    ``codec``; what it did not encode on the CPU, counted as a fallback."""
+    planes = [plane for _, plane in shown]
+    encoded, why = _by_codec(codec, "encode", lambda items: codec.encode(items, settings.jpeg_quality), planes)
     outputs: list[bytes] = []
-    for k, (output, plane) in enumerate(zip(encoded, shown, strict=True)):
+    for (i, plane), output in zip(shown, encoded, strict=True):
         if output is None:
-            result.fallbacks.append(Fallback(uploads[order[k]].key.key, "encode", why))
+            result.fallbacks.append(Fallback(uploads[i].key.key, "encode", why))
             output = encode_luma_jpeg(device.get(plane), settings.jpeg_quality)
         outputs.append(output)
-    with ThreadPoolExecutor(settings.io_threads, thread_name_prefix="graywave-io") as io:
-        list(
-            io.map(
-                lambda k: store.write(uploads[order[k]].key.processed_key, outputs[k], PROCESSED_CONTENT_TYPE),
-                range(len(order)),
-            )
-        )
-    for k, i in enumerate(order):
-        result.images.append(_image_record(uploads[i], images[i], counts[k].tolist(), len(outputs[k])))
-        result.pixels += images[i].plane.size
-    return result
+    return outputs
 
 
 NO_BATCH_CODEC = "nvImageCodec is not installed (the gpu extra): decoded and encoded on the CPU"

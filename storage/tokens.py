@@ -432,49 +432,63 @@ def read_legacy_file(path: Path) -> list[TokenRow] | None:
     "user_id", "admin"}]}``), or None when there is none. A regular file only, opened without
     blocking and read up to ``MAX_LEGACY_FILE_BYTES``: no such file can freeze a process or fill
     its memory. One that cannot be read as one is ``TokenStoreUnavailable`` naming it."""
+    data = _read_legacy_bytes(path)
+    if data is None:
+        return None
+    try:
+        return _legacy_rows(data)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # UnicodeDecodeError too
+        raise _unreadable(path, f"not valid: {type(error).__name__}: {error}") from None
 
-    def unreadable(reason: object) -> TokenStoreUnavailable:
-        return TokenStoreUnavailable(
-            f"the API token file {path}, to be migrated, cannot be read ({reason}); restore it from a backup,"
-            " or move it away and issue the tokens again"
-        )
 
+def _unreadable(path: Path, reason: object) -> TokenStoreUnavailable:
+    return TokenStoreUnavailable(
+        f"the API token file {path}, to be migrated, cannot be read ({reason}); restore it from a backup,"
+        " or move it away and issue the tokens again"
+    )
+
+
+def _read_legacy_bytes(path: Path) -> bytes | None:
+    """The bytes of the regular file ``path``, at most ``MAX_LEGACY_FILE_BYTES`` (``read_legacy_file``);
+    None when there is no such file."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise unreadable(f"{type(error).__name__}: {error.strerror or error}") from None
+        raise _unreadable(path, f"{type(error).__name__}: {error.strerror or error}") from None
     try:
         found = os.fstat(descriptor)
         if not stat.S_ISREG(found.st_mode):
-            raise unreadable("not a regular file")
+            raise _unreadable(path, "not a regular file")
         if found.st_size > MAX_LEGACY_FILE_BYTES:
-            raise unreadable(f"{found.st_size} bytes, more than {MAX_LEGACY_FILE_BYTES}")
+            raise _unreadable(path, f"{found.st_size} bytes, more than {MAX_LEGACY_FILE_BYTES}")
         chunks, left = [], MAX_LEGACY_FILE_BYTES + 1
         while left > 0 and (chunk := os.read(descriptor, min(left, 1024 * 1024))):
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as error:  # EIO of a failing disk
-        raise unreadable(f"{type(error).__name__}: {error.strerror or error}") from None
+        raise _unreadable(path, f"{type(error).__name__}: {error.strerror or error}") from None
     finally:
         os.close(descriptor)
     if left <= 0:
-        raise unreadable(f"more than {MAX_LEGACY_FILE_BYTES} bytes")
-    try:
-        entries = json.loads(b"".join(chunks).decode("utf-8"))["tokens"]
-        rows = [TokenRow(e["sha256"], e["label"], e.get("user_id"), e["admin"]) for e in entries]
-        if not all(
-            isinstance(r.sha256, str)
-            and isinstance(r.label, str)
-            and isinstance(r.admin, bool)
-            and isinstance(r.user_id, str | None)
-            for r in rows
-        ):
-            raise ValueError(
-                "an entry's sha256 or label is not a string, its user_id not a string or null, or its admin"
-                " not a boolean"
-            )
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:  # UnicodeDecodeError too
-        raise unreadable(f"not valid: {type(error).__name__}: {error}") from None
+        raise _unreadable(path, f"more than {MAX_LEGACY_FILE_BYTES} bytes")
+    return b"".join(chunks)
+
+
+def _legacy_rows(data: bytes) -> list[TokenRow]:
+    """The rows of a legacy token file's JSON; ``ValueError`` (or the error of the JSON's wrong shape:
+    ``KeyError``, ``TypeError``...) for anything else."""
+    entries = json.loads(data.decode("utf-8"))["tokens"]
+    rows = [TokenRow(e["sha256"], e["label"], e.get("user_id"), e["admin"]) for e in entries]
+    if not all(
+        isinstance(r.sha256, str)
+        and isinstance(r.label, str)
+        and isinstance(r.admin, bool)
+        and isinstance(r.user_id, str | None)
+        for r in rows
+    ):
+        raise ValueError(
+            "an entry's sha256 or label is not a string, its user_id not a string or null, or its admin not a boolean"
+        )
     return rows
