@@ -20,85 +20,96 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("reprocess_inside_reques
 SECONDS = 25
 
 
-@pytest.mark.parametrize("api", ["embedded"], indirect=True)
-def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
-    stop = threading.Event()
-    statuses: Counter[int] = Counter()
-    uploaded: dict[str, str] = {}  # image id -> user
-    deleted: set[str] = set()
-    lock = threading.Lock()
-    errors: list[BaseException] = []
+class Chaos:
+    """The actors' shared bookkeeping, under one lock: the statuses answered, the images uploaded (image
+    id -> user) and deleted, and what an actor raised."""
 
-    def note(response) -> None:
-        with lock:
-            statuses[response.status_code] += 1
+    def __init__(self, api) -> None:
+        self.api = api
+        self.stop = threading.Event()
+        self.statuses: Counter[int] = Counter()
+        self.uploaded: dict[str, str] = {}
+        self.deleted: set[str] = set()
+        self.lock = threading.Lock()
+        self.errors: list[BaseException] = []
+        self.clients = {who: api.client(who) for who in ("alice", "bob", "admin")}
 
-    def actor(work) -> threading.Thread:
+    def note(self, response) -> None:
+        with self.lock:
+            self.statuses[response.status_code] += 1
+
+    def actor(self, work) -> threading.Thread:
+        """A thread that does ``work`` until the run stops."""
+
         def loop() -> None:
             rng = random.Random(threading.get_ident())
             try:
-                while not stop.is_set():
+                while not self.stop.is_set():
                     work(rng)
             except BaseException as error:  # noqa: BLE001 - reported after the run
-                errors.append(error)
+                self.errors.append(error)
 
         thread = threading.Thread(target=loop, daemon=True)
         thread.start()
         return thread
 
-    clients = {who: api.client(who) for who in ("alice", "bob", "admin")}
-
-    def uploads(rng: random.Random, wait: bool = False) -> None:
+    def uploads(self, rng: random.Random, wait: bool = False) -> None:
         user = rng.choice(["alice", "bob"])
         # Names of their own: a name a delete freed may be taken again, and with it the image id,
         # which this test's bookkeeping (deleted, or exactly one row) takes as once for all.
         name = f"IMG_{rng.getrandbits(64):016x}.jpg"
-        response = upload(clients[user], user, rng.choice([PHOTO, DARK]), wait=wait, name=name)
-        note(response)
+        response = upload(self.clients[user], user, rng.choice([PHOTO, DARK]), wait=wait, name=name)
+        self.note(response)
         if response.status_code in (200, 202):
-            with lock:
-                uploaded[response.json()["image_id"]] = user
+            with self.lock:
+                self.uploaded[response.json()["image_id"]] = user
 
-    def deletes(rng: random.Random) -> None:
-        with lock:
-            choices = [(i, u) for i, u in uploaded.items() if i not in deleted]
+    def deletes(self, rng: random.Random) -> None:
+        with self.lock:
+            choices = [(i, u) for i, u in self.uploaded.items() if i not in self.deleted]
         if not choices:
             time.sleep(0.05)
             return
         image_id, user = rng.choice(choices)
-        response = clients[user].delete(f"/images/{user}/{image_id}")
-        note(response)
+        response = self.clients[user].delete(f"/images/{user}/{image_id}")
+        self.note(response)
         if response.status_code == 204:
-            with lock:
-                deleted.add(image_id)
+            with self.lock:
+                self.deleted.add(image_id)
         time.sleep(0.2)
 
-    def lists(rng: random.Random) -> None:
-        note(clients["admin"].get("/images"))
-        note(clients["alice"].get("/images/alice"))
+    def lists(self, rng: random.Random) -> None:
+        self.note(self.clients["admin"].get("/images"))
+        self.note(self.clients["alice"].get("/images/alice"))
 
-    def reprocesses(rng: random.Random) -> None:
-        note(clients["alice"].put("/images/alice"))
+    def reprocesses(self, rng: random.Random) -> None:
+        self.note(self.clients["alice"].put("/images/alice"))
         time.sleep(0.5)
 
-    def waves(rng: random.Random) -> None:  # two at once: nothing makes either wait or fail
-        run_wave(api.settings, api.settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
+    def waves(self, rng: random.Random) -> None:  # two at once: nothing makes either wait or fail
+        settings = self.api.settings
+        run_wave(settings, settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
 
+
+@pytest.mark.parametrize("api", ["embedded"], indirect=True)
+def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
+    chaos = Chaos(api)
     actors = [
-        actor(uploads),
-        actor(uploads),
-        actor(lambda rng: uploads(rng, wait=True)),
-        actor(deletes),
-        actor(lists),
-        actor(reprocesses),
-        actor(waves),
-        actor(waves),
+        chaos.actor(chaos.uploads),
+        chaos.actor(chaos.uploads),
+        chaos.actor(lambda rng: chaos.uploads(rng, wait=True)),
+        chaos.actor(chaos.deletes),
+        chaos.actor(chaos.lists),
+        chaos.actor(chaos.reprocesses),
+        chaos.actor(chaos.waves),
+        chaos.actor(chaos.waves),
     ]
     time.sleep(SECONDS)
-    stop.set()
+    chaos.stop.set()
     for thread in actors:
         thread.join(120)
-    assert not errors, errors
+    statuses, uploaded, deleted = chaos.statuses, chaos.uploaded, chaos.deleted
+    assert not chaos.errors, chaos.errors
     assert not [code for code in statuses if code >= 500 or code == 409], statuses  # no refusal for a wave
     assert uploaded and deleted, "the run should have uploaded and deleted"
 
