@@ -53,6 +53,7 @@ from graywave.records import ImageRecord, RejectRecord, handling_days, wave_uplo
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog
 from graywave.storage.blobs import LocalBlobStore
+from graywave.storage.catalog import LakeCatalog
 from graywave.storage.lake import CommitInfo, Lake, Maintenance
 
 OUT = Path(__file__).with_name("out")
@@ -232,7 +233,8 @@ class Reads:
 
 def backends_on(root: Path) -> Backends:
     """The embedded default over the lake at ``root`` (an empty blob folder: nothing pending)."""
-    return Backends(blobs=LocalBlobStore(root / "blobs"), lake=Lake(LocalBlobStore(root / "lake")), catalog=None)
+    lake = Lake(LocalBlobStore(root / "lake"))
+    return Backends(blobs=LocalBlobStore(root / "blobs"), lake=lake, catalog=LakeCatalog(lake))
 
 
 FRESH = """

@@ -1,4 +1,5 @@
-"""The backends that the settings name, opened once: blob store, Delta lake and, when configured, MongoDB.
+"""The backends that the settings name, opened once: blob store, Delta lake and the catalog that
+serves the handled uploads (MongoDB when configured, else the lake: ``graywave.storage.catalog``).
 
 with Backends.open(Settings()) as backends:
     backends.blobs.read("uploads/2026-11-25/alice/IMG_0001.jpg")
@@ -15,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -23,15 +23,12 @@ from graywave.config import Settings
 from graywave.errors import BadKey, GraywaveError, NotFound
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.storage.blobs import BlobStore, open_blob_store
+from graywave.storage.catalog import UPLOAD_TABLES, Catalog, LakeCatalog
 from graywave.storage.lake import CommitInfo, Lake, Table
 from graywave.storage.layout import DELETIONS, parse_upload_key
 
-if TYPE_CHECKING:
-    from graywave.storage.mongo import MongoCatalog
-
 logger = logging.getLogger("graywave.backends")
 
-UPLOAD_TABLES: tuple[Table, ...] = ("images", "rejects")
 DELETED_CHECKS = 16
 """Originals looked up at once on a remote store, after a commit, for uploads deleted meanwhile."""
 
@@ -74,23 +71,28 @@ MAX_DELETION_BYTES = 256 * 1024 * 1024
 class Backends:
     blobs: BlobStore
     lake: Lake
-    catalog: MongoCatalog | None
+    catalog: Catalog
+    """Where handled uploads are read from: MongoDB when it is configured, else the lake (the one
+    place that chooses). The lake is written in either case: it is the source of truth."""
 
     @classmethod
     def open(cls, settings: Settings) -> Backends:
-        catalog = None
-        if settings.mongodb_uri is not None:
+        retry_s, region = settings.backend_retry_s, settings.s3_region
+        blobs = open_blob_store(settings.blob_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region)
+        lake = Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region))
+        catalog: Catalog
+        if settings.mongodb_uri is None:
+            catalog = LakeCatalog(lake)
+        else:
             from graywave.storage.mongo import MongoCatalog  # pymongo: a quarter second, for MongoDB only
 
             catalog = MongoCatalog(
-                settings.mongodb_uri.get_secret_value(), settings.mongodb_database, settings.backend_retry_s
+                settings.mongodb_uri.get_secret_value(),
+                settings.mongodb_database,
+                url_for=blobs.url_for,
+                retry_s=settings.backend_retry_s,
             )
-        retry_s, region = settings.backend_retry_s, settings.s3_region
-        return cls(
-            blobs=open_blob_store(settings.blob_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region),
-            lake=Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url, retry_s=retry_s, s3_region=region)),
-            catalog=catalog,
-        )
+        return cls(blobs=blobs, lake=lake, catalog=catalog)
 
     def record(
         self,
@@ -101,8 +103,8 @@ class Backends:
         *,
         flow_run: str | None = None,
     ) -> int:
-        """Record handled uploads: in MongoDB first (when configured), then in the lake; return the
-        rows the lake did not hold yet.
+        """Record handled uploads: in the catalog first (MongoDB's documents, when configured), then
+        in the lake; return the rows the lake did not hold yet.
 
         Both writes are idempotent (an upsert by id, an insert-only MERGE by source key), so a rerun,
         a retry or another process recording the same uploads at the same time leaves one record
@@ -110,9 +112,8 @@ class Backends:
         Then a record whose original is gone is removed again (``drop_deleted``): a delete that
         raced this wave wins.
         """
-        if self.catalog is not None:
-            url_for = self.blobs.url_for
-            self.catalog.upsert([record.to_document(day, wave, url_for) for record in (*images, *rejects)])
+        records: list[ImageRecord | RejectRecord] = [*images, *rejects]
+        self.catalog.record([(record, day) for record in records], wave)
         info = CommitInfo("record", day, wave, flow_run)
         among = handling_days(wave_upload_days(day)[0], day)  # every partition that can hold these uploads
         inserted = self.lake.record("images", ImageRecord.to_arrow(images), day=day, wave=wave, among=among, info=info)
@@ -171,9 +172,7 @@ class Backends:
             return before if before in handling_days(uploaded) else uploaded
 
         records: list[ImageRecord | RejectRecord] = [*images, *rejects]
-        if self.catalog is not None:
-            url_for = self.blobs.url_for
-            self.catalog.upsert([record.to_document(day_of(record.source_key), wave, url_for) for record in records])
+        self.catalog.record([(record, day_of(record.source_key)) for record in records], wave)
         info = CommitInfo("reprocess", wave=wave, flow_run=flow_run)
         candidates = {
             partition
@@ -240,20 +239,17 @@ class Backends:
         for day, users in sorted(by_day.items()):
             self.lake.delete("daily_user_histograms", {"user_id": users}, days=[day], info=info)
             self.lake.delete("similar_users", {"user_id": users, "neighbour_id": users}, days=[day], info=info)
-            if self.catalog is not None:
-                self.catalog.delete_results(users, {day.isoformat()})
+            self.catalog.forget_analytics(users, day)
 
     def forget(self, source_keys: set[str]) -> None:
-        """Remove every record of these uploads: lake rows and MongoDB documents (not the blobs)."""
+        """Remove every record of these uploads: lake rows and the catalog's (MongoDB's documents), not the blobs."""
         info = CommitInfo("delete")
         for table in UPLOAD_TABLES:
             self.lake.delete(table, {"source_key": source_keys}, info=info)
-        if self.catalog is not None:
-            self.catalog.delete_sources(source_keys)
+        self.catalog.forget(source_keys)
 
     def close(self) -> None:
-        if self.catalog is not None:
-            self.catalog.close()
+        self.catalog.close()
 
     def __enter__(self) -> Backends:
         return self

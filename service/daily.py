@@ -249,32 +249,16 @@ def record_analytics(
     *,
     flow_run: str | None = None,
 ) -> AnalyticsSummary:
-    """Replace the day's results in the lake (and in MongoDB, when configured): one overwrite commit
-    per table whose predicate names the day (and the metric), while waves and the API write."""
+    """Replace the day's results in the lake (one overwrite commit per table whose predicate names
+    the day and the metric, while waves and the API write), then in the catalog (MongoDB's
+    documents, when configured)."""
     day = daily.day
     info = CommitInfo("analytics", day, flow_run=flow_run)
     backends.lake.replace("daily_user_histograms", daily.table.to_arrow(), day=day, info=info)
     if median is not None:
         backends.lake.replace("daily_median", pl.DataFrame([median]).to_arrow(), day=day, info=info)
     backends.lake.replace("similar_users", similar.to_arrow(), day=day, metric=metric, info=info)
-    if backends.catalog is not None:
-        iso = day.isoformat()
-        backends.catalog.upsert(
-            ({"_id": f"{iso}/{row['user_id']}", "date": iso, **row} for row in daily.table.to_dicts()),
-            collection="daily_user_histograms",
-        )
-        if median is not None:
-            backends.catalog.upsert([{"_id": iso, "date": iso, **median}], collection="daily_median")
-        neighbours = similar.group_by("user_id", maintain_order=True).agg(
-            pl.struct(pl.col("rank"), pl.col("neighbour_id").alias("user_id"), pl.col("distance")).alias("neighbours")
-        )
-        backends.catalog.upsert(
-            (
-                {"_id": f"{iso}/{metric}/{row['user_id']}", "date": iso, "metric": metric, **row}
-                for row in neighbours.to_dicts()
-            ),
-            collection="similar_users",
-        )
+    backends.catalog.record_analytics(day, daily.table, median, similar, metric)
     return AnalyticsSummary(day.isoformat(), metric, daily.table.height, similar.height)
 
 

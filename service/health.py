@@ -63,7 +63,6 @@ def readiness(backends: Backends, mongodb_timeout_s: float = MONGODB_PING_TIMEOU
         "blob_store": _passes("blob_store", lambda: _blob_store(backends)),
         "lake": _passes("lake", backends.lake.check),
     }
-    catalog = backends.catalog
-    if catalog is not None:
-        checks["mongodb"] = _passes("mongodb", lambda: catalog.ping(mongodb_timeout_s))
+    for name, check in backends.catalog.readiness_checks(mongodb_timeout_s).items():
+        checks[name] = _passes(name, check)
     return Readiness(checks)

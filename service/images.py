@@ -3,9 +3,9 @@ delete images everywhere.
 
 What is known of an upload is an ``ImageEntry``: ``pending`` (listed in the blob store, no wave has
 handled it yet), ``processed`` (with its ``ImageRecord``) or ``rejected`` (with its
-``RejectRecord``). Handled uploads come from MongoDB when it is configured, else from the lake,
-read with filters pushed down (one user's rows, never the whole lake); pending ones are the
-uploads that a wave of today would still pick up.
+``RejectRecord``). Handled uploads come from the catalog (``Backends.catalog``: MongoDB when it is
+configured, else the lake, read with filters pushed down); pending ones are the uploads that a wave
+of today would still pick up.
 
 Processing and deleting take no lock: they write while a wave drains. Recording is idempotent
 (``Backends.record``), so an upload that the API and a wave process at once is recorded once; a
@@ -25,26 +25,17 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, cast
-
-import polars as pl
-import pyarrow as pa
+from typing import Literal
 
 from graywave.config import Settings
 from graywave.errors import BackendUnavailable, BadKey, BlobExists, DeviceUnavailable, NotFound, RejectReason
 from graywave.kernels import select_device
 from graywave.kernels.codecs import identify
-from graywave.records import (
-    ImageRecord,
-    RejectRecord,
-    handling_days,
-    image_id_for,
-    record_from_document,
-    wave_upload_days,
-)
-from graywave.service.backends import UPLOAD_TABLES, Backends, Deletion
+from graywave.records import ImageRecord, RejectRecord, image_id_for, wave_upload_days
+from graywave.service.backends import Backends, Deletion
 from graywave.service.batch import BatchResult, Upload, process_uploads
 from graywave.storage.blobs import BlobInfo
+from graywave.storage.catalog import Recorded
 from graywave.storage.layout import parse_upload_key, safe_file_name, upload_key, uploads_prefix
 from graywave.storage.s3 import PresignedPost, S3BlobStore
 from graywave.storage.uploads import presign_upload
@@ -102,11 +93,6 @@ class ImageEntry:
         return self.record.source_bytes
 
 
-def _upload_order(entry: ImageEntry) -> tuple[Any, ...]:
-    """Oldest upload first; bad-key rejects (no time) first of all; then by id."""
-    return (entry.uploaded_at is not None, entry.uploaded_at or datetime.min, entry.image_id)
-
-
 class ImageCatalog:
     """Every upload the API can show, of one user or of all."""
 
@@ -115,63 +101,16 @@ class ImageCatalog:
 
     # --- handled uploads -------------------------------------------------------------------------
 
-    def _from_mongo(self, query: dict[str, Any], skip: int = 0, limit: int = 0) -> list[ImageEntry]:
-        assert self.backends.catalog is not None
-        return [
-            ImageEntry(record_from_document(doc), date.fromisoformat(doc["date"]), doc["wave"])
-            for doc in self.backends.catalog.find(query, skip, limit)
-        ]
-
-    def _from_lake(self, user_id: str | None, image_id: str | None = None) -> list[ImageEntry]:
-        """Handled uploads from the lake, opening only the files whose statistics admit ``image_id``
-        (when given) or ``user_id`` (``Lake.lookup``); every file only when both are None."""
-        lake = self.backends.lake
-        if user_id is None:
-            images, rejects = lake.scan("images"), lake.scan("rejects")
-        elif image_id is None:
-            images = lake.lookup("images", "user_id", user_id)
-            rejects = lake.lookup("rejects", "user_id", user_id)
-        else:
-            images = lake.lookup("images", "user_id", user_id, filter=pl.col("image_id") == image_id)
-            rejects = lake.lookup("rejects", "user_id", user_id)  # a reject's id is its key's hash: few rows
-        found = _entries(ImageRecord, images) + [
-            entry for entry in _entries(RejectRecord, rejects) if image_id is None or entry.image_id == image_id
-        ]
-        return sorted(found, key=_upload_order)
-
     def _handled(self, user_id: str | None, offset: int = 0, limit: int = 0) -> tuple[list[ImageEntry], int]:
         """Handled uploads (of one user, or of all), oldest upload first: one page (``limit`` 0:
-        all from ``offset``) and the total; MongoDB pages itself."""
-        if self.backends.catalog is not None:
-            query = {} if user_id is None else {"user_id": user_id}
-            return self._from_mongo(query, offset, limit), self.backends.catalog.count(query)
-        everything = self._from_lake(user_id)
-        return everything[offset : offset + limit if limit else None], len(everything)
+        all from ``offset``) and the total."""
+        found, total = self.backends.catalog.page(user_id, offset, limit)
+        return [_entry(one) for one in found], total
 
     def warm_up(self) -> None:
-        """Open the lake's tables now (their logs read up to the latest checkpoint; embedded default
-        only) and read their data files' footers (``Lake.prepare_lookups``: metadata, no scan of the
-        data), so that the first request does not pay for it; ``BackendUnavailable`` when it cannot."""
-        if self.backends.catalog is None:
-            self.backends.lake.check()
-            for table in UPLOAD_TABLES:  # their footers: metadata, no scan of the data
-                self.backends.lake.prepare_lookups(table, ())
-
-    def _handled_among(self, keys: set[str], days: Sequence[date]) -> set[str]:
-        if not keys:
-            return set()
-        if self.backends.catalog is not None:
-            return self.backends.catalog.handled(keys)
-        needle = pl.col("source_key").is_in(sorted(keys))
-        partitions = handling_days(min(days), max(days))
-        return set().union(
-            *(
-                self.backends.lake.scan(table, days=partitions, columns=["source_key"], filter=needle)
-                .column("source_key")
-                .to_pylist()
-                for table in ("images", "rejects")
-            )
-        )
+        """Get the catalog ready to serve the first request (``Catalog.warm_up``), so that the first
+        request does not pay for it; ``BackendUnavailable`` when it cannot."""
+        self.backends.catalog.warm_up()
 
     # --- pending uploads -------------------------------------------------------------------------
 
@@ -181,7 +120,7 @@ class ImageCatalog:
         blobs: list[BlobInfo] = []
         for day in days:
             blobs += self.backends.blobs.list(uploads_prefix(day) + (f"{user_id}/" if user_id else ""))
-        handled = self._handled_among({blob.key for blob in blobs}, days)
+        handled = self.backends.catalog.handled({blob.key for blob in blobs}, days)
         entries = []
         for blob in blobs:
             if blob.key in handled:
@@ -222,17 +161,12 @@ class ImageCatalog:
 
     def handled(self, user_id: str, image_id: str) -> ImageEntry | None:
         """The handled image ``image_id`` of ``user_id`` (processed or rejected), or None."""
-        if self.backends.catalog is not None:
-            found = self._from_mongo({"user_id": user_id, "_id": image_id})
-        else:
-            found = self._from_lake(user_id, image_id)
-        return found[0] if found else None
+        found = self.backends.catalog.image(user_id, image_id)
+        return None if found is None else _entry(found)
 
 
-def _entries(kind: type[ImageRecord] | type[RejectRecord], table: pa.Table) -> list[ImageEntry]:
-    records = cast(list[ImageRecord | RejectRecord], kind.from_arrow(table))
-    days, waves = table.column("date").to_pylist(), table.column("wave").to_pylist()
-    return [ImageEntry(record, day, wave) for record, day, wave in zip(records, days, waves, strict=True)]
+def _entry(found: Recorded) -> ImageEntry:
+    return ImageEntry(found.record, found.day, found.wave)
 
 
 # --- what the API changes --------------------------------------------------------------------------

@@ -516,8 +516,7 @@ def run_wave(
         finished = backends.finish_deletions()  # deletes that stopped half-way: no record outlives its original
         if finished:
             log(f"wave {name} of {day}: finished {finished} deletes that had stopped half-way")
-        if backends.catalog is not None:
-            backends.catalog.ensure_indexes()
+        backends.catalog.prepare()
         max_wait_s = math.inf if drain is None else drain.poll_s
         recorder = Recorder(
             backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock, flow_run=flow_run

@@ -19,8 +19,9 @@ changes nothing, so a rerun never duplicates. The documents are made by the reco
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 import pymongo
 from pymongo import ASCENDING, MongoClient, ReplaceOne
@@ -28,6 +29,11 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from graywave.errors import BackendUnavailable
+from graywave.records import ImageRecord, RejectRecord, record_from_document
+from graywave.storage.catalog import Recorded
+
+if TYPE_CHECKING:
+    import polars as pl
 
 COLLECTION = "images"
 UPLOAD_ORDER = [("timestamp", ASCENDING), ("_id", ASCENDING)]
@@ -41,13 +47,16 @@ def _transient(error: BaseException) -> bool:
 
 
 class MongoCatalog:
-    """The ``images`` collection of a MongoDB database."""
+    """The ``images`` collection of a MongoDB database (and the daily analytics' collections), as the
+    catalog (``graywave.storage.catalog.Catalog``). ``url_for`` makes a document's URLs (``image_url``,
+    ``processed_url``) of the blob store's keys."""
 
-    def __init__(self, uri: str, database: str, retry_s: float = 60.0):
+    def __init__(self, uri: str, database: str, *, url_for: Callable[[str], str], retry_s: float = 60.0):
         self.client: MongoClient[dict[str, Any]] = MongoClient(
             uri, tz_aware=True, appname="graywave", serverSelectionTimeoutMS=5000, retryWrites=True
         )
         self.images = self.client[database][COLLECTION]
+        self.url_for = url_for
         self.retry_s = retry_s
 
     def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
@@ -88,19 +97,76 @@ class MongoCatalog:
     def count(self, query: Mapping[str, Any]) -> int:
         return self.images.count_documents(dict(query))
 
-    def handled(self, source_keys: Iterable[str]) -> set[str]:
-        """Which of these uploads have a document (processed or rejected)."""
+    def handled(self, source_keys: Collection[str], days: Collection[date] = ()) -> set[str]:
+        """Which of these uploads have a document (processed or rejected); an upload's document is
+        found by its key, whatever its day."""
         keys = sorted(source_keys)
+        if not keys:
+            return set()
         return {doc["source_key"] for doc in self.images.find({"source_key": {"$in": keys}}, {"source_key": 1})}
 
-    def delete_sources(self, source_keys: set[str]) -> None:
+    def page(self, user_id: str | None, offset: int = 0, limit: int = 0) -> tuple[list[Recorded], int]:
+        query = {} if user_id is None else {"user_id": user_id}
+        return self._recorded(query, offset, limit), self.count(query)
+
+    def image(self, user_id: str, image_id: str) -> Recorded | None:
+        found = self._recorded({"user_id": user_id, "_id": image_id})
+        return found[0] if found else None
+
+    def _recorded(self, query: Mapping[str, Any], skip: int = 0, limit: int = 0) -> list[Recorded]:
+        return [
+            Recorded(record_from_document(doc), date.fromisoformat(doc["date"]), doc["wave"])
+            for doc in self.find(query, skip, limit)
+        ]
+
+    def prepare(self) -> None:
+        """The indexes (``ensure_indexes``)."""
+        self.ensure_indexes()
+
+    def warm_up(self) -> None:
+        """Nothing: the client connects on its first query."""
+
+    def readiness_checks(self, timeout_s: float) -> Mapping[str, Callable[[], object]]:
+        return {"mongodb": lambda: self.ping(timeout_s)}
+
+    def record(self, records: Iterable[tuple[ImageRecord | RejectRecord, date]], wave: str) -> None:
+        """Upsert each record's document (``ImageRecord.to_document``) by its ``_id``."""
+        self.upsert([record.to_document(day, wave, self.url_for) for record, day in records])
+
+    def forget(self, source_keys: Collection[str]) -> None:
         """Delete the documents of these uploads."""
         keys = sorted(source_keys)
         self._retrying(f"{len(keys)} deletions", lambda: self.images.delete_many({"source_key": {"$in": keys}}))
 
-    def delete_results(self, users: set[str], days: set[str]) -> None:
-        """Delete these users' analytics documents of these days (as users and as neighbours)."""
-        database, users_, days_ = self.images.database, sorted(users), sorted(days)
+    def record_analytics(
+        self, day: date, daily: pl.DataFrame, median: dict[str, Any] | None, similar: pl.DataFrame, metric: str
+    ) -> None:
+        """Upsert a document per user (``daily_user_histograms``: ``<day>/<user>``), one for the median
+        (``daily_median``: ``<day>``) and one per user's neighbours (``similar_users``:
+        ``<day>/<metric>/<user>``, the neighbours as a list)."""
+        import polars as pl
+
+        iso = day.isoformat()
+        self.upsert(
+            ({"_id": f"{iso}/{row['user_id']}", "date": iso, **row} for row in daily.to_dicts()),
+            collection="daily_user_histograms",
+        )
+        if median is not None:
+            self.upsert([{"_id": iso, "date": iso, **median}], collection="daily_median")
+        neighbours = similar.group_by("user_id", maintain_order=True).agg(
+            pl.struct(pl.col("rank"), pl.col("neighbour_id").alias("user_id"), pl.col("distance")).alias("neighbours")
+        )
+        self.upsert(
+            (
+                {"_id": f"{iso}/{metric}/{row['user_id']}", "date": iso, "metric": metric, **row}
+                for row in neighbours.to_dicts()
+            ),
+            collection="similar_users",
+        )
+
+    def forget_analytics(self, users: Collection[str], day: date) -> None:
+        """Delete these users' analytics documents of ``day`` (as users and as neighbours)."""
+        database, users_, days_ = self.images.database, sorted(users), [day.isoformat()]
         selector = {"user_id": {"$in": users_}, "date": {"$in": days_}}
 
         def delete() -> None:

@@ -14,6 +14,7 @@ from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, delete_images, reprocess, upload_now
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
+from graywave.storage.mongo import MongoCatalog
 from tests.helpers import DAY, blobs_of, lake_of, put_uploads
 
 
@@ -181,8 +182,7 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
             catalog.get(DAY, "alice", images.image_id_for(key))
         assert not backends.blobs.exists(processed_key)
         assert backends.lake.read("images").column("source_key").to_pylist() == [kept]
-        if backends.catalog is not None:
-            assert [entry.source_key for entry in catalog.entries(DAY, "alice")] == [kept]
+        assert [entry.source_key for entry in catalog.entries(DAY, "alice")] == [kept]
 
 
 def _analytics(backends: Backends, day) -> None:
@@ -222,12 +222,12 @@ def test_deleting_a_rejected_upload_changes_no_analytics_and_a_processed_one_onl
         assert entries["cut.jpg"].status == "rejected"
         delete_images(backends, any_settings, [entries["cut.jpg"]])
         assert _analytics_rows(backends) == before
-        if backends.catalog is not None:
+        if isinstance(backends.catalog, MongoCatalog):
             assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 3
         delete_images(backends, any_settings, [entries["b.jpg"]])
         daily, similar = _analytics_rows(backends)
         assert daily == ["alice", "carol"] and similar == [("alice", "carol"), ("carol", "alice")]
-        if backends.catalog is not None:
+        if isinstance(backends.catalog, MongoCatalog):
             assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 2
 
 
@@ -278,7 +278,7 @@ def _the_next_wave_finishes_the_delete(settings, kept_key: str) -> None:
         assert {b.key for b in backends.blobs.list("processed/")} == {kept.record.processed_key}  # type: ignore[union-attr]
         assert not list(backends.blobs.list("deletions/"))
         assert backends.lake.read("daily_user_histograms").num_rows == 0  # alice's day counted deleted images
-        if backends.catalog is not None:
+        if isinstance(backends.catalog, MongoCatalog):
             assert backends.catalog.images.count_documents({}) == 1
             assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 0
 
@@ -289,6 +289,7 @@ from datetime import date
 from graywave.config import Settings
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, delete_images
+from graywave.storage.mongo import MongoCatalog
 
 steps_before_kill, day, doomed = int(sys.argv[1]), date.fromisoformat(sys.argv[2]), set(sys.argv[3:])
 done = 0
@@ -306,8 +307,8 @@ settings = Settings()
 with Backends.open(settings) as backends:
     entries = [e for e in ImageCatalog(backends).entries(day, "alice") if e.source_key in doomed]
     steps = [(backends.blobs, "delete"), (backends.lake, "delete")]
-    if backends.catalog is not None:
-        steps += [(backends.catalog, "delete_sources"), (backends.catalog, "delete_results")]
+    if isinstance(backends.catalog, MongoCatalog):
+        steps += [(backends.catalog, "forget"), (backends.catalog, "forget_analytics")]
     for target, name in steps:
         setattr(target, name, counted(getattr(target, name)))
     delete_images(backends, settings, entries)

@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 25, 9, 58, 3, tzinfo=UTC)
 
 @pytest.fixture
 def catalog(mongodb_uri):
-    catalog = MongoCatalog(mongodb_uri, f"test_{uuid.uuid4().hex[:8]}", retry_s=15)
+    catalog = MongoCatalog(mongodb_uri, f"test_{uuid.uuid4().hex[:8]}", url_for=url_for, retry_s=15)
     yield catalog
     catalog.client.drop_database(catalog.images.database.name)
     catalog.close()
@@ -89,7 +89,9 @@ def test_transient_write_errors_are_retried(catalog, mongodb_uri):
 
 
 def test_a_mongodb_that_stays_down_fails_with_a_clear_error(unused_port):
-    catalog = MongoCatalog(f"mongodb://127.0.0.1:{unused_port}/?directConnection=true", "x", retry_s=1.5)
+    catalog = MongoCatalog(
+        f"mongodb://127.0.0.1:{unused_port}/?directConnection=true", "x", url_for=url_for, retry_s=1.5
+    )
     with pytest.raises(BackendUnavailable, match="MongoDB did not accept 1 upserts for 2 s"):
         catalog.upsert([{"_id": "a"}])
 
