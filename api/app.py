@@ -25,6 +25,7 @@ from graywave.api.routers import analytics, health, images, jobs, uploads
 from graywave.api.timeouts import BodyTimeout
 from graywave.config import Settings
 from graywave.errors import GraywaveError
+from graywave.service.jobs import NO_JOBS, Jobs
 
 DESCRIPTION = (
     "Uploads, image status, processed grayscale images and the daily analytics of graywave.\n\n"
@@ -45,8 +46,10 @@ def _warm_up(state: State) -> None:
         errors.logger.warning("the lake's tables were not opened at start-up (the first reads open them): %s", error)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    state = State.open(settings or Settings())
+def create_app(settings: Settings | None = None, job_runner: Jobs = NO_JOBS) -> FastAPI:
+    """The app, with ``job_runner`` to start and read its background jobs: none by default
+    (``graywave api`` serves it with Prefect's: ``cli.asgi``)."""
+    state = State.open(settings or Settings(), job_runner)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

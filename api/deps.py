@@ -25,6 +25,7 @@ from graywave.service.backends import Backends
 from graywave.service.daily import DailyHistogramsCache, iso_day
 from graywave.service.identity import Authenticator, OidcVerifier
 from graywave.service.images import ImageCatalog
+from graywave.service.jobs import Jobs
 from graywave.service.tokens import Principal, TokenStore, open_token_store
 from graywave.storage.layout import USER_ID_PATTERN
 
@@ -52,6 +53,8 @@ class State:
     """Worker threads for the lake writes of requests (deletes): at most ``WRITE_THREADS`` at once,
     apart from the shared pool, so that writes waiting on the lake (a commit retried after a lost
     race) never hold the threads that other users' reads run on; the rest wait on the event loop."""
+    jobs: Jobs
+    """Starts and reads the background jobs (``service.jobs``), as the app was built with."""
 
     auth: Authenticator = field(init=False)
     """Who a bearer token is: graywave's own tokens (``tokens``) and the identity provider's JWTs
@@ -61,10 +64,11 @@ class State:
         object.__setattr__(self, "auth", Authenticator(self.tokens, OidcVerifier.from_settings(self.settings)))
 
     @classmethod
-    def open(cls, settings: Settings) -> State:
+    def open(cls, settings: Settings, jobs: Jobs) -> State:
         backends = Backends.open(settings)
         return cls(
             settings=settings,
+            jobs=jobs,
             backends=backends,
             tokens=open_token_store(settings),
             catalog=ImageCatalog(backends),

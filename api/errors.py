@@ -28,6 +28,7 @@ from graywave.errors import (
     RejectReason,
     UnsupportedMediaType,
 )
+from graywave.service.jobs import JobInProgress, JobsUnavailable
 from graywave.service.tokens import TokenStoreUnavailable
 from graywave.storage.blobs import refusal
 
@@ -101,6 +102,17 @@ async def _rejected(_: Request, error: Exception) -> Response:
     return error_response(415, CODES[415], f"not an accepted image ({error.reason}): {message}")
 
 
+async def _jobs_unavailable(_: Request, error: Exception) -> Response:
+    """No background job can start: its message says why and what to start (no address in it)."""
+    return error_response(503, "jobs_unavailable", str(error))
+
+
+async def _job_in_progress(_: Request, error: Exception) -> Response:
+    """A job of the same scope is queued or running: 429, with when to ask again."""
+    retry_after_s = cast(JobInProgress, error).retry_after_s  # registered for JobInProgress only
+    return error_response(429, "too_many_requests", str(error), headers={"Retry-After": str(retry_after_s)})
+
+
 HANDLERS: dict[type[GraywaveError], Handler] = {
     Rejected: _rejected,
     UnsupportedMediaType: _answer(415),
@@ -108,6 +120,8 @@ HANDLERS: dict[type[GraywaveError], Handler] = {
     NotFound: _answer(404),
     TokenStoreUnavailable: _answer(503, TOKEN_STORE_UNAVAILABLE),  # its message names the file's path
     BackendUnavailable: _answer(503, STORAGE_UNAVAILABLE),  # its message names buckets, paths, URLs
+    JobsUnavailable: _jobs_unavailable,
+    JobInProgress: _job_in_progress,
     GraywaveError: _answer(500, UNEXPECTED),  # any other kind reaching a route is a bug
 }
 """One handler per kind of graywave's errors. Starlette answers an error with the handler of the

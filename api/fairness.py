@@ -14,7 +14,7 @@ inside a request):
 
 Both are per process and rest on the event loop's single thread: a count is read and changed
 between two awaits, so no lock is needed. A background job is bounded across processes by its
-Prefect flow run instead (``api.jobs.start``).
+Prefect flow run instead (``flows.job_runs.start``).
 """
 
 from __future__ import annotations

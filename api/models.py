@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.images import ImageEntry, ReprocessReport
-
-if TYPE_CHECKING:  # Prefect is imported on the first job request, not at start-up (see api.jobs)
-    from prefect.client.schemas.objects import FlowRun
+from graywave.service.jobs import JobRun
 from graywave.storage.uploads import UPLOAD_CONTENT_TYPES
 
 HISTOGRAM_EXAMPLE: list[Any] = [
@@ -212,15 +210,15 @@ class Job(BaseModel):
     links: SelfLink
 
     @classmethod
-    def of(cls, run: FlowRun, failed: list[dict[str, Any]] | None = None, count: int | None = None) -> Job:
-        """The HTTP view of a reprocessing job's flow run (and of its failures table, once finished)."""
+    def of(cls, run: JobRun) -> Job:
+        """The HTTP view of a reprocessing job (and of its failures, once finished)."""
         return cls(
-            job_id=str(run.id),
-            user_id=run.parameters.get("user_id"),
-            count=count,
-            state=run.state_type.value if run.state_type else "UNKNOWN",
-            failed=[NotReprocessed.model_validate(row) for row in failed or []],
-            links=SelfLink(self=f"/jobs/{run.id}"),
+            job_id=str(run.job_id),
+            user_id=run.user_id,
+            count=run.count,
+            state=run.state,
+            failed=[NotReprocessed.model_validate(row) for row in run.failed],
+            links=SelfLink(self=f"/jobs/{run.job_id}"),
         )
 
 

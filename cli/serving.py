@@ -13,6 +13,8 @@ from graywave.config import METRICS_MULTIPROCESS_VARIABLE
 
 API_HTTP_PROTOCOL = "graywave.api.timeouts:SlowClientCutoff"
 """uvicorn's h11 protocol with a header deadline: named, as the app is, since the CLI imports no API code."""
+API_APP_FACTORY = "graywave.cli.asgi:create_app"
+"""The API's app with Prefect's background jobs, named to uvicorn: imported by its workers only."""
 
 
 def api(
@@ -32,7 +34,7 @@ def api(
         if (local := server.running()) is not None:
             os.environ["PREFECT_API_URL"] = local.api_url
     if workers == 1:
-        uvicorn.run("graywave.api.app:create_app", factory=True, host=host, port=port, http=API_HTTP_PROTOCOL)
+        uvicorn.run(API_APP_FACTORY, factory=True, host=host, port=port, http=API_HTTP_PROTOCOL)
         return
     import tempfile
 
@@ -40,9 +42,7 @@ def api(
     # folder (never an earlier run's counts), summed by whichever worker answers GET /metrics.
     with tempfile.TemporaryDirectory(prefix="graywave-metrics-", ignore_cleanup_errors=True) as folder:
         os.environ[METRICS_MULTIPROCESS_VARIABLE] = folder  # before uvicorn starts the workers
-        uvicorn.run(
-            "graywave.api.app:create_app", factory=True, host=host, port=port, workers=workers, http=API_HTTP_PROTOCOL
-        )
+        uvicorn.run(API_APP_FACTORY, factory=True, host=host, port=port, workers=workers, http=API_HTTP_PROTOCOL)
 
 
 def demo(days: Annotated[int, typer.Option(min=1, max=28, help="Days of sample uploads.")] = 7) -> None:

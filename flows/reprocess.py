@@ -21,12 +21,9 @@ from prefect.runtime import flow_run
 
 from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
+from graywave.flows.job_runs import IMAGES_LABEL
 from graywave.service.backends import Backends
 from graywave.service.images import REPROCESS_FAILURES_ARTIFACT, ImageCatalog, ReprocessReport, reprocess
-
-IMAGES_LABEL = "graywave.images"
-"""The run's label with how many images it was asked for (``api.jobs.IMAGES_LABEL``: the API reads
-it back for ``GET /jobs/{id}``); the API sets it when it starts the run, else the run sets it here."""
 
 
 def _label_the_count(count: int) -> None:

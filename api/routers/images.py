@@ -23,7 +23,7 @@ from graywave.api.deps import (
 from graywave.api.errors import ERRORS
 from graywave.api.fairness import user_key
 from graywave.api.models import Count, Error, Image, ImagePage, Job, Reprocessed
-from graywave.service.images import REPROCESS_JOB, delete_images, replace_and_reprocess, reprocess
+from graywave.service.images import delete_images, replace_and_reprocess, reprocess
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
@@ -53,13 +53,7 @@ async def _reprocess(app: State, user_id: str | None, who: str) -> Reprocessed |
     entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
     handled = [entry for entry in entries if entry.status != "pending"]
     if len(handled) > app.settings.api_inline_reprocess_max:
-        from graywave.api import jobs  # Prefect, imported here: at start-up it would make PREFECT_HOME
-
-        scope = user_id or "*"
-        run = await run_in_threadpool(
-            lambda: jobs.start(REPROCESS_JOB, {"user_id": user_id}, scope=scope, count=len(handled))
-        )
-        job = Job.of(run, count=len(handled))
+        job = Job.of(await run_in_threadpool(app.jobs.start_reprocess, user_id, len(handled)))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": job.links.self})
     return Reprocessed.of(await processing(app, who, lambda: reprocess(app.backends, app.settings, handled)))
 

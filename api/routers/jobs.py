@@ -7,10 +7,10 @@ import uuid
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from graywave.api.deps import Caller
-from graywave.api.errors import ERRORS, ApiError
+from graywave.api.deps import AppState, Caller
+from graywave.api.errors import ERRORS
 from graywave.api.models import Error, Job
-from graywave.service.images import REPROCESS_JOB
+from graywave.service.jobs import job_not_found
 
 router = APIRouter(tags=["jobs"], responses=ERRORS)
 
@@ -21,11 +21,8 @@ router = APIRouter(tags=["jobs"], responses=ERRORS)
     responses={503: {"model": Error}},
     summary="A background job: its state, and once it has finished, the images it could not reprocess",
 )
-async def get_job(job_id: uuid.UUID, principal: Caller) -> Job:
-    from graywave.api import jobs  # Prefect, imported here: at start-up it would make PREFECT_HOME
-
-    run, failed = await run_in_threadpool(jobs.read, job_id, REPROCESS_JOB)
-    user_id = run.parameters.get("user_id")
-    if not (principal.admin or (user_id is not None and principal.may_access(user_id))):
-        raise ApiError(404, f"job {job_id} does not exist")  # another user's job is not shown to exist
-    return Job.of(run, failed, count=jobs.count_of(run))
+async def get_job(job_id: uuid.UUID, principal: Caller, app: AppState) -> Job:
+    run = await run_in_threadpool(app.jobs.read_reprocess, job_id)
+    if not (principal.admin or (run.user_id is not None and principal.may_access(run.user_id))):
+        raise job_not_found(job_id)  # another user's job is not shown to exist
+    return Job.of(run)

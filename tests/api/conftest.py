@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from graywave.api.app import create_app
+from graywave.cli.asgi import create_app
 from graywave.config import Settings
 from graywave.service.tokens import issue_token
 from tests.helpers import Api, serving

@@ -21,10 +21,15 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Completed
 
 import graywave.api.routers.analytics as analytics_router
-from graywave.api import jobs
+from graywave.api.app import create_app
 from graywave.api.errors import ApiError
 from graywave.api.fairness import CHART_THREADS
+from graywave.config import Settings
+from graywave.flows import job_runs as jobs
+from graywave.service.jobs import JobInProgress, JobsUnavailable
+from graywave.service.tokens import issue_token
 from tests.api.test_api import PHOTO, error_of, upload
+from tests.helpers import Api, serving
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)  # the store plays no part here
 BURST = 150
@@ -219,10 +224,9 @@ def test_one_reprocessing_job_per_user_at_a_time(deployment, prefect_server):
     once alice's first has finished, her next one starts."""
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         first = _start(deployment, "alice")
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(JobInProgress) as refused:
             _start(deployment, "alice")
-        assert refused.value.status_code == 429 and refused.value.code == "too_many_requests"
-        assert str(first.id) in refused.value.detail and refused.value.headers == {"Retry-After": "30"}
+        assert str(first.id) in str(refused.value) and refused.value.retry_after_s == 30
         assert _start(deployment, "bob").id != first.id
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(first.id, Completed(), force=True)
@@ -245,12 +249,51 @@ def test_two_starts_that_both_passed_the_check_make_one_job(deployment, prefect_
         assert latest.id == earlier.id
         monkeypatch.setattr(jobs, "_runs", lambda client, found, tag, states: [] if states else [latest])
         started = _start(deployment, "carol")
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(JobInProgress) as refused:
             _start(deployment, "carol")
-        assert refused.value.status_code == 429 and str(started.id) in refused.value.detail
+        assert str(started.id) in str(refused.value)
         runs = _runs_of(deployment, "carol")
         assert {run.id for run in runs} == {earlier.id, started.id}
         assert {run.id for run in runs if run.state_type == StateType.SCHEDULED} == {started.id}
+
+
+class RefusingJobs:
+    """A job runner that refuses every job with ``error``: the API's answers to the refusals of
+    Prefect's runner, which the tests above make for real."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def start_reprocess(self, user_id, count):
+        raise self.error
+
+    def read_reprocess(self, job_id):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("refusal", "status", "code", "retry_after"),
+    [
+        (JobInProgress("a reprocessing job of alice is queued or running already", 30), 429, "too_many_requests", "30"),
+        (JobsUnavailable("no job can start now: graywave serve is not running"), 503, "jobs_unavailable", None),
+    ],
+)
+def test_a_refused_job_is_answered_with_its_status_code_and_message(
+    settings, tmp_path, monkeypatch, refusal, status, code, retry_after
+):
+    monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
+    monkeypatch.setenv("GRAYWAVE_API_INLINE_REPROCESS_MAX", "0")  # one handled image: a background job
+    settings = Settings()
+    api = Api("", settings, {"alice": issue_token(settings, "alice", admin=False)})
+    with serving(create_app(settings, job_runner=RefusingJobs(refusal))) as url:
+        api.url = url
+        alice = api.client("alice")
+        assert upload(alice, "alice", wait=True).status_code == 200
+        answer = alice.put("/images/alice")
+        assert error_of(answer) == (status, code)
+        assert answer.json()["error"]["message"] == str(refusal)
+        assert answer.headers.get("Retry-After") == retry_after
+        assert error_of(alice.get(f"/jobs/{uuid.uuid4()}"))[0] == status  # a read refused the same way
 
 
 def test_requests_that_arrive_together_find_the_queue_as_it_is():

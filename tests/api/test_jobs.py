@@ -15,8 +15,8 @@ import httpx
 import pytest
 from prefect.client.schemas.responses import DeploymentResponse
 
-from graywave.api import jobs
 from graywave.config import Settings
+from graywave.flows import job_runs as jobs
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog
 from graywave.service.samples import encode, synthetic_photo
@@ -145,9 +145,3 @@ def test_a_job_starts_only_on_a_deployment_that_a_runner_polls():
     assert jobs.not_served(deployment(last_polled=now, status="NOT_READY"), now) is not None
     paused = jobs.not_served(deployment(last_polled=now, paused=True), now)
     assert paused is not None and "paused" in paused  # serve stopped: it pauses its deployments
-
-
-def test_the_api_and_the_reprocessing_flow_name_the_same_count_label():
-    from graywave.flows.reprocess import IMAGES_LABEL
-
-    assert jobs.IMAGES_LABEL == IMAGES_LABEL

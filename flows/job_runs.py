@@ -1,32 +1,31 @@
-"""Background jobs: runs of a Prefect deployment that ``graywave serve`` registers and runs.
+"""Background jobs as runs of a Prefect deployment that ``graywave serve`` registers and runs:
+started and read through Prefect's client, for the API (``flows.jobs.PrefectJobs``, which imports
+this module on the first job request).
 
-The API starts them through Prefect's API, by deployment name (``service.images.REPROCESS_JOB``),
-and reads their state back; it never imports the flows. Without ``PREFECT_API_URL`` there is no
-Prefect server that a ``graywave serve`` could share with this API, so there are no jobs: 503.
+A job is started by deployment name (``service.images.REPROCESS_JOB``), and its state read back.
+Without ``PREFECT_API_URL`` there is no Prefect server that a ``graywave serve`` could share with
+the API, so there are no jobs: ``JobsUnavailable`` (503).
 
 A job is started only when a ``graywave serve`` runs its deployment; else its run would wait,
 ``SCHEDULED``, forever, behind a 202. The server knows: a runner polls it for its deployments' runs
 every few seconds (``PREFECT_RUNNER_POLL_FREQUENCY``, 10 s), which sets the deployment's
 ``last_polled``, and a stopping ``graywave serve`` pauses its deployments. A deployment that is
 paused, or not polled within ``PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS``
-(60 s: the rule by which Prefect's server marks a deployment ``NOT_READY``), has no runner: 503,
-with the reason.
+(60 s: the rule by which Prefect's server marks a deployment ``NOT_READY``), has no runner:
+``JobsUnavailable``, with the reason.
 
 How many images a job was asked to reprocess is kept on its flow run, as the label
-``IMAGES_LABEL``: given by the API when it starts the job, else set by the job when it lists them.
+``IMAGES_LABEL``: given by the API when it starts the job, else set by the job when it lists them
+(``flows.reprocess``).
 
 One job per scope (a user's images, or everyone's) at a time, across every API process and
 machine: the Prefect server, which they share, is asked. A job's flow run carries its scope as a
 tag (``scope_tag``); while a run of that tag is not in a final state (scheduled, pending, running,
-paused, cancelling), another start is refused with 429 naming it. Two starts at the same moment
+paused, cancelling), another start is refused (``JobInProgress``, 429) naming it. Two starts at the same moment
 (two API processes) cannot both pass that check: each creates its run with the idempotency key
 ``<tag> after <the scope's latest run>``, which the server keeps unique, so the second is given the
 first's run; it sees that the run is not its own (the ``REQUEST_LABEL`` nonce it sent is not on it)
-and answers 429 too.
-
-The routers import this module on a job request, not at start-up: Prefect's import makes its home
-folder (``./data/prefect``) whenever the folder above it exists, and an API that never starts a job
-must leave no such folder behind.
+and is refused too.
 """
 
 from __future__ import annotations
@@ -53,29 +52,26 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, get_current_settings
 
-from graywave.api.errors import ApiError
 from graywave.service.images import REPROCESS_FAILURES_ARTIFACT
-
-
-def _unavailable(message: str) -> ApiError:
-    return ApiError(503, message, "jobs_unavailable")
+from graywave.service.jobs import JobInProgress, JobsUnavailable, job_not_found
 
 
 def _check_configured() -> None:
     if not PREFECT_API_URL.value():
-        raise _unavailable(
+        raise JobsUnavailable(
             "reprocessing many images runs as a background job on Prefect: set PREFECT_API_URL, for this API"
             " and for `graywave serve`, to one Prefect server"
         )
 
 
 IMAGES_LABEL = "graywave.images"
-"""The flow run label that holds how many images a reprocessing job was asked for."""
+"""The flow run label that holds how many images a reprocessing job was asked for: set here when the
+API starts the job, else by the job when it lists them (``flows.reprocess``); read for ``GET /jobs/{id}``."""
 REQUEST_LABEL = "graywave.request"
 """The flow run label that holds the nonce of the request that created the run (one job per scope)."""
 UNFINISHED = [state for state in StateType if state not in TERMINAL_STATES]
 JOB_RETRY_AFTER_S = 30
-"""``Retry-After`` of a 429 for a job whose scope has one queued or running: jobs take minutes."""
+"""When to ask again for a job whose scope has one queued or running (``Retry-After``): jobs take minutes."""
 
 
 def scope_tag(scope: str) -> str:
@@ -83,14 +79,12 @@ def scope_tag(scope: str) -> str:
     return f"graywave.scope:{scope}"
 
 
-def _already(scope: str, run: FlowRun) -> ApiError:
+def _already(scope: str, run: FlowRun) -> JobInProgress:
     whose = "every user" if scope == "*" else scope
-    return ApiError(
-        429,
+    return JobInProgress(
         f"a reprocessing job of {whose} is queued or running already (/jobs/{run.id}, {run.state_name});"
         " one at a time: retry once it has finished",
-        "too_many_requests",
-        headers={"Retry-After": str(JOB_RETRY_AFTER_S)},
+        JOB_RETRY_AFTER_S,
     )
 
 
@@ -127,16 +121,17 @@ def not_served(found: DeploymentResponse, now: datetime | None = None) -> str | 
 
 
 def start(deployment: str, parameters: dict[str, Any], *, scope: str, count: int | None = None) -> FlowRun:
-    """A new run of ``deployment`` (``flow/deployment``) with these parameters, scheduled now; 503
-    when no ``graywave serve`` runs that deployment; 429 while a run of the same ``scope`` (a user
-    id, or ``*``) is not finished. ``count``: the images it is asked for."""
+    """A new run of ``deployment`` (``flow/deployment``) with these parameters, scheduled now;
+    ``JobsUnavailable`` when no ``graywave serve`` runs that deployment; ``JobInProgress`` while a
+    run of the same ``scope`` (a user id, or ``*``) is not finished. ``count``: the images it is
+    asked for."""
     _check_configured()
     try:
         with get_client(sync_client=True) as client:
             found = client.read_deployment_by_name(deployment)
             problem = not_served(found)
             if problem is not None:
-                raise _unavailable(f"no job can start now: {problem}")
+                raise JobsUnavailable(f"no job can start now: {problem}")
             tag = scope_tag(scope)
             unfinished = _runs(client, found.id, tag, UNFINISHED)
             if unfinished:
@@ -157,15 +152,17 @@ def start(deployment: str, parameters: dict[str, Any], *, scope: str, count: int
                 raise _already(scope, run)
             return run
     except ObjectNotFound:
-        raise _unavailable(f"no deployment {deployment} on the Prefect server: is `graywave serve` running?") from None
+        raise JobsUnavailable(
+            f"no deployment {deployment} on the Prefect server: is `graywave serve` running?"
+        ) from None
     except httpx.HTTPError as error:
-        raise _unavailable(f"the Prefect server cannot be reached ({type(error).__name__})") from None
+        raise JobsUnavailable(f"the Prefect server cannot be reached ({type(error).__name__})") from None
 
 
 def read(job_id: uuid.UUID, deployment: str) -> tuple[FlowRun, list[dict[str, Any]]]:
     """The flow run ``job_id`` of ``deployment``, and the rows of its failures table (empty until it
-    has finished); ``ApiError`` 404 for any other id, and for every id without a Prefect server."""
-    missing = ApiError(404, f"job {job_id} does not exist")
+    has finished); ``NotFound`` for any other id, and for every id without a Prefect server."""
+    missing = job_not_found(job_id)
     if not PREFECT_API_URL.value():
         raise missing
     try:
@@ -179,7 +176,7 @@ def read(job_id: uuid.UUID, deployment: str) -> tuple[FlowRun, list[dict[str, An
     except ObjectNotFound:
         raise missing from None
     except httpx.HTTPError as error:
-        raise _unavailable(f"the Prefect server cannot be reached ({type(error).__name__})") from None
+        raise JobsUnavailable(f"the Prefect server cannot be reached ({type(error).__name__})") from None
     return run, failures(artifacts)
 
 
