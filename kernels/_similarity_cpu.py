@@ -1,18 +1,26 @@
-"""All-pairs top-n on the CPU, memory bounded: O(N * n) for the results plus a tile per thread,
-never N x N. Two searches:
+"""All-pairs top-n on the CPU, memory bounded: O(N * n) for the tables plus a tile per thread,
+never N x N.
 
-- ``top_n_by_inner_product`` (the metrics that are an inner product after a per-row transform:
-  Hellinger, correlation): tiles of a matrix multiply (NumPy's BLAS sgemm), each tile streamed
-  through a top-n selection. The similarity is symmetric, so only the tiles on and above the
-  diagonal are multiplied, and each feeds both its rows' and its columns' tables.
-- ``top_n_all_pairs`` (every metric): a tiled Numba kernel that computes each pair element by
-  element, parallel over row blocks.
+One search (``_search``) for every metric, in blocks of ``TILE_ROWS`` rows. A tile holds the scores
+of two blocks' rows against each other (larger is nearer), and ``_take_tile`` streams it through
+the rows' tables (each row's n best so far) and, off the diagonal, through the columns' tables
+too: every metric here is symmetric, so only the tiles on and above the diagonal are computed,
+N^2 / 2 pairs in all. The tiles go in rounds (``tile_rounds``) in which no two share a block: the
+threads that run a round's tiles never touch the same table, with no lock, and the result does not
+depend on which thread ran what. Two kinds of tile:
 
-Metric codes (the public metric names map onto them in ``similarity.py``):
+- ``top_n_by_inner_product`` (the metrics ordered like an inner product after a per-row transform:
+  Hellinger, correlation): one BLAS sgemm of the two blocks (NumPy's matmul, one BLAS thread per
+  tile while the tiles run in parallel);
+- ``top_n_all_pairs`` (the other metrics): ``_distance_tile``, a Numba kernel that computes each
+  pair element by element (the same float32 sums as the GPU twin's fused kernel), negated.
+
+Metric codes of the element-wise tiles (the public metric names map onto them in ``similarity.py``):
     DESIGN  sum |a - b| / max(a, b), 0/0 = 0
     L1      sum |a - b|
     CHISQ   sum (a - b)^2 / (a + b), 0/0 = 0
-    DOT     1 - sum a * b      (Hellinger on square roots, correlation on standardised rows)
+    DOT     1 - sum a * b      (the GPU twin's code for it; ``similarity`` sends inner products to
+                                ``top_n_by_inner_product``)
 The 0/0 cases need no branch: both numerators are 0 when the denominator is 0, so dividing by
 max(denominator, tiny) gives 0 there and the exact quotient everywhere else.
 """
@@ -28,10 +36,6 @@ from numba import prange
 from threadpoolctl import threadpool_limits
 
 from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
-
-TILE = 512
-BLOCK = 64
-CHUNK = 32
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -95,85 +99,24 @@ def _row_to_tile(xt: np.ndarray, i: int, j0: int, j1: int, metric: int, tiny: fl
             out[jj] = 1.0 - out[jj]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _worse(d1: float, j1: int, d2: float, j2: int) -> bool:
-    """(d1, j1) ranks after (d2, j2): larger distance, or the same distance and a larger index."""
-    return d1 > d2 or (d1 == d2 and j1 > j2)
-
-
-@numba.njit(nogil=True, cache=True)
-def _offer(best_d: np.ndarray, best_j: np.ndarray, d: float, j: int) -> float:
-    """Put (d, j) in the table if it ranks before the table's worst; return the new worst distance."""
-    w = 0
-    for s in range(1, best_d.size):
-        if _worse(best_d[s], best_j[s], best_d[w], best_j[w]):
-            w = s
-    if _worse(d, j, best_d[w], best_j[w]):
-        return best_d[w]
-    best_d[w] = d
-    best_j[w] = j
-    worst = best_d[0]
-    for s in range(1, best_d.size):
-        worst = max(worst, best_d[s])
-    return worst
-
-
-@numba.njit(nogil=True, cache=True, fastmath={"nnan", "nsz", "reassoc"})
-def _minimum(values: np.ndarray, m: int) -> float:
-    """min(values[:m]), vectorised (the values are never NaN)."""
-    lowest = np.inf
-    for k in range(m):
-        lowest = min(lowest, values[k])
-    return lowest
-
-
-@numba.njit(nogil=True, cache=True, parallel=True)
-def top_n_all_pairs(xt: np.ndarray, n: int, metric: int, tiny: float) -> tuple[np.ndarray, np.ndarray]:
-    """For every row of ``xt.T`` (``xt`` is bins x N, C-contiguous): the ``n`` nearest other rows.
-
-    Rows go in blocks of ``BLOCK``, one block per task; each block sweeps all rows tile by tile
-    (a tile stays in cache while the block uses it), keeping a top-n table per row. Chunks of a
-    tile that cannot beat a row's current n-th distance are skipped after one vectorised minimum.
-    Returns (indices, distances), each N x n, sorted by (distance, index); -1 / inf pad rows that
-    have fewer than n others.
-    """
-    total = xt.shape[1]
-    indices = np.full((total, n), -1, dtype=np.int64)
-    distances = np.full((total, n), np.inf, dtype=np.float64)
-    blocks = (total + BLOCK - 1) // BLOCK
-    for block in prange(blocks):
-        i0, i1 = block * BLOCK, min(total, (block + 1) * BLOCK)
-        out = np.empty(TILE, dtype=xt.dtype)
-        best_d = np.full((i1 - i0, n), np.inf, dtype=xt.dtype)
-        best_j = np.full((i1 - i0, n), total, dtype=np.int64)
-        worst = np.full(i1 - i0, np.inf, dtype=xt.dtype)
-        for j0 in range(0, total, TILE):
-            j1 = min(total, j0 + TILE)
-            for i in range(i0, i1):
-                _row_to_tile(xt, i, j0, j1, metric, tiny, out)
-                r = i - i0
-                w = worst[r]
-                for c0 in range(0, j1 - j0, CHUNK):
-                    c1 = min(j1 - j0, c0 + CHUNK)
-                    if _minimum(out[c0:c1], c1 - c0) > w:
-                        continue
-                    for jj in range(c0, c1):
-                        if out[jj] <= w and j0 + jj != i:
-                            w = _offer(best_d[r], best_j[r], out[jj], j0 + jj)
-                worst[r] = w
-        for r in range(i1 - i0):
-            order = np.argsort(best_j[r], kind="mergesort")
-            order = order[np.argsort(best_d[r][order], kind="mergesort")]
-            for rank in range(n):
-                j = best_j[r, order[rank]]
-                if j < total:
-                    indices[i0 + r, rank] = j
-                    distances[i0 + r, rank] = best_d[r, order[rank]]
-    return indices, distances
-
-
 TILE_ROWS = 512
-"""Rows on each side of an inner-product tile: a 512 x 512 float32 tile (1 MiB) stays in a core's L2."""
+"""Rows on each side of a tile: a 512 x 512 float32 tile (1 MiB) stays in a core's L2."""
+
+Tile = Callable[[int, int, int, int], np.ndarray]
+"""``tile(a0, a1, b0, b1)``: the float32 scores of rows a0..a1 against rows b0..b1 (C-contiguous)."""
+
+
+def top_n_all_pairs(xt: np.ndarray, n: int, metric: int, tiny: float) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of ``xt.T`` (``xt`` is bins x N, C-contiguous): the ``n`` nearest other rows by
+    the metric ``metric`` (a code above), in float32. Returns (indices, distances), each N x n,
+    sorted by (distance, index); -1 / inf pad rows that have fewer than n others."""
+
+    def tile(a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        out = np.empty((a1 - a0, b1 - b0), dtype=np.float32)
+        _distance_tile(xt, a0, b0, metric, tiny, out)
+        return out
+
+    return _search(xt.shape[1], n, np.zeros(xt.shape[1], dtype=np.float32), tile)
 
 
 def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -181,36 +124,48 @@ def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) ->
     ``offsets[i] + offsets[j] - features[i] . features[j]``: (indices, distances), each N x n,
     sorted by (distance, index); -1 / inf pad rows that have fewer than n others. (Hellinger's
     squared distance is this on square roots, with offsets half the rows' sums; 1 - Pearson's r on
-    standardised rows, with offsets of one half.)
-
-    The rows go in blocks of ``TILE_ROWS``. A tile is the float32 product of two blocks (one BLAS
-    sgemm); ``_take_tile`` streams it through the rows' tables (the n best so far) and, off the
-    diagonal, through the columns' tables too, since the product is symmetric: N^2 / 2 products in
-    all. The tiles go in rounds (``tile_rounds``) in which no two share a block, so the threads that
-    run a round's tiles never touch the same table: no lock, and the result does not depend on
-    which thread ran what. BLAS runs one thread per tile; the tiles of a round run in parallel.
-    """
+    standardised rows, with offsets of one half.) A tile is one BLAS sgemm of two blocks."""
     x = np.ascontiguousarray(features, dtype=np.float32)
-    half = np.ascontiguousarray(offsets, dtype=np.float32)
-    total = len(x)
-    # Row i's table holds its n best scores ``product - offsets[j]`` (its own offset, the same for
-    # all its candidates, left out), so larger is nearer.
+
+    def tile(a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
+        return x[a0:a1] @ x[b0:b1].T
+
+    with threadpool_limits(1, user_api="blas"):  # the tiles run in parallel, each on one BLAS thread
+        return _search(len(x), n, np.ascontiguousarray(offsets, dtype=np.float32), tile)
+
+
+def _search(total: int, n: int, offsets: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's n nearest by the distance ``offsets[i] + offsets[j] - tile[i, j]``, the tiles in
+    rounds on ``numba.get_num_threads()`` threads (the tile functions and ``_take_tile`` release
+    the GIL)."""
+    # Row i's table holds its n best scores ``tile[i, j] - offsets[j]`` (its own offset, the same
+    # for all its candidates, left out), so larger is nearer.
     best_s = np.full((total, n), -np.inf, dtype=np.float32)
     best_j = np.full((total, n), total, dtype=np.int64)
-    floor = np.full(total, -np.inf, dtype=np.float32)  # per row: the table's least score
+    floor = np.full(total, -np.inf, dtype=np.float32)  # per row: its table's least score
 
     def run(tiles: list[tuple[int, int]]) -> None:
         for a, b in tiles:
             a0, b0 = a * TILE_ROWS, b * TILE_ROWS
-            rows, columns = x[a0 : a0 + TILE_ROWS], x[b0 : b0 + TILE_ROWS]
-            _take_tile(rows @ columns.T, a0, b0, half, best_s, best_j, floor, a == b)
+            scores = tile(a0, min(total, a0 + TILE_ROWS), b0, min(total, b0 + TILE_ROWS))
+            _take_tile(scores, a0, b0, offsets, best_s, best_j, floor, a == b)
 
     threads = numba.get_num_threads()
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="graywave-all-pairs") as pool:
         for tiles in tile_rounds(-(-total // TILE_ROWS)):
             # A round's tiles in one task per thread; the round ends before the next one starts.
             list(pool.map(run, [tiles[t::threads] for t in range(threads)]))
-    return _sorted_tables(best_s, best_j, half)
+    return _sorted_tables(best_s, best_j, offsets)
+
+
+@numba.njit(nogil=True, cache=True)
+def _distance_tile(xt: np.ndarray, i0: int, j0: int, metric: int, tiny: float, out: np.ndarray) -> None:
+    """out[r, c] = -distance(row i0 + r, row j0 + c), in float32."""
+    for r in range(out.shape[0]):
+        row = out[r]
+        _row_to_tile(xt, i0 + r, j0, j0 + out.shape[1], metric, tiny, row)
+        for c in range(row.size):
+            row[c] = -row[c]
 
 
 def tile_rounds(blocks: int) -> Iterator[list[tuple[int, int]]]:
@@ -228,20 +183,34 @@ def tile_rounds(blocks: int) -> Iterator[list[tuple[int, int]]]:
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _offer_product(best_s: np.ndarray, best_j: np.ndarray, i: int, s: float, j: int) -> float:
-    """Put (s, j) in row i's table if it ranks before the table's worst (a smaller product, or the
-    same product and a larger index); return the table's new least product."""
-    w = 0
-    for t in range(1, best_s.shape[1]):
-        if best_s[i, t] < best_s[i, w] or (best_s[i, t] == best_s[i, w] and best_j[i, t] > best_j[i, w]):
-            w = t
-    if s < best_s[i, w] or (s == best_s[i, w] and j > best_j[i, w]):
-        return best_s[i, w]
-    best_s[i, w] = s
-    best_j[i, w] = j
-    least = best_s[i, 0]
-    for t in range(1, best_s.shape[1]):
-        least = min(least, best_s[i, t])
-    return least
+    """Put (s, j) in row i's table if it ranks before the table's worst; return the table's new
+    least score (its floor).
+
+    The table is a binary heap whose root is its worst entry (the smallest score, and of equal
+    scores the largest index): a rejection is one comparison, an entry log2(n) steps down the heap.
+    Unused entries are (-inf, N), worse than any candidate."""
+    if s < best_s[i, 0] or (s == best_s[i, 0] and j > best_j[i, 0]):
+        return best_s[i, 0]
+    size = best_s.shape[1]
+    parent = 0
+    while True:
+        child = 2 * parent + 1
+        if child >= size:
+            break
+        right = child + 1
+        if right < size and (
+            best_s[i, right] < best_s[i, child]
+            or (best_s[i, right] == best_s[i, child] and best_j[i, right] > best_j[i, child])
+        ):
+            child = right
+        if not (best_s[i, child] < s or (best_s[i, child] == s and best_j[i, child] > j)):
+            break
+        best_s[i, parent] = best_s[i, child]
+        best_j[i, parent] = best_j[i, child]
+        parent = child
+    best_s[i, parent] = s
+    best_j[i, parent] = j
+    return best_s[i, 0]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -257,47 +226,80 @@ def _take_tile(
 ) -> None:
     """Offer the products ``tile[r, c]`` of rows ``i0 + r`` and ``j0 + c`` to row ``i0 + r``'s table
     (as ``tile[r, c] - offsets[j0 + c]``) and, off the diagonal, to row ``j0 + c``'s (as
-    ``tile[r, c] - offsets[i0 + r]``).
-
-    Each tile row is compared with the floors in vectorised passes: one that only says whether any
-    product reaches a floor (most rows, once the tables have filled, have none), then, where one
-    does, one that marks them in a byte mask, read eight bytes at a time; only the marked products
-    reach the scalar ``_offer_product``."""
-    rows, columns = tile.shape
+    ``tile[r, c] - offsets[i0 + r]``)."""
+    columns = tile.shape[1]
     mask = np.zeros(-(-columns // 8) * 8, dtype=np.uint8)
-    words = mask.view(np.uint64)
-    for r in range(rows):
+    others = offsets[j0 : j0 + columns]
+    floors = floor[j0 : j0 + columns]
+    for r in range(tile.shape[0]):
         i = i0 + r
-        products = tile[r]
-        others = offsets[j0 : j0 + columns]
-        w = floor[i]
-        hit = False
-        for c in range(columns):
-            hit |= products[c] - others[c] >= w
-        if hit:
-            for c in range(columns):
-                mask[c] = products[c] - others[c] >= w
-            for q in range(words.size):
-                if words[q]:
-                    for c in range(8 * q, min(columns, 8 * q + 8)):
-                        if products[c] - others[c] >= w and j0 + c != i:
-                            w = _offer_product(best_s, best_j, i, products[c] - others[c], j0 + c)
-            floor[i] = w
-        if diagonal:
-            continue
-        own = offsets[i]
-        floors = floor[j0 : j0 + columns]
-        hit = False
-        for c in range(columns):
-            hit |= products[c] - own >= floors[c]
-        if hit:
-            for c in range(columns):
-                mask[c] = products[c] - own >= floors[c]
-            for q in range(words.size):
-                if words[q]:
-                    for c in range(8 * q, min(columns, 8 * q + 8)):
-                        if products[c] - own >= floors[c]:
-                            floors[c] = _offer_product(best_s, best_j, j0 + c, products[c] - own, i)
+        floor[i] = _to_row(tile[r], others, floor[i], i, j0, mask, best_s, best_j)
+        if not diagonal:
+            _to_columns(tile[r], offsets[i], floors, i, j0, mask, best_s, best_j)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _to_row(
+    products: np.ndarray,
+    others: np.ndarray,
+    w: float,
+    i: int,
+    j0: int,
+    mask: np.ndarray,
+    best_s: np.ndarray,
+    best_j: np.ndarray,
+) -> float:
+    """Offer ``products[c] - others[c]`` (candidate ``j0 + c``) to row i's table, whose floor is
+    ``w``; return the new floor.
+
+    Vectorised passes first: one that only says whether any score reaches the floor (for most tile
+    rows, once the tables have filled, none does), then, where one does, one that marks them in a
+    byte mask, read eight bytes at a time; only the marked scores reach the scalar
+    ``_offer_product``."""
+    columns = products.size
+    hit = False
+    for c in range(columns):
+        hit |= products[c] - others[c] >= w
+    if not hit:
+        return w
+    for c in range(columns):
+        mask[c] = products[c] - others[c] >= w
+    words = mask.view(np.uint64)
+    for q in range(words.size):
+        if words[q]:
+            for c in range(8 * q, min(columns, 8 * q + 8)):
+                if products[c] - others[c] >= w and j0 + c != i:
+                    w = _offer_product(best_s, best_j, i, products[c] - others[c], j0 + c)
+    return w
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _to_columns(
+    products: np.ndarray,
+    own: float,
+    floors: np.ndarray,
+    i: int,
+    j0: int,
+    mask: np.ndarray,
+    best_s: np.ndarray,
+    best_j: np.ndarray,
+) -> None:
+    """Offer ``products[c] - own`` (candidate i) to the table of each row ``j0 + c``, whose floor
+    is ``floors[c]``; the same passes as ``_to_row``."""
+    columns = products.size
+    hit = False
+    for c in range(columns):
+        hit |= products[c] - own >= floors[c]
+    if not hit:
+        return
+    for c in range(columns):
+        mask[c] = products[c] - own >= floors[c]
+    words = mask.view(np.uint64)
+    for q in range(words.size):
+        if words[q]:
+            for c in range(8 * q, min(columns, 8 * q + 8)):
+                if products[c] - own >= floors[c]:
+                    floors[c] = _offer_product(best_s, best_j, j0 + c, products[c] - own, i)
 
 
 @numba.njit(nogil=True, cache=True, parallel=True)

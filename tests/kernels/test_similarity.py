@@ -144,6 +144,6 @@ def test_the_all_pairs_kernel_is_compiled_for_float32_only(fractions):
     from graywave.kernels import _similarity_cpu
 
     all_pairs_nearest(fractions, 3, "design")
-    signatures = _similarity_cpu.top_n_all_pairs.signatures
+    signatures = _similarity_cpu._distance_tile.signatures
     assert signatures
-    assert all(signature[0].dtype == numba.float32 and signature[3] == numba.float32 for signature in signatures)
+    assert all(signature[0].dtype == numba.float32 and signature[4] == numba.float32 for signature in signatures)

@@ -83,6 +83,7 @@ def both(fractions: np.ndarray, n: int, metric: int):
 @pytest.mark.parametrize(("count", "bins", "n"), [(70, 16, 8), (150, 4, 5), (40, 256, 3), (9, 1, 4)])
 def test_all_pairs_top_n_is_the_cpus_over_blocks_and_tiles(monkeypatch, metric, count, bins, n):
     monkeypatch.setattr(_similarity_gpu, "THREADS", 32)  # several blocks, the last one partly idle
+    monkeypatch.setattr(_similarity_cpu, "TILE_ROWS", 16)  # the CPU twin's tiles and rounds too
     assert count > _similarity_gpu.tile_rows(bins) or bins == 1  # several tiles, the last one partial
     (gpu_index, gpu_distance), (cpu_index, cpu_distance) = both(rows(count, bins), n, metric)
     assert np.array_equal(gpu_index, cpu_index)
