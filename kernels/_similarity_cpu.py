@@ -1,17 +1,17 @@
 """All-pairs top-n on the CPU, memory bounded: O(N * n) for the tables plus a tile per thread,
 never N x N.
 
-One search (``_search``) for every metric, in blocks of ``TILE_ROWS`` rows. A tile holds the scores
+One search for every metric, in blocks of ``TILE_ROWS`` rows. A tile holds the scores
 of two blocks' rows against each other (larger is nearer), and ``_take_tile`` streams it through
 the rows' tables (each row's n best so far) and, off the diagonal, through the columns' tables
 too: every metric here is symmetric, so only the tiles on and above the diagonal are computed,
-N^2 / 2 pairs in all. The tiles go in rounds (``tile_rounds``) in which no two share a block: the
-threads that run a round's tiles never touch the same table, with no lock, and the result does not
-depend on which thread ran what. Two kinds of tile:
+N^2 / 2 pairs in all. The tiles go in rounds (``tile_rounds``) in which no two share a block, and a
+round's tiles run in parallel (Numba's ``prange``): the threads never touch the same table, with no
+lock, and the result does not depend on which thread ran what. Two kinds of tile:
 
 - ``top_n_by_inner_product`` (the metrics ordered like an inner product after a per-row transform:
-  Hellinger, correlation): one BLAS sgemm of the two blocks (NumPy's matmul, one BLAS thread per
-  tile while the tiles run in parallel);
+  Hellinger, correlation): one BLAS sgemm of the two blocks (Numba's ``np.dot``, through SciPy's
+  BLAS, one BLAS thread per tile while the tiles run in parallel);
 - ``top_n_all_pairs`` (the other metrics): ``_distance_tile``, a Numba kernel that computes each
   pair element by element (the same float32 sums as the GPU twin's fused kernel), negated.
 
@@ -28,7 +28,6 @@ max(denominator, tiny) gives 0 there and the exact quotient everywhere else.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
@@ -102,21 +101,14 @@ def _row_to_tile(xt: np.ndarray, i: int, j0: int, j1: int, metric: int, tiny: fl
 TILE_ROWS = 512
 """Rows on each side of a tile: a 512 x 512 float32 tile (1 MiB) stays in a core's L2."""
 
-Tile = Callable[[int, int, int, int], np.ndarray]
-"""``tile(a0, a1, b0, b1)``: the float32 scores of rows a0..a1 against rows b0..b1 (C-contiguous)."""
-
 
 def top_n_all_pairs(xt: np.ndarray, n: int, metric: int, tiny: float) -> tuple[np.ndarray, np.ndarray]:
     """For every row of ``xt.T`` (``xt`` is bins x N, C-contiguous): the ``n`` nearest other rows by
     the metric ``metric`` (a code above), in float32. Returns (indices, distances), each N x n,
     sorted by (distance, index); -1 / inf pad rows that have fewer than n others."""
-
-    def tile(a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
-        out = np.empty((a1 - a0, b1 - b0), dtype=np.float32)
-        _distance_tile(xt, a0, b0, metric, tiny, out)
-        return out
-
-    return _search(xt.shape[1], n, np.zeros(xt.shape[1], dtype=np.float32), tile)
+    tables = _Tables(xt.shape[1], n, np.zeros(xt.shape[1], dtype=np.float32))
+    _search_distances(xt, metric, tiny, *tables.arrays, *_rounds(tables.total), TILE_ROWS)
+    return tables.sorted()
 
 
 def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,36 +118,82 @@ def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) ->
     squared distance is this on square roots, with offsets half the rows' sums; 1 - Pearson's r on
     standardised rows, with offsets of one half.) A tile is one BLAS sgemm of two blocks."""
     x = np.ascontiguousarray(features, dtype=np.float32)
-
-    def tile(a0: int, a1: int, b0: int, b1: int) -> np.ndarray:
-        return x[a0:a1] @ x[b0:b1].T
-
+    tables = _Tables(len(x), n, np.ascontiguousarray(offsets, dtype=np.float32))
     with threadpool_limits(1, user_api="blas"):  # the tiles run in parallel, each on one BLAS thread
-        return _search(len(x), n, np.ascontiguousarray(offsets, dtype=np.float32), tile)
+        _search_products(x, *tables.arrays, *_rounds(tables.total), TILE_ROWS)
+    return tables.sorted()
 
 
-def _search(total: int, n: int, offsets: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
-    """Every row's n nearest by the distance ``offsets[i] + offsets[j] - tile[i, j]``, the tiles in
-    rounds on ``numba.get_num_threads()`` threads (the tile functions and ``_take_tile`` release
-    the GIL)."""
-    # Row i's table holds its n best scores ``tile[i, j] - offsets[j]`` (its own offset, the same
-    # for all its candidates, left out), so larger is nearer.
-    best_s = np.full((total, n), -np.inf, dtype=np.float32)
-    best_j = np.full((total, n), total, dtype=np.int64)
-    floor = np.full(total, -np.inf, dtype=np.float32)  # per row: its table's least score
+class _Tables:
+    """Every row's table: its n best scores ``tile[i, j] - offsets[j]`` (its own offset, the same
+    for all its candidates, left out; larger is nearer) and their candidates, and its floor (the
+    table's least score)."""
 
-    def run(tiles: list[tuple[int, int]]) -> None:
-        for a, b in tiles:
-            a0, b0 = a * TILE_ROWS, b * TILE_ROWS
-            scores = tile(a0, min(total, a0 + TILE_ROWS), b0, min(total, b0 + TILE_ROWS))
-            _take_tile(scores, a0, b0, offsets, best_s, best_j, floor, a == b)
+    def __init__(self, total: int, n: int, offsets: np.ndarray) -> None:
+        self.total = total
+        self.arrays = (
+            offsets,
+            np.full((total, n), -np.inf, dtype=np.float32),
+            np.full((total, n), total, dtype=np.int64),
+            np.full(total, -np.inf, dtype=np.float32),
+        )
 
-    threads = numba.get_num_threads()
-    with ThreadPoolExecutor(threads, thread_name_prefix="graywave-all-pairs") as pool:
-        for tiles in tile_rounds(-(-total // TILE_ROWS)):
-            # A round's tiles in one task per thread; the round ends before the next one starts.
-            list(pool.map(run, [tiles[t::threads] for t in range(threads)]))
-    return _sorted_tables(best_s, best_j, offsets)
+    def sorted(self) -> tuple[np.ndarray, np.ndarray]:
+        offsets, best_s, best_j, _ = self.arrays
+        return _sorted_tables(best_s, best_j, offsets)
+
+
+def _rounds(total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``tile_rounds`` of ``total`` rows as arrays for the compiled search: the tiles (T x 2), and
+    where each round starts among them (rounds + 1)."""
+    rounds = list(tile_rounds(-(-total // TILE_ROWS)))
+    tiles = np.array([tile for tiles in rounds for tile in tiles], dtype=np.int64).reshape(-1, 2)
+    return tiles, np.cumsum([0] + [len(tiles) for tiles in rounds]).astype(np.int64)
+
+
+@numba.njit(nogil=True, cache=True, parallel=True)
+def _search_products(
+    x: np.ndarray,
+    offsets: np.ndarray,
+    best_s: np.ndarray,
+    best_j: np.ndarray,
+    floor: np.ndarray,
+    tiles: np.ndarray,
+    starts: np.ndarray,
+    size: int,
+) -> None:
+    """The rounds of tiles, each round's tiles in parallel: a tile is the product of two blocks of
+    ``size`` rows of ``x`` (Numba's ``np.dot``: BLAS sgemm), streamed through the tables."""
+    total = x.shape[0]
+    for r in range(starts.size - 1):
+        for t in prange(starts[r], starts[r + 1]):
+            a0, b0 = tiles[t, 0] * size, tiles[t, 1] * size
+            rows, columns = x[a0 : min(total, a0 + size)], x[b0 : min(total, b0 + size)]
+            _take_tile(np.dot(rows, columns.T), a0, b0, offsets, best_s, best_j, floor, a0 == b0)
+
+
+@numba.njit(nogil=True, cache=True, parallel=True, error_model="numpy")
+def _search_distances(
+    xt: np.ndarray,
+    metric: int,
+    tiny: float,
+    offsets: np.ndarray,
+    best_s: np.ndarray,
+    best_j: np.ndarray,
+    floor: np.ndarray,
+    tiles: np.ndarray,
+    starts: np.ndarray,
+    size: int,
+) -> None:
+    """The rounds of tiles, each round's tiles in parallel: a tile is ``_distance_tile`` of two
+    blocks of ``size`` rows, streamed through the tables."""
+    total = xt.shape[1]
+    for r in range(starts.size - 1):
+        for t in prange(starts[r], starts[r + 1]):
+            a0, b0 = tiles[t, 0] * size, tiles[t, 1] * size
+            out = np.empty((min(total, a0 + size) - a0, min(total, b0 + size) - b0), dtype=np.float32)
+            _distance_tile(xt, a0, b0, metric, tiny, out)
+            _take_tile(out, a0, b0, offsets, best_s, best_j, floor, a0 == b0)
 
 
 @numba.njit(nogil=True, cache=True, error_model="numpy")
