@@ -1,6 +1,6 @@
 """What a flow run shows an operator in the Prefect UI: artifacts (a summary, a table of rejects, a
-progress bar) and tags. The text itself is the service's (``WaveSummary.markdown``...); this module
-only publishes it.
+progress bar) and tags. The figures are the service's (``WaveSummary``...), their Markdown
+``flows.markdown``'s; this module publishes them.
 
 Summaries and tables carry keys (``wave-summary``, ``wave-rejects``, ``analytics-median``...), so
 the UI's Artifacts page shows each one's history across runs.
@@ -22,6 +22,7 @@ from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from graywave.config import Settings
+from graywave.flows.markdown import median_markdown, wave_markdown
 from graywave.service.wave import WaveSummary
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def where_rows_go(settings: Settings) -> str:
 def publish_wave(summary: WaveSummary, settings: Settings) -> None:
     """The wave's summary and its rejects (the first ``REPORTED_REJECTS``), as keyed artifacts."""
     create_markdown_artifact(
-        summary.markdown(where_rows_go(settings)),
+        wave_markdown(summary, where_rows_go(settings)),
         key=WAVE_SUMMARY,
         description=summary.line(),
     )
@@ -102,8 +103,6 @@ def publish_wave(summary: WaveSummary, settings: Settings) -> None:
 def publish_analytics(day: date, median: dict[str, Any], similar: pl.DataFrame) -> None:
     """The day's median histogram (a table with a bar chart) and the nearest users of a sample of users."""
     import polars as pl  # only the analytics need Polars: a wave's start-up does not import it
-
-    from graywave.service.daily import median_markdown
 
     create_markdown_artifact(
         median_markdown(day, median), key=ANALYTICS_MEDIAN, description=f"Median histogram of {day}"

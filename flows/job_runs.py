@@ -2,7 +2,7 @@
 started and read through Prefect's client, for the API (``flows.jobs.PrefectJobs``, which imports
 this module on the first job request).
 
-A job is started by deployment name (``service.images.REPROCESS_JOB``), and its state read back.
+A job is started by deployment name (``flows.names.REPROCESS_JOB``), and its state read back.
 Without ``PREFECT_API_URL`` there is no Prefect server that a ``graywave serve`` could share with
 the API, so there are no jobs: ``JobsUnavailable`` (503).
 
@@ -52,7 +52,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, get_current_settings
 
-from graywave.service.images import REPROCESS_FAILURES_ARTIFACT
+from graywave.flows.names import REPROCESS_FAILURES_ARTIFACT
 from graywave.service.jobs import JobInProgress, JobsUnavailable, job_not_found
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
-from graywave.service.images import REPROCESS_JOB
+from graywave.flows.names import REPROCESS_JOB
 from graywave.service.jobs import JobRun
 
 if TYPE_CHECKING:

@@ -22,8 +22,9 @@ from prefect.runtime import flow_run
 from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.job_runs import IMAGES_LABEL
+from graywave.flows.names import REPROCESS_FAILURES_ARTIFACT
 from graywave.service.backends import Backends
-from graywave.service.images import REPROCESS_FAILURES_ARTIFACT, ImageCatalog, ReprocessReport, reprocess
+from graywave.service.images import ImageCatalog, ReprocessReport, reprocess
 
 
 def _label_the_count(count: int) -> None:

@@ -14,9 +14,9 @@ from prefect.schedules import Cron
 from graywave.config import Settings
 from graywave.flows.analytics import analytics_flow
 from graywave.flows.maintenance import lake_maintenance_flow
+from graywave.flows.names import REPROCESS_JOB
 from graywave.flows.reprocess import reprocess_flow
 from graywave.flows.wave import wave_flow_for
-from graywave.service.images import REPROCESS_JOB
 
 BURSTS = {"morning": 10, "evening": 17}
 """Wave name -> hour of the upload burst it follows, in GRAYWAVE_TIMEZONE."""
@@ -78,7 +78,7 @@ def analytics_deployment() -> RunnerDeployment:
 
 
 def reprocess_deployment() -> RunnerDeployment:
-    """Reprocessing of many images, run when the API asks for it (``service.images.REPROCESS_JOB``)."""
+    """Reprocessing of many images, run when the API asks for it (``flows.names.REPROCESS_JOB``)."""
     return _deployment(
         reprocess_flow,
         name=REPROCESS_JOB.split("/")[1],

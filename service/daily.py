@@ -217,29 +217,6 @@ class AnalyticsSummary:
         )
 
 
-def median_markdown(day: date, median: dict[str, Any]) -> str:
-    """The day's median histogram as markdown: a table of the bins (their grey-level ranges) with a
-    bar for each, drawn in text so that any markdown viewer (the Prefect UI's) shows it."""
-    histogram = median["histogram"]
-    width = 256 // len(histogram)
-    top = max(histogram) or 1.0
-    rows = [
-        f"| {k * width}-{(k + 1) * width - 1} | {share:.4f} | {'█' * round(40 * share / top)} |"
-        for k, share in enumerate(histogram)
-    ]
-    return "\n".join(
-        [
-            f"# Median histogram of {day}",
-            "",
-            f"Across {median['users']} users: each bin is the median of the users' shares of pixels in it.",
-            "",
-            "| grey levels | share | |",
-            "|---|---|---|",
-            *rows,
-        ]
-    )
-
-
 def record_analytics(
     backends: Backends,
     daily: DailyHistograms,

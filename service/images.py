@@ -15,7 +15,7 @@ gone, ``Backends.drop_deleted``).
 Reprocessing (``reprocess``) never loses a record: an image whose original is gone, or whose key
 is not an upload's, is reported and keeps its record; new rows replace old ones only once they
 are written, in the old rows' partition (the day whose analytics they count in). More than a few
-images are reprocessed by a background job: the Prefect deployment ``REPROCESS_JOB``.
+images are reprocessed by a background job (``service.jobs``).
 """
 
 from __future__ import annotations
@@ -48,12 +48,6 @@ EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "AVIF
 
 Status = Literal["pending", "processed", "rejected"]
 PROCESSED_URL_EXPIRY_S = 300
-REPROCESS_JOB = "graywave-reprocess/reprocess"
-"""The Prefect deployment (``flow name/deployment name``) that reprocesses many images in the
-background: ``graywave serve`` registers and runs it, the API starts runs of it by this name."""
-REPROCESS_FAILURES_ARTIFACT = "reprocess-failures"
-"""The key of the table artifact in which a reprocessing job lists the images it could not reprocess
-(``NotReprocessed`` rows), which the API reads back."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 
 from graywave.config import Settings
 from graywave.errors import InvalidInput
+from graywave.flows.markdown import wave_markdown
 from graywave.service import wave
 from graywave.service.backends import Backends
 from graywave.service.images import ImageCatalog, reprocess
@@ -292,7 +293,7 @@ def test_uploads_that_fall_back_from_the_device_codec_are_counted_in_the_summary
     assert sum(summary.fallbacks.values()) == 4  # decodes only: nvImageCodec encoded all seven
     assert sum(count for label, count in summary.fallbacks.items() if "not PNG" in label) == 2
     assert "4 fell back to the CPU" in summary.line()
-    assert "4 uploads fell back from the device's codec to the CPU's" in summary.markdown("the lake")
+    assert "4 uploads fell back from the device's codec to the CPU's" in wave_markdown(summary, "the lake")
     assert sum(int(line.split()[0]) for line in logs if "fell back to the CPU:" in line) == 4
 
 
