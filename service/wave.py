@@ -254,51 +254,10 @@ class WaveSummary:
     def megapixels_per_s(self) -> float:
         return self.megapixels / self.processing_s if self.processing_s else 0.0
 
-    def _rate(self) -> str:
+    def rate(self) -> str:
+        """The wave's pace: images and megapixels per second while processing."""
         busy = f"{self.processing_s:.1f} s processing: " if len(self.rounds) > 1 else ""
         return f"{busy}{self.images_per_s:.1f} images/s, {self.megapixels_per_s:.0f} MP/s"
-
-    def markdown(self, where: str) -> str:
-        """The summary an operator reads (the Prefect UI's artifact); ``where``: where the rows went."""
-        reasons = "\n".join(f"| `{reason}` | {count} |" for reason, count in sorted(self.reasons.items()))
-        fallbacks = "\n".join(f"| {label} | {count} |" for label, count in sorted(self.fallbacks.items()))
-        rounds = f"{len(self.rounds)} rounds, " if len(self.rounds) > 1 else ""
-        return "\n".join(
-            [
-                f"# Wave {self.wave} of {self.date}",
-                "",
-                "| outcome | uploads |",
-                "|---|---|",
-                f"| processed | {self.processed} |",
-                f"| rejected | {self.rejected} |",
-                f"| skipped (handled before) | {self.skipped} |",
-                "",
-                f"{rounds}{self.seconds:.1f} s ({self._rate()}).",
-                "",
-                f"Upload to processed: {self.latency.line().split(': ', 1)[1]}." if self.latency else "",
-                "",
-                *(["| reject reason | uploads |", "|---|---|", reasons, ""] if self.reasons else []),
-                *(
-                    [
-                        f"{self.fell_back} uploads fell back from the device's codec to the CPU's:",
-                        "",
-                        "| stage: reason | fallbacks |",
-                        "|---|---|",
-                        fallbacks,
-                        "",
-                    ]
-                    if self.fallbacks
-                    else []
-                ),
-                f"Rows: {where}. Lake: {self.recorded} rows recorded in {self.commits} flushes"
-                + (
-                    f" ({self.processed + self.rejected - self.recorded} were recorded already by another writer)"
-                    if self.recorded < self.processed + self.rejected
-                    else ""
-                )
-                + ".",
-            ]
-        )
 
     def line(self) -> str:
         rounds = f" in {len(self.rounds)} rounds" if len(self.rounds) > 1 else ""
@@ -306,7 +265,7 @@ class WaveSummary:
         fell_back = f", {self.fell_back} fell back to the CPU" if self.fallbacks else ""
         return (
             f"wave {self.wave} of {self.date}: {self.processed} processed{fell_back}, {self.rejected} rejected, "
-            f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s ({self._rate()})"
+            f"{self.skipped} skipped (already handled){rounds} in {self.seconds:.1f} s ({self.rate()})"
             f"{latency}"
         )
 
