@@ -11,7 +11,7 @@ In one run, on the same machine, each GPU figure against the CPU's:
 1. the kernels: histograms of a batch of 64 12 MP planes in one launch (``histogram_batch``) and
    the luma of a 12 MP RGB image, on device arrays, against the CPU kernels on all cores;
 2. the batch path of 12 MP photos (1, 2 and 10 MB classes): ``process_uploads`` on all CPU cores
-   against ``process_uploads_batched`` with nvImageCodec (nvJPEG), from and to a local folder, with
+   against ``process_uploads`` with nvImageCodec (nvJPEG), from and to a local folder, with
    the fallbacks it counted (there must be none: these are plain JPEGs), and the GPU's histograms
    against the CPU's (pixels in another bin: nvJPEG's IDCT is not libjpeg-turbo's);
 3. the all-pairs top-10 of 100,000 users on the GPU against the CPU kernel (identical results);
@@ -33,7 +33,8 @@ import numpy as np
 
 from graywave.config import Settings
 from graywave.kernels import gpu_available, histogram_batch, luma_from_rgb, select_device
-from graywave.service.batch import Upload, luma_batch_codec, process_uploads, process_uploads_batched
+from graywave.kernels.codecs import CpuLumaCodec, luma_batch_codec
+from graywave.service.batch import Upload, process_uploads
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key, upload_key
 
@@ -103,7 +104,7 @@ def batch_path(lines: list[str]) -> float:
     settings = Settings(device="gpu")
     gpu, cpu = select_device("gpu"), select_device("cpu")
     codec = luma_batch_codec(gpu)
-    assert codec is not None, "nvImageCodec is not installed (the gpu extra)"
+    assert not isinstance(codec, CpuLumaCodec), codec.instead_of  # nvImageCodec missing, or cannot start
     cores = os.cpu_count() or 1
     megapixels = PHONE_12MP[0] * PHONE_12MP[1] / 1e6
     per_photo_ms = 0.0
@@ -111,7 +112,7 @@ def batch_path(lines: list[str]) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             store, uploads = uploads_of(Path(tmp), files)
             batches = [uploads[i : i + BATCH] for i in range(0, len(uploads), BATCH)]
-            process_uploads_batched(batches[0][:4], store, settings, gpu, codec)  # warm up: compile, allocate
+            process_uploads(batches[0][:4], store, settings, gpu, codec)  # warm up: compile, allocate
             start = time.perf_counter()
             with ThreadPoolExecutor(cores) as pool:
                 cpu_results = list(
@@ -122,7 +123,7 @@ def batch_path(lines: list[str]) -> float:
                 )
             cpu_rate = len(uploads) / (time.perf_counter() - start)
             start = time.perf_counter()
-            gpu_results = [process_uploads_batched(batch, store, settings, gpu, codec) for batch in batches]
+            gpu_results = [process_uploads(batch, store, settings, gpu, codec) for batch in batches]
             gpu_rate = len(uploads) / (time.perf_counter() - start)
         fallbacks = sum(len(result.fallbacks) for result in gpu_results)
         cpu_rows = {row.source_key: row.histogram for result in cpu_results for row in result.images}

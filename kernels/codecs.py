@@ -37,18 +37,21 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import zlib
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import cast
+from typing import Any, ClassVar, Protocol, cast
 
 import numpy as np
 import simplejpeg
 from PIL import ExifTags, Image, UnidentifiedImageError
 
-from graywave.errors import Rejected, RejectReason
+from graywave.errors import CodecFailed, Rejected, RejectReason
 from graywave.kernels import luma_from_rgb
+from graywave.kernels.device import Device
 
 # graywave checks its own pixel limit from the header, before decoding (see ``decode_luma``).
 Image.MAX_IMAGE_PIXELS = None
@@ -705,3 +708,130 @@ def _sequential_sos(container: _Container) -> bytes:
         if code == _SOS:
             data[end - 3 : end] = b"\x00\x3f\x00"
     return bytes(data)
+
+
+# The batch codecs: the CPU's and the GPU's twins, one interface (cuCIM's style), chosen from the device.
+
+Decoded = DecodedImage | Rejected | str
+"""What a batch codec gives for one upload: its image; why it is refused (bad input, ``Rejected``); or
+why this codec did not decode it (``str``): the caller then decodes it on the CPU and counts it."""
+
+
+class LumaBatchCodec(Protocol):
+    """Decodes uploads to luma planes and encodes planes to grayscale JPEGs, ``batch_size`` uploads a
+    call, on its device: ``CpuLumaCodec`` (libjpeg-turbo and Pillow) and ``gpu_codecs.NvImageCodecLuma``
+    (nvImageCodec). ``luma_batch_codec`` picks the device's. ``encode`` gives ``None`` for a plane it
+    could not encode; ``CodecFailed`` is a call that failed as a whole."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def batch_size(self) -> int | None:
+        """Uploads per call: ``None``, a whole batch (held in memory together)."""
+
+    def decode_images(self, datas: Sequence[bytes], max_pixels: int, *, max_decode_bytes: int) -> list[Decoded]: ...
+
+    def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]: ...
+
+
+class CpuLumaCodec:
+    """The CPU's batch codec: ``decode_luma`` and ``encode_luma_jpeg``, one upload a call, so that a
+    batch streams through memory.
+
+    With ``instead_of`` (a reason), it stands in for a device's codec that is missing or cannot start:
+    it decodes nothing itself, so that the caller decodes each upload on the CPU and counts it as a
+    fallback with that reason (never silent), and it encodes ``device``'s planes on the CPU (counted
+    with the decode: the reason says both)."""
+
+    batch_size: ClassVar[int] = 1
+
+    def __init__(self, device: Device | None = None, *, instead_of: str | None = None) -> None:
+        self.device = device or Device("cpu")
+        self.instead_of = instead_of
+
+    @property
+    def name(self) -> str:
+        return "libjpeg-turbo and Pillow (CPU)"
+
+    def decode_images(self, datas: Sequence[bytes], max_pixels: int, *, max_decode_bytes: int) -> list[Decoded]:
+        if self.instead_of is not None:
+            return [self.instead_of for _ in datas]
+        images: list[Decoded] = []
+        for data in datas:
+            try:
+                images.append(decode_luma(data, max_pixels, max_decode_bytes=max_decode_bytes))
+            except Rejected as rejected:
+                images.append(rejected)
+        return images
+
+    def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]:
+        return [encode_luma_jpeg(self.device.get(plane), quality) for plane in planes]
+
+
+class PlainJpegBatchCodec(ABC):
+    """A batch codec of plain JPEGs (``Header.plain_jpeg``) whose ``decode`` gives planes, ``None`` for
+    an image it could not decode (``gpu_codecs.NvImageCodecLuma``). ``decode_images`` reads each
+    header (rejecting what it shows, like ``decode_luma``), decodes the plain JPEGs together, and says
+    why it left each of the others to the CPU."""
+
+    batch_size: ClassVar[int | None] = None
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    def decode(self, datas: Sequence[bytes]) -> list[Any | None]:
+        """The plane of each plain JPEG, ``None`` where it could not decode it; ``CodecFailed`` for a
+        call that failed as a whole."""
+
+    @abstractmethod
+    def encode(self, planes: Sequence[Any], quality: int) -> list[bytes | None]: ...
+
+    def decode_images(self, datas: Sequence[bytes], max_pixels: int, *, max_decode_bytes: int) -> list[Decoded]:
+        images: list[Decoded] = []
+        plain: dict[int, int] = {}  # index -> EXIF orientation, applied by graywave as on the CPU
+        for data in datas:
+            try:
+                header = read_header(data, max_pixels, max_decode_bytes=max_decode_bytes)
+            except Rejected as rejected:
+                images.append(rejected)
+                continue
+            if header.plain_jpeg:
+                plain[len(images)] = header.orientation
+            images.append(f"{self.name} decodes plain JPEGs, not {header.format} ({header.mode})")
+        if not plain:
+            return images
+        try:
+            planes, missing = self.decode([datas[i] for i in plain]), f"{self.name} could not decode it"
+        except CodecFailed as error:
+            planes, missing = [None] * len(plain), str(error)
+        for (i, orientation), plane in zip(plain.items(), planes, strict=True):
+            images[i] = missing if plane is None else DecodedImage(plane, "JPEG", orientation)
+        return images
+
+
+NO_BATCH_CODEC = "nvImageCodec is not installed (the gpu extra): decoded and encoded on the CPU"
+
+_codecs = threading.local()
+
+
+def luma_batch_codec(device: Device) -> LumaBatchCodec:
+    """The batch codec of ``device`` for this thread: the CPU's on a CPU; nvImageCodec on a GPU where it
+    is installed and starts, else the CPU's standing in for it, each upload counted with the reason.
+    nvImageCodec's is one per thread: a decoder or encoder used by two batches at once fails their
+    images (the wave test with two workers showed it)."""
+    if device.name == "cpu":
+        return CpuLumaCodec(device)
+    from graywave.kernels.gpu_codecs import NvImageCodecLuma, nvimgcodec_available
+
+    if not nvimgcodec_available():
+        return CpuLumaCodec(device, instead_of=NO_BATCH_CODEC)
+    codecs: dict[Device, LumaBatchCodec] = _codecs.__dict__.setdefault("by_device", {})
+    if device not in codecs:
+        try:
+            codecs[device] = NvImageCodecLuma(device)
+        except CodecFailed as error:  # not kept: the next batch tries again
+            return CpuLumaCodec(device, instead_of=str(error))
+    return codecs[device]

@@ -6,9 +6,10 @@ through ``__cuda_array_interface__``, and only encoded bytes return to the host)
 the same batching and the same ``None`` in place of an image it could not handle, which is how
 CI runs this code without a GPU.
 
-An image the codec cannot decode or encode is ``None`` in its place in the result, and the caller
-(``service.batch.process_uploads_batched``) does that one on the CPU codecs and counts it as a
-fallback. A failure of the whole call raises ``CodecFailed`` with nvImageCodec's message. A wrong
+It is the GPU twin of ``codecs.CpuLumaCodec`` (the ``codecs.LumaBatchCodec`` interface; see
+``codecs.luma_batch_codec``). An image the codec cannot decode or encode is ``None`` in its place in
+the result, and the caller (``service.batch.process_uploads``) does that one on the CPU codecs and
+counts it as a fallback. A failure of the whole call raises ``CodecFailed`` with nvImageCodec's message. A wrong
 call (arguments nvImageCodec does not take) raises ``TypeError`` and is never caught: it is a bug,
 and the tests, which run the real calls, fail on it.
 """
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from graywave.errors import CodecFailed, Rejected
-from graywave.kernels.codecs import checked_jpeg
+from graywave.kernels.codecs import PlainJpegBatchCodec, checked_jpeg
 from graywave.kernels.device import Device
 
 
@@ -30,8 +31,9 @@ def nvimgcodec_available() -> bool:
     return importlib.util.find_spec("nvidia.nvimgcodec") is not None
 
 
-class NvImageCodecLuma:
-    """The ``LumaBatchCodec`` of the batch path (see ``service.batch``), on ``device``."""
+class NvImageCodecLuma(PlainJpegBatchCodec):
+    """The ``LumaBatchCodec`` of a GPU (see ``codecs.luma_batch_codec``), on ``device``: the plain JPEGs
+    of a whole batch in one call (``PlainJpegBatchCodec.decode_images``)."""
 
     def __init__(self, device: Device) -> None:
         from nvidia import nvimgcodec

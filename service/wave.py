@@ -50,12 +50,12 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, InvalidInput, RejectReason
 from graywave.kernels import select_device
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
+from graywave.service import batch as batch_module
 from graywave.service.backends import Backends
 from graywave.service.batch import (
     BatchResult,
     Fallback,
     Upload,
-    process_uploads_on,
     reject_record,
 )
 from graywave.service.progress import WaveProgress
@@ -325,14 +325,14 @@ def split_batches(uploads: Sequence[Upload], workers: int, max_size: int) -> lis
 
 
 def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
-    """One batch on this machine's device: the GPU batch path where nvImageCodec is there, else the CPU path."""
+    """One batch on this machine's device, with the device's batch codec (``batch.process_uploads``)."""
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url, s3_region=settings.s3_region)
     try:
         store.check()  # a machine (a Dask worker) that cannot read the store fails the batch
         device = select_device(settings.device)  # and one without the GPU that GRAYWAVE_DEVICE=gpu asks for
     except (BackendUnavailable, DeviceUnavailable) as error:
         raise type(error)(f"on {socket.gethostname()}: {error}") from error
-    return process_uploads_on(uploads, store, settings, device)
+    return batch_module.process_uploads(uploads, store, settings, device)  # looked up here: tests stand in for it
 
 
 def drain_of(settings: Settings, settle_s: float | None = None, max_duration_s: float | None = None) -> Drain:

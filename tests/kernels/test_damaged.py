@@ -18,7 +18,7 @@ from PIL import Image
 from graywave.errors import Rejected, RejectReason
 from graywave.kernels import Device, gpu_available, histogram, select_device
 from graywave.kernels.codecs import decode_luma, read_header
-from graywave.service.batch import Upload, process_uploads, process_uploads_batched
+from graywave.service.batch import Upload, process_uploads
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
 from tests.helpers import DAY, put_uploads
@@ -174,7 +174,7 @@ def test_a_wave_batch_records_each_damaged_photo_as_the_table_says(settings):
 
 
 def test_the_gpu_codec_path_classifies_each_damaged_jpeg_as_the_cpu_path(settings, nv_codec):
-    """``process_uploads_batched`` with nvImageCodec: the structure is checked before nvImageCodec decodes
+    """``process_uploads`` with nvImageCodec: the structure is checked before nvImageCodec decodes
     (``codecs.checked_jpeg``), so that an early end, restart markers out of order and the rest of the
     structural classes give the CPU path's reason (``None`` from the codec, then the CPU's reject: not a
     fallback), and stray bytes between segments are decoded by nvImageCodec itself. The one difference,
@@ -183,7 +183,7 @@ def test_the_gpu_codec_path_classifies_each_damaged_jpeg_as_the_cpu_path(setting
     uploads, store = uploads_of(settings, JPEG_CASES)
     device = select_device("cpu")
     cpu = outcomes(process_uploads(uploads, store, settings, device))
-    batched = process_uploads_batched(uploads, store, settings, device, nv_codec)
+    batched = process_uploads(uploads, store, settings, device, nv_codec)
     gpu = outcomes(batched)
     for case in JPEG_CASES:
         if case.gpu_sees:
@@ -220,7 +220,7 @@ def test_nvjpeg_on_a_gpu_classifies_each_damaged_jpeg_as_the_cpu_path(settings):
     device = select_device("gpu")
     uploads, store = uploads_of(settings, JPEG_CASES)
     cpu = outcomes(process_uploads(uploads, store, settings, select_device("cpu")))
-    gpu = outcomes(process_uploads_batched(uploads, store, settings, device, NvImageCodecLuma(device)))
+    gpu = outcomes(process_uploads(uploads, store, settings, device, NvImageCodecLuma(device)))
     for case in JPEG_CASES:
         if case.gpu_sees:
             assert gpu[case.name] == cpu[case.name] == case.outcome, case.name

@@ -98,7 +98,7 @@ def test_gpu_encode_gives_a_grayscale_jpeg(cp, nv_codec):
 
 def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phone_files):
     from graywave.kernels import select_device
-    from graywave.service.batch import Upload, process_uploads, process_uploads_batched
+    from graywave.service.batch import Upload, process_uploads
     from graywave.storage.blobs import LocalBlobStore
     from graywave.storage.layout import parse_upload_key
     from tests.helpers import DAY, put_uploads
@@ -108,7 +108,7 @@ def test_batch_path_on_the_gpu_matches_the_cpu_path(cp, nv_codec, settings, phon
     blobs = {blob.key: blob for blob in store.list("uploads/")}
     uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
     cpu = process_uploads(uploads, store, settings, select_device("cpu"))
-    gpu = process_uploads_batched(uploads, store, settings, select_device("gpu"), nv_codec)
+    gpu = process_uploads(uploads, store, settings, select_device("gpu"), nv_codec)
     plain = {key for key in keys if key.rsplit("/", 1)[1] in ("plain.jpg", "progressive.jpg", "rotated.jpg")}
     assert not plain & {f.source_key for f in gpu.fallbacks}  # nvJPEG decoded and encoded each of them
     assert sorted(r.source_key for r in gpu.rejects) == sorted(r.source_key for r in cpu.rejects)

@@ -1,5 +1,6 @@
-"""The GPU's batch path (``process_uploads_batched``), run here with a host codec standing in for
-nvImageCodec: it must give the rows and images of the CPU path, whichever images fall back."""
+"""The batch pipeline with a GPU's batch codec (a ``PlainJpegBatchCodec``), run here with a host codec
+standing in for nvImageCodec: it must give the rows and images of the CPU's codec, whichever images
+fall back."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import simplejpeg
 
 from graywave.errors import CodecFailed
 from graywave.kernels import select_device
-from graywave.service.batch import Upload, process_uploads, process_uploads_batched
+from graywave.kernels.codecs import PlainJpegBatchCodec
+from graywave.service.batch import Upload, process_uploads
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.layout import parse_upload_key
 from tests.helpers import DAY, put_uploads
 
 
-class HostCodec:
-    """libjpeg-turbo in the codec's place; it "cannot" decode or encode the images listed in ``fail``."""
+class HostCodec(PlainJpegBatchCodec):
+    """libjpeg-turbo in nvImageCodec's place; it "cannot" decode or encode the images listed in ``fail``."""
 
     name = "the host codec"
 
@@ -67,7 +69,7 @@ def run(settings, phone_files, codec):
     device = select_device("cpu")
     reference = process_uploads(uploads, store, settings, device)
     reference_images = {row.processed_key: store.read(row.processed_key) for row in reference.images}
-    batched = process_uploads_batched(uploads, store, settings, device, codec)
+    batched = process_uploads(uploads, store, settings, device, codec)
     return reference, reference_images, batched, store
 
 
@@ -121,20 +123,51 @@ def test_a_codec_call_that_fails_sends_its_whole_batch_to_the_cpu_counted_with_t
     assert stages[("encode", "the encoder is gone")] == len(reference.images)
 
 
-def test_a_gpu_without_its_batch_codec_counts_every_upload_as_a_fallback(settings, phone_files, monkeypatch):
+def uploads_in(settings, files):
+    keys = put_uploads(settings.blob_url, DAY, files)
+    store = LocalBlobStore(settings.blob_url)
+    blobs = {blob.key: blob for blob in store.list("uploads/")}
+    return [Upload(parse_upload_key(key), blobs[key]) for key in keys], store
+
+
+def test_the_cpu_has_its_own_codec_and_counts_no_fallback(settings, phone_files):
     from graywave.kernels import Device
+    from graywave.kernels.codecs import CpuLumaCodec, luma_batch_codec
+
+    codec = luma_batch_codec(Device("cpu"))
+    assert isinstance(codec, CpuLumaCodec) and codec.instead_of is None and codec.batch_size == 1
+    uploads, store = uploads_in(settings, phone_files)
+    result = process_uploads(uploads, store, settings, Device("cpu"))
+    assert result.fallbacks == [] and len(result.images) == 7
+
+
+def test_a_gpu_without_its_batch_codec_counts_every_upload_as_a_fallback(settings, phone_files, monkeypatch):
+    from graywave.kernels import Device, gpu_codecs
+    from graywave.kernels.codecs import NO_BATCH_CODEC, CpuLumaCodec, luma_batch_codec
+
+    monkeypatch.setattr(gpu_codecs, "nvimgcodec_available", lambda: False)  # the gpu extra without nvImageCodec
+    codec = luma_batch_codec(Device("gpu"))
+    assert isinstance(codec, CpuLumaCodec) and codec.device == Device("gpu") and codec.instead_of == NO_BATCH_CODEC
+    uploads, store = uploads_in(settings, phone_files)
+    reference = process_uploads(uploads, store, settings, Device("cpu"))
+    # No CuPy here for Device("gpu"): the same stand-in, on the CPU's arrays.
+    result = process_uploads(uploads, store, settings, Device("cpu"), CpuLumaCodec(instead_of=codec.instead_of))
+    assert comparable(result.images) == comparable(reference.images)
+    assert comparable(result.rejects) == comparable(reference.rejects)
+    # Each image, once, as a decode (the reason says the encode too); a reject is not a fallback.
+    assert [(f.source_key, f.stage, f.reason) for f in result.fallbacks] == [
+        (row.source_key, "decode", NO_BATCH_CODEC) for row in reference.images
+    ]
+
+
+def test_the_batch_service_has_no_branch_on_the_device():
+    """The device picks its codec (``kernels.codecs.luma_batch_codec``); the pipeline is the same."""
+    from pathlib import Path
+
     from graywave.service import batch
 
-    keys = put_uploads(settings.blob_url, DAY, {"ann/plain.jpg": phone_files["ann/plain.jpg"]})
-    store = LocalBlobStore(settings.blob_url)
-    [blob] = store.list("uploads/")
-    uploads = [Upload(parse_upload_key(keys[0]), blob)]
-    assert batch.process_uploads_on(uploads, store, settings, Device("cpu")).fallbacks == []  # the CPU's own path
-    monkeypatch.setattr(batch, "luma_batch_codec", lambda device: None)  # the gpu extra without nvImageCodec
-    reference = batch.process_uploads(uploads, store, settings, Device("cpu"))
-    monkeypatch.setattr(batch, "process_uploads", lambda *args: reference)  # no CuPy here for Device("gpu")
-    result = batch.process_uploads_on(uploads, store, settings, Device("gpu"))
-    assert [(f.source_key, f.stage, f.reason) for f in result.fallbacks] == [(keys[0], "decode", batch.NO_BATCH_CODEC)]
+    source = Path(batch.__file__).read_text()
+    assert '"gpu"' not in source and "'gpu'" not in source
 
 
 # The real codec of the GPU path, nvImageCodec, on its CPU backend (no GPU needed).
@@ -187,19 +220,18 @@ def test_each_batch_thread_gets_a_codec_of_its_own(monkeypatch):
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from graywave.kernels import Device, gpu_codecs
-    from graywave.service import batch
-    from graywave.service.batch import luma_batch_codec
+    from graywave.kernels import Device, codecs, gpu_codecs
+    from graywave.kernels.codecs import CpuLumaCodec, luma_batch_codec
 
-    monkeypatch.setattr(batch, "_codecs", threading.local())  # none cached by other tests
+    monkeypatch.setattr(codecs, "_codecs", threading.local())  # none cached by other tests
     monkeypatch.setattr(gpu_codecs, "nvimgcodec_available", lambda: True)
     monkeypatch.setattr(gpu_codecs, "NvImageCodecLuma", lambda device: object())  # no GPU to build one on
     gpu = Device("gpu")
     here = luma_batch_codec(gpu)
-    assert here is not None and luma_batch_codec(gpu) is here
+    assert not isinstance(here, CpuLumaCodec) and luma_batch_codec(gpu) is here
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(luma_batch_codec, gpu).result() is not here
-    assert luma_batch_codec(Device("cpu")) is None
+    assert isinstance(luma_batch_codec(Device("cpu")), CpuLumaCodec)
 
 
 def test_a_codec_that_cannot_start_sends_the_batch_to_the_cpu_counted_with_its_reason(
@@ -207,21 +239,20 @@ def test_a_codec_that_cannot_start_sends_the_batch_to_the_cpu_counted_with_its_r
 ):
     """nvImageCodec present but unable to start (no nvJPEG library, no device): every batch used to
     fail; now the CPU does it, and each image is counted with nvImageCodec's message."""
-    from graywave.kernels import Device
-    from graywave.service import batch
-
-    keys = put_uploads(settings.blob_url, DAY, phone_files)
-    store = LocalBlobStore(settings.blob_url)
-    blobs = {blob.key: blob for blob in store.list("uploads/")}
-    uploads = [Upload(parse_upload_key(key), blobs[key]) for key in keys]
+    from graywave.kernels import Device, gpu_codecs
+    from graywave.kernels.codecs import CpuLumaCodec, luma_batch_codec
 
     def cannot_start(device):
         raise CodecFailed("nvImageCodec cannot start on the gpu: CUDA Runtime failure:\n '#35' | driver")
 
-    monkeypatch.setattr(batch, "luma_batch_codec", cannot_start)
-    reference = batch.process_uploads(uploads, store, settings, Device("cpu"))
-    monkeypatch.setattr(batch, "process_uploads", lambda *args: reference)  # no CuPy here for Device("gpu")
-    result = batch.process_uploads_on(uploads, store, settings, Device("gpu"))
+    monkeypatch.setattr(gpu_codecs, "nvimgcodec_available", lambda: True)
+    monkeypatch.setattr(gpu_codecs, "NvImageCodecLuma", cannot_start)
+    codec = luma_batch_codec(Device("gpu"))
+    assert isinstance(codec, CpuLumaCodec) and codec.device == Device("gpu")
+    uploads, store = uploads_in(settings, phone_files)
+    reference = process_uploads(uploads, store, settings, Device("cpu"))
+    # No CuPy here for Device("gpu"): the same stand-in, on the CPU's arrays.
+    result = process_uploads(uploads, store, settings, Device("cpu"), CpuLumaCodec(instead_of=codec.instead_of))
     assert sorted(f.source_key for f in result.fallbacks) == sorted(row.source_key for row in reference.images)
     [reason] = {f.reason for f in result.fallbacks}
     assert reason == "nvImageCodec cannot start on the gpu: CUDA Runtime failure: '#35' / driver"  # one line, no |

@@ -148,7 +148,7 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
     is still pending then); the wave records it afterwards. After both: the image is gone from every
     read (API catalog, lake, MongoDB) and no processed JPEG is left."""
     from graywave.errors import NotFound
-    from graywave.service import wave
+    from graywave.service import batch
     from graywave.storage.blobs import open_blob_store
 
     settings = any_settings
@@ -156,7 +156,7 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
     store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     [key, kept] = put_uploads(store, DAY, {"alice/doomed.jpg": photo, "alice/kept.jpg": photo})
     processed, deleted = threading.Event(), threading.Event()
-    real = wave.process_uploads_on
+    real = batch.process_uploads
 
     def then_the_delete_runs(uploads, *args, **kwargs):
         result = real(uploads, *args, **kwargs)
@@ -165,7 +165,7 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
             assert deleted.wait(60)
         return result
 
-    monkeypatch.setattr(wave, "process_uploads_on", then_the_delete_runs)
+    monkeypatch.setattr(batch, "process_uploads", then_the_delete_runs)  # the wave's batches
     waving = threading.Thread(target=run_wave, args=(settings, DAY, "morning"), kwargs={"log": lambda _: None})
     waving.start()
     assert processed.wait(120)
