@@ -2,7 +2,8 @@
 
     graywave analytics run --date 2026-11-25 --top-n 10 --metric design
 
-What it computes, and the definitions, are in ``graywave.service.daily`` (and in docs/analytics.md).
+What it does is ``graywave.service.analytics``'s use case; the definitions are in ``graywave.service.daily``
+(and in docs/analytics.md). This module only runs it in Prefect: its tasks, run name, tags and artifacts.
 """
 
 from __future__ import annotations
@@ -15,33 +16,27 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from graywave.config import Settings
-from graywave.errors import InvalidInput, NoData
 from graywave.flows.artifacts import publish_analytics, run_day, tag_this_run
 from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
 from graywave.kernels.device import DeviceName
-from graywave.kernels.similarity import DEFAULT_METRIC, Metric, check_metric
-from graywave.records import MAX_TOP_N
-from graywave.service.backends import Backends
-from graywave.service.daily import (
-    AnalyticsSummary,
-    DailyHistograms,
-    daily_histograms,
-    median_row,
-    record_analytics,
-    similar_users_table,
-)
+from graywave.kernels.similarity import DEFAULT_METRIC, Metric
+from graywave.service.analytics import AnalyticsRequest, AnalyticsSteps, read_daily_histograms, run_analytics
+from graywave.service.daily import AnalyticsSummary, DailyHistograms, similar_users_table
 
 
 @task(name="daily-histograms", cache_policy=NO_CACHE, persist_result=False)
 def _daily_task(settings: Settings, day: date) -> DailyHistograms:
-    with Backends.open(settings) as backends:
-        return daily_histograms(backends.lake, day)
+    return read_daily_histograms(settings, day)
 
 
 @task(name="similar-users", cache_policy=NO_CACHE, persist_result=False)
 def _similar_task(daily: DailyHistograms, n: int, metric: Metric, device: DeviceName) -> pl.DataFrame:
     return similar_users_table(daily, n, metric, device)
+
+
+TASKS = AnalyticsSteps(daily=_daily_task, similar=_similar_task)
+"""The use case's heavy steps as Prefect tasks, each shown in the run's UI."""
 
 
 def _analytics_run_name() -> str:
@@ -51,27 +46,20 @@ def _analytics_run_name() -> str:
 @flow(name="graywave-analytics", flow_run_name=_analytics_run_name)
 @failing_with_the_reason
 def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
-    """The day's user histograms, median and top-n similar users, into the lake (and MongoDB).
+    """The day's user histograms, median and top-n similar users, into the lake (and MongoDB):
+    ``service.analytics.run_analytics`` as a flow.
 
     ``day`` defaults to the day of the run's scheduled start in GRAYWAVE_TIMEZONE. The run publishes
     the median histogram (a table and a bar chart) and a sample of the neighbours as artifacts.
     """
-    checked = check_metric(metric)
-    if not 1 <= top_n <= MAX_TOP_N:
-        raise InvalidInput(f"top_n must be between 1 and {MAX_TOP_N}, not {top_n}")
+    request = AnalyticsRequest.of(top_n, metric)
     settings = Settings()
     day = run_day(settings, day)
     tag_this_run(f"day:{day}")
-    daily = _daily_task(settings, day)
-    if daily.table.height == 0:
-        raise NoData(f"no images were processed on {day}: there is nothing to compute, and nothing was written")
-    median = median_row(daily)
-    similar = _similar_task(daily, top_n, checked, settings.device)
-    with Backends.open(settings) as backends:
-        summary = record_analytics(backends, daily, median, similar, checked, flow_run=flow_run.id)
-    publish_analytics(day, median, similar)
-    get_run_logger().info(summary.line())
-    return summary
+    run = run_analytics(settings, day, request, steps=TASKS, flow_run=flow_run.id)
+    publish_analytics(day, run.median, run.similar)
+    get_run_logger().info(run.summary.line())
+    return run.summary
 
 
 def run_analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:

@@ -1,6 +1,7 @@
 """The analytical questions, answered from the lake without Prefect: a day's user histograms,
 the median, one user's nearest users, a user's week; and the recording of the daily results.
-``flows.analytics`` runs them as a flow; the API and ``graywave query`` call them directly.
+``service.analytics`` runs them in order (``flows.analytics`` as a flow); the API and ``graywave
+query`` call them directly.
 
 Definitions (docs/analytics.md has them too):
 
@@ -256,3 +257,40 @@ class DailyHistogramsCache:
                 daily = daily_histograms(self.lake, day)
                 self._cached.put(day, version, daily)
             return daily
+
+
+@dataclass(frozen=True)
+class Week:
+    """A user's images of one ISO week: its name (``2026-W48``), Monday, Sunday, and the images."""
+
+    name: str
+    monday: date
+    sunday: date
+    images: pl.DataFrame
+
+
+class Questions:
+    """The analytical questions asked of one lake, as the API asks them: a user's week, a day's median,
+    a user's nearest users. A day read as it is now is kept (``DailyHistogramsCache``) until the
+    ``images`` table changes; one read ``as_of`` a version or a time is read each time."""
+
+    def __init__(self, lake: Lake, days_kept: int = 8):
+        self.lake = lake
+        self.days = DailyHistogramsCache(lake, days_kept)
+
+    def daily(self, day: date, *, as_of: AsOf = None) -> DailyHistograms:
+        return self.days.get(day) if as_of is None else daily_histograms(self.lake, day, as_of=as_of)
+
+    def week(self, user_id: str, week: str | None, today: date, *, as_of: AsOf = None) -> Week:
+        """The user's images of ``week`` (``2026-W48``; the week of ``today`` when None)."""
+        monday, sunday = iso_week(week, today)
+        images = weekly_histograms(self.lake, user_id, monday, sunday, as_of=as_of)
+        return Week(week_name(monday), monday, sunday, images)
+
+    def median(self, day: date, *, as_of: AsOf = None) -> dict[str, Any]:
+        """The day's median histogram across all users (``median_row``); ``NoData`` for a day without images."""
+        return median_row(self.daily(day, as_of=as_of))
+
+    def similar(self, user_id: str, n: int, day: date, metric: Metric, *, as_of: AsOf = None) -> pl.DataFrame:
+        """The user's ``n`` nearest users of ``day`` (``similar_to``)."""
+        return similar_to(self.daily(day, as_of=as_of), user_id, n, metric)
