@@ -2,7 +2,8 @@
 
 ``principal_of`` reads the ``Authorization`` header of a request's ASGI scope, asks the app's
 ``Authenticator`` (``service.identity``: graywave's own tokens and the identity provider's JWTs)
-on a worker thread (it may wait on the network: the identity provider's keys, the token store),
+on a worker thread (it may wait on the network: the identity provider's keys, the token store)
+unless it accepted the token in the last ``RECENT_S`` (then on the event loop, without waiting),
 and keeps the outcome, the caller or the refusal, in the scope's state. The early-refusal
 middleware (``api.limits``) calls it before a body is read, and the routes' ``caller`` dependency
 (``api.deps``) gets the same outcome without asking again; a request without a body is
@@ -73,6 +74,9 @@ async def _authenticate(scope: Scope, state: Any) -> Principal | ApiError:
     token = bearer_token(scope)
     if token is None:
         return ApiError(401, "a bearer token is required", headers=CHALLENGE)
+    recent: Principal | None = state.auth.recent(token)  # a phone's burst: one store read, not one per request
+    if recent is not None:
+        return recent
     try:
         principal = await anyio.to_thread.run_sync(state.auth.authenticate, token)
     except InvalidToken as error:

@@ -112,7 +112,7 @@ def token_list(
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token's id, from `graywave token list`.")]) -> None:
-    """Revoke a token: every API process refuses it from its next request on."""
+    """Revoke a token: every API process refuses it within 0.5 s."""
     from graywave.service.tokens import open_token_store
 
     with failing("no token revoked"):

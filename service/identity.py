@@ -44,6 +44,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
+import cachetools
 import jwt
 
 from graywave.config import Settings
@@ -99,21 +100,44 @@ def looks_like_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
+RECENT_S = 0.5
+"""How long an ``Authenticator`` remembers a token it accepted: a revoked token (or an expired JWT)
+is refused by every API process within this time (issue 22: within 1 s). Meanwhile a phone's
+burst of requests costs one token-store read, not one each."""
+RECENT_TOKENS = 100_000
+"""The most tokens an ``Authenticator`` remembers at once (the least recently used go first)."""
+
+
 class Authenticator:
     """The one place that says who a bearer token is: a JWT of the identity provider when ``oidc`` is
-    set and the token is shaped like one, else one of graywave's own tokens."""
+    set and the token is shaped like one, else one of graywave's own tokens. A token it accepted is
+    remembered for ``RECENT_S`` (``recent``); a refusal is not."""
 
-    def __init__(self, tokens: TokenLookup, oidc: OidcVerifier | None = None):
+    def __init__(
+        self, tokens: TokenLookup, oidc: OidcVerifier | None = None, *, clock: Callable[[], float] = time.monotonic
+    ):
         self.tokens = tokens
         self.oidc = oidc
+        self._recent: cachetools.TTLCache[str, Principal] = cachetools.TTLCache(RECENT_TOKENS, RECENT_S, timer=clock)
+        self._lock = threading.Lock()  # the cache is read on the event loop and filled on worker threads
+
+    def recent(self, token: str) -> Principal | None:
+        """The caller of ``token`` if it was accepted in the last ``RECENT_S``; no I/O, no waiting."""
+        with self._lock:
+            return self._recent.get(token)
 
     def authenticate(self, token: str) -> Principal | None:
         """The caller, or None for a token that graywave's store does not hold. ``InvalidToken``
         for a JWT that is refused, ``IdentityProviderUnavailable`` when its keys cannot be fetched,
         the token store's ``BackendUnavailable`` when that cannot be read. May wait on the network."""
         if self.oidc is not None and looks_like_jwt(token):
-            return self.oidc.verify(token)
-        return self.tokens.authenticate(token)
+            principal: Principal | None = self.oidc.verify(token)
+        else:
+            principal = self.tokens.authenticate(token)
+        if principal is not None:
+            with self._lock:
+                self._recent[token] = principal
+        return principal
 
 
 class OidcVerifier:

@@ -5,8 +5,9 @@ token store that every API process and machine shares (``graywave.storage.tokens
 (``GRAYWAVE_API_TOKENS_DB``) on the embedded default, MongoDB collections when
 ``GRAYWAVE_MONGODB_URI`` is set. A presented token is hashed and its digest looked up as the store's
 key: one read, however many tokens there are. That is timing-safe without a constant-time
-comparison, because a caller cannot choose the digest that is looked up. Nothing is cached: a
-revoked token is refused by every process from its next request. Tokens are never logged.
+comparison, because a caller cannot choose the digest that is looked up. The store caches nothing;
+an API process remembers a token it accepted for ``service.identity.RECENT_S`` (0.5 s), so a
+revoked token is refused by every process within that time. Tokens are never logged.
 
 A token file of the versions before (``GRAYWAVE_API_TOKENS_FILE``, JSON) is migrated when the store
 is opened: its tokens are copied into the store (a token already there is left alone, so two
@@ -20,7 +21,7 @@ API answers 503 and the CLI refuses, naming it.
     graywave token issue ops --admin           # an admin token labelled "ops"
     graywave token issue --from-file users.txt # one token per user id, "user<TAB>token" lines out
     graywave token list --limit 100            # ids, labels, users; never the tokens
-    graywave token revoke 3f9a2c1b7d6e         # stops working at once
+    graywave token revoke 3f9a2c1b7d6e         # refused everywhere within 0.5 s
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ class TokenStore:
 
     def revoke(self, token_id: str) -> TokenInfo:
         """Remove the token whose id is (or starts with, 6 digits at least) ``token_id``: every
-        process refuses it from its next request. ``InvalidInput`` if that names none, or several."""
+        process refuses it within ``service.identity.RECENT_S``. ``InvalidInput`` if that names none, or several."""
         prefix = token_id.lower()
         if len(prefix) < 6:
             raise InvalidInput("give at least 6 digits of the token id (graywave token list)")

@@ -1,5 +1,5 @@
 """Two real API processes on one configuration share the tokens: one issued by the CLI works on
-both, and a revocation by the CLI is refused by both from their next request."""
+both, and a revocation by the CLI is refused by both once ``RECENT_S`` has passed."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from graywave.service.identity import RECENT_S
 from tests.helpers import free_port
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -52,7 +53,7 @@ def cli(*arguments: str) -> str:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("deployment", ["settings", "s3_settings"])
-def test_a_token_works_on_every_api_process_and_a_revocation_reaches_each_at_once(
+def test_a_token_works_on_every_api_process_and_a_revocation_reaches_each_within_recent_s(
     request, deployment, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
@@ -66,7 +67,8 @@ def test_a_token_works_on_every_api_process_and_a_revocation_reaches_each_at_onc
         [listed] = json.loads(cli("token", "list", "--json"))
         token_id = listed["token_id"]
         cli("token", "revoke", token_id)
-        for url in urls:  # the next request of each: no cache to wait out
+        time.sleep(RECENT_S)  # what a process remembers of a token it accepted (issue 22: within 1 s)
+        for url in urls:
             refused = httpx.get(f"{url}/images/alice", headers=headers, timeout=30)
             assert refused.status_code == 401, refused.text
 

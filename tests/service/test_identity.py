@@ -15,6 +15,7 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable, GraywaveError
 from graywave.service.identity import (
     KEYS_MAX_AGE_S,
+    RECENT_S,
     REFRESH_INTERVAL_S,
     Authenticator,
     IdentityProviderUnavailable,
@@ -312,3 +313,20 @@ def test_verification_is_thread_safe(provider, verifier):
     assert users == [f"user{n}" for n in range(30) for _ in range(3)]
     assert provider.jwks_fetches == 1
     until(lambda: threading.active_count() <= threads_before, "no thread left behind")
+
+
+def test_an_accepted_token_is_remembered_for_recent_s_and_a_refusal_is_not():
+    """The API asks ``recent`` on the event loop before it reads the store: a phone's burst costs one
+    read. A revoked token is refused once ``RECENT_S`` has passed (issue 22: within 1 s)."""
+    store, now = Store(), [0.0]
+    authenticator = Authenticator(store, clock=lambda: now[0])
+    ops = Principal(label="ops", user_id=None, admin=True)
+    assert authenticator.recent("gw_ops") is None  # never accepted yet
+    assert authenticator.authenticate("gw_ops") == ops
+    assert authenticator.authenticate("gw_other") is None
+    now[0] = RECENT_S * 0.9
+    assert authenticator.recent("gw_ops") == ops  # no store read
+    assert authenticator.recent("gw_other") is None  # a refusal is asked again, every time
+    now[0] = RECENT_S * 1.01
+    assert authenticator.recent("gw_ops") is None  # forgotten: the next request reads the store
+    assert store.asked == ["gw_ops", "gw_other"]
