@@ -117,6 +117,10 @@ def top_n_by_inner_product(features: np.ndarray, offsets: np.ndarray, n: int) ->
     sorted by (distance, index); -1 / inf pad rows that have fewer than n others. (Hellinger's
     squared distance is this on square roots, with offsets half the rows' sums; 1 - Pearson's r on
     standardised rows, with offsets of one half.) A tile is one BLAS sgemm of two blocks."""
+    # The BLAS that Numba's np.dot calls is SciPy's, loaded by this import: threadpool_limits limits
+    # only the libraries loaded when it starts.
+    import scipy.linalg.cython_blas  # noqa: F401
+
     x = np.ascontiguousarray(features, dtype=np.float32)
     tables = _Tables(len(x), n, np.ascontiguousarray(offsets, dtype=np.float32))
     with threadpool_limits(1, user_api="blas"):  # the tiles run in parallel, each on one BLAS thread

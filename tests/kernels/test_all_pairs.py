@@ -7,6 +7,8 @@ hundred rows span many tiles and rounds."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -104,3 +106,25 @@ def test_the_search_keeps_the_n_largest_products_of_each_row(monkeypatch):
         expected = sorted(others, key=lambda j: (-products[i, j], j))[:12]
         assert indices[i].tolist() == expected
         assert distances[i].tolist() == [1 - products[i, j] for j in expected]
+
+
+BLAS_LIMIT_PROBE = """
+import numpy as np
+from threadpoolctl import threadpool_info
+from graywave.kernels import _similarity_cpu
+
+seen = []
+_similarity_cpu._search_products = lambda *args: seen.extend(
+    (info["filepath"], info["num_threads"]) for info in threadpool_info() if info["user_api"] == "blas"
+)
+_similarity_cpu.top_n_by_inner_product(np.eye(4), np.zeros(4), 2)
+assert any("scipy_openblas-" in path for path, _ in seen), seen  # SciPy's, which Numba's np.dot calls
+assert all(threads == 1 for _, threads in seen), seen
+"""
+
+
+def test_every_blas_runs_one_thread_per_tile_from_the_first_search_of_a_process():
+    """The tiles run in parallel, one BLAS thread each; SciPy's BLAS (Numba's np.dot) is loaded
+    lazily, and a limit set before it was loaded did not apply to it (a fresh process)."""
+    probe = subprocess.run([sys.executable, "-c", BLAS_LIMIT_PROBE], capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
