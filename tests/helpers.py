@@ -1,5 +1,6 @@
 """Helpers shared by the tests, each defined once: made-up photos, uploads and records, free ports, a clock,
-an app under uvicorn. Fixtures are in ``conftest.py``; no test imports a ``conftest`` module."""
+an app in this process (``httpx.ASGITransport``) or under uvicorn. Fixtures are in ``conftest.py``; no test
+imports a ``conftest`` module."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -208,7 +209,8 @@ def append_rejects(lake: Lake, day: date, wave: str, records: Sequence[RejectRec
 
 @dataclass
 class Api:
-    """An API under a real server (the ``api`` fixture): its URL, settings and the tokens of alice, bob and admin."""
+    """An API under a real server (the ``live_api`` fixture): its URL, settings and the tokens of alice,
+    bob and admin."""
 
     url: str
     settings: Settings
@@ -217,6 +219,59 @@ class Api:
     def client(self, who: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+IN_PROCESS_URL = "http://graywave.test"
+"""The base URL of an app in this process: requests to it go to the app through ``httpx.ASGITransport``,
+requests to any other address (a presigned S3 URL the app redirects to) over the network."""
+
+
+def in_process_client(app: FastAPI, token: str | None = None) -> httpx.AsyncClient:
+    """A client of ``app`` in this process (``IN_PROCESS_URL``), with ``token`` as its bearer token.
+
+    Exceptions of the app are answered as a server answers them (its 500), not raised in the test."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(base_url=IN_PROCESS_URL, headers=headers, mounts={IN_PROCESS_URL: transport}, timeout=60)
+
+
+def api_app(settings: Settings) -> FastAPI:
+    """The app that ``graywave api`` serves (``cli.asgi``: with Prefect's runner of background jobs)."""
+    from fastapi import FastAPI
+
+    from graywave.cli.asgi import create_app
+
+    app = create_app(settings)
+    assert isinstance(app, FastAPI)
+    return app
+
+
+@asynccontextmanager
+async def in_process(app: FastAPI) -> AsyncIterator[FastAPI]:
+    """``app`` between its start-up and its shutdown, as uvicorn runs it: ``httpx.ASGITransport`` sends
+    no lifespan events, so the app's lifespan (its warm-up, its backends closed) is entered here."""
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@dataclass
+class InProcessApi:
+    """An API in this process (the ``api`` fixture), its lifespan running: its app, settings and
+    the tokens of alice, bob and admin. Its clients are closed with it."""
+
+    app: FastAPI
+    settings: Settings
+    tokens: dict[str, str]
+    clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def client(self, who: str | None) -> httpx.AsyncClient:
+        client = in_process_client(self.app, self.tokens[who] if who else None)
+        self.clients.append(client)
+        return client
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """A chaos test: for a while, concurrent uploads, uploads processed at once, deletes, lists,
 reprocessing and two waves run against one API and one lake, with no lock. Afterwards nothing answered 5xx, every
 upload was deleted or is exactly one row, processed images match the rows one to one, and a rerun
-changes nothing."""
+changes nothing. Under a real uvicorn (``live_api``): the actors are concurrent clients, each on a
+connection of its own, answered by the server's threads."""
 
 from __future__ import annotations
 
@@ -91,9 +92,9 @@ class Chaos:
         run_wave(settings, settings.today(), rng.choice(["morning", "evening"]), log=lambda _: None)
 
 
-@pytest.mark.parametrize("api", ["embedded"], indirect=True)
-def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
-    chaos = Chaos(api)
+@pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
+def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(live_api):
+    chaos = Chaos(live_api)
     actors = [
         chaos.actor(chaos.uploads),
         chaos.actor(chaos.uploads),
@@ -113,8 +114,8 @@ def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
     assert not [code for code in statuses if code >= 500 or code == 409], statuses  # no refusal for a wave
     assert uploaded and deleted, "the run should have uploaded and deleted"
 
-    run_wave(api.settings, api.settings.today(), "final", log=lambda _: None)  # what is still pending
-    with Backends.open(api.settings) as backends:
+    run_wave(live_api.settings, live_api.settings.today(), "final", log=lambda _: None)  # what is still pending
+    with Backends.open(live_api.settings) as backends:
         images = backends.lake.read("images").to_pylist()
         rejects = backends.lake.read("rejects").to_pylist()
         rows = Counter(row["image_id"] for row in images + rejects)
@@ -124,5 +125,5 @@ def test_concurrent_writers_readers_and_waves_lose_and_duplicate_nothing(api):
         assert not extra and not lost, (statuses, "deleted but recorded:", extra & deleted, "extra:", extra, lost)
         processed = {blob.key for blob in backends.blobs.list("processed/")}
         assert processed == {row["processed_key"] for row in images}  # files match rows, one to one
-    again = run_wave(api.settings, api.settings.today(), "rerun", log=lambda _: None)
+    again = run_wave(live_api.settings, live_api.settings.today(), "rerun", log=lambda _: None)
     assert (again.processed, again.rejected) == (0, 0)

@@ -1,6 +1,9 @@
 """Bounded work, fair between users (``api.fairness``): one user's burst of expensive requests is
 refused past a small number in flight (429), the shared queues are bounded (503), and nobody else's
-requests wait for it; one background job per user at a time, across API processes (Prefect)."""
+requests wait for it; one background job per user at a time, across API processes (Prefect).
+
+The bursts run against a real uvicorn (``live_api``): requests in flight at once, each on a connection of
+its own, and the server's threads. The API's answer to a refused job needs only the app, in this process."""
 
 from __future__ import annotations
 
@@ -29,9 +32,9 @@ from graywave.flows import job_runs as jobs
 from graywave.service.jobs import JobInProgress, JobsUnavailable
 from graywave.service.tokens import issue_token
 from tests.api.test_api import PHOTO, error_of, upload
-from tests.helpers import Api, serving
+from tests.helpers import in_process, in_process_client
 
-EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)  # the store plays no part here
+EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)  # the store plays no part here
 BURST = 150
 GETS = 100
 
@@ -83,17 +86,19 @@ def held_charts(monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldCharts]:
 
 
 @EMBEDDED
-def test_one_users_chart_burst_leaves_another_users_reads_quick(api, held_charts):
+def test_one_users_chart_burst_leaves_another_users_reads_quick(live_api, held_charts):
     """150 of alice's weekly.png at once: the first two are drawn (held there for the whole test), the
     other 148 are refused with 429 and Retry-After while those two are still drawing, and bob's
     reads meanwhile are answered with a p99 under 200 ms. On the shared thread pool (the code before)
     the 150 took its 40 threads and bob's GETs waited for the charts (they timed out)."""
-    bob = api.client("bob")
+    bob = live_api.client("bob")
     assert bob.get("/images/bob").status_code == 200  # warm: the lake's tables open, the token read
     answers: list[httpx.Response] = []
     answered = threading.Semaphore(0)
     flood = threading.Thread(
-        target=lambda: answers.extend(burst(api.url, api.tokens["alice"], "/users/alice/weekly.png", BURST, answered))
+        target=lambda: answers.extend(
+            burst(live_api.url, live_api.tokens["alice"], "/users/alice/weekly.png", BURST, answered)
+        )
     )
     flood.start()
     held_charts.wait_inside(2)  # GRAYWAVE_API_USER_INFLIGHT (2): both of alice's slots are drawing
@@ -118,11 +123,11 @@ def test_one_users_chart_burst_leaves_another_users_reads_quick(api, held_charts
 
 
 @EMBEDDED
-def test_a_users_limit_counts_every_expensive_request_and_no_one_elses(api, held_charts):
+def test_a_users_limit_counts_every_expensive_request_and_no_one_elses(live_api, held_charts):
     """With two of alice's charts in flight, her ?wait=true upload and her replace are 429 too (they
     store nothing), her upload without wait is not expensive and is taken; bob's ?wait=true upload
     is processed. Once her charts are drawn, her next one is drawn."""
-    alice, bob = api.client("alice"), api.client("bob")
+    alice, bob = live_api.client("alice"), live_api.client("bob")
     image_id = upload(alice, "alice", wait=True).json()["image_id"]
     threads = [threading.Thread(target=alice.get, args=("/users/alice/weekly.png",)) for _ in range(2)]
     for thread in threads:
@@ -152,11 +157,11 @@ def charts_queue_of_one(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @EMBEDDED
 @pytest.mark.usefixtures("charts_queue_of_one")
-def test_the_chart_queue_is_bounded_and_answers_busy_past_it(api, held_charts):
+def test_the_chart_queue_is_bounded_and_answers_busy_past_it(live_api, held_charts):
     """Both chart threads drawing: of two more requests one waits for a thread (on the event loop,
     holding none) and the other finds the queue full: 503 busy with Retry-After, while the charts
     are still drawing; other routes are served throughout, and the waiting one is drawn."""
-    alice, bob = api.client("alice"), api.client("bob")
+    alice, bob = live_api.client("alice"), live_api.client("bob")
     answers: dict[str, httpx.Response] = {}
 
     def chart(name: str) -> threading.Thread:
@@ -278,22 +283,22 @@ class RefusingJobs:
         (JobsUnavailable("no job can start now: graywave serve is not running"), 503, "jobs_unavailable", None),
     ],
 )
-def test_a_refused_job_is_answered_with_its_status_code_and_message(
+@pytest.mark.anyio
+async def test_a_refused_job_is_answered_with_its_status_code_and_message(
     settings, tmp_path, monkeypatch, refusal, status, code, retry_after
 ):
     monkeypatch.setenv("GRAYWAVE_API_TOKENS_FILE", str(tmp_path / "tokens.json"))
     monkeypatch.setenv("GRAYWAVE_API_INLINE_REPROCESS_MAX", "0")  # one handled image: a background job
     settings = Settings()
-    api = Api("", settings, {"alice": issue_token(settings, "alice", admin=False)})
-    with serving(create_app(settings, job_runner=RefusingJobs(refusal))) as url:
-        api.url = url
-        alice = api.client("alice")
-        assert upload(alice, "alice", wait=True).status_code == 200
-        answer = alice.put("/images/alice")
+    token = issue_token(settings, "alice", admin=False)
+    app = create_app(settings, job_runner=RefusingJobs(refusal))
+    async with in_process(app), in_process_client(app, token) as alice:
+        assert (await upload(alice, "alice", wait=True)).status_code == 200
+        answer = await alice.put("/images/alice")
         assert error_of(answer) == (status, code)
         assert answer.json()["error"]["message"] == str(refusal)
         assert answer.headers.get("Retry-After") == retry_after
-        assert error_of(alice.get(f"/jobs/{uuid.uuid4()}"))[0] == status  # a read refused the same way
+        assert error_of(await alice.get(f"/jobs/{uuid.uuid4()}"))[0] == status  # a read refused the same way
 
 
 def test_requests_that_arrive_together_find_the_queue_as_it_is():

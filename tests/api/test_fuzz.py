@@ -20,7 +20,7 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 @pytest.mark.parametrize("who", ["admin", "alice"])
-def test_the_api_keeps_to_its_openapi_document_under_fuzzing(api, who):
+def test_the_api_keeps_to_its_openapi_document_under_fuzzing(live_api, who):
     schemathesis = Path(sys.executable).with_name("schemathesis")
     run = subprocess.run(
         [
@@ -28,11 +28,11 @@ def test_the_api_keeps_to_its_openapi_document_under_fuzzing(api, who):
             "--config-file",
             str(CONFIG),
             "run",
-            f"{api.url}/openapi.json",
+            f"{live_api.url}/openapi.json",
             "--checks",
             "all",
             "--header",
-            f"Authorization: Bearer {api.tokens[who]}",
+            f"Authorization: Bearer {live_api.tokens[who]}",
             "--max-time",
             str(MAX_TIME_S),
             "--workers",

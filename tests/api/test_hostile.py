@@ -1,6 +1,10 @@
 """Inputs that ended in a 500 or froze the API (issue 21): a file name with mathtext in a chart, weeks
 outside the calendar or in other digits, a token store that cannot be read, a lake or blob store
-that refuses writes. Each is now an answer of the API's error shape, quickly."""
+that refuses writes. Each is now an answer of the API's error shape, quickly.
+
+The app is reached in this process (``api``: ``httpx.ASGITransport``) but for two tests: a token store
+whose read could hang is asked through a real uvicorn (``live_api``) with a client timeout, and a lake on
+a read-only mount is served by a ``graywave api`` process of its own."""
 
 from __future__ import annotations
 
@@ -26,18 +30,20 @@ from tests.api.test_api import error_of, upload
 from tests.service.test_tokens import DAMAGED
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
+LIVE_EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
 
 
 @EMBEDDED
-def test_a_file_name_with_mathtext_is_drawn_as_written_in_its_weeks_chart(api):
+@pytest.mark.anyio
+async def test_a_file_name_with_mathtext_is_drawn_as_written_in_its_weeks_chart(api):
     """``$a^$.jpg`` made matplotlib parse mathtext and fail: that week's chart was a 500 for good."""
     alice = api.client("alice")
     for name in ("$a^$.jpg", "$\\frac{1}{0}$.jpg", "x_{$}.jpg"):
-        assert upload(alice, "alice", wait=True, name=name).status_code == 200
-    chart = alice.get("/users/alice/weekly.png")
+        assert (await upload(alice, "alice", wait=True, name=name)).status_code == 200
+    chart = await alice.get("/users/alice/weekly.png")
     assert chart.status_code == 200, chart.text
     assert Image.open(io.BytesIO(chart.content)).format == "PNG"
-    assert alice.get("/analytics/median.png").status_code == 200
+    assert (await alice.get("/analytics/median.png")).status_code == 200
 
 
 @EMBEDDED
@@ -56,10 +62,11 @@ def test_a_file_name_with_mathtext_is_drawn_as_written_in_its_weeks_chart(api):
         "2026-W00",
     ],
 )
-def test_a_week_that_is_not_one_is_a_400_on_the_json_and_the_chart(api, week):
+@pytest.mark.anyio
+async def test_a_week_that_is_not_one_is_a_400_on_the_json_and_the_chart(api, week):
     alice = api.client("alice")
     for route in ("/users/alice/weekly", "/users/alice/weekly.png", "/images/weekly/alice"):
-        response = alice.get(route, params={"week": week})
+        response = await alice.get(route, params={"week": week})
         assert error_of(response) == (400, "bad_request"), (route, response.text)
         assert "ISO week" in response.json()["error"]["message"]
 
@@ -81,51 +88,55 @@ def test_a_week_that_is_not_one_is_a_400_on_the_json_and_the_chart(api, week):
         ("/images/alice?offset={}", "0_0"),
     ],
 )
-def test_a_number_or_a_day_in_another_form_is_refused(api, route, value):
+@pytest.mark.anyio
+async def test_a_number_or_a_day_in_another_form_is_refused(api, route, value):
     """The API reads numbers and days in one form each, as the CLI does: ``?date=2026-11-25T00:00:00``,
     ``n=1_0`` and ``+5`` were answered as if they were ``2026-11-25``, 10 and 5."""
-    answer = api.client("alice").get(route.format(value))
+    answer = await api.client("alice").get(route.format(value))
     assert error_of(answer) == (422, "invalid"), answer.text
 
 
 @EMBEDDED
-def test_the_plain_forms_of_numbers_and_days_are_answered(api):
+@pytest.mark.anyio
+async def test_the_plain_forms_of_numbers_and_days_are_answered(api):
     alice = api.client("alice")
-    assert upload(alice, "alice", wait=True).status_code == 200
-    assert alice.get("/images/alice?limit=05&offset=0").status_code == 200
-    today = alice.get("/images/alice").json()["items"][0]["date"]
+    assert (await upload(alice, "alice", wait=True)).status_code == 200
+    assert (await alice.get("/images/alice?limit=05&offset=0")).status_code == 200
+    today = (await alice.get("/images/alice")).json()["items"][0]["date"]
     for route in (
         f"/users/alice/similar?n=10&date={today}",
         "/images/similarity/alice/3",
         f"/analytics/median?date={today}",
     ):
-        assert alice.get(route).status_code in (200, 404), route  # 404: no analytics for the day yet
+        assert (await alice.get(route)).status_code in (200, 404), route  # 404: no analytics for the day yet
 
 
 @EMBEDDED
-def test_the_calendars_first_and_last_whole_weeks_and_a_53rd_are_answered(api):
+@pytest.mark.anyio
+async def test_the_calendars_first_and_last_whole_weeks_and_a_53rd_are_answered(api):
     alice = api.client("alice")
     for week, monday in (("0001-W01", "0001-01-01"), ("9999-W51", "9999-12-20"), ("2026-W53", "2026-12-28")):
-        answer = alice.get("/users/alice/weekly", params={"week": week})
+        answer = await alice.get("/users/alice/weekly", params={"week": week})
         assert answer.status_code == 200 and answer.json()["week"] == week and answer.json()["monday"] == monday
-        assert alice.get("/users/alice/weekly.png", params={"week": week}).status_code == 200
+        assert (await alice.get("/users/alice/weekly.png", params={"week": week})).status_code == 200
 
 
-@EMBEDDED
+@LIVE_EMBEDDED
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("damage", [name for name in DAMAGED if name != "a file for a folder"])
-def test_a_token_store_that_cannot_be_read_is_a_quick_503_naming_it(api, damage, caplog):
+def test_a_token_store_that_cannot_be_read_is_a_quick_503_naming_it(live_api, damage, caplog):
     """A non-UTF-8 file, a folder, a link to /dev/zero, a FIFO or a huge file was a 500 or froze the
     API (every request's thread waiting on the read). Now a 503 that names the token store, not its
-    path (the log has it), on a route (its dependency) and on an upload (the early-refusal middleware)."""
-    path = api.settings.api_tokens_db_path
+    path (the log has it), on a route (its dependency) and on an upload (the early-refusal middleware).
+    Under a real server: a read that froze is the client's timeout, not a test that hangs."""
+    path = live_api.settings.api_tokens_db_path
     kept = path.with_name("kept.db")
     with sqlite3.connect(path) as live, sqlite3.connect(kept) as copy:
         live.backup(copy)  # a whole copy, whatever is still in the write-ahead log
     for stale in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
         stale.unlink(missing_ok=True)
     DAMAGED[damage](path)
-    alice = httpx.Client(base_url=api.url, headers=api.client("alice").headers, timeout=10)
+    alice = httpx.Client(base_url=live_api.url, headers=live_api.client("alice").headers, timeout=10)
     with caplog.at_level(logging.ERROR, logger="graywave.api"):
         started = time.monotonic()
         for response in (alice.get("/images/alice"), upload(alice, "alice"), alice.get("/users/alice/weekly")):
@@ -163,39 +174,42 @@ def _refused(error: Exception):
 
 
 @EMBEDDED
-def test_a_lake_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch):
+@pytest.mark.anyio
+async def test_a_lake_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch):
     """A read-only lake: delta-rs's own errors escaped as 500s. Patched at delta-rs's calls, the
     lowest level (tests run as root, whom a chmod does not stop)."""
     alice, admin = api.client("alice"), api.client("admin")
-    kept = upload(alice, "alice", wait=True).json()["image_id"]
-    assert upload(api.client("bob"), "bob", wait=True).status_code == 200
+    kept = (await upload(alice, "alice", wait=True)).json()["image_id"]
+    assert (await upload(api.client("bob"), "bob", wait=True)).status_code == 200
     monkeypatch.setattr(deltalake.table.TableMerger, "execute", _refused(MERGE_REFUSED))
     monkeypatch.setattr(deltalake.DeltaTable, "delete", _refused(DELETE_REFUSED))
-    waited = upload(alice, "alice", name="IMG_0002.jpg", wait=True)
+    waited = await upload(alice, "alice", name="IMG_0002.jpg", wait=True)
     assert waited.status_code == 202 and waited.json()["pending"], waited.text  # kept pending, saying why
-    listed = {i["file_name"]: i["status"] for i in alice.get("/images/alice").json()["items"]}
+    listed = {i["file_name"]: i["status"] for i in (await alice.get("/images/alice")).json()["items"]}
     assert listed["IMG_0002.jpg"] == "pending"  # stored: the next wave processes it
-    for response in (alice.delete(f"/images/alice/{kept}"), admin.delete("/images/bob")):
+    for response in (await alice.delete(f"/images/alice/{kept}"), await admin.delete("/images/bob")):
         assert error_of(response) == (503, "unavailable"), response.text
         assert "/srv/lake" not in response.text
     monkeypatch.undo()
-    assert alice.delete(f"/images/alice/{kept}").status_code == 204  # the retry of the delete works
+    assert (await alice.delete(f"/images/alice/{kept}")).status_code == 204  # the retry of the delete works
 
 
 @EMBEDDED
-def test_a_wait_upload_that_the_lake_refuses_stays_pending_and_says_why(api, monkeypatch):
+@pytest.mark.anyio
+async def test_a_wait_upload_that_the_lake_refuses_stays_pending_and_says_why(api, monkeypatch):
     """The contract of ?wait=true (service.images.upload_now): a backend that is unavailable leaves the
     stored upload pending, answered 202 with the reason, so that a client's retry does not duplicate it."""
     monkeypatch.setattr(deltalake.table.TableMerger, "execute", _refused(MERGE_REFUSED))
-    waited = upload(api.client("alice"), "alice", wait=True)
+    waited = await upload(api.client("alice"), "alice", wait=True)
     assert waited.status_code == 202 and waited.json()["status"] == "pending" and waited.json()["pending"]
 
 
 @EMBEDDED
-def test_a_blob_store_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch):
+@pytest.mark.anyio
+async def test_a_blob_store_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch):
     """A read-only upload folder: ``OSError(EROFS)`` from the local blob store was a 500."""
     alice = api.client("alice")
-    kept = upload(alice, "alice").json()["image_id"]
+    kept = (await upload(alice, "alice")).json()["image_id"]
     root, real = str(api.settings.blob_url), Path.write_bytes
 
     def read_only(self, *args, **kwargs):  # the folder's own refusal, as a read-only mount gives it
@@ -204,7 +218,7 @@ def test_a_blob_store_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_bytes", read_only)
-    for response in (upload(alice, "alice", name="IMG_0003.jpg"), alice.delete(f"/images/alice/{kept}")):
+    for response in (await upload(alice, "alice", name="IMG_0003.jpg"), await alice.delete(f"/images/alice/{kept}")):
         assert error_of(response) == (503, "unavailable"), response.text
         assert str(api.settings.blob_url) not in response.text
 

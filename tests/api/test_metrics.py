@@ -1,6 +1,9 @@
-"""GET /metrics: the Prometheus text format of a real server's counts, parsed by prometheus-client's
-own parser; who may scrape it; the sum of two uvicorn workers (``graywave api --workers 2``); the
-metric names of docs/operations.md's alert rules are the ones exported."""
+"""GET /metrics: the Prometheus text format of the API's counts, parsed by prometheus-client's own
+parser; who may scrape it; the sum of two uvicorn workers (``graywave api --workers 2``); the metric
+names of docs/operations.md's alert rules are the ones exported.
+
+The app is reached in this process (``api``: ``httpx.ASGITransport``), but for the busy slots (requests
+held in flight at once on a real uvicorn, ``live_api``) and the two workers (a ``graywave api`` process)."""
 
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from graywave.api.metrics import UNMATCHED
 from graywave.service.images import UploadedNow, store_upload
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, in_process, in_process_client, wait_for
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
+LIVE_EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
 PHOTO = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
@@ -32,7 +36,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def scrape(url: str, token: str) -> Samples:
-    answer = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    return samples_of(httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=60))
+
+
+def samples_of(answer: httpx.Response) -> Samples:
+    """The samples of a scrape's answer."""
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
     return {
@@ -51,21 +59,22 @@ def requests(samples: Samples, method: str, route: str, status: int) -> float:
 
 
 @EMBEDDED
-def test_requests_are_counted_by_route_template_and_status(api):
-    alice, anonymous = api.client("alice"), api.client(None)
+@pytest.mark.anyio
+async def test_requests_are_counted_by_route_template_and_status(api):
+    alice, anonymous, admin = api.client("alice"), api.client(None), api.client("admin")
     for _ in range(3):
-        assert alice.get("/images/alice").status_code == 200
-    assert alice.get("/images/alice/no-such-image").status_code == 404
-    assert alice.get("/no/such/path/alice").status_code == 404
-    assert anonymous.get("/images/alice").status_code == 401
-    assert anonymous.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")}).status_code == 401
-    assert alice.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")}).status_code == 202
+        assert (await alice.get("/images/alice")).status_code == 200
+    assert (await alice.get("/images/alice/no-such-image")).status_code == 404
+    assert (await alice.get("/no/such/path/alice")).status_code == 404
+    assert (await anonymous.get("/images/alice")).status_code == 401
+    assert (await anonymous.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")})).status_code == 401
+    assert (await alice.post("/images/alice", files={"file": ("a.jpg", PHOTO, "image/jpeg")})).status_code == 202
     replayed = {"Idempotency-Key": "metrics-test-1"}
     for _ in range(2):  # the retry gets the first answer: one upload stored, not two
-        sent = alice.post("/images/alice", files={"file": ("b.jpg", PHOTO, "image/jpeg")}, headers=replayed)
+        sent = await alice.post("/images/alice", files={"file": ("b.jpg", PHOTO, "image/jpeg")}, headers=replayed)
         assert sent.status_code == 202, sent.text
 
-    samples = scrape(api.url, api.tokens["admin"])
+    samples = samples_of(await admin.get("/metrics"))
     assert requests(samples, "GET", "/images/{user_id}", 200) == 3
     assert requests(samples, "GET", "/images/{user_id}/{image_id}", 404) == 1
     assert requests(samples, "GET", UNMATCHED, 404) == 1
@@ -80,15 +89,16 @@ def test_requests_are_counted_by_route_template_and_status(api):
     assert value(samples, "graywave_uploads_stored_total") == 2
     assert value(samples, "graywave_processing_slots") == api.settings.api_processing_slots
     assert value(samples, "graywave_processing_slots_busy") == 0
-    again = scrape(api.url, api.tokens["admin"])
+    again = samples_of(await admin.get("/metrics"))
     assert requests(again, "GET", "/metrics", 200) == 1  # the first scrape, counted once it was answered
 
 
 @EMBEDDED
-def test_the_route_needs_an_admin_token_and_is_not_in_the_schema(api):
-    assert api.client(None).get("/metrics").status_code == 401
-    assert api.client("alice").get("/metrics").status_code == 403
-    assert "/metrics" not in api.client("admin").get("/openapi.json").json()["paths"]
+@pytest.mark.anyio
+async def test_the_route_needs_an_admin_token_and_is_not_in_the_schema(api):
+    assert (await api.client(None).get("/metrics")).status_code == 401
+    assert (await api.client("alice").get("/metrics")).status_code == 403
+    assert "/metrics" not in (await api.client("admin").get("/openapi.json")).json()["paths"]
 
 
 @pytest.fixture
@@ -99,9 +109,9 @@ def one_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRAYWAVE_METRICS", "public")
 
 
-@EMBEDDED
+@LIVE_EMBEDDED
 @pytest.mark.usefixtures("one_slot")
-def test_busy_slots_and_refusals_by_reason(api, monkeypatch):
+def test_busy_slots_and_refusals_by_reason(live_api, monkeypatch):
     """Alice's ?wait=true upload holds the one processing slot until the test lets it go: her second
     is her limit's 429, Bob's the full queue's 503 ``busy``."""
     entered, release = threading.Event(), threading.Event()
@@ -116,14 +126,14 @@ def test_busy_slots_and_refusals_by_reason(api, monkeypatch):
     photo = {"file": ("a.jpg", PHOTO, "image/jpeg")}
     answers: list[httpx.Response] = []
     first = threading.Thread(
-        target=lambda: answers.append(api.client("alice").post("/images/alice?wait=true", files=photo))
+        target=lambda: answers.append(live_api.client("alice").post("/images/alice?wait=true", files=photo))
     )
     first.start()
     try:
         assert entered.wait(120)
-        assert api.client("alice").post("/images/alice?wait=true", files=photo).status_code == 429
-        assert api.client("bob").post("/images/bob?wait=true", files=photo).status_code == 503
-        anyone = httpx.get(f"{api.url}/metrics", timeout=60)  # GRAYWAVE_METRICS=public: no token
+        assert live_api.client("alice").post("/images/alice?wait=true", files=photo).status_code == 429
+        assert live_api.client("bob").post("/images/bob?wait=true", files=photo).status_code == 503
+        anyone = httpx.get(f"{live_api.url}/metrics", timeout=60)  # GRAYWAVE_METRICS=public: no token
         assert anyone.status_code == 200
         samples = {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -142,16 +152,16 @@ def test_busy_slots_and_refusals_by_reason(api, monkeypatch):
     assert requests(samples, "POST", "/images/{user_id}", 503) == 1
 
 
-@pytest.mark.parametrize("api", ["embedded"], indirect=True)
-def test_metrics_off_is_no_route(api, monkeypatch):
+@EMBEDDED
+@pytest.mark.anyio
+async def test_metrics_off_is_no_route(api, monkeypatch):
     from graywave.api.app import create_app
-    from tests.helpers import serving
 
     monkeypatch.setenv("GRAYWAVE_METRICS", "off")
     from graywave.config import Settings
 
-    with serving(create_app(Settings())) as url:
-        answer = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {api.tokens['admin']}"})
+    async with in_process(create_app(Settings())) as app, in_process_client(app, api.tokens["admin"]) as admin:
+        answer = await admin.get("/metrics")
         assert answer.status_code == 404
 
 
@@ -203,7 +213,8 @@ def _workers_that_answered(folder: Path) -> set[str]:
     return answered
 
 
-def test_the_alert_rules_use_exported_metrics(api_metric_names):
+@pytest.mark.anyio
+async def test_the_alert_rules_use_exported_metrics(api_metric_names):
     """docs/operations.md's scrape configuration and alert rules are YAML, and every metric their
     expressions name is one that a scrape shows."""
     blocks = re.findall(r"```yaml\n(.*?)```", OPERATIONS.read_text(), re.S)
@@ -217,17 +228,16 @@ def test_the_alert_rules_use_exported_metrics(api_metric_names):
 
 
 @pytest.fixture
-def api_metric_names(settings, tmp_path, monkeypatch) -> set[str]:
+async def api_metric_names(settings, tmp_path, monkeypatch) -> set[str]:
     from graywave.api.app import create_app
-    from tests.helpers import serving
 
     monkeypatch.setenv("GRAYWAVE_METRICS", "public")
     from graywave.config import Settings
 
-    with serving(create_app(Settings())) as url:
-        assert httpx.get(f"{url}/healthz").status_code == 200
-        assert httpx.get(f"{url}/no/such/path").status_code == 404
-        text = httpx.get(f"{url}/metrics").text
+    async with in_process(create_app(Settings())) as app, in_process_client(app) as anyone:
+        assert (await anyone.get("/healthz")).status_code == 200
+        assert (await anyone.get("/no/such/path")).status_code == 404
+        text = (await anyone.get("/metrics")).text
     names = set()
     for family in text_string_to_metric_families(text):  # a labelled counter with no sample yet has its TYPE
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}.get(family.type, [""])

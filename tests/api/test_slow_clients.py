@@ -20,7 +20,7 @@ from graywave.cli.main import API_HTTP_PROTOCOL
 from tests.api.test_api import PHOTO, upload
 from tests.helpers import serving
 
-EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
+EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
 HEADER_TIMEOUT_S = 2.0
 BODY_TIMEOUT_S = 2.0
 CUT_OFF_WITHIN_S = 15.0
@@ -52,9 +52,9 @@ def serving_as_the_cli_does(settings) -> Iterator[Served]:
 
 
 @pytest.fixture
-def served(short_deadlines, api) -> Iterator[Served]:
-    """A second server of the ``api`` fixture's deployment (its tokens), with the CLI's protocol."""
-    with serving_as_the_cli_does(api.settings) as found:
+def served(short_deadlines, live_api) -> Iterator[Served]:
+    """A second server of the ``live_api`` fixture's deployment (its tokens), with the CLI's protocol."""
+    with serving_as_the_cli_does(live_api.settings) as found:
         yield found
 
 
@@ -116,7 +116,7 @@ def test_a_connection_that_sends_nothing_is_closed(served):
 
 
 @EMBEDDED
-def test_a_body_sent_one_byte_a_second_is_cut_off_and_nothing_is_stored(served, api):
+def test_a_body_sent_one_byte_a_second_is_cut_off_and_nothing_is_stored(served, live_api):
     boundary = "graywave-test-boundary"
     body = (
         (
@@ -127,14 +127,15 @@ def test_a_body_sent_one_byte_a_second_is_cut_off_and_nothing_is_stored(served, 
         + f"\r\n--{boundary}--\r\n".encode()
     )
     head = (
-        f"POST /images/alice?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {api.tokens['alice']}\r\n"
+        f"POST /images/alice?wait=true HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {live_api.tokens['alice']}\r\n"
         f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     result = trickle(served, head + body[:100], body[100:])
     _cut_off(result)
-    alice = api.client("alice")
+    alice = live_api.client("alice")
     assert alice.get("/images/alice").json()["total"] == 0
-    assert not [path for path in Path(api.settings.blob_url).rglob("*") if path.is_file()]  # no upload kept
+    assert not [path for path in Path(live_api.settings.blob_url).rglob("*") if path.is_file()]  # no upload kept
 
 
 @EMBEDDED
@@ -147,8 +148,8 @@ def test_an_unread_body_after_an_early_refusal_is_not_read_forever(served):
 
 
 @EMBEDDED
-def test_quick_clients_are_served_as_before_on_kept_alive_connections(served, api):
-    headers = {"Authorization": f"Bearer {api.tokens['alice']}"}
+def test_quick_clients_are_served_as_before_on_kept_alive_connections(served, live_api):
+    headers = {"Authorization": f"Bearer {live_api.tokens['alice']}"}
     with httpx.Client(base_url=served.url, headers=headers, timeout=60) as alice:
         assert upload(alice, "alice", wait=True).status_code == 200
         time.sleep(HEADER_TIMEOUT_S + 0.5)  # idle on a kept-alive connection: not a slow request
