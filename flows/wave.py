@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date
-from itertools import islice
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
@@ -45,6 +44,7 @@ from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
 from graywave.service import wave
 from graywave.service.batch import BatchResult, Upload
+from graywave.service.scheduling import bounded
 
 DASK_CONNECT_TIMEOUT_S = 5
 """How long a wave waits for the Dask scheduler before it fails (and records nothing)."""
@@ -63,21 +63,16 @@ def process_batch(uploads: Sequence[Upload], settings: Settings) -> BatchResult:
 
 
 def run_batches_as_tasks(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:
-    """A ``BatchRunner``: results as batch tasks finish, with at most ``settings.workers`` in flight.
-    Each task run is named ``batch-<i>-of-<n>`` (of its round)."""
-    queue = iter(enumerate(batches, start=1))
+    """A ``BatchRunner``: results as batch tasks finish, with at most ``settings.workers`` in flight
+    (``scheduling.bounded``: each batch is a task run once it is submitted, and a failed batch leaves
+    none queued behind it). Each task run is named ``batch-<i>-of-<n>`` (of its round)."""
 
-    def submit(i: int, batch: Sequence[Upload]) -> PrefectFuture[BatchResult]:
+    def submit(numbered: tuple[int, Sequence[Upload]]) -> PrefectFuture[BatchResult]:
+        i, batch = numbered
         named = process_batch.with_options(task_run_name=f"batch-{i}-of-{len(batches)}")
         return named.submit(batch, settings)
 
-    in_flight = [submit(i, batch) for i, batch in islice(queue, settings.workers)]
-    while in_flight:
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        following = next(queue, None)
-        if following is not None:
-            in_flight.append(submit(*following))
+    for finished in bounded(submit, enumerate(batches, start=1), settings.workers, as_completed):
         yield finished.result()
 
 

@@ -12,7 +12,6 @@ upload at a time. Every upload ends as exactly one image record or one reject re
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from graywave.kernels.codecs import (
     upright,
 )
 from graywave.records import ImageRecord, RejectRecord
+from graywave.service.scheduling import bounded
 from graywave.storage.blobs import BlobInfo, BlobStore
 from graywave.storage.layout import PROCESSED_CONTENT_TYPE, UploadKey
 
@@ -155,20 +155,6 @@ class _InlineExecutor(Executor):
         return future
 
 
-def _prefetched(
-    io: Executor, store: BlobStore, uploads: Sequence[Upload], depth: int, settings: Settings
-) -> Iterator[tuple[Upload, Future[bytes]]]:
-    """Each upload with its read in flight, at most ``depth`` reads ahead of the caller."""
-    queue = iter(uploads)
-    limit = settings.max_upload_bytes
-    ahead = deque((upload, io.submit(store.read, upload.key.key, limit)) for upload in islice(queue, depth))
-    while ahead:
-        following = next(queue, None)
-        if following is not None:
-            ahead.append((following, io.submit(store.read, following.key.key, limit)))
-        yield ahead.popleft()
-
-
 def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
     while chunk := list(islice(items, size)):
         yield chunk
@@ -200,32 +186,47 @@ def process_uploads(
     call that fails) goes through the CPU codecs and is counted in ``BatchResult.fallbacks`` with the
     reason. Blob reads and writes run on ``settings.io_threads`` threads where the store is remote or
     the chunks are larger than one upload, else inline: at most that many reads ahead, and as many
-    processed images waiting to be written.
+    processed images waiting to be written (``scheduling.bounded``).
 
     An image row is returned only once its processed JPEG is stored; a failed write fails the batch.
     """
     if codec is None:
         codec = luma_batch_codec(device)
     result = BatchResult()
-    writes: deque[Future[None]] = deque()
     threaded = store.remote or codec.batch_size != 1
     depth = settings.io_threads if threaded else 1
     io = ThreadPoolExecutor(depth, thread_name_prefix="graywave-io") if threaded else _InlineExecutor()
     with io:
-        reads = _prefetched(io, store, uploads, depth, settings)
-        for chunk in _chunks(reads, codec.batch_size or max(len(uploads), 1)):
-            images = _decoded(chunk, settings, device, codec, result)
-            counts = device.get(histogram_batch([image.plane for _, image in images], settings.bins))
-            outputs = _encoded(images, settings, device, codec, result)
-            for (upload, image), count, output in zip(images, counts, outputs, strict=True):
-                writes.append(io.submit(store.write, upload.key.processed_key, output, PROCESSED_CONTENT_TYPE))
-                result.images.append(_image_record(upload, image, count.tolist(), len(output)))
-                result.pixels += int(image.plane.size)
-                while len(writes) > depth:  # bound the encoded images waiting to be written
-                    writes.popleft().result()
-        for write in writes:
-            write.result()
+
+        def read(upload: Upload) -> tuple[Upload, Future[bytes]]:
+            return upload, io.submit(store.read, upload.key.key, settings.max_upload_bytes)
+
+        def write(processed: tuple[str, bytes]) -> Future[None]:
+            return io.submit(store.write, *processed, PROCESSED_CONTENT_TYPE)
+
+        chunks = _chunks(bounded(read, uploads, depth), codec.batch_size or max(len(uploads), 1))
+        for written in bounded(write, _processed(chunks, settings, device, codec, result), depth):
+            written.result()
     return result
+
+
+def _processed(
+    chunks: Iterator[list[tuple[Upload, Future[bytes]]]],
+    settings: Settings,
+    device: Device,
+    codec: LumaBatchCodec,
+    result: BatchResult,
+) -> Iterator[tuple[str, bytes]]:
+    """Each processed image to write (its key and JPEG), a chunk of uploads at a time; its row goes to
+    ``result`` (returned once every write is done), and so do the rejects and fallbacks."""
+    for chunk in chunks:
+        images = _decoded(chunk, settings, device, codec, result)
+        counts = device.get(histogram_batch([image.plane for _, image in images], settings.bins))
+        outputs = _encoded(images, settings, device, codec, result)
+        for (upload, image), count, output in zip(images, counts, outputs, strict=True):
+            result.images.append(_image_record(upload, image, count.tolist(), len(output)))
+            result.pixels += int(image.plane.size)
+            yield upload.key.processed_key, output
 
 
 def _decoded(

@@ -41,10 +41,9 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from itertools import islice
 
 from graywave.config import Settings
 from graywave.errors import BackendUnavailable, BadKey, DeviceUnavailable, InvalidInput, RejectReason
@@ -59,6 +58,7 @@ from graywave.service.batch import (
     reject_record,
 )
 from graywave.service.progress import WaveProgress
+from graywave.service.scheduling import bounded
 from graywave.storage.blobs import BlobInfo, BlobStore, open_blob_store
 from graywave.storage.lake import Lake
 from graywave.storage.layout import parse_upload_key, uploads_prefix
@@ -345,19 +345,15 @@ def drain_of(settings: Settings, settle_s: float | None = None, max_duration_s: 
 
 
 def run_batches_in_threads(batches: list[Sequence[Upload]], settings: Settings) -> Iterator[BatchResult]:
-    """A ``BatchRunner`` on local threads (the kernels release the GIL), at most ``workers`` at once."""
-    queue = iter(batches)
+    """A ``BatchRunner`` on local threads (the kernels release the GIL): results as batches finish,
+    at most ``workers`` at once (``scheduling.bounded``)."""
     with ThreadPoolExecutor(settings.workers, thread_name_prefix="graywave-batch") as pool:
-        in_flight: set[Future[BatchResult]] = {
-            pool.submit(process_batch, batch, settings) for batch in islice(queue, settings.workers)
-        }
-        while in_flight:
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-            for finished in done:
-                following = next(queue, None)
-                if following is not None:
-                    in_flight.add(pool.submit(process_batch, following, settings))
-                yield finished.result()
+
+        def submit(batch: Sequence[Upload]) -> Future[BatchResult]:
+            return pool.submit(process_batch, batch, settings)
+
+        for finished in bounded(submit, batches, settings.workers, as_completed):
+            yield finished.result()
 
 
 class Recorder:
