@@ -22,12 +22,12 @@ from graywave.config import Settings
 from graywave.errors import InvalidInput
 from graywave.kernels.similarity import METRICS
 from graywave.service.backends import Backends
-from graywave.service.daily import DailyHistogramsCache, iso_day
+from graywave.service.daily import Questions, iso_day
 from graywave.service.identity import Authenticator, OidcVerifier
 from graywave.service.images import ImageCatalog
 from graywave.service.jobs import Jobs
+from graywave.service.terms import USER_ID_PATTERN
 from graywave.service.tokens import Principal, TokenStore, open_token_store
-from graywave.storage.layout import USER_ID_PATTERN
 
 T = TypeVar("T")
 
@@ -40,7 +40,8 @@ class State:
     backends: Backends
     tokens: TokenStore
     catalog: ImageCatalog
-    daily: DailyHistogramsCache
+    questions: Questions
+    """The analytical questions, asked of the lake (recent days' histograms kept until it changes)."""
     processing: Pool
     """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``); requests wait for one
     on the event loop, up to ``GRAYWAVE_API_PROCESSING_QUEUE`` of them."""
@@ -72,7 +73,7 @@ class State:
             backends=backends,
             tokens=open_token_store(settings),
             catalog=ImageCatalog(backends),
-            daily=DailyHistogramsCache(backends.lake),
+            questions=Questions(backends.lake),
             processing=Pool(
                 settings.api_processing_slots, settings.api_processing_queue, "uploads are being processed"
             ),

@@ -29,8 +29,8 @@ from graywave.errors import (
     UnsupportedMediaType,
 )
 from graywave.service.jobs import JobInProgress, JobsUnavailable
+from graywave.service.terms import refusal
 from graywave.service.tokens import TokenStoreUnavailable
-from graywave.storage.blobs import refusal
 
 CODES = {
     400: "bad_request",

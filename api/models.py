@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from graywave.records import ImageRecord, RejectRecord
 from graywave.service.images import ImageEntry, ReprocessReport
 from graywave.service.jobs import JobRun
-from graywave.storage.uploads import UPLOAD_CONTENT_TYPES
+from graywave.service.uploads import UPLOAD_CONTENT_TYPES
 
 HISTOGRAM_EXAMPLE: list[Any] = [
     0,

@@ -25,7 +25,7 @@ from graywave.errors import GraywaveError
 if TYPE_CHECKING:
     import polars as pl
 
-    from graywave.storage.lake import Commit, Lake
+    from graywave.service.tables import Commit, Lake
 
 T = TypeVar("T")
 
@@ -76,7 +76,7 @@ def refused(what: str) -> Iterator[None]:
     except GraywaveError:
         raise
     except Exception as error:
-        from graywave.storage.blobs import refusal
+        from graywave.service.terms import refusal
 
         reason = refusal(error)
         if reason is None:

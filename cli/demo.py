@@ -13,12 +13,12 @@ from graywave.config import Settings
 from graywave.flows.analytics import run_analytics_flow
 from graywave.flows.temporary_server import prefect_api
 from graywave.flows.wave import run_wave_flow
+from graywave.service.backends import Backends
 from graywave.service.daily import AnalyticsSummary
 from graywave.service.samples import encode, synthetic_photo
+from graywave.service.tables import TABLES, Lake
+from graywave.service.terms import upload_key
 from graywave.service.wave import WaveSummary
-from graywave.storage.blobs import BlobStore, open_blob_store
-from graywave.storage.lake import SCHEMAS, Lake
-from graywave.storage.layout import upload_key
 
 DEMO_USERS = {"alice": -0.4, "bruno": -0.1, "chen": 0.0, "dara": 0.2, "emeka": 0.5}
 """Each demo user's typical brightness, so that their histograms differ."""
@@ -69,9 +69,9 @@ def sample_uploads(day: date, wave: str, day_index: int) -> list[SampleUpload]:
     return uploads
 
 
-def _write(store: BlobStore, uploads: list[SampleUpload]) -> None:
+def _write(backends: Backends, uploads: list[SampleUpload]) -> None:
     for upload in uploads:
-        store.write(upload.key, upload.data, "application/octet-stream")
+        backends.blobs.write(upload.key, upload.data, "application/octet-stream")
 
 
 def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsSummary]:
@@ -79,14 +79,13 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
     day's two waves, then that day's analytics, each a real Prefect flow run, on ``PREFECT_API_URL``
     or else one temporary server of this process that outlives a SIGTERM or Ctrl-C to the process
     group (``flows.temporary_server``)."""
-    store = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
     today = settings.today()
     summaries: list[WaveSummary | AnalyticsSummary] = []
-    with prefect_api():
+    with prefect_api(), Backends.open(settings) as backends:
         for day_index in range(days):
             day = today - timedelta(days=days - 1 - day_index)
             for wave in WAVES:
-                _write(store, sample_uploads(day, wave, day_index))
+                _write(backends, sample_uploads(day, wave, day_index))
                 summaries.append(run_wave_flow(settings, day, wave))
             summaries.append(run_analytics_flow(day=day, top_n=2, metric="design"))
     return summaries
@@ -94,8 +93,11 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
 
 def demo_report(settings: Settings) -> str:
     """What the lake holds after the demo, read back with Polars as an analyst would."""
-    lake = Lake(open_blob_store(settings.lake_url, settings.s3_endpoint_url))
-    blobs = open_blob_store(settings.blob_url, settings.s3_endpoint_url)
+    with Backends.open(settings) as backends:
+        return _report(settings, backends.lake, backends.blobs.url)
+
+
+def _report(settings: Settings, lake: Lake, blobs_url: str) -> str:
     images = pl.DataFrame(lake.read("images"))
     rejects = pl.DataFrame(lake.read("rejects"))
     per_day = (
@@ -126,8 +128,8 @@ def demo_report(settings: Settings) -> str:
         "  " + " ".join(f"{value:.3f}" for value in median),
         *(f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}" for user, neighbours in similar.items()),
         "",
-        f"Processed grayscale images: {blobs.url}/processed/<date>/<user>/<image_id>.jpg",
-        f"Delta lake:                 {lake.url}/ ({', '.join(SCHEMAS)})",
+        f"Processed grayscale images: {blobs_url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Delta lake:                 {lake.url}/ ({', '.join(TABLES)})",
         "Read it with Polars (DuckDB, pyarrow: 'Reading the lake' in docs/data.md, offline, locally and on S3):",
         f"  {polars_hint(settings, lake)}",
         f"What each wave wrote: graywave lake history images ({lake.version('images') + 1} versions)",

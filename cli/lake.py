@@ -22,7 +22,7 @@ def lake_history(
     as_json: JsonOption = False,
 ) -> None:
     """A table's commits, newest first: Delta's operation and graywave's (which wave, day and flow run)."""
-    from graywave.storage.lake import check_table
+    from graywave.service.tables import check_table
 
     try:
         checked = check_table(table)

@@ -13,7 +13,7 @@ from graywave.config import Settings
 from graywave.errors import GraywaveError, RejectReason
 
 if TYPE_CHECKING:
-    from graywave.storage.lake import Lake
+    from graywave.service.tables import Lake
 
 
 def status() -> None:

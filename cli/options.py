@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from graywave.errors import GraywaveError, InvalidInput
-from graywave.storage.layout import user_id_problem
+from graywave.service.terms import user_id_problem
 
 if TYPE_CHECKING:
     from graywave.kernels.similarity import Metric

@@ -12,7 +12,7 @@ from graywave.cli.options import AsOfOption, DayOption, JsonOption, MetricOption
 from graywave.config import Settings
 
 if TYPE_CHECKING:
-    from graywave.storage.lake import Lake
+    from graywave.service.tables import Lake
 
 query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questions now, from the lake.")
 

@@ -14,20 +14,13 @@ ALLOWED = {
     "graywave.service": FOUNDATION | {"graywave.config", "graywave.kernels", "graywave.storage", "graywave.service"},
     "graywave.flows": FOUNDATION
     | {"graywave.config", "graywave.kernels", "graywave.storage", "graywave.service", "graywave.flows"},
-    "graywave.api": FOUNDATION
-    | {"graywave.config", "graywave.kernels", "graywave.storage", "graywave.service", "graywave.api"},
+    # The API and the command line reach the storage through the service, never directly: its terms
+    # (service.terms, service.uploads, service.tables) and its use cases.
+    "graywave.api": FOUNDATION | {"graywave.config", "graywave.kernels", "graywave.service", "graywave.api"},
     # The command line is the composition root: it runs the flows, and builds the API's app with the
     # flows' job runner (cli.asgi, which only uvicorn imports: the commands name it as a string).
     "graywave.cli": FOUNDATION
-    | {
-        "graywave.config",
-        "graywave.kernels",
-        "graywave.storage",
-        "graywave.service",
-        "graywave.flows",
-        "graywave.api",
-        "graywave.cli",
-    },
+    | {"graywave.config", "graywave.kernels", "graywave.service", "graywave.flows", "graywave.api", "graywave.cli"},
 }
 SUBPACKAGES = {"kernels", "storage", "service", "flows", "api", "cli"}
 FOLDERS = {
@@ -47,6 +40,11 @@ def layer_of(module: str) -> str:
     return f"graywave.{parts[1]}" if len(parts) > 1 and parts[1] in SUBPACKAGES else module
 
 
+def is_module(name: str) -> bool:
+    """Whether ``graywave.<name>`` is a module (a layer or a root module), not a name (``__version__``)."""
+    return name in SUBPACKAGES or (ROOT / "graywave" / f"{name}.py").exists()
+
+
 def all_imports(path: Path) -> set[str]:
     """Every module that ``path`` imports: at module level, in functions, under ``TYPE_CHECKING``."""
     found = set()
@@ -56,6 +54,8 @@ def all_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             assert not node.level, f"{path}: a relative import hides which layer it reaches; import graywave.*"
             found.add(node.module or "")
+            if node.module == "graywave":  # from graywave import storage, config: the modules themselves
+                found |= {f"graywave.{alias.name}" for alias in node.names if is_module(alias.name)}
     return found
 
 
@@ -85,18 +85,43 @@ def framework_imports(folder: str, root: Path = ROOT) -> set[str]:
     }
 
 
+def wrong_imports(folder: str, root: Path = ROOT) -> set[str]:
+    """``path imports module`` for each graywave module that a module under ``root / folder``
+    imports and ``folder``'s layer may not use."""
+    return {
+        f"{path.relative_to(root).as_posix()} imports {name}"
+        for path in sorted((root / folder).rglob("*.py"))
+        for name in imports(path)
+        if layer_of(name) not in ALLOWED[FOLDERS[folder]]
+    }
+
+
 @pytest.mark.parametrize("folder", sorted(FOLDERS))
 def test_each_layer_imports_only_the_layers_below_it(folder):
-    layer = FOLDERS[folder]
-    files = sorted((ROOT / folder).rglob("*.py"))
-    assert files
-    wrong = {
-        f"{path.relative_to(ROOT)} imports {name}"
-        for path in files
-        for name in imports(path)
-        if layer_of(name) not in ALLOWED[layer]
-    }
-    assert not wrong
+    assert sorted((ROOT / folder).rglob("*.py"))
+    assert not wrong_imports(folder)
+
+
+def test_the_api_and_the_cli_reach_the_storage_through_the_service(tmp_path):
+    """A storage import in the API or the CLI fails the rule, wherever it is: at module level, in a
+    function, under ``TYPE_CHECKING``, as ``import graywave.storage...`` or ``from graywave import storage``."""
+    for folder in ("api", "cli"):
+        assert "graywave.storage" not in ALLOWED[FOLDERS[folder]]
+        (tmp_path / folder / "routers").mkdir(parents=True)
+        (tmp_path / folder / "routers" / "reads.py").write_text(
+            "from typing import TYPE_CHECKING\n"
+            "import graywave.storage.blobs\n"
+            "if TYPE_CHECKING:\n    from graywave.storage.lake import Lake\n"
+            "def read():\n    from graywave.storage.layout import upload_key\n"
+            "from graywave.service.terms import upload_key\n"
+            "from graywave import __version__, config, storage\n"
+        )
+        assert wrong_imports(folder, tmp_path) == {
+            f"{folder}/routers/reads.py imports graywave.storage.blobs",
+            f"{folder}/routers/reads.py imports graywave.storage.lake",
+            f"{folder}/routers/reads.py imports graywave.storage.layout",
+            f"{folder}/routers/reads.py imports graywave.storage",
+        }
 
 
 @pytest.mark.parametrize("folder", sorted(FOLDERS))

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-import polars as pl
 from fastapi import APIRouter, Path, Query, Response
 
 from graywave.api.deps import AppState, Caller, Day, MetricQuery, Number, Owner, State, drawing
@@ -13,29 +12,30 @@ from graywave.api.errors import ERRORS, ApiError
 from graywave.api.fairness import user_key
 from graywave.api.models import Error, Median, Neighbour, Similar, Weekly
 from graywave.kernels.similarity import DEFAULT_METRIC, check_metric
-from graywave.service.daily import iso_week, median_row, similar_to, week_name, weekly_histograms
+from graywave.service.daily import Week
 from graywave.service.plots import median_png, weekly_png
 
 router = APIRouter(tags=["analytics"], responses=ERRORS)
 
 
-def _week(app: State, user_id: str, week: str | None) -> tuple[str, date, date, pl.DataFrame]:
-    """The week's name (``2026-W48``), Monday, Sunday, and the user's images of it."""
-    monday, sunday = iso_week(week, app.settings.today())
-    frame = weekly_histograms(app.backends.lake, user_id, monday, sunday)
-    return week_name(monday), monday, sunday, frame
+def _week(app: State, user_id: str, week: str | None) -> Week:
+    return app.questions.week(user_id, week, app.settings.today())
 
 
 def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
-    name, monday, sunday, frame = _week(app, user_id, week)
+    found = _week(app, user_id, week)
     return Weekly(
-        user_id=user_id, week=name, monday=monday.isoformat(), sunday=sunday.isoformat(), images=frame.to_dicts()
+        user_id=user_id,
+        week=found.name,
+        monday=found.monday.isoformat(),
+        sunday=found.sunday.isoformat(),
+        images=found.images.to_dicts(),
     )
 
 
 def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) -> Similar:
     when = day or app.settings.today()
-    frame = similar_to(app.daily.get(when), user_id, n, check_metric(metric))
+    frame = app.questions.similar(user_id, n, when, check_metric(metric))
     neighbours = [
         Neighbour(rank=r["rank"], user_id=r["neighbour_id"], distance=r["distance"]) for r in frame.to_dicts()
     ]
@@ -88,7 +88,7 @@ def get_weekly(user_id: Owner, app: AppState, week: WeekQuery = None) -> Weekly:
 )
 def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
     when = day or app.settings.today()
-    return Median(date=when.isoformat(), **median_row(app.daily.get(when)))
+    return Median(date=when.isoformat(), **app.questions.median(when))
 
 
 @router.get(
@@ -99,8 +99,8 @@ def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
 )
 async def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) -> Response:
     def draw() -> bytes:
-        name, _, _, frame = _week(app, user_id, week)
-        return weekly_png(user_id, name, frame, app.settings.bins)
+        found = _week(app, user_id, week)
+        return weekly_png(user_id, found.name, found.images, app.settings.bins)
 
     return _png(await drawing(app, user_id, draw))
 
@@ -113,7 +113,7 @@ async def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) 
 )
 async def get_median_png(principal: Caller, app: AppState, day: Day = None) -> Response:
     when = day or app.settings.today()
-    return _png(await drawing(app, user_key(principal), lambda: median_png(when, median_row(app.daily.get(when)))))
+    return _png(await drawing(app, user_key(principal), lambda: median_png(when, app.questions.median(when))))
 
 
 @router.get(

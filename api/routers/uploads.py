@@ -14,6 +14,7 @@ from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
 from graywave.service.images import UploadedNow, presigned_upload, processed_image, store_upload, upload_now
+from graywave.service.terms import parse_upload_key
 from graywave.service.tokens import (
     IN_FLIGHT,
     MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -22,7 +23,6 @@ from graywave.service.tokens import (
     Resume,
     request_fingerprint,
 )
-from graywave.storage.layout import parse_upload_key
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
