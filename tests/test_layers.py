@@ -165,3 +165,38 @@ def test_the_check_sees_a_wrong_import(tmp_path):
     bad.write_text("from graywave.api.app import create_app\nimport graywave.config\n")
     assert {layer_of(name) for name in imports(bad)} == {"graywave.api", "graywave.config"}
     assert "graywave.api" not in ALLOWED["graywave.flows"] and "graywave.config" not in ALLOWED["graywave.storage"]
+
+
+def prefect_things(folder: str, root: Path = ROOT) -> set[str]:
+    """What of the Prefect UI a module under ``root / folder`` holds: a function or method that renders
+    Markdown (the artifacts' text), or one of the names Prefect knows graywave's jobs by
+    (``flows.names``: deployments, artifact keys)."""
+    from graywave.flows import names
+
+    prefect_names = {value for key, value in vars(names).items() if key.isupper() and isinstance(value, str)}
+    found = set()
+    for path in sorted((root / folder).rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and "markdown" in node.name.lower():
+                found.add(f"{where} renders Markdown: {node.name}")
+            elif isinstance(node, ast.Constant) and node.value in prefect_names:
+                found.add(f"{where} names {node.value!r}")
+    return found
+
+
+def test_the_prefect_uis_names_and_markdown_live_in_the_flows(tmp_path):
+    assert not prefect_things("service")
+    assert prefect_things("flows")  # where they are: flows.names and flows.markdown
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "summary.py").write_text(
+        "JOB = 'graywave-reprocess/reprocess'\n"
+        "class Summary:\n    def markdown(self): return '# summary'\n"
+        "def median_markdown(day): return 'reprocess-failures'\n"
+    )
+    assert prefect_things("service", tmp_path) == {
+        "service/summary.py names 'graywave-reprocess/reprocess'",
+        "service/summary.py names 'reprocess-failures'",
+        "service/summary.py renders Markdown: markdown",
+        "service/summary.py renders Markdown: median_markdown",
+    }
