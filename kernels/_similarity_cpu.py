@@ -19,8 +19,7 @@ Metric codes of the element-wise tiles (the public metric names map onto them in
     DESIGN  sum |a - b| / max(a, b), 0/0 = 0
     L1      sum |a - b|
     CHISQ   sum (a - b)^2 / (a + b), 0/0 = 0
-    DOT     1 - sum a * b      (the GPU twin's code for it; ``similarity`` sends inner products to
-                                ``top_n_by_inner_product``)
+    MIN     1 - sum min(a, b)  (intersection)
 The 0/0 cases need no branch: both numerators are 0 when the denominator is 0, so dividing by
 max(denominator, tiny) gives 0 there and the exact quotient everywhere else.
 """
@@ -34,7 +33,7 @@ import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
-from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (DOT: the others)
+from graywave.kernels.similarity import CHISQ, DESIGN, L1  # the metric codes (MIN: the others)
 
 
 @numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
@@ -54,8 +53,8 @@ def _chisq(a: float, b: float, tiny: float) -> float:
 
 
 @numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
-def _product(a: float, b: float, tiny: float) -> float:
-    return a * b
+def _min(a: float, b: float, tiny: float) -> float:
+    return min(a, b)
 
 
 @numba.njit(nogil=True, cache=True, inline="always", error_model="numpy")
@@ -93,7 +92,7 @@ def _row_to_tile(xt: np.ndarray, i: int, j0: int, j1: int, metric: int, tiny: fl
     elif metric == CHISQ:
         _accumulate(_chisq, xt, i, j0, j1, tiny, out)
     else:
-        _accumulate(_product, xt, i, j0, j1, tiny, out)
+        _accumulate(_min, xt, i, j0, j1, tiny, out)
         for jj in range(j1 - j0):
             out[jj] = 1.0 - out[jj]
 

@@ -10,10 +10,10 @@ One thread per row; a block stages tiles of other rows in shared memory; each th
 row's n best (distance, index) pairs in a table of its own. No N x N matrix exists. Same metric
 codes, float32 arithmetic and order of summation as the CPU kernel (four bins a pass, added as
 ``(t0 + t1) + (t2 + t3)``), so the simulator gives the CPU kernel's distances bit for bit. On a
-device, ptxas may contract a product and a sum into one FMA (the DOT metric: the PTX has plain
-``mul.f32``/``add.f32``), which moves the float32 distances by a few ulps; the candidates that the
-search keeps are re-scored in float64 by ``similarity.all_pairs_nearest`` either way (rows too close
-to call are redone one against all), so its answer does not depend on it.
+device, ptxas may contract a product and a sum into one FMA (chi-square's square), which moves the
+float32 distances by a few ulps; the candidates that the search keeps are re-scored in float64 by
+``similarity.all_pairs_nearest`` either way (rows too close to call are redone one against all), so
+its answer does not depend on it.
 
 The kernel is specialised on the number of bins (the row held by each thread, the tile's shape);
 ``SIGNATURE`` is the one signature every specialisation is launched with, which
@@ -30,7 +30,7 @@ import numpy as np
 from numba import cuda, types
 
 from graywave.kernels._gpu import SIMULATED, current_stream, gpu_arrays
-from graywave.kernels.similarity import CHISQ, DESIGN, L1, _ranked  # metric codes (DOT: the others), the sort
+from graywave.kernels.similarity import CHISQ, DESIGN, L1, _ranked  # metric codes (MIN: the others), the sort
 
 MAX_K = 128
 """The most neighbours a row's table holds (the analytics' top-n goes up to 100, plus the
@@ -108,7 +108,7 @@ def _source(bins: int) -> Callable[..., None]:  # noqa: C901 - the kernel's own 
 
 def _term_source(metric: int, a: Any, b: Any, tiny: Any) -> Any:
     """One bin's term of a distance, in float32 (the CPU kernel's ``_design``, ``_l1``, ``_chisq``,
-    ``_product``)."""
+    ``_min``)."""
     if metric == DESIGN:
         return abs(a - b) / max(max(a, b), tiny)
     if metric == L1:
@@ -116,7 +116,7 @@ def _term_source(metric: int, a: Any, b: Any, tiny: Any) -> Any:
     if metric == CHISQ:
         e = a - b
         return e * e / max(a + b, tiny)
-    return a * b
+    return min(a, b)
 
 
 _term = _term_source if SIMULATED else cuda.jit(device=True, inline="always")(_term_source)

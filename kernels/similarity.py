@@ -27,15 +27,13 @@ Metric = Literal["design", "l1", "chisquare", "intersection", "hellinger", "corr
 METRICS: tuple[str, ...] = ("design", "l1", "chisquare", "intersection", "hellinger", "correlation")
 DEFAULT_METRIC: Metric = "design"
 
-DESIGN, L1, CHISQ, DOT = 0, 1, 2, 3
+DESIGN, L1, CHISQ, MIN = 0, 1, 2, 3
 """The all-pairs kernels' metric codes (the same in ``_similarity_cpu`` and ``_similarity_gpu``)."""
 _KERNEL_CODE = {
     "design": DESIGN,
     "l1": L1,
-    "intersection": L1,  # 1 - sum(min) == L1 / 2 on normalised rows: the same order
+    "intersection": MIN,  # not L1 (L1 / 2 on normalised rows): an all-zero row is at 1 from every row
     "chisquare": CHISQ,
-    "hellinger": DOT,
-    "correlation": DOT,
 }
 INNER_PRODUCT_METRICS = frozenset({"hellinger", "correlation"})
 """The metrics ordered like an inner product of rows after a per-row transform (``_kernel_features``,

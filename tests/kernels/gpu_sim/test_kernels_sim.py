@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from graywave.kernels import _cpu, _gpu, _similarity_cpu, _similarity_gpu
-from graywave.kernels.similarity import CHISQ, DESIGN, DOT, L1, normalize
+from graywave.kernels.similarity import CHISQ, DESIGN, L1, MIN, normalize
 
 TINY = np.finfo(np.float32).tiny
 RNG = np.random.default_rng(2026)
@@ -74,12 +74,11 @@ def rows(count: int, bins: int) -> np.ndarray:
 
 
 def both(fractions: np.ndarray, n: int, metric: int):
-    features = np.sqrt(fractions) if metric == DOT else fractions  # the DOT code's features, as for hellinger
-    xt = np.ascontiguousarray(features.T, dtype=np.float32)
+    xt = np.ascontiguousarray(fractions.T, dtype=np.float32)
     return _similarity_gpu.top_n_all_pairs(xt, n, metric, TINY), _similarity_cpu.top_n_all_pairs(xt, n, metric, TINY)
 
 
-@pytest.mark.parametrize("metric", [DESIGN, L1, CHISQ, DOT])
+@pytest.mark.parametrize("metric", [DESIGN, L1, CHISQ, MIN])
 @pytest.mark.parametrize(("count", "bins", "n"), [(70, 16, 8), (150, 4, 5), (40, 256, 3), (9, 1, 4)])
 def test_all_pairs_top_n_is_the_cpus_over_blocks_and_tiles(monkeypatch, metric, count, bins, n):
     monkeypatch.setattr(_similarity_gpu, "THREADS", 32)  # several blocks, the last one partly idle
