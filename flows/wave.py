@@ -93,6 +93,9 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
         # the dashboard, warning when another wave holds that port: a free port unless asked for.
         for name in ("distributed", "prefect.task_runner.dask"):  # the latter names a dashboard that is off
             logging.getLogger(name).setLevel(logging.WARNING)
+        # At the wave's end the local cluster stops its workers; on a loaded machine one may take
+        # over 4 s, and the nanny warns that it kills it: that is the end the wave asked for.
+        logging.getLogger("distributed.nanny").addFilter(WORKERS_STOPPED)  # once, however many waves
         return DaskTaskRunner(
             cluster_kwargs={
                 "n_workers": settings.dask_workers,
@@ -103,6 +106,17 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
             }
         )
     return None
+
+
+class _WorkerStoppedByTheWave(logging.Filter):
+    """Leaves out distributed's "Worker process still alive after ... seconds, killing": the local
+    cluster's workers stopped at the wave's end. Its other warnings (memory, restarts) stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "still alive after" not in record.getMessage()
+
+
+WORKERS_STOPPED = _WorkerStoppedByTheWave()
 
 
 def _on_the_cluster(settings: Settings) -> Settings:

@@ -715,9 +715,10 @@ def test_the_docs_pages_load_every_asset_from_the_api_itself(live_api):
 
 def test_fifty_writes_waiting_on_the_lake_during_a_drain_do_not_hold_other_users_reads(live_api, monkeypatch):
     """Writes never hold the shared thread pool while they wait: 50 deletes, each held up inside its
-    lake write (standing for commits retried after lost races), while a wave drains; another user's
-    GETs are answered meanwhile, p99 under 500 ms. Run on the shared pool (40 threads), the 50
-    waiting writes took every thread and the GETs waited for them."""
+    lake write (standing for commits retried after lost races) until the test lets them go, while a
+    wave drains; another user's 40 GETs are all answered while every delete is still held. Run on
+    the shared pool (40 threads), the 50 waiting writes took every thread and the GETs waited for
+    them, past their timeout. (No latency bound: it would measure the machine's load.)"""
     import graywave.api.routers.images as images_router
     from graywave.service.wave import Drain, run_wave
 
@@ -742,16 +743,13 @@ def test_fifty_writes_waiting_on_the_lake_during_a_drain_do_not_hold_other_users
     for thread in deletes:
         thread.start()
     time.sleep(1.0)  # the 50 are in the server, waiting
-    latencies = []
-    quick = httpx.Client(base_url=live_api.url, headers=bob.headers, timeout=30)
-    for _ in range(40):
-        started = time.perf_counter()
-        assert quick.get("/images/bob").status_code == 200
-        latencies.append(time.perf_counter() - started)
+    quick = httpx.Client(base_url=live_api.url, headers=bob.headers, timeout=60)  # the writes wait 120 s
+    answered = [quick.get("/images/bob").status_code for _ in range(40)]
+    still_held = sum(thread.is_alive() for thread in deletes)
     release.set()
     for thread in deletes:
         thread.join(120)
     draining.join(120)
-    latencies.sort()
-    assert latencies[int(0.99 * (len(latencies) - 1))] < 0.5, latencies[-5:]
+    assert answered == [200] * 40
+    assert still_held == 50  # every GET was answered while all 50 writes still waited
     assert alice.get("/images/alice").json()["total"] == 0  # every delete was answered and done

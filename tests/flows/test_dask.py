@@ -243,3 +243,17 @@ def test_a_wave_on_a_local_dask_cluster_is_quiet_and_serves_no_dashboard(setting
 def _in_use(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_local_clusters_stop_warning_is_left_out_and_the_nannys_other_warnings_stay():
+    """Beside a CPU hog a worker took over 4 s to stop at the wave's end, and the wave's output
+    carried distributed's "still alive after 4.0 seconds, killing"."""
+    import logging
+
+    from graywave.flows.wave import WORKERS_STOPPED
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.nanny", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not WORKERS_STOPPED.filter(record("Worker process still alive after 4.0 seconds, killing"))
+    assert WORKERS_STOPPED.filter(record("Worker exceeded 95% memory budget. Restarting..."))
