@@ -2,9 +2,11 @@
 
 All functions take normalised histograms (rows of fractions summing to 1, ``normalize``) and use
 distances where smaller means closer. The definitions (``pair_distances``) are exact float64
-NumPy; ``all_pairs_nearest`` searches candidates with a compiled float32 kernel (Numba on the
-CPU, numba-cuda over CuPy arrays on the GPU), then re-scores them with those exact definitions, so its
-results are the float64 answer: neighbours sorted by (distance, index), ties broken by index.
+NumPy; ``all_pairs_nearest`` searches candidates in float32 on tiles (matrix-multiply tiles for
+the inner-product metrics, BLAS on the CPU and cuBLAS on the GPU; compiled element-wise kernels for
+the others: Numba on the CPU, numba-cuda over CuPy arrays on the GPU), then re-scores them with
+those exact definitions, so its results are the float64 answer: neighbours sorted by (distance,
+index), ties broken by index.
 
 >>> import numpy as np
 >>> from graywave.kernels.similarity import all_pairs_nearest, normalize
