@@ -39,8 +39,10 @@ class Cluster:
     workers: list[subprocess.Popen[bytes]]
 
     def executed(self) -> dict[str, int]:
-        """Tasks each live worker has run."""
-        with Client(self.address, timeout=10) as client:
+        """Tasks each live worker has run. The client is not made this process's default: a wave
+        that starts here while it connects would take it for its own (prefect-dask's runner asks
+        ``distributed.get_client()`` first) and fail with "No global client found"."""
+        with Client(self.address, timeout=10, set_as_default=False) as client:
             return client.run(lambda dask_worker: dask_worker.state.executed_count)
 
 
@@ -63,7 +65,7 @@ def dask_cluster(worker_env: dict[str, str] | None = None) -> Iterator[Cluster]:
         for k in range(2)
     ]
     try:
-        with Client(address, timeout=60) as client:
+        with Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
         yield Cluster(address, workers)
     finally:
