@@ -51,7 +51,10 @@ def tile_rows(bins: int) -> int:
 
 
 def _source(bins: int) -> Callable[..., None]:  # noqa: C901 - the kernel's own complexity (graywave_top_k)
-    """The kernel for rows of ``bins`` bins, as a Python function (``cuda.jit`` it, or compile it)."""
+    """The kernel for rows of ``bins`` bins, as a Python function (``cuda.jit`` it, or compile it).
+
+    Long, and one function, because it is one CUDA kernel: its loops share one thread's registers
+    and its block's shared tile, and numba-cuda compiles no call between them into a kernel."""
     tile_size = tile_rows(bins) * bins
     rows_per_tile = tile_rows(bins)
     body = bins - bins % 4
