@@ -1,4 +1,4 @@
-"""Processing inside API requests (``make bench``), issue 11 items 4 and 5, on ``graywave api``
+"""Processing inside API requests (``make bench``), on ``graywave api``
 (uvicorn, one worker, the embedded default) on 127.0.0.1:
 
 1. **Other users' reads while the worst-case image processes.** One client reads an image's

@@ -325,7 +325,7 @@ def scale_table(
     return {"costs": asdict(at_scale), "rows": {w: asdict(o) for w, o in rows.items()}, "needed": needed}
 
 
-# --- the drain with the API writing throughout (issue 20) ------------------------------------------
+# --- the drain with the API writing throughout ------------------------------------------
 
 API_BURST = (600, 60.0)
 """The burst that a draining wave takes in while the API writes: 600 uploads over 60 s."""

@@ -1,4 +1,4 @@
-"""Per-photo figures for the capacity plan (issue 10, part 4): bytes stored and object-store requests.
+"""Per-photo figures for the capacity plan: bytes stored and object-store requests.
 
     .venv/bin/python bench/capacity.py [--users 100000] [--photos-per-day 2] [--bursts-per-day 2] [--json]
 

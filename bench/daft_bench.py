@@ -1,4 +1,4 @@
-"""graywave against a peer batch engine, Daft (``make bench``), issue 12.
+"""graywave against a peer batch engine, Daft (``make bench``).
 
 The same 240 photos (120 of 4 MP and 120 of 12 MP, photo-like JPEGs of about 1 and 2 MB) in a blob
 folder, on this machine's cores, each side a fresh process timed from its start to its exit:

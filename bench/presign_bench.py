@@ -1,4 +1,4 @@
-"""Presigned-upload requests at 100,000 users (``make bench``, issue 22).
+"""Presigned-upload requests at 100,000 users (``make bench``).
 
 The first call every phone makes in a burst is ``POST /images/{user}/upload-url``: a bearer token
 checked, a SigV4 presigned POST signed (no S3 request: boto3 signs locally). This benchmark sends

@@ -1,4 +1,4 @@
-"""Start-up of graywave's commands (``make bench``), issue 12, as ratios against baselines measured
+"""Start-up of graywave's commands (``make bench``), as ratios against baselines measured
 in the same run, on the same machine:
 
 1. an empty ``graywave wave run`` (nothing pending) against a running local Prefect server

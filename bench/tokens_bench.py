@@ -1,4 +1,4 @@
-"""The token store at 100,000 users (``make bench``; issue 22), on the embedded default (SQLite).
+"""The token store at 100,000 users (``make bench``), on the embedded default (SQLite).
 
 In one run, on one deployment served by ``graywave api`` (uvicorn, one worker) on 127.0.0.1:
 
@@ -9,7 +9,7 @@ In one run, on one deployment served by ``graywave api`` (uvicorn, one worker) o
 - ``graywave token issue --from-file`` provisioning 100,000 users (a fresh store), end to end: the
   command's process, its file read and checks, its output.
 
-Targets (issue 22): both ratios within 1.1x; the provisioning within 60 s.
+Targets: both ratios within 1.1x; the provisioning within 60 s.
 """
 
 from __future__ import annotations
