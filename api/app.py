@@ -41,7 +41,7 @@ def _warm_up(state: State) -> None:
     """Build the lake's indexes now; a lake that cannot be read yet is one warning (``/readyz`` names
     it, and the first reads build the indexes), not a thread that dies with a traceback."""
     try:
-        state.catalog.warm_up()
+        state.graywave.images.warm_up()
     except GraywaveError as error:
         errors.logger.warning("the lake's tables were not opened at start-up (the first reads open them): %s", error)
 
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, job_runner: Jobs = NO_JOBS) -> 
         # The lake's tables are opened in the background (their logs read): start-up waits for none.
         threading.Thread(target=_warm_up, args=(state,), name="graywave-warm-up", daemon=True).start()
         yield
-        state.backends.close()
+        state.graywave.close()
 
     # No trailing-slash redirects: Starlette builds their Location from the Host header (an open redirect).
     # The docs pages are docs.install's: their assets served from here, not from a CDN.

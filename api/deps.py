@@ -21,10 +21,9 @@ from graywave.api.fairness import CHART_THREADS, Pool, UserLimits, bounded
 from graywave.config import Settings
 from graywave.errors import InvalidInput
 from graywave.kernels.similarity import METRICS
-from graywave.service.backends import Backends
-from graywave.service.daily import Questions, iso_day
+from graywave.service.daily import iso_day
+from graywave.service.graywave import Graywave
 from graywave.service.identity import Authenticator, OidcVerifier
-from graywave.service.images import ImageCatalog
 from graywave.service.jobs import Jobs
 from graywave.service.terms import USER_ID_PATTERN
 from graywave.service.tokens import Principal, TokenStore, open_token_store
@@ -37,11 +36,10 @@ class State:
     """What every request shares, opened once when the app is made (``app.state.graywave``)."""
 
     settings: Settings
-    backends: Backends
+    graywave: Graywave
+    """The use cases, on the backends opened once for the app's life: every route goes through it
+    (``graywave.daily`` keeps recent days' histograms until the lake changes)."""
     tokens: TokenStore
-    catalog: ImageCatalog
-    questions: Questions
-    """The analytical questions, asked of the lake (recent days' histograms kept until it changes)."""
     processing: Pool
     """Slots for processing in a request (``GRAYWAVE_API_PROCESSING_SLOTS``); requests wait for one
     on the event loop, up to ``GRAYWAVE_API_PROCESSING_QUEUE`` of them."""
@@ -66,14 +64,11 @@ class State:
 
     @classmethod
     def open(cls, settings: Settings, jobs: Jobs) -> State:
-        backends = Backends.open(settings)
         return cls(
             settings=settings,
             jobs=jobs,
-            backends=backends,
+            graywave=Graywave(settings),
             tokens=open_token_store(settings),
-            catalog=ImageCatalog(backends),
-            questions=Questions(backends.lake),
             processing=Pool(
                 settings.api_processing_slots, settings.api_processing_queue, "uploads are being processed"
             ),

@@ -51,7 +51,7 @@ import pyarrow as pa
 from graywave.config import Settings
 from graywave.records import ImageRecord, RejectRecord, handling_days, wave_upload_days
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog
+from graywave.service.images import Images
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.catalog import LakeCatalog
 from graywave.storage.lake import CommitInfo, Lake, Maintenance
@@ -282,13 +282,13 @@ def log_state(table: Path) -> str:
 
 def measure_reads(root: Path, pairs: list[tuple[str, str]], shape: Shape, day: date) -> Reads:
     gets, pages = pairs[: shape.samples], pairs[shape.samples : 2 * shape.samples]
-    catalog = ImageCatalog(backends_on(root))
+    catalog = Images(Settings(), backends_on(root))
 
     def get(pair: tuple[str, str]) -> None:
         assert catalog.handled(*pair) is not None
 
     get_first, get_lat = timed(get, gets)
-    catalog = ImageCatalog(backends_on(root))  # a new lake object: nothing cached from the GETs
+    catalog = Images(Settings(), backends_on(root))  # a new lake object: nothing cached from the GETs
 
     def page(pair: tuple[str, str]) -> None:
         entries, total = catalog.page(LAST_DAY, pair[0], 0, 50)

@@ -5,7 +5,7 @@ original, as a background job.
 
 The API starts runs of the ``reprocess`` deployment (``graywave serve`` registers and runs it) and
 reads back the table artifact of images it could not reprocess. What reprocessing does is the
-service's (``graywave.service.images.reprocess``): batch by batch, each holding the lake, so waves
+service's (``graywave.service.images.Images.reprocess``): batch by batch, each holding the lake, so waves
 go on in between; an image whose original is gone keeps its record and is listed.
 """
 
@@ -23,8 +23,8 @@ from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.job_runs import IMAGES_LABEL
 from graywave.flows.names import REPROCESS_FAILURES_ARTIFACT
-from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, ReprocessReport, reprocess
+from graywave.service import Graywave
+from graywave.service.images import ReprocessReport
 
 
 def _label_the_count(count: int) -> None:
@@ -46,15 +46,10 @@ def reprocess_flow(user_id: str | None = None) -> ReprocessReport:
     """Reprocess every handled image of ``user_id`` (None: of every user) from its original."""
     settings = Settings()
     logger = get_run_logger()
-    with Backends.open(settings) as backends:
-        entries = ImageCatalog(backends).entries(settings.today(), user_id)
+    with Graywave(settings) as graywave:
+        entries = graywave.images.entries(settings.today(), user_id)
         _label_the_count(sum(entry.status != "pending" for entry in entries))  # as the API counts them
-        report = reprocess(
-            backends,
-            settings,
-            entries,
-            progress=lambda so_far: logger.info(so_far.line()),
-        )
+        report = graywave.images.reprocess(entries, progress=lambda so_far: logger.info(so_far.line()))
     create_table_artifact(
         [asdict(failure) for failure in report.failed],
         key=REPROCESS_FAILURES_ARTIFACT,

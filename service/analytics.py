@@ -8,6 +8,7 @@ refuse a day without images, compute the median and every user's nearest users, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -24,11 +25,14 @@ from graywave.service.backends import Backends
 from graywave.service.daily import (
     AnalyticsSummary,
     DailyHistograms,
+    Questions,
     daily_histograms,
     median_row,
     record_analytics,
     similar_users_table,
+    weekly_histograms,
 )
+from graywave.storage.lake import AsOf
 
 
 @dataclass(frozen=True)
@@ -83,16 +87,62 @@ def run_analytics(
     *,
     steps: AnalyticsSteps = DIRECT,
     flow_run: str | None = None,
+    backends: Backends | None = None,
 ) -> AnalyticsRun:
     """The day's user histograms, median and ``request.top_n`` similar users, into the lake (and
     the catalog), replacing the day's earlier results. ``NoData`` when no image was processed on
     ``day``: nothing is computed and nothing is written. ``flow_run``: the run that the lake's
-    commits name."""
+    commits name. ``backends``: those of the caller's ``Graywave`` (``Daily.run``), left open; else
+    the results are recorded on backends opened for it."""
     daily = steps.daily(settings, day)
     if daily.table.height == 0:
         raise NoData(f"no images were processed on {day}: there is nothing to compute, and nothing was written")
     median = median_row(daily)
     similar = steps.similar(daily, request.top_n, request.metric, settings.device)
-    with Backends.open(settings) as backends:
-        summary = record_analytics(backends, daily, median, similar, request.metric, flow_run=flow_run)
+    with Backends.open(settings) if backends is None else contextlib.nullcontext(backends) as recording:
+        summary = record_analytics(recording, daily, median, similar, request.metric, flow_run=flow_run)
     return AnalyticsRun(summary, median, similar)
+
+
+class Daily(Questions):
+    """The analytical questions of one deployment (``Questions``: a user's week, a day's median, a
+    user's nearest users), the daily analytics run and recorded, built once from the settings and
+    the backends they open (``Graywave.daily``)."""
+
+    def __init__(self, settings: Settings, backends: Backends, days_kept: int = 8):
+        super().__init__(backends.lake, days_kept)
+        self.settings, self.backends = settings, backends
+
+    def histograms(self, day: date, *, as_of: AsOf = None) -> DailyHistograms:
+        """Every user's daily histogram of ``day``, read now (``daily_histograms``; never the cached one)."""
+        return daily_histograms(self.lake, day, as_of=as_of)
+
+    def weekly(self, user_id: str, monday: date, sunday: date, *, as_of: AsOf = None) -> pl.DataFrame:
+        """Every image the user uploaded from ``monday`` to ``sunday`` (``weekly_histograms``)."""
+        return weekly_histograms(self.lake, user_id, monday, sunday, as_of=as_of)
+
+    def record(
+        self,
+        daily: DailyHistograms,
+        median: dict[str, Any] | None,
+        similar: pl.DataFrame,
+        metric: str,
+        *,
+        flow_run: str | None = None,
+    ) -> AnalyticsSummary:
+        """Replace the day's results in the lake and the catalog (``record_analytics``)."""
+        return record_analytics(self.backends, daily, median, similar, metric, flow_run=flow_run)
+
+    def run(
+        self,
+        day: date,
+        request: AnalyticsRequest,
+        *,
+        steps: AnalyticsSteps | None = None,
+        flow_run: str | None = None,
+    ) -> AnalyticsRun:
+        """The daily analytics of ``day`` (``run_analytics``), recorded on these backends; its steps
+        are ``steps`` (the flow's tasks), else read and computed here, on these backends too."""
+        if steps is None:
+            steps = AnalyticsSteps(daily=lambda _, day: self.histograms(day))
+        return run_analytics(self.settings, day, request, steps=steps, flow_run=flow_run, backends=self.backends)

@@ -12,10 +12,13 @@ Processing and deleting take no lock: they write while a wave drains. Recording 
 delete that races a wave wins (the wave removes what it recorded of an upload whose original is
 gone, ``Backends.drop_deleted``).
 
-Reprocessing (``reprocess``) never loses a record: an image whose original is gone, or whose key
-is not an upload's, is reported and keeps its record; new rows replace old ones only once they
-are written, in the old rows' partition (the day whose analytics they count in). More than a few
-images are reprocessed by a background job (``service.jobs``).
+Reprocessing (``Images.reprocess``) never loses a record: an image whose original is gone, or
+whose key is not an upload's, is reported and keeps its record; new rows replace old ones only once
+they are written, in the old rows' partition (the day whose analytics they count in). More than a
+few images are reprocessed by a background job (``Images.reprocessing`` says which, ``service.jobs``).
+
+It is all reached through ``Images``, built once from the settings and their backends
+(``Graywave.images``): no function here takes them as parameters.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class ImageEntry:
 
 
 class ImageCatalog:
-    """Every upload the API can show, of one user or of all."""
+    """Every upload the API can show, of one user or of all: the reads of ``Images``."""
 
     def __init__(self, backends: Backends):
         self.backends = backends
@@ -166,36 +169,6 @@ def _entry(found: Recorded) -> ImageEntry:
 # --- what the API changes --------------------------------------------------------------------------
 
 
-def store_upload(
-    backends: Backends,
-    settings: Settings,
-    user_id: str,
-    data: bytes,
-    content_type: str,
-    file_name: str | None = None,
-) -> str:
-    """Check that ``data`` is an accepted image (header only) and store it as a new upload of today,
-    under its own ``file_name`` (made safe: ``safe_file_name``) when it has one: ``IMG_0001 (2).HEIC``
-    when that name is taken that day, a random name when it has none.
-
-    Returns its key; raises ``Rejected`` for what a wave would reject from the header.
-    """
-    fmt = identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
-    folder = f"{uploads_prefix(settings.today())}{user_id}/"
-    taken = {blob.key for blob in backends.blobs.list(folder)}  # one listing; a race is caught below
-    catalog = ImageCatalog(backends)
-    for name in _names_to_try(safe_file_name(file_name), EXTENSIONS[fmt]):
-        key = upload_key(settings.today(), user_id, name)
-        if key in taken or catalog.handled(user_id, image_id_for(key)) is not None:
-            continue  # a record of that id outlives its blob (a delete that failed half-way): not reused
-        try:
-            backends.blobs.write(key, data, content_type, overwrite=False)
-        except BlobExists:
-            continue
-        return key
-    raise AssertionError("a random name was taken")  # pragma: no cover - 128 random bits
-
-
 def _names_to_try(name: str | None, extension: str) -> Iterator[str]:
     """The uploaded name, then ``stem (2).ext`` ... ``stem (20).ext``, then a random name."""
     if name is not None:
@@ -206,32 +179,12 @@ def _names_to_try(name: str | None, extension: str) -> Iterator[str]:
     yield f"{uuid.uuid4().hex}.{extension}"
 
 
-def presigned_upload(backends: Backends, settings: Settings, user_id: str, content_type: str) -> PresignedPost:
-    """A presigned S3 POST for one direct upload of today (``InvalidInput`` on a local blob store)."""
-    return presign_upload(
-        backends.blobs, settings.today(), user_id, content_type, settings.max_upload_bytes, settings.upload_url_expiry_s
-    )
-
-
 @dataclass(frozen=True)
 class ProcessedImage:
     """Where the processed JPEG of an image is: its bytes (local folder), or a short-lived URL (S3)."""
 
     data: bytes | None = None
     url: str | None = None
-
-
-def processed_image(backends: Backends, entry: ImageEntry) -> ProcessedImage:
-    """The processed image of ``entry``; ``NotFound`` when it is pending or rejected."""
-    if not isinstance(entry.record, ImageRecord):
-        raise NotFound(f"image {entry.image_id} is {entry.status}: it has no processed image")
-    key = entry.record.processed_key
-    if isinstance(backends.blobs, S3BlobStore):
-        return ProcessedImage(url=backends.blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S))
-    try:
-        return ProcessedImage(data=backends.blobs.read(key))
-    except NotFound:  # deleted meanwhile; the message names the image, not the store's key
-        raise NotFound(f"image {entry.image_id} has no processed image (it was deleted)") from None
 
 
 @dataclass(frozen=True)
@@ -246,74 +199,6 @@ class UploadedNow:
     @property
     def processed(self) -> bool:
         return self.pending is None
-
-
-def upload_now(
-    backends: Backends,
-    settings: Settings,
-    user_id: str,
-    data: bytes,
-    content_type: str,
-    file_name: str | None = None,
-) -> UploadedNow:
-    """Store a new upload and process it at once.
-
-    A wave that runs meanwhile is no obstacle: the upload is recorded by an insert-only MERGE, so
-    if the wave processes it too, one row stays. Where the lake or the device cannot be used now
-    the upload stays stored as pending, with the reason (the next wave processes it), instead of
-    failing after it was stored, which a client's retry would duplicate.
-    """
-    key = store_upload(backends, settings, user_id, data, content_type, file_name)
-    try:
-        upload = _upload_of(backends, key)
-        result = process_uploads([upload], backends.blobs, settings, select_device(settings.device))
-        backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
-    except BackendUnavailable as error:  # its words name paths and hosts: the log's, not the client's
-        logger.warning("upload %s left pending: %s", key, error)
-        return UploadedNow(key, "a storage backend is unavailable now: the next wave processes it")
-    except DeviceUnavailable as error:
-        logger.warning("upload %s left pending: %s", key, error)
-        return UploadedNow(key, "the processing device is unavailable now: the next wave processes it")
-    return UploadedNow(key)
-
-
-def replace_and_reprocess(
-    backends: Backends, settings: Settings, entry: ImageEntry, data: bytes, content_type: str
-) -> None:
-    """Replace an upload's original and reprocess it; its new row replaces the old one in one commit
-    per table (``Backends.rerecord``), while waves run or not."""
-    identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
-    select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
-    if entry.status != "pending" and not backends.blobs.exists(entry.source_key):
-        # A record whose original is gone: a delete stopped half-way. Finish it; never bring it back.
-        backends.delete(Deletion((entry.source_key,), _counted([entry])))
-        raise NotFound(f"image {entry.image_id} was deleted")
-    backends.blobs.write(entry.source_key, data, content_type)
-    _process(backends, settings, [_upload_of(backends, entry.source_key)], [entry])
-
-
-def _upload_of(backends: Backends, key: str) -> Upload:
-    """The upload at ``key`` as the blob store lists it; ``BadKey``, or ``NotFound`` when it is gone."""
-    upload_key = parse_upload_key(key)
-    for blob in backends.blobs.list(key):
-        if blob.key == key:
-            return Upload(upload_key, blob)
-    raise NotFound(f"the upload {key} is gone from the blob store")
-
-
-def _process(
-    backends: Backends, settings: Settings, uploads: Sequence[Upload], before: Sequence[ImageEntry]
-) -> BatchResult:
-    """Process ``uploads`` and record them in place of what ``before`` held of them (their rows stay
-    in the partitions they were in; a processed image that became a reject loses its old JPEG)."""
-    result = process_uploads(uploads, backends.blobs, settings, select_device(settings.device))
-    days = {entry.source_key: entry.date for entry in before if entry.date is not None}
-    backends.rerecord(API_WAVE, result.images, result.rejects, days=days)
-    now_rejected = {reject.source_key for reject in result.rejects}
-    for entry in before:
-        if isinstance(entry.record, ImageRecord) and entry.source_key in now_rejected:
-            backends.blobs.delete(entry.record.processed_key)
-    return result
 
 
 @dataclass(frozen=True)
@@ -343,60 +228,230 @@ class ReprocessReport:
         )
 
 
-def reprocess(
-    backends: Backends,
-    settings: Settings,
-    entries: Iterable[ImageEntry],
-    *,
-    progress: Callable[[ReprocessReport], None] | None = None,
-) -> ReprocessReport:
-    """Process handled images again from their originals (pending ones are left to the waves).
+@dataclass(frozen=True)
+class ReprocessNow:
+    """Few enough handled images to reprocess in the request that asks (``run``: the report)."""
 
-    ``settings.batch_size`` images at a time, each batch's rows one commit per table: waves and the
-    API's writes go on meanwhile. An image that cannot be reprocessed keeps its record and is
-    reported in ``failed``.
-    """
-    entries = [entry for entry in entries if entry.status != "pending"]
-    select_device(settings.device)  # a device that cannot be used refuses before anything changes
-    processed = rejected = 0
-    failed: list[NotReprocessed] = []
-    for start in range(0, len(entries), settings.batch_size):
-        chunk = entries[start : start + settings.batch_size]
-        ready: list[tuple[ImageEntry, Upload]] = []
-        for entry in chunk:
+    images: Images
+    entries: tuple[ImageEntry, ...]
+
+    def run(self) -> ReprocessReport:
+        return self.images.reprocess(self.entries)
+
+
+@dataclass(frozen=True)
+class ReprocessLater:
+    """Too many handled images for one request: a background job (``service.jobs``) should reprocess
+    ``count`` images of ``user_id`` (None: of every user)."""
+
+    user_id: str | None
+    count: int
+
+
+class Images:
+    """Every upload of one deployment as the API shows it (``ImageCatalog``), and what the API
+    changes: built once from the settings and the backends they open (``Graywave.images``)."""
+
+    def __init__(self, settings: Settings, backends: Backends):
+        self.settings, self.backends = settings, backends
+        self.catalog = ImageCatalog(backends)
+
+    # --- what the API reads ----------------------------------------------------------------------
+
+    def page(self, today: date, user_id: str | None, offset: int, limit: int) -> tuple[list[ImageEntry], int]:
+        """One page of every image (handled ones oldest upload first, then the pending) and the total."""
+        return self.catalog.page(today, user_id, offset, limit)
+
+    def entries(self, today: date, user_id: str | None = None) -> list[ImageEntry]:
+        """Every image of one user (or of all), as ``page`` orders them."""
+        return self.catalog.entries(today, user_id)
+
+    def get(self, today: date, user_id: str, image_id: str) -> ImageEntry:
+        """One image of ``user_id``; ``NotFound`` when it has none of that id."""
+        return self.catalog.get(today, user_id, image_id)
+
+    def handled(self, user_id: str, image_id: str) -> ImageEntry | None:
+        """The handled image ``image_id`` of ``user_id`` (processed or rejected), or None."""
+        return self.catalog.handled(user_id, image_id)
+
+    def warm_up(self) -> None:
+        """Get the catalog ready to serve the first request (``ImageCatalog.warm_up``)."""
+        self.catalog.warm_up()
+
+    def processed_image(self, entry: ImageEntry) -> ProcessedImage:
+        """The processed image of ``entry``; ``NotFound`` when it is pending or rejected."""
+        if not isinstance(entry.record, ImageRecord):
+            raise NotFound(f"image {entry.image_id} is {entry.status}: it has no processed image")
+        key = entry.record.processed_key
+        blobs = self.backends.blobs
+        if isinstance(blobs, S3BlobStore):
+            return ProcessedImage(url=blobs.presigned_get(key, PROCESSED_URL_EXPIRY_S))
+        try:
+            return ProcessedImage(data=blobs.read(key))
+        except NotFound:  # deleted meanwhile; the message names the image, not the store's key
+            raise NotFound(f"image {entry.image_id} has no processed image (it was deleted)") from None
+
+    # --- what the API changes --------------------------------------------------------------------
+
+    def store_upload(self, user_id: str, data: bytes, content_type: str, file_name: str | None = None) -> str:
+        """Check that ``data`` is an accepted image (header only) and store it as a new upload of today,
+        under its own ``file_name`` (made safe: ``safe_file_name``) when it has one: ``IMG_0001 (2).HEIC``
+        when that name is taken that day, a random name when it has none.
+
+        Returns its key; raises ``Rejected`` for what a wave would reject from the header.
+        """
+        settings, blobs = self.settings, self.backends.blobs
+        fmt = identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
+        folder = f"{uploads_prefix(settings.today())}{user_id}/"
+        taken = {blob.key for blob in blobs.list(folder)}  # one listing; a race is caught below
+        for name in _names_to_try(safe_file_name(file_name), EXTENSIONS[fmt]):
+            key = upload_key(settings.today(), user_id, name)
+            if key in taken or self.catalog.handled(user_id, image_id_for(key)) is not None:
+                continue  # a record of that id outlives its blob (a delete that failed half-way): not reused
             try:
-                ready.append((entry, _upload_of(backends, entry.source_key)))
-            except (BadKey, NotFound) as error:
-                reason = RejectReason.BAD_KEY if isinstance(error, BadKey) else RejectReason.VANISHED
-                failed.append(NotReprocessed(entry.image_id, entry.source_key, reason, str(error)))
-        if ready:
-            result = _process(backends, settings, [u for _, u in ready], [e for e, _ in ready])
-            processed, rejected = processed + len(result.images), rejected + len(result.rejects)
-        if progress is not None:
-            progress(ReprocessReport(len(entries), processed, rejected, tuple(failed)))
-    return ReprocessReport(len(entries), processed, rejected, tuple(failed))
+                blobs.write(key, data, content_type, overwrite=False)
+            except BlobExists:
+                continue
+            return key
+        raise AssertionError("a random name was taken")  # pragma: no cover - 128 random bits
 
-
-def _as_they_are_now(backends: Backends, entries: list[ImageEntry]) -> list[ImageEntry]:
-    """``entries`` as the lake has them now: an upload that was pending when it was read may have
-    been handled since, by a wave, with a processed image and a day of its own."""
-    catalog = ImageCatalog(backends)
-    now = []
-    for entry in entries:
-        handled = (
-            catalog.handled(entry.user_id, entry.image_id) if entry.status == "pending" and entry.user_id else None
+    def presigned_upload(self, user_id: str, content_type: str) -> PresignedPost:
+        """A presigned S3 POST for one direct upload of today (``InvalidInput`` on a local blob store)."""
+        settings = self.settings
+        return presign_upload(
+            self.backends.blobs,
+            settings.today(),
+            user_id,
+            content_type,
+            settings.max_upload_bytes,
+            settings.upload_url_expiry_s,
         )
-        now.append(handled or entry)
-    return now
 
+    @property
+    def direct_uploads(self) -> bool:
+        """Whether phones can upload straight to the blob store (``presigned_upload``: S3 only)."""
+        return self.backends.blobs.remote
 
-def delete_images(backends: Backends, settings: Settings, entries: Iterable[ImageEntry]) -> None:
-    """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
-    analytics rows that the processed ones counted in (their owners' rows of those days; rerun the
-    analytics to recompute them). A rejected or pending upload counted in no analytics: deleting it
-    changes none. A delete that stops half-way is finished by the next wave (``Backends.delete``)."""
-    entries = _as_they_are_now(backends, list(entries))
-    backends.delete(Deletion(tuple(entry.source_key for entry in entries), _counted(entries)))
+    def upload_now(self, user_id: str, data: bytes, content_type: str, file_name: str | None = None) -> UploadedNow:
+        """Store a new upload and process it at once.
+
+        A wave that runs meanwhile is no obstacle: the upload is recorded by an insert-only MERGE, so
+        if the wave processes it too, one row stays. Where the lake or the device cannot be used now
+        the upload stays stored as pending, with the reason (the next wave processes it), instead of
+        failing after it was stored, which a client's retry would duplicate.
+        """
+        key = self.store_upload(user_id, data, content_type, file_name)
+        try:
+            upload = self._upload_of(key)
+            result = process_uploads([upload], self.backends.blobs, self.settings, select_device(self.settings.device))
+            self.backends.record(upload.key.upload_date, API_WAVE, result.images, result.rejects)
+        except BackendUnavailable as error:  # its words name paths and hosts: the log's, not the client's
+            logger.warning("upload %s left pending: %s", key, error)
+            return UploadedNow(key, "a storage backend is unavailable now: the next wave processes it")
+        except DeviceUnavailable as error:
+            logger.warning("upload %s left pending: %s", key, error)
+            return UploadedNow(key, "the processing device is unavailable now: the next wave processes it")
+        return UploadedNow(key)
+
+    def replace_and_reprocess(self, entry: ImageEntry, data: bytes, content_type: str) -> None:
+        """Replace an upload's original and reprocess it; its new row replaces the old one in one commit
+        per table (``Backends.rerecord``), while waves run or not."""
+        settings, backends = self.settings, self.backends
+        identify(data, settings.max_pixels, max_decode_bytes=settings.max_decode_bytes)
+        select_device(settings.device)  # a device that cannot be used refuses before the original is replaced
+        if entry.status != "pending" and not backends.blobs.exists(entry.source_key):
+            # A record whose original is gone: a delete stopped half-way. Finish it; never bring it back.
+            backends.delete(Deletion((entry.source_key,), _counted([entry])))
+            raise NotFound(f"image {entry.image_id} was deleted")
+        backends.blobs.write(entry.source_key, data, content_type)
+        self._process([self._upload_of(entry.source_key)], [entry])
+
+    def reprocessing(self, user_id: str | None) -> ReprocessNow | ReprocessLater:
+        """How the handled images of ``user_id`` (None: of every user) are reprocessed: up to
+        ``GRAYWAVE_API_INLINE_REPROCESS_MAX`` of them now, in the request (``ReprocessNow``), more by
+        a background job (``ReprocessLater``). Pending uploads are left to the waves."""
+        entries = self.entries(self.settings.today(), user_id)
+        handled = tuple(entry for entry in entries if entry.status != "pending")
+        if len(handled) > self.settings.api_inline_reprocess_max:
+            return ReprocessLater(user_id, len(handled))
+        return ReprocessNow(self, handled)
+
+    def reprocess(
+        self,
+        entries: Iterable[ImageEntry],
+        *,
+        progress: Callable[[ReprocessReport], None] | None = None,
+    ) -> ReprocessReport:
+        """Process handled images again from their originals (pending ones are left to the waves).
+
+        ``settings.batch_size`` images at a time, each batch's rows one commit per table: waves and the
+        API's writes go on meanwhile. An image that cannot be reprocessed keeps its record and is
+        reported in ``failed``.
+        """
+        settings = self.settings
+        entries = [entry for entry in entries if entry.status != "pending"]
+        select_device(settings.device)  # a device that cannot be used refuses before anything changes
+        processed = rejected = 0
+        failed: list[NotReprocessed] = []
+        for start in range(0, len(entries), settings.batch_size):
+            chunk = entries[start : start + settings.batch_size]
+            ready: list[tuple[ImageEntry, Upload]] = []
+            for entry in chunk:
+                try:
+                    ready.append((entry, self._upload_of(entry.source_key)))
+                except (BadKey, NotFound) as error:
+                    reason = RejectReason.BAD_KEY if isinstance(error, BadKey) else RejectReason.VANISHED
+                    failed.append(NotReprocessed(entry.image_id, entry.source_key, reason, str(error)))
+            if ready:
+                result = self._process([u for _, u in ready], [e for e, _ in ready])
+                processed, rejected = processed + len(result.images), rejected + len(result.rejects)
+            if progress is not None:
+                progress(ReprocessReport(len(entries), processed, rejected, tuple(failed)))
+        return ReprocessReport(len(entries), processed, rejected, tuple(failed))
+
+    def delete(self, entries: Iterable[ImageEntry]) -> None:
+        """Remove images everywhere: originals, processed images, lake rows, MongoDB documents, and the
+        analytics rows that the processed ones counted in (their owners' rows of those days; rerun the
+        analytics to recompute them). A rejected or pending upload counted in no analytics: deleting it
+        changes none. A delete that stops half-way is finished by the next wave (``Backends.delete``)."""
+        now = self._as_they_are_now(list(entries))
+        self.backends.delete(Deletion(tuple(entry.source_key for entry in now), _counted(now)))
+
+    # --- their parts -----------------------------------------------------------------------------
+
+    def _upload_of(self, key: str) -> Upload:
+        """The upload at ``key`` as the blob store lists it; ``BadKey``, or ``NotFound`` when it is gone."""
+        parsed = parse_upload_key(key)
+        for blob in self.backends.blobs.list(key):
+            if blob.key == key:
+                return Upload(parsed, blob)
+        raise NotFound(f"the upload {key} is gone from the blob store")
+
+    def _process(self, uploads: Sequence[Upload], before: Sequence[ImageEntry]) -> BatchResult:
+        """Process ``uploads`` and record them in place of what ``before`` held of them (their rows stay
+        in the partitions they were in; a processed image that became a reject loses its old JPEG)."""
+        backends = self.backends
+        result = process_uploads(uploads, backends.blobs, self.settings, select_device(self.settings.device))
+        days = {entry.source_key: entry.date for entry in before if entry.date is not None}
+        backends.rerecord(API_WAVE, result.images, result.rejects, days=days)
+        now_rejected = {reject.source_key for reject in result.rejects}
+        for entry in before:
+            if isinstance(entry.record, ImageRecord) and entry.source_key in now_rejected:
+                backends.blobs.delete(entry.record.processed_key)
+        return result
+
+    def _as_they_are_now(self, entries: list[ImageEntry]) -> list[ImageEntry]:
+        """``entries`` as the lake has them now: an upload that was pending when it was read may have
+        been handled since, by a wave, with a processed image and a day of its own."""
+        now = []
+        for entry in entries:
+            handled = (
+                self.catalog.handled(entry.user_id, entry.image_id)
+                if entry.status == "pending" and entry.user_id
+                else None
+            )
+            now.append(handled or entry)
+        return now
 
 
 def _counted(entries: Iterable[ImageEntry]) -> tuple[tuple[str, date], ...]:

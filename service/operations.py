@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from graywave.config import Settings
 from graywave.service.backends import Backends
 from graywave.service.wave import plan_wave
 from graywave.storage.lake import AsOf, Commit, CommitInfo, Lake, Maintenance, Table
@@ -79,3 +80,42 @@ def maintain_lake(
     partitions = None if days is None else [today - timedelta(days=k) for k in range(days)]
     info = CommitInfo("maintenance", today, flow_run=flow_run)
     return backends.lake.maintain(days=partitions, retention_hours=retention_hours, info=info)
+
+
+class Operations:
+    """What an operator asks of one deployment and does to its lake, built once from the settings and
+    the backends they open (``Graywave.operations``)."""
+
+    def __init__(self, settings: Settings, backends: Backends):
+        self.settings, self.backends = settings, backends
+
+    def check_blob_store(self) -> None:
+        """``BackendUnavailable`` (or ``NotFound``) when the blob store is not there: a missing upload
+        folder or bucket."""
+        self.backends.blobs.check()
+
+    def has_tables(self) -> bool:
+        """Whether the lake has any table yet (not: run from another folder, a volume not mounted)."""
+        return any(version >= 0 for version in self.backends.lake.versions())
+
+    def status(self, days: int = 7) -> Status:
+        """Recent waves (``days`` of them), what a wave of today would process now, the latest commits."""
+        return status(self.backends, self.settings.today(), days)
+
+    def rejects(self, day: date, reason: str | None = None, *, as_of: AsOf = None) -> pl.DataFrame:
+        """The rejects that the waves of ``day`` recorded (``rejects_of``)."""
+        return rejects_of(self.backends.lake, day, reason, as_of=as_of)
+
+    def history(self, table: Table, limit: int) -> list[Commit]:
+        """The latest ``limit`` commits to ``table``, newest first."""
+        return self.backends.lake.history(table, limit)
+
+    def migrate(self) -> list[Table]:
+        """Convert a lake written before Delta Lake into Delta tables, in place (``Lake.migrate``)."""
+        return self.backends.lake.migrate()
+
+    def maintain_lake(self, days: int | None = MAINTAINED_DAYS, *, flow_run: str | None = None) -> list[Maintenance]:
+        """``maintain_lake`` of today, vacuuming after ``GRAYWAVE_LAKE_RETENTION_HOURS``."""
+        return maintain_lake(
+            self.backends, self.settings.today(), self.settings.lake_retention_hours, days=days, flow_run=flow_run
+        )

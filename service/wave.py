@@ -458,15 +458,18 @@ def run_wave(
     sleep: Callable[[float], None] = time.sleep,
     progress: Callable[[int, int], None] | None = None,
     flow_run: str | None = None,
+    backends: Backends | None = None,
 ) -> WaveSummary:
     """Plan the wave, run its batches with ``run_batches`` and record every row;
     ``progress(handled, listed)`` after each batch, over every round.
 
     Without ``drain`` the wave makes one round: what was pending when it listed. With one it lists
     again after each round until the settle window closes (see ``Drain``, ``SettleWindow``).
+    ``backends``: those of the caller's ``Graywave`` (``Waves.run``), left open; else the wave
+    opens its own and closes them.
     """
     started = time.perf_counter()
-    with Backends.open(settings) as backends:
+    with Backends.open(settings) if backends is None else contextlib.nullcontext(backends) as backends:
         backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
         finished = backends.finish_deletions()  # deletes that stopped half-way: no record outlives its original
         if finished:
@@ -641,3 +644,52 @@ class _Rounds:
             self.progress(self.finished, self.known)
         now = datetime.now(UTC)
         self.latencies += [(now - r.uploaded_at).total_seconds() for r in records if r.uploaded_at is not None]
+
+
+class Waves:
+    """The waves of one deployment, built once from the settings and the backends they open
+    (``Graywave.waves``): run one, plan one, process a batch."""
+
+    def __init__(self, settings: Settings, backends: Backends):
+        self.settings, self.backends = settings, backends
+
+    def run(
+        self,
+        day: date,
+        name: str,
+        *,
+        drain: Drain | None = None,
+        run_batches: BatchRunner = run_batches_in_threads,
+        log: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[int, int], None] | None = None,
+        flow_run: str | None = None,
+    ) -> WaveSummary:
+        """Run the wave ``name`` of ``day`` on these backends (``run_wave``)."""
+        return run_wave(
+            self.settings,
+            day,
+            name,
+            drain=drain,
+            run_batches=run_batches,
+            log=log,
+            clock=clock,
+            sleep=sleep,
+            progress=progress,
+            flow_run=flow_run,
+            backends=self.backends,
+        )
+
+    def plan(self, day: date) -> WavePlan:
+        """What a wave of ``day`` would handle now (``plan_wave``)."""
+        return plan_wave(self.backends.blobs, self.backends.lake, day)
+
+    def drain(self, settle_s: float | None = None, max_duration_s: float | None = None) -> Drain:
+        """The settle window of the settings, with what the caller overrides (``drain_of``)."""
+        return drain_of(self.settings, settle_s, max_duration_s)
+
+    def process_batch(self, uploads: Sequence[Upload]) -> BatchResult:
+        """One batch on this machine's device (``process_batch``, which a Dask worker runs from the
+        settings alone)."""
+        return process_batch(uploads, self.settings)

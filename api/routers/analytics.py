@@ -19,7 +19,7 @@ router = APIRouter(tags=["analytics"], responses=ERRORS)
 
 
 def _week(app: State, user_id: str, week: str | None) -> Week:
-    return app.questions.week(user_id, week, app.settings.today())
+    return app.graywave.daily.week(user_id, week, app.settings.today())
 
 
 def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
@@ -35,7 +35,7 @@ def _weekly(app: State, user_id: str, week: str | None) -> Weekly:
 
 def _similar(app: State, user_id: str, n: int, day: date | None, metric: str) -> Similar:
     when = day or app.settings.today()
-    frame = app.questions.similar(user_id, n, when, check_metric(metric))
+    frame = app.graywave.daily.similar(user_id, n, when, check_metric(metric))
     neighbours = [
         Neighbour(rank=r["rank"], user_id=r["neighbour_id"], distance=r["distance"]) for r in frame.to_dicts()
     ]
@@ -88,7 +88,7 @@ def get_weekly(user_id: Owner, app: AppState, week: WeekQuery = None) -> Weekly:
 )
 def get_median(_: Caller, app: AppState, day: Day = None) -> Median:
     when = day or app.settings.today()
-    return Median(date=when.isoformat(), **app.questions.median(when))
+    return Median(date=when.isoformat(), **app.graywave.daily.median(when))
 
 
 @router.get(
@@ -113,7 +113,7 @@ async def get_weekly_png(user_id: Owner, app: AppState, week: WeekQuery = None) 
 )
 async def get_median_png(principal: Caller, app: AppState, day: Day = None) -> Response:
     when = day or app.settings.today()
-    return _png(await drawing(app, user_key(principal), lambda: median_png(when, app.questions.median(when))))
+    return _png(await drawing(app, user_key(principal), lambda: median_png(when, app.graywave.daily.median(when))))
 
 
 @router.get(

@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from graywave.api.deps import AppState
 from graywave.api.errors import error_response
 from graywave.api.models import Error, Health, Ready
-from graywave.service.health import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -28,7 +27,7 @@ async def get_healthz() -> Health:
 )
 def get_readyz(app: AppState) -> Ready | JSONResponse:
     # A plain def: the checks block (a HEAD of the bucket, a MongoDB ping), so they run on the threadpool.
-    result = readiness(app.backends)
+    result = app.graywave.readiness()
     if not result.ready:
         states = "; ".join(f"{name} {'ok' if ok else 'unavailable'}" for name, ok in result.checks.items())
         return error_response(503, "unavailable", f"not ready: {states}")

@@ -23,13 +23,13 @@ from graywave.api.deps import (
 from graywave.api.errors import ERRORS
 from graywave.api.fairness import user_key
 from graywave.api.models import Count, Error, Image, ImagePage, Job, Reprocessed
-from graywave.service.images import delete_images, replace_and_reprocess, reprocess
+from graywave.service.images import ReprocessLater
 
 router = APIRouter(tags=["images"], responses=ERRORS)
 
 
 def _page(app: State, user_id: str | None, limit: int, offset: int, path: str) -> ImagePage:
-    entries, total = app.catalog.page(app.settings.today(), user_id, offset, limit)
+    entries, total = app.graywave.images.page(app.settings.today(), user_id, offset, limit)
     following = f"{path}?limit={limit}&offset={offset + limit}" if offset + limit < total else None
     return ImagePage(items=[Image.of(e) for e in entries], total=total, limit=limit, offset=offset, next=following)
 
@@ -46,22 +46,23 @@ REPROCESSING: dict[int | str, dict[str, Any]] = {
 
 
 async def _reprocess(app: State, user_id: str | None, who: str) -> Reprocessed | JSONResponse:
-    """Up to ``GRAYWAVE_API_INLINE_REPROCESS_MAX`` handled images now, in a processing slot (200),
-    counted against ``who``'s requests in flight; more in a background job (202 with the job,
-    ``Location: /jobs/{id}``), one at a time per user (or for everyone's images): 429 while one is
-    queued or running."""
-    entries = await run_in_threadpool(app.catalog.entries, app.settings.today(), user_id)
-    handled = [entry for entry in entries if entry.status != "pending"]
-    if len(handled) > app.settings.api_inline_reprocess_max:
-        job = Job.of(await run_in_threadpool(app.jobs.start_reprocess, user_id, len(handled)))
+    """What the service decides (``Images.reprocessing``): up to ``GRAYWAVE_API_INLINE_REPROCESS_MAX``
+    handled images now, in a processing slot (200), counted against ``who``'s requests in flight;
+    more in a background job (202 with the job, ``Location: /jobs/{id}``), one at a time per user
+    (or for everyone's images): 429 while one is queued or running."""
+    decided = await run_in_threadpool(app.graywave.images.reprocessing, user_id)
+    if isinstance(decided, ReprocessLater):
+        job = Job.of(await run_in_threadpool(app.jobs.start_reprocess, decided.user_id, decided.count))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": job.links.self})
-    return Reprocessed.of(await processing(app, who, lambda: reprocess(app.backends, app.settings, handled)))
+    return Reprocessed.of(await processing(app, who, decided.run))
 
 
 async def _delete(app: State, user_id: str | None) -> Count:
+    images = app.graywave.images
+
     def delete() -> int:
-        entries = app.catalog.entries(app.settings.today(), user_id)
-        delete_images(app.backends, app.settings, entries)
+        entries = images.entries(app.settings.today(), user_id)
+        images.delete(entries)
         return len(entries)
 
     return Count(count=await writing(app, delete))
@@ -122,7 +123,7 @@ async def delete_user(user_id: Owner, app: AppState) -> Count:
     summary="One image: status, histogram, sizes, times and a link to the processed image",
 )
 def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
-    return Image.of(app.catalog.get(app.settings.today(), user_id, image_id))
+    return Image.of(app.graywave.images.get(app.settings.today(), user_id, image_id))
 
 
 @router.put(
@@ -132,17 +133,20 @@ def get_image(user_id: Owner, image_id: str, app: AppState) -> Image:
     summary="Replace an image's content and reprocess it now",
 )
 async def replace_image(user_id: Owner, image_id: str, file: UploadField, app: AppState) -> Image:
-    entry = await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id)
+    images = app.graywave.images
+    entry = await run_in_threadpool(images.get, app.settings.today(), user_id, image_id)
     data = await read_upload(file, app)
     content_type = file.content_type or "application/octet-stream"
-    await processing(app, user_id, lambda: replace_and_reprocess(app.backends, app.settings, entry, data, content_type))
-    return Image.of(await run_in_threadpool(app.catalog.get, app.settings.today(), user_id, image_id))
+    await processing(app, user_id, lambda: images.replace_and_reprocess(entry, data, content_type))
+    return Image.of(await run_in_threadpool(images.get, app.settings.today(), user_id, image_id))
 
 
 @router.delete("/images/{user_id}/{image_id}", status_code=204, summary="Delete an image everywhere")
 async def delete_image(user_id: Owner, image_id: str, app: AppState) -> Response:
+    images = app.graywave.images
+
     def delete() -> None:
-        delete_images(app.backends, app.settings, [app.catalog.get(app.settings.today(), user_id, image_id)])
+        images.delete([images.get(app.settings.today(), user_id, image_id)])
 
     await writing(app, delete)
     return Response(status_code=204)

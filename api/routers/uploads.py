@@ -13,7 +13,7 @@ from graywave.api.deps import AppState, Owner, State, UploadField, processing, r
 from graywave.api.errors import ERRORS, ApiError
 from graywave.api.models import Error, Image, PresignedUpload, UploadUrlRequest
 from graywave.records import image_id_for
-from graywave.service.images import UploadedNow, presigned_upload, processed_image, store_upload, upload_now
+from graywave.service.images import UploadedNow
 from graywave.service.terms import parse_upload_key
 from graywave.service.tokens import (
     IN_FLIGHT,
@@ -122,11 +122,10 @@ async def _store(
 ) -> UploadedNow:
     """Store the upload (and with ``wait``, process it now)."""
     if wait:
-        uploaded = await processing(
-            app, user_id, lambda: upload_now(app.backends, app.settings, user_id, data, content_type, file_name)
-        )
+        images = app.graywave.images
+        uploaded = await processing(app, user_id, lambda: images.upload_now(user_id, data, content_type, file_name))
     else:  # the header check only, but still not on the event loop
-        key = await run_in_threadpool(store_upload, app.backends, app.settings, user_id, data, content_type, file_name)
+        key = await run_in_threadpool(app.graywave.images.store_upload, user_id, data, content_type, file_name)
         uploaded = UploadedNow(key, "sent without wait=true: the next wave processes it")
     return uploaded
 
@@ -134,7 +133,7 @@ async def _store(
 async def _answer(app: State, user_id: str, uploaded: UploadedNow) -> JSONResponse:
     """The answer to a stored upload: 200 processed, 202 pending (saying why)."""
     day = parse_upload_key(uploaded.key).upload_date  # its own day: a retry after midnight finds it too
-    entry = await run_in_threadpool(app.catalog.get, day, user_id, image_id_for(uploaded.key))
+    entry = await run_in_threadpool(app.graywave.images.get, day, user_id, image_id_for(uploaded.key))
     image = Image.of(entry)
     if uploaded.processed:
         return JSONResponse(image.model_dump(mode="json"), status_code=200)
@@ -149,9 +148,9 @@ async def _answer(app: State, user_id: str, uploaded: UploadedNow) -> JSONRespon
     summary="A presigned S3 POST for one direct upload from the phone (S3 blob stores only)",
 )
 def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> PresignedUpload:
-    if not app.backends.blobs.remote:
+    if not app.graywave.images.direct_uploads:
         raise ApiError(400, "direct uploads need an S3 blob store (GRAYWAVE_BLOB_URL=s3://...)", "not_supported")
-    post = presigned_upload(app.backends, app.settings, user_id, request.content_type)
+    post = app.graywave.images.presigned_upload(user_id, request.content_type)
     return PresignedUpload(
         url=post.url, fields=post.fields, image_id=image_id_for(post.key), key=post.key, expires_at=post.expires_at
     )
@@ -166,7 +165,8 @@ def upload_url(user_id: Owner, request: UploadUrlRequest, app: AppState) -> Pres
     summary="The processed grayscale image",
 )
 def processed(user_id: Owner, image_id: str, app: AppState) -> Response:
-    found = processed_image(app.backends, app.catalog.get(app.settings.today(), user_id, image_id))
+    images = app.graywave.images
+    found = images.processed_image(images.get(app.settings.today(), user_id, image_id))
     if found.url is not None:
         return RedirectResponse(found.url, 307)
     return Response(found.data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=300"})

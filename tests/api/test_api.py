@@ -423,7 +423,7 @@ async def test_a_damaged_token_store_answers_a_json_503_not_a_crash(api):
 
 async def test_error_messages_keep_the_servers_internals_to_the_server(api, monkeypatch):
     """Decoder internals and unexpected exceptions stay in the log; the JSON shape stays."""
-    import graywave.api.routers.uploads as uploads_router
+    from graywave.service.images import Images
 
     alice = api.client("alice")
     garbage = await upload(alice, "alice", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
@@ -435,7 +435,7 @@ async def test_error_messages_keep_the_servers_internals_to_the_server(api, monk
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(uploads_router, "store_upload", broken)
+    monkeypatch.setattr(Images, "store_upload", broken)
     crashed = await upload(alice, "alice")
     assert error_of(crashed) == (500, "error") and "secret" not in crashed.json()["error"]["message"]
 
@@ -637,17 +637,17 @@ def one_request_queued(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_processing_runs_off_the_event_loop_in_bounded_slots_and_a_queue(live_api, monkeypatch):
     """While uploads process, other requests are served; past the slots a request waits its turn (a
     burst is queued, not refused); past the queue, 503 with Retry-After."""
-    import graywave.api.routers.uploads as uploads_router
+    from graywave.service.images import Images
 
     release, inside = threading.Event(), threading.Semaphore(0)
-    real = uploads_router.upload_now
+    real = Images.upload_now
 
     def slow(*args, **kwargs):
         inside.release()
         release.wait(30)  # stands for a huge image being decoded
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(uploads_router, "upload_now", slow)
+    monkeypatch.setattr(Images, "upload_now", slow)
     alice, bob = live_api.client("alice"), live_api.client("bob")
     results: dict[str, httpx.Response] = {}
 
@@ -719,20 +719,20 @@ def test_fifty_writes_waiting_on_the_lake_during_a_drain_do_not_hold_other_users
     wave drains; another user's 40 GETs are all answered while every delete is still held. Run on
     the shared pool (40 threads), the 50 waiting writes took every thread and the GETs waited for
     them, past their timeout. (No latency bound: it would measure the machine's load.)"""
-    import graywave.api.routers.images as images_router
+    from graywave.service.images import Images
     from graywave.service.wave import Drain, run_wave
 
     alice, bob = live_api.client("alice"), live_api.client("bob")
     ids = [upload(alice, "alice", name=f"IMG_{k}.jpg").json()["image_id"] for k in range(50)]
     upload(bob, "bob", wait=True)
     release = threading.Event()
-    real = images_router.delete_images
+    real = Images.delete
 
     def held(*args, **kwargs):
         release.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(images_router, "delete_images", held)
+    monkeypatch.setattr(Images, "delete", held)
     draining = threading.Thread(
         target=run_wave,
         args=(live_api.settings, live_api.settings.today(), "morning"),

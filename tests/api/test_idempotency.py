@@ -156,16 +156,16 @@ async def test_a_request_that_failed_after_storing_is_answered_from_its_upload_o
     """The upload was stored, then its answer could not be read (the lake away for a moment): 503.
     Its retry answers from that upload; before, it stored a second copy."""
     from graywave.errors import BackendUnavailable
-    from graywave.service.images import ImageCatalog
+    from graywave.service.images import Images
 
-    real, failures = ImageCatalog.get, [BackendUnavailable("the lake is away for a moment")]
+    real, failures = Images.get, [BackendUnavailable("the lake is away for a moment")]
 
     def flaky(self, *args, **kwargs):
         if failures:
             raise failures.pop()
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(ImageCatalog, "get", flaky)
+    monkeypatch.setattr(Images, "get", flaky)
     alice = api.client("alice")
     assert error_of(await post(alice, "alice", "k-flaky")) == (503, "unavailable")
     assert not failures

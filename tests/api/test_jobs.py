@@ -18,7 +18,7 @@ from prefect.client.schemas.responses import DeploymentResponse
 from graywave.config import Settings
 from graywave.flows import job_runs as jobs
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog
+from graywave.service.images import Images
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
@@ -50,7 +50,7 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
     keys = put_uploads(settings.blob_url, DAY, photos)
     run_wave(settings, DAY, "morning", log=lambda _: None)
     with Backends.open(settings) as backends:
-        before = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        before = {e.source_key: e for e in Images(settings, backends).entries(DAY, "alice")}
         backends.blobs.delete(keys[0])  # this one's original vanishes: it must be reported and kept
     alice = issue_token(settings, "alice", admin=False)
     bob = issue_token(settings, "bob", admin=False)
@@ -122,7 +122,7 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
                 process.wait()
 
     with Backends.open(settings) as backends:
-        after = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        after = {e.source_key: e for e in Images(settings, backends).entries(DAY, "alice")}
     assert sorted(after) == sorted(keys)  # nothing lost, nothing duplicated
     assert after[keys[0]].record == before[keys[0]].record  # kept as it was
     for key in keys[1:]:

@@ -21,7 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from graywave.api.metrics import UNMATCHED
-from graywave.service.images import UploadedNow, store_upload
+from graywave.service.images import Images, UploadedNow
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from tests.helpers import free_port, in_process, in_process_client, wait_for
@@ -116,13 +116,13 @@ def test_busy_slots_and_refusals_by_reason(live_api, monkeypatch):
     is her limit's 429, Bob's the full queue's 503 ``busy``."""
     entered, release = threading.Event(), threading.Event()
 
-    def held_upload(backends: Any, settings: Any, user_id: str, data: bytes, content_type: str, name: Any = None):
-        key = store_upload(backends, settings, user_id, data, content_type, name)
+    def held_upload(images: Images, user_id: str, data: bytes, content_type: str, name: Any = None):
+        key = images.store_upload(user_id, data, content_type, name)
         entered.set()
         assert release.wait(120)
         return UploadedNow(key, "held by the test")
 
-    monkeypatch.setattr("graywave.api.routers.uploads.upload_now", held_upload)
+    monkeypatch.setattr(Images, "upload_now", held_upload)
     photo = {"file": ("a.jpg", PHOTO, "image/jpeg")}
     answers: list[httpx.Response] = []
     first = threading.Thread(

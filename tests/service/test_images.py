@@ -1,4 +1,4 @@
-"""What the API changes (``service.images``): uploads processed at once, and reprocessing (what it
+"""What the API changes (``service.images.Images``): uploads processed at once, and reprocessing (what it
 keeps, what it reports, what it cleans up)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from graywave.errors import NotFound
 from graywave.service import images
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, delete_images, reprocess, upload_now
+from graywave.service.images import Images
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
 from graywave.storage.mongo import MongoCatalog
@@ -26,13 +26,13 @@ def test_an_image_whose_original_became_unreadable_is_rejected_and_loses_its_old
     )
     run_wave(settings, DAY, "morning", log=lambda _: None)
     with Backends.open(settings) as backends:
-        before = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        before = {e.source_key: e for e in Images(settings, backends).entries(DAY, "alice")}
         processed_key = before[keys[0]].record.processed_key  # type: ignore[union-attr]
         assert backends.blobs.read(processed_key)
         backends.blobs.write(keys[0], b"no longer a photo", "image/jpeg")
-        report = reprocess(backends, settings, before.values())
+        report = Images(settings, backends).reprocess(before.values())
         assert (report.count, report.processed, report.rejected, report.failed) == (3, 2, 1, ())
-        after = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+        after = {e.source_key: e for e in Images(settings, backends).entries(DAY, "alice")}
         assert after[keys[0]].status == "rejected"
         assert not list(backends.blobs.list(processed_key))  # no processed image is left behind for a reject
         assert all(backends.blobs.read(after[k].record.processed_key) for k in keys[1:])  # type: ignore[union-attr]
@@ -49,7 +49,9 @@ def test_reprocessing_goes_batch_by_batch_and_reports_progress(settings, monkeyp
     run_wave(settings, DAY, "morning", log=lambda _: None)
     seen = []
     with Backends.open(settings) as backends:
-        report = reprocess(backends, settings, ImageCatalog(backends).entries(DAY, "bob"), progress=seen.append)
+        report = Images(settings, backends).reprocess(
+            Images(settings, backends).entries(DAY, "bob"), progress=seen.append
+        )
     assert [r.processed for r in seen] == [2, 4, 5] and report == seen[-1]
 
 
@@ -58,10 +60,10 @@ def test_an_upload_processed_at_once_rewrites_no_lake_file(settings, monkeypatch
     photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
     with Backends.open(settings) as backends:
         for _ in range(3):
-            upload_now(backends, settings, "alice", photo, "image/jpeg")
+            Images(settings, backends).upload_now("alice", photo, "image/jpeg")
         monkeypatch.setattr(type(backends.lake), "delete", lambda *a, **k: pytest.fail("deleted from the lake"))
-        assert upload_now(backends, settings, "alice", photo, "image/jpeg").processed
-        assert len(ImageCatalog(backends).entries(DAY, "alice")) == 4
+        assert Images(settings, backends).upload_now("alice", photo, "image/jpeg").processed
+        assert len(Images(settings, backends).entries(DAY, "alice")) == 4
         latest = backends.lake.history("images", 1)[0]
         assert latest.operation == "MERGE" and latest.graywave["wave"] == "api"
         assert latest.metrics["num_target_files_removed"] == 0 and latest.metrics["num_target_rows_inserted"] == 1
@@ -69,19 +71,19 @@ def test_an_upload_processed_at_once_rewrites_no_lake_file(settings, monkeypatch
 
 def test_an_upload_that_a_wave_recorded_meanwhile_is_not_recorded_twice(settings, monkeypatch):
     photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
-    real_store = images.store_upload
+    real_store = images.Images.store_upload
 
     def store_then_a_wave_runs(*args, **kwargs):  # the wave lists and records it before upload_now holds the lake
         key = real_store(*args, **kwargs)
         run_wave(settings, settings.today(), "morning", log=lambda _: None)
         return key
 
-    monkeypatch.setattr(images, "store_upload", store_then_a_wave_runs)
+    monkeypatch.setattr(images.Images, "store_upload", store_then_a_wave_runs)
     with Backends.open(settings) as backends:
-        uploaded = upload_now(backends, settings, "alice", photo, "image/jpeg")
+        uploaded = Images(settings, backends).upload_now("alice", photo, "image/jpeg")
         assert uploaded.processed
         key = uploaded.key
-        [entry] = ImageCatalog(backends).entries(settings.today(), "alice")
+        [entry] = Images(settings, backends).entries(settings.today(), "alice")
         assert (entry.source_key, entry.wave) == (key, "morning")
 
 
@@ -90,12 +92,12 @@ def test_deleting_an_upload_that_a_wave_processed_since_it_was_read_leaves_no_pr
     the lake, then removed its rows but not the processed image the wave had written."""
     put_uploads(settings.blob_url, DAY, {"alice/a.jpg": encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)})
     with Backends.open(settings) as backends:
-        [pending] = ImageCatalog(backends).entries(DAY, "alice")
+        [pending] = Images(settings, backends).entries(DAY, "alice")
         assert pending.status == "pending"
         run_wave(settings, DAY, "morning", log=lambda _: None)  # while the delete request waits
-        delete_images(backends, settings, [pending])
+        Images(settings, backends).delete([pending])
         assert not list(backends.blobs.list("processed/"))
-        assert not ImageCatalog(backends).entries(DAY, "alice")
+        assert not Images(settings, backends).entries(DAY, "alice")
 
 
 def test_a_long_reprocessing_and_a_wave_write_at_the_same_time(settings, monkeypatch):
@@ -111,9 +113,9 @@ def test_a_long_reprocessing_and_a_wave_write_at_the_same_time(settings, monkeyp
     )
     waved = threading.Thread(target=run_wave, args=(settings, DAY, "evening"), kwargs={"log": lambda _: None})
     with Backends.open(settings) as backends:
-        entries = ImageCatalog(backends).entries(DAY, "bob")
+        entries = Images(settings, backends).entries(DAY, "bob")
         waved.start()
-        report = reprocess(backends, settings, entries)
+        report = Images(settings, backends).reprocess(entries)
     waved.join(120)
     assert report.processed == 6
     images = lake_of(settings).read("images")
@@ -128,13 +130,11 @@ def test_a_long_reprocessing_and_a_wave_write_at_the_same_time(settings, monkeyp
 def test_a_name_whose_record_outlived_its_original_is_not_taken_again(settings):
     """The review found it: a delete that failed between the original and the rows left the rows;
     the same name uploaded again got the same key and id, and was taken as handled: never processed."""
-    from graywave.service.images import store_upload
-
     photo = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
     with Backends.open(settings) as backends:
-        first = upload_now(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg").key
+        first = Images(settings, backends).upload_now("alice", photo, "image/jpeg", "IMG_0001.jpg").key
         backends.blobs.delete(first)  # the original is gone, its rows are not
-        again = store_upload(backends, settings, "alice", photo, "image/jpeg", "IMG_0001.jpg")
+        again = Images(settings, backends).store_upload("alice", photo, "image/jpeg", "IMG_0001.jpg")
     assert first.endswith("/IMG_0001.jpg") and again.endswith("/IMG_0001 (2).jpg")
 
 
@@ -170,12 +170,12 @@ def test_a_delete_that_races_a_wave_processing_the_same_upload_wins(any_settings
     waving.start()
     assert processed.wait(120)
     with Backends.open(settings) as backends:
-        catalog = ImageCatalog(backends)
+        catalog = Images(settings, backends)
         entry = catalog.get(DAY, "alice", images.image_id_for(key))
         assert entry.status == "pending"
         processed_key = images.parse_upload_key(key).processed_key
         assert backends.blobs.exists(processed_key)  # the wave wrote it already
-        delete_images(backends, settings, [entry])
+        Images(settings, backends).delete([entry])
         deleted.set()
         waving.join(120)
         with pytest.raises(NotFound):
@@ -218,13 +218,13 @@ def test_deleting_a_rejected_upload_changes_no_analytics_and_a_processed_one_onl
         _analytics(backends, DAY)
         before = _analytics_rows(backends)
         assert before[0] == ["alice", "bob", "carol"]
-        entries = {entry.source_key.rsplit("/", 1)[1]: entry for entry in ImageCatalog(backends).entries(DAY)}
+        entries = {entry.source_key.rsplit("/", 1)[1]: entry for entry in Images(any_settings, backends).entries(DAY)}
         assert entries["cut.jpg"].status == "rejected"
-        delete_images(backends, any_settings, [entries["cut.jpg"]])
+        Images(any_settings, backends).delete([entries["cut.jpg"]])
         assert _analytics_rows(backends) == before
         if isinstance(backends.catalog, MongoCatalog):
             assert backends.catalog.images.database["daily_user_histograms"].count_documents({}) == 3
-        delete_images(backends, any_settings, [entries["b.jpg"]])
+        Images(any_settings, backends).delete([entries["b.jpg"]])
         daily, similar = _analytics_rows(backends)
         assert daily == ["alice", "carol"] and similar == [("alice", "carol"), ("carol", "alice")]
         if isinstance(backends.catalog, MongoCatalog):
@@ -254,16 +254,16 @@ def test_a_delete_that_stops_half_way_is_finished_by_the_next_wave(any_settings,
     name, stop = steps[stop_after]
     with Backends.open(any_settings) as backends:
         _analytics(backends, DAY)
-        doomed = [e for e in ImageCatalog(backends).entries(DAY, "alice") if e.source_key != keys[3]]
+        doomed = [e for e in Images(any_settings, backends).entries(DAY, "alice") if e.source_key != keys[3]]
         with monkeypatch.context() as patched:
             patched.setattr(BackendsClass, name, stop(getattr(BackendsClass, name)))
             with pytest.raises(Killed):
-                delete_images(backends, any_settings, doomed)
-        left = {e.source_key: e for e in ImageCatalog(backends).entries(DAY, "alice")}
+                Images(any_settings, backends).delete(doomed)
+        left = {e.source_key: e for e in Images(any_settings, backends).entries(DAY, "alice")}
         if stop_after == "the originals":  # originals gone, rows left: a PUT must not bring one back
             ghost = left[keys[0]]
             with pytest.raises(NotFound):
-                images.replace_and_reprocess(backends, any_settings, ghost, photos["alice/0.jpg"], "image/jpeg")
+                Images(any_settings, backends).replace_and_reprocess(ghost, photos["alice/0.jpg"], "image/jpeg")
             assert not backends.blobs.exists(keys[0])
     _the_next_wave_finishes_the_delete(any_settings, keys[3])
 
@@ -272,7 +272,7 @@ def _the_next_wave_finishes_the_delete(settings, kept_key: str) -> None:
     """After the next wave, alice's upload ``kept_key`` is all that is left, everywhere."""
     run_wave(settings, DAY, "evening", log=lambda _: None)
     with Backends.open(settings) as backends:
-        [kept] = ImageCatalog(backends).entries(DAY, "alice")
+        [kept] = Images(settings, backends).entries(DAY, "alice")
         assert kept.source_key == kept_key and kept.status == "processed"
         assert {b.key for b in backends.blobs.list("uploads/")} == {kept_key}
         assert {b.key for b in backends.blobs.list("processed/")} == {kept.record.processed_key}  # type: ignore[union-attr]
@@ -288,7 +288,7 @@ import os, signal, sys
 from datetime import date
 from graywave.config import Settings
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, delete_images
+from graywave.service.images import Images
 from graywave.storage.mongo import MongoCatalog
 
 steps_before_kill, day, doomed = int(sys.argv[1]), date.fromisoformat(sys.argv[2]), set(sys.argv[3:])
@@ -305,13 +305,13 @@ def counted(real):
 
 settings = Settings()
 with Backends.open(settings) as backends:
-    entries = [e for e in ImageCatalog(backends).entries(day, "alice") if e.source_key in doomed]
+    entries = [e for e in Images(settings, backends).entries(day, "alice") if e.source_key in doomed]
     steps = [(backends.blobs, "delete"), (backends.lake, "delete")]
     if isinstance(backends.catalog, MongoCatalog):
         steps += [(backends.catalog, "forget"), (backends.catalog, "forget_analytics")]
     for target, name in steps:
         setattr(target, name, counted(getattr(target, name)))
-    delete_images(backends, settings, entries)
+    Images(settings, backends).delete(entries)
 print(done)
 """
 

@@ -15,7 +15,7 @@ from graywave.kernels import select_device
 from graywave.records import image_id_for
 from graywave.service.backends import Backends
 from graywave.service.batch import Upload, process_uploads
-from graywave.service.images import ImageCatalog, processed_image
+from graywave.service.images import Images
 from graywave.service.samples import encode
 from graywave.service.wave import Recorded, Recorder, run_wave
 from graywave.storage.layout import parse_upload_key
@@ -79,9 +79,11 @@ def test_an_original_overwritten_after_its_wave_is_processed_again_by_the_next(d
     assert row["wave"] == "evening" and row["date"] == DAY  # replaced in its partition, the day it counts in
     assert decode_processed(blobs_of(settings).read(processed_key)).getextrema() == (255, 255)
     with Backends.open(settings) as backends:  # what the API serves (MongoDB's document where configured)
-        entry = ImageCatalog(backends).handled("alice", image_id_for(phone.key))
+        entry = Images(settings, backends).handled("alice", image_id_for(phone.key))
         assert entry is not None and entry.source_bytes == len(WHITE)
-        served = processed_image(backends, entry)  # S3: the SigV4 presigned GET that the API redirects to
+        served = Images(settings, backends).processed_image(
+            entry
+        )  # S3: the SigV4 presigned GET that the API redirects to
         jpeg = served.data if served.url is None else httpx.get(served.url).raise_for_status().content
         assert decode_processed(jpeg).getextrema() == (255, 255)
 

@@ -16,7 +16,7 @@ from graywave.errors import InvalidInput
 from graywave.flows.markdown import wave_markdown
 from graywave.service import wave
 from graywave.service.backends import Backends
-from graywave.service.images import ImageCatalog, reprocess
+from graywave.service.images import Images
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import Drain, Latency, drain_of, plan_wave, run_batches_in_threads, run_wave
 from tests.helpers import DAY, Clock, lake_of, put_uploads, sample_jpeg
@@ -258,7 +258,7 @@ def test_rerunning_a_past_wave_after_a_reprocess_changes_nothing(settings, quiet
     handled_on = past + timedelta(days=1)  # the next day's wave picks up the day before's uploads
     run_wave(settings, handled_on, "morning", log=quiet_logs.append)
     with Backends.open(settings) as backends:  # e.g. PUT /images/alice: both handled again, now
-        report = reprocess(backends, settings, ImageCatalog(backends).entries(DAY, "alice"))
+        report = Images(settings, backends).reprocess(Images(settings, backends).entries(DAY, "alice"))
     assert (report.count, report.processed, report.rejected, report.failed) == (2, 1, 1, ())
     for day in (past, handled_on):  # each wave whose upload days include them
         again = run_wave(settings, day, "evening", log=quiet_logs.append)
