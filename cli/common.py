@@ -25,7 +25,8 @@ from graywave.errors import GraywaveError
 if TYPE_CHECKING:
     import polars as pl
 
-    from graywave.service.tables import Commit, Lake
+    from graywave.service.graywave import Graywave
+    from graywave.service.tables import Commit
 
 T = TypeVar("T")
 
@@ -160,22 +161,22 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def answer(question: Callable[[Lake, Settings], T], *, needs_tables: bool = True) -> T:
-    """Run a query against the lake. A lake with no table at all (run from another folder, a volume
-    not mounted) fails naming where it looked, instead of an empty answer that reads as "nothing
-    happened"."""
+def answer(question: Callable[[Graywave], T], *, needs_tables: bool = True) -> T:
+    """Run a query against the lake, through one ``Graywave`` built from the settings. A lake with no
+    table at all (run from another folder, a volume not mounted) fails naming where it looked,
+    instead of an empty answer that reads as "nothing happened"."""
     settings = Settings()
-    from graywave.service.backends import Backends
+    from graywave.service import Graywave
 
-    with Backends.open(settings) as backends, refused("the lake could not be written"):  # lake migrate writes
-        if needs_tables and all(version < 0 for version in backends.lake.versions()):
+    with Graywave(settings) as graywave, refused("the lake could not be written"):  # lake migrate writes
+        if needs_tables and not graywave.operations.has_tables():
             raise CommandFailed(
                 "no graywave lake found",
                 f"looked in {where(settings.lake_url)} (GRAYWAVE_LAKE_URL):"
                 f" run from the deployment's folder, or set it (`{me()} settings` prints it)",
                 highlight=False,
             )
-        return question(backends.lake, settings)
+        return question(graywave)
 
 
 def commits_frame(commits: list[Commit]) -> pl.DataFrame:

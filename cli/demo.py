@@ -13,7 +13,7 @@ from graywave.config import Settings
 from graywave.flows.analytics import run_analytics_flow
 from graywave.flows.temporary_server import prefect_api
 from graywave.flows.wave import run_wave_flow
-from graywave.service.backends import Backends
+from graywave.service import Graywave
 from graywave.service.daily import AnalyticsSummary
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tables import TABLES, Lake
@@ -69,9 +69,9 @@ def sample_uploads(day: date, wave: str, day_index: int) -> list[SampleUpload]:
     return uploads
 
 
-def _write(backends: Backends, uploads: list[SampleUpload]) -> None:
+def _write(graywave: Graywave, uploads: list[SampleUpload]) -> None:
     for upload in uploads:
-        backends.blobs.write(upload.key, upload.data, "application/octet-stream")
+        graywave.backends.blobs.write(upload.key, upload.data, "application/octet-stream")
 
 
 def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsSummary]:
@@ -81,11 +81,11 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
     group (``flows.temporary_server``)."""
     today = settings.today()
     summaries: list[WaveSummary | AnalyticsSummary] = []
-    with prefect_api(), Backends.open(settings) as backends:
+    with prefect_api(), Graywave(settings) as graywave:
         for day_index in range(days):
             day = today - timedelta(days=days - 1 - day_index)
             for wave in WAVES:
-                _write(backends, sample_uploads(day, wave, day_index))
+                _write(graywave, sample_uploads(day, wave, day_index))
                 summaries.append(run_wave_flow(settings, day, wave))
             summaries.append(run_analytics_flow(day=day, top_n=2, metric="design"))
     return summaries
@@ -93,8 +93,8 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
 
 def demo_report(settings: Settings) -> str:
     """What the lake holds after the demo, read back with Polars as an analyst would."""
-    with Backends.open(settings) as backends:
-        return _report(settings, backends.lake, backends.blobs.url)
+    with Graywave(settings) as graywave:
+        return _report(settings, graywave.backends.lake, graywave.backends.blobs.url)
 
 
 def _report(settings: Settings, lake: Lake, blobs_url: str) -> str:

@@ -28,7 +28,7 @@ def lake_history(
         checked = check_table(table)
     except GraywaveError as error:
         raise typer.BadParameter(str(error), param_hint="TABLE") from None
-    commits = answer(lambda lake, _: lake.history(checked, limit))
+    commits = answer(lambda graywave: graywave.operations.history(checked, limit))
     if not commits:
         raise CommandFailed(f"{table} has no commit yet")
     print_frame(commits_frame(commits), as_json, f"commits to {table}")
@@ -56,7 +56,7 @@ def lake_optimize(
 def lake_migrate() -> None:
     """Convert a lake written before Delta Lake (hive-partitioned Parquet files) into Delta tables, in
     place: nothing is rewritten; each table's files become its first version."""
-    converted = answer(lambda lake, _: lake.migrate(), needs_tables=False)
+    converted = answer(lambda graywave: graywave.operations.migrate(), needs_tables=False)
     if not converted:
         raise CommandFailed("nothing to convert: no hive-Parquet table without a Delta log")
     console.print(f"converted to Delta tables: {', '.join(converted)}", highlight=False)

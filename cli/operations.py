@@ -13,21 +13,20 @@ from graywave.config import Settings
 from graywave.errors import GraywaveError, RejectReason
 
 if TYPE_CHECKING:
-    from graywave.service.tables import Lake
+    from graywave.service.graywave import Graywave
 
 
 def status() -> None:
     """Recent waves with their counts, uploads pending now, and the latest commits to the lake's images.
     Exit 1, naming where it looked, when the blob store is not there (run from another folder, a
     volume not mounted): an empty report would read as an idle system."""
-    from graywave.service.backends import Backends
-    from graywave.service.operations import status as status_of
+    from graywave.service import Graywave
 
     settings = Settings()
     blobs, lake = where(settings.blob_url), where(settings.lake_url)
-    with Backends.open(settings) as backends:
+    with Graywave(settings) as graywave:
         try:
-            backends.blobs.check()
+            graywave.operations.check_blob_store()
         except GraywaveError as error:
             raise CommandFailed(
                 "no graywave data found",
@@ -36,7 +35,7 @@ def status() -> None:
                 " them)",
                 highlight=False,
             ) from error
-        found = status_of(backends, settings.today())
+        found = graywave.operations.status()
     console.print(f"uploads: {blobs}; lake: {lake}", highlight=False)
     print_frame(found.waves, False, "waves of the last 7 days")
     console.print(f"pending now: {found.pending} uploads for a wave of {settings.today()}")
@@ -53,11 +52,10 @@ def rejects(
     as_of: AsOfOption = None,
 ) -> None:
     """The uploads the waves of a day rejected, with the reason and its detail."""
-    from graywave.service.operations import rejects_of
 
-    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        when = day or settings.today()
-        return when, rejects_of(lake, when, None if reason is None else reason.value, as_of=as_of)
+    def question(graywave: Graywave) -> tuple[date, Any]:
+        when = day or graywave.settings.today()
+        return when, graywave.operations.rejects(when, None if reason is None else reason.value, as_of=as_of)
 
     when, frame = answer(question)
     print_frame(frame, as_json, f"{frame.height} rejects of {when}" + (f" ({reason.value})" if reason else ""))

@@ -9,10 +9,9 @@ import typer
 
 from graywave.cli.common import answer, print_frame
 from graywave.cli.options import AsOfOption, DayOption, JsonOption, MetricOption, WeekOption, check_metric, check_user
-from graywave.config import Settings
 
 if TYPE_CHECKING:
-    from graywave.service.tables import Lake
+    from graywave.service.graywave import Graywave
 
 query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questions now, from the lake.")
 
@@ -20,27 +19,24 @@ query_app = typer.Typer(no_args_is_help=True, help="Answer the analytical questi
 def week_of(user: str, week: str | None, as_of: int | datetime | None = None) -> tuple[date, Any]:
     """Monday of the ISO week and the user's images of it; ``NoData`` when there are none."""
     from graywave.errors import NoData
-    from graywave.service.daily import iso_week, weekly_histograms
 
     check_user(user)
 
-    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        monday, sunday = iso_week(week, settings.today())
-        images = weekly_histograms(lake, user, monday, sunday, as_of=as_of)
-        if images.height == 0:
-            raise NoData(f"{user} has no processed images in the week of {monday} to {sunday}")
-        return monday, images
+    def question(graywave: Graywave) -> tuple[date, Any]:
+        found = graywave.daily.week(user, week, graywave.settings.today(), as_of=as_of)
+        if found.images.height == 0:
+            raise NoData(f"{user} has no processed images in the week of {found.monday} to {found.sunday}")
+        return found.monday, found.images
 
     return answer(question)
 
 
 def median_of(day: date | None, as_of: int | datetime | None = None) -> tuple[date, Any]:
     """The day (today when none) and its median histogram across all users."""
-    from graywave.service.daily import daily_histograms, median_row
 
-    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        when = day or settings.today()
-        return when, median_row(daily_histograms(lake, when, as_of=as_of))
+    def question(graywave: Graywave) -> tuple[date, Any]:
+        when = day or graywave.settings.today()
+        return when, graywave.daily.median(when, as_of=as_of)
 
     return answer(question)
 
@@ -73,11 +69,10 @@ def query_similar(
     """The n users whose histograms of the day are nearest to USER's (one against all)."""
     checked = check_metric(metric)
     check_user(user)
-    from graywave.service.daily import daily_histograms, similar_to
 
-    def question(lake: Lake, settings: Settings) -> tuple[date, Any]:
-        when = day or settings.today()
-        return when, similar_to(daily_histograms(lake, when, as_of=as_of), user, n, checked)
+    def question(graywave: Graywave) -> tuple[date, Any]:
+        when = day or graywave.settings.today()
+        return when, graywave.daily.similar(user, n, when, checked, as_of=as_of)
 
     when, frame = answer(question)
     print_frame(frame, as_json, f"users most similar to {user} on {when} ({metric})")

@@ -21,7 +21,8 @@ from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
 from graywave.kernels.device import DeviceName
 from graywave.kernels.similarity import DEFAULT_METRIC, Metric
-from graywave.service.analytics import AnalyticsRequest, AnalyticsSteps, read_daily_histograms, run_analytics
+from graywave.service import Graywave
+from graywave.service.analytics import AnalyticsRequest, AnalyticsSteps, read_daily_histograms
 from graywave.service.daily import AnalyticsSummary, DailyHistograms, similar_users_table
 
 
@@ -47,7 +48,7 @@ def _analytics_run_name() -> str:
 @failing_with_the_reason
 def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAULT_METRIC) -> AnalyticsSummary:
     """The day's user histograms, median and top-n similar users, into the lake (and MongoDB):
-    ``service.analytics.run_analytics`` as a flow.
+    ``service.analytics.Daily.run`` (``run_analytics``) as a flow.
 
     ``day`` defaults to the day of the run's scheduled start in GRAYWAVE_TIMEZONE. The run publishes
     the median histogram (a table and a bar chart) and a sample of the neighbours as artifacts.
@@ -56,7 +57,8 @@ def analytics_flow(day: date | None = None, top_n: int = 10, metric: str = DEFAU
     settings = Settings()
     day = run_day(settings, day)
     tag_this_run(f"day:{day}")
-    run = run_analytics(settings, day, request, steps=TASKS, flow_run=flow_run.id)
+    with Graywave(settings) as graywave:
+        run = graywave.daily.run(day, request, steps=TASKS, flow_run=flow_run.id)
     publish_analytics(day, run.median, run.similar)
     get_run_logger().info(run.summary.line())
     return run.summary

@@ -2,7 +2,7 @@
 
     graywave lake optimize [--days N]
 
-What it does is ``service.operations.maintain_lake`` (``storage.lake.Lake.maintain``). It runs while
+What it does is ``service.operations.Operations.maintain_lake`` (``storage.lake.Lake.maintain``). It runs while
 waves and the API write: each step is a Delta commit, retried on a conflict.
 """
 
@@ -15,8 +15,8 @@ from prefect.runtime import flow_run
 from graywave.config import Settings
 from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
-from graywave.service.backends import Backends
-from graywave.service.operations import MAINTAINED_DAYS, maintain_lake
+from graywave.service import Graywave
+from graywave.service.operations import MAINTAINED_DAYS
 from graywave.storage.lake import Maintenance
 
 
@@ -27,8 +27,8 @@ def lake_maintenance_flow(days: int | None = MAINTAINED_DAYS) -> list[Maintenanc
     user, checkpoint every table, vacuum files older than ``GRAYWAVE_LAKE_RETENTION_HOURS``."""
     settings = Settings()
     logger = get_run_logger()
-    with Backends.open(settings) as backends:
-        done = maintain_lake(backends, settings.today(), settings.lake_retention_hours, days=days, flow_run=flow_run.id)
+    with Graywave(settings) as graywave:
+        done = graywave.operations.maintain_lake(days, flow_run=flow_run.id)
     for table in done:
         logger.info(table.line())
     create_markdown_artifact(

@@ -42,7 +42,7 @@ from graywave.flows.artifacts import Progress, publish_wave, run_day, tag_this_r
 from graywave.flows.automations import RUN_TAG, heartbeat_s
 from graywave.flows.failures import failing_with_the_reason
 from graywave.flows.temporary_server import prefect_api
-from graywave.service import wave
+from graywave.service import Graywave, wave
 from graywave.service.batch import BatchResult, Upload
 from graywave.service.scheduling import bounded
 
@@ -208,18 +208,18 @@ def wave_flow(
         logger.info(line)
 
     progress = Progress(f"Uploads of wave {name} of {day} handled so far")
-    summary = wave.run_wave(
-        settings,
-        day,
-        name,
-        drain=drain,
-        run_batches=run_batches_as_tasks,
-        log=log,
-        clock=stop.clock,
-        sleep=stop.sleep,
-        progress=progress.update,
-        flow_run=flow_run.id,
-    )
+    with Graywave(settings) as graywave:
+        summary = graywave.waves.run(
+            day,
+            name,
+            drain=drain,
+            run_batches=run_batches_as_tasks,
+            log=log,
+            clock=stop.clock,
+            sleep=stop.sleep,
+            progress=progress.update,
+            flow_run=flow_run.id,
+        )
     publish_wave(summary, settings)
     if stop.stopped and drain is not None:
         _follow_up(day, name, drain, time.monotonic() - started, logger.info)

@@ -3,7 +3,8 @@ refuse a day without images, compute the median and every user's nearest users, 
 
 ``flows.analytics`` runs it as a flow (its two heavy steps as Prefect tasks, through
 ``AnalyticsSteps``) and publishes what it returns as the run's artifacts. The definitions are in
-``service.daily`` (and docs/analytics.md).
+``service.daily`` (and docs/analytics.md). ``Daily`` (``Graywave.daily``) holds the questions and
+this run for one deployment's backends.
 """
 
 from __future__ import annotations

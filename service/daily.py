@@ -1,7 +1,7 @@
 """The analytical questions, answered from the lake without Prefect: a day's user histograms,
 the median, one user's nearest users, a user's week; and the recording of the daily results.
 ``service.analytics`` runs them in order (``flows.analytics`` as a flow); the API and ``graywave
-query`` call them directly.
+query`` ask them through ``Graywave.daily`` (``service.analytics.Daily``, a ``Questions``).
 
 Definitions (docs/analytics.md has them too):
 

@@ -10,7 +10,6 @@ import polars as pl
 
 from graywave.config import Settings
 from graywave.service.backends import Backends
-from graywave.service.wave import plan_wave
 from graywave.storage.lake import AsOf, Commit, CommitInfo, Lake, Maintenance, Table
 
 
@@ -40,6 +39,8 @@ class Status:
 
 
 def status(backends: Backends, today: date, days: int = 7) -> Status:
+    from graywave.service.wave import plan_wave  # the waves' machinery (codecs): not for the queries
+
     plan = plan_wave(backends.blobs, backends.lake, today)
     return Status(
         recent_waves(backends.lake, today, days),

@@ -197,7 +197,7 @@ async def test_a_lake_that_refuses_writes_is_a_503_never_a_500(api, monkeypatch)
 @EMBEDDED
 @pytest.mark.anyio
 async def test_a_wait_upload_that_the_lake_refuses_stays_pending_and_says_why(api, monkeypatch):
-    """The contract of ?wait=true (service.images.upload_now): a backend that is unavailable leaves the
+    """The contract of ?wait=true (service.images.Images.upload_now): a backend that is unavailable leaves the
     stored upload pending, answered 202 with the reason, so that a client's retry does not duplicate it."""
     monkeypatch.setattr(deltalake.table.TableMerger, "execute", _refused(MERGE_REFUSED))
     waited = await upload(api.client("alice"), "alice", wait=True)
