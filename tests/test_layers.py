@@ -200,3 +200,61 @@ def test_the_prefect_uis_names_and_markdown_live_in_the_flows(tmp_path):
         "service/summary.py renders Markdown: markdown",
         "service/summary.py renders Markdown: median_markdown",
     }
+
+
+def threaded_parameters(folder: str = "service", root: Path = ROOT) -> set[str]:
+    """The public functions and methods under ``root / folder`` whose first two parameters (after
+    ``self`` or ``cls``) are the backends and the settings, by name or by annotation (``Backends``,
+    ``Settings``): what the service objects (``Graywave(settings)``) hold once instead."""
+
+    def kind(parameter: ast.arg) -> str:
+        annotation = parameter.annotation
+        named = ast.unparse(annotation).rsplit(".", 1)[-1].strip("'\"") if annotation is not None else ""
+        if parameter.arg == "backends" or named == "Backends":
+            return "backends"
+        if parameter.arg == "settings" or named == "Settings":
+            return "settings"
+        return ""
+
+    found = set()
+    for path in sorted((root / folder).rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text())
+        methods = {
+            id(node)
+            for klass in ast.walk(tree)
+            if isinstance(klass, ast.ClassDef)
+            for node in klass.body
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+                continue
+            parameters = [*node.args.posonlyargs, *node.args.args]
+            if id(node) in methods and parameters and parameters[0].arg in {"self", "cls"}:
+                parameters = parameters[1:]
+            if [kind(parameter) for parameter in parameters[:2]] == ["backends", "settings"]:
+                found.add(f"{where}: {node.name}")
+    return found
+
+
+def test_no_public_service_function_takes_the_backends_and_the_settings(tmp_path):
+    """Issue 23: the service's use cases are reached through objects built once from the settings
+    (``Graywave(settings).images``...), not by threading ``(backends, settings)`` through every call."""
+    assert not threaded_parameters("service")
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "threaded.py").write_text(
+        "def store(backends, settings, data): ...\n"
+        "def typed(store: Backends, config: 'Settings'): ...\n"
+        "def _private(backends, settings): ...\n"
+        "def other_order(settings, backends): ...\n"
+        "class Images:\n"
+        "    def __init__(self, backends, settings): ...\n"
+        "    def delete(self, backends, settings, entries): ...\n"
+        "    def get(self, today, user_id): ...\n"
+    )
+    assert threaded_parameters("service", tmp_path) == {
+        "service/threaded.py: store",
+        "service/threaded.py: typed",
+        "service/threaded.py: delete",
+    }
