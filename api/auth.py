@@ -11,7 +11,7 @@ authenticated by ``caller`` alone, so the routes that need no token (the probes,
 authenticate.
 
 Why not Starlette's ``AuthenticationMiddleware`` (a backend, ``on_error``, routes reading
-``request.user``), weighed for issue 23: it authenticates every request before routing, so
+``request.user``), weighed and left: it authenticates every request before routing, so
 
 - a probe, a docs page or an unknown path sent with a token would be authenticated too, and a bad
   token there (or the identity provider down) would turn a 200 or a 404 into a 401 or a 503; a load

@@ -16,7 +16,7 @@ from graywave.flows.wave import run_wave_flow
 from graywave.service import Graywave
 from graywave.service.daily import AnalyticsSummary
 from graywave.service.samples import encode, synthetic_photo
-from graywave.service.tables import TABLES, Lake
+from graywave.service.tables import TABLES
 from graywave.service.terms import upload_key
 from graywave.service.wave import WaveSummary
 
@@ -71,7 +71,7 @@ def sample_uploads(day: date, wave: str, day_index: int) -> list[SampleUpload]:
 
 def _write(graywave: Graywave, uploads: list[SampleUpload]) -> None:
     for upload in uploads:
-        graywave.backends.blobs.write(upload.key, upload.data, "application/octet-stream")
+        graywave.images.receive(upload.key, upload.data)
 
 
 def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsSummary]:
@@ -93,15 +93,11 @@ def run_demo(settings: Settings, days: int = 7) -> list[WaveSummary | AnalyticsS
 
 def demo_report(settings: Settings) -> str:
     """What the lake holds after the demo, read back with Polars as an analyst would."""
+    today = settings.today()
     with Graywave(settings) as graywave:
-        return _report(settings, graywave.backends.lake, graywave.backends.blobs.url)
-
-
-def _report(settings: Settings, lake: Lake, blobs_url: str) -> str:
-    images = pl.DataFrame(lake.read("images"))
-    rejects = pl.DataFrame(lake.read("rejects"))
+        lake = graywave.operations.lake_contents(today)
     per_day = (
-        images.group_by("date")
+        lake.images.group_by("date")
         .agg(
             pl.len().alias("images"),
             pl.col("user_id").n_unique().alias("users"),
@@ -109,40 +105,38 @@ def _report(settings: Settings, lake: Lake, blobs_url: str) -> str:
         )
         .sort("date")
     )
-    today = settings.today()
-    median = lake.read("daily_median", [today]).column("histogram")[0].as_py()
-    similar: dict[str, list[tuple[str, float]]] = {}
-    for row in (
-        lake.read("similar_users", [today]).sort_by([("user_id", "ascending"), ("rank", "ascending")]).to_pylist()
-    ):
-        similar.setdefault(row["user_id"], []).append((row["neighbour_id"], row["distance"]))
+    rejects = lake.rejects.iter_rows(named=True)
     lines = [
-        f"{images.height} images processed, {rejects.height} uploads rejected.",
+        f"{lake.images.height} images processed, {lake.rejects.height} uploads rejected.",
         "",
         str(per_day),
         "",
         "Rejected uploads:",
-        *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects.iter_rows(named=True)),
+        *(f"  {row['source_key']}: {row['reason']} ({row['detail'][:70]})" for row in rejects),
         "",
         f"Analytics of {today}: the median histogram (fractions of pixels per bin) and each user's 2 nearest:",
-        "  " + " ".join(f"{value:.3f}" for value in median),
-        *(f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}" for user, neighbours in similar.items()),
+        "  " + " ".join(f"{value:.3f}" for value in lake.median or []),
+        *(
+            f"  {user}: {', '.join(f'{n} ({d:.2f})' for n, d in neighbours)}"
+            for user, neighbours in lake.similar.items()
+        ),
         "",
-        f"Processed grayscale images: {blobs_url}/processed/<date>/<user>/<image_id>.jpg",
-        f"Delta lake:                 {lake.url}/ ({', '.join(TABLES)})",
+        f"Processed grayscale images: {lake.blobs_url}/processed/<date>/<user>/<image_id>.jpg",
+        f"Delta lake:                 {lake.lake_url}/ ({', '.join(TABLES)})",
         "Read it with Polars (DuckDB, pyarrow: 'Reading the lake' in docs/data.md, offline, locally and on S3):",
-        f"  {polars_hint(settings, lake)}",
-        f"What each wave wrote: graywave lake history images ({lake.version('images') + 1} versions)",
+        f"  {polars_hint(settings, lake.images_uri)}",
+        f"What each wave wrote: graywave lake history images ({lake.images_versions} versions)",
     ]
     return "\n".join(lines)
 
 
-def polars_hint(settings: Settings, lake: Lake) -> str:
-    """A line of Python that reads the lake's ``images`` with Polars, as it is configured: an S3 lake
-    off AWS needs the endpoint (the credentials come from the AWS_* variables, as for graywave)."""
+def polars_hint(settings: Settings, images_uri: str) -> str:
+    """A line of Python that reads the lake's ``images`` (at ``images_uri``) with Polars, as it is
+    configured: an S3 lake off AWS needs the endpoint (the credentials come from the AWS_* variables,
+    as for graywave)."""
     options = ""
     endpoint = settings.s3_endpoint_url
-    if lake.uri("images").startswith("s3://") and endpoint:
+    if images_uri.startswith("s3://") and endpoint:
         allow_http = ", 'aws_allow_http': 'true'" if endpoint.startswith("http://") else ""
         options = f", storage_options={{'aws_endpoint_url': '{endpoint}'{allow_http}}}"
-    return f"pl.scan_delta('{lake.uri('images')}'{options}).collect()"
+    return f"pl.scan_delta('{images_uri}'{options}).collect()"

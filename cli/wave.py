@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from graywave.cli.common import CommandFailed, console, flow_failing, flow_settings, me
 from graywave.cli.options import parse_date
 from graywave.config import validate_wave_name
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
 
 wave_app = typer.Typer(no_args_is_help=True, help="Upload waves.")
 
@@ -86,9 +89,6 @@ def wave_trigger(
     """Run a wave deployment that `graywave serve` serves, now, on graywave's Prefect server; its
     parameters default to the deployment's (the settle window included)."""
     flow_settings(temporary_server=False)
-    import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     if not PREFECT_API_URL.value():
@@ -101,22 +101,32 @@ def wave_trigger(
 
     if name not in BURSTS:
         raise typer.BadParameter(f"{name!r} is not a wave deployment: {', '.join(BURSTS)}", param_hint="NAME")
-    deployment = f"{wave_flow.name}/wave-{name}"
     overrides = {"day": day.isoformat() if day else None, "settle_s": settle, "max_duration_s": max_duration}
+    run = _run_deployment(f"{wave_flow.name}/wave-{name}", {k: v for k, v in overrides.items() if v is not None})
+    ui = PREFECT_UI_URL.value()
+    console.print(
+        f"wave {name}: flow run {run.name} ({run.id}) scheduled now with {run.parameters}"
+        + (f"; follow it at {ui}/runs/flow-run/{run.id}" if ui else ""),
+        highlight=False,
+    )
+
+
+def _run_deployment(deployment: str, overrides: dict[str, Any]) -> FlowRun:
+    """A flow run of ``deployment`` (``flow/deployment``) scheduled now, with its parameters and
+    ``overrides`` over them; a missing deployment or an unreachable server is a ``CommandFailed``."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
     try:
         with get_client(sync_client=True) as client:
             found = client.read_deployment_by_name(deployment)
-            parameters = {**(found.parameters or {}), **{k: v for k, v in overrides.items() if v is not None}}
-            run = client.create_flow_run_from_deployment(found.id, parameters=parameters, tags=["graywave"])
+            parameters = {**(found.parameters or {}), **overrides}
+            return client.create_flow_run_from_deployment(found.id, parameters=parameters, tags=["graywave"])
     except ObjectNotFound:
         raise CommandFailed(
             f"no deployment {deployment} on {PREFECT_API_URL.value()}", f"run `{me()} serve` first"
         ) from None
     except httpx.HTTPError as error:
         raise CommandFailed(f"the Prefect server at {PREFECT_API_URL.value()} cannot be reached", str(error)) from None
-    ui = PREFECT_UI_URL.value()
-    console.print(
-        f"wave {name}: flow run {run.name} ({run.id}) scheduled now with {parameters}"
-        + (f"; follow it at {ui}/runs/flow-run/{run.id}" if ui else ""),
-        highlight=False,
-    )

@@ -195,10 +195,7 @@ def wave_flow(
     name = validate_wave_name(name)
     tag_this_run(f"day:{day}", f"wave:{name}", RUN_TAG)
     logger = get_run_logger()
-    drain = None if settle_s is None else wave.drain_of(settings, settle_s, max_duration_s)
-    if drain is not None and serving.stop_requested():
-        logger.info(f"wave {name} of {day}: graywave serve is stopping: one round, no settle window")
-        drain = None
+    drain = _drain(settings, settle_s, max_duration_s, f"wave {name} of {day}", logger.info)
     stop = ServeStop(drain.max_duration_s if drain is not None else 0.0)
     collecting = f"wave {name} of {day}: stopped collecting after "
 
@@ -224,6 +221,20 @@ def wave_flow(
     if stop.stopped and drain is not None:
         _follow_up(day, name, drain, time.monotonic() - started, logger.info)
     return summary
+
+
+def _drain(
+    settings: Settings, settle_s: float | None, max_duration_s: float | None, label: str, log: Callable[[str], None]
+) -> wave.Drain | None:
+    """The wave's settle window: none without ``settle_s``, or while ``graywave serve`` is stopping
+    (one round then)."""
+    if settle_s is None:
+        return None
+    drain = wave.drain_of(settings, settle_s, max_duration_s)
+    if serving.stop_requested():
+        log(f"{label}: graywave serve is stopping: one round, no settle window")
+        return None
+    return drain
 
 
 def _follow_up(day: date, name: str, drain: wave.Drain, elapsed_s: float, log: Callable[[str], None]) -> None:

@@ -102,7 +102,7 @@ def looks_like_jwt(token: str) -> bool:
 
 RECENT_S = 0.5
 """How long an ``Authenticator`` remembers a token it accepted: a revoked token (or an expired JWT)
-is refused by every API process within this time (issue 22: within 1 s). Meanwhile a phone's
+is refused by every API process within this time. Meanwhile a phone's
 burst of requests costs one token-store read, not one each."""
 RECENT_TOKENS = 100_000
 """The most tokens an ``Authenticator`` remembers at once (the least recently used go first)."""

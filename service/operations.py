@@ -83,6 +83,43 @@ def maintain_lake(
     return backends.lake.maintain(days=partitions, retention_hours=retention_hours, info=info)
 
 
+@dataclass(frozen=True)
+class LakeContents:
+    """What the lake holds, as an analyst reads it: every image and reject, and one day's analytics."""
+
+    images: pl.DataFrame
+    rejects: pl.DataFrame
+    median: list[float] | None
+    """The day's median histogram; ``None`` before its analytics ran."""
+    similar: dict[str, list[tuple[str, float]]]
+    """Each user's nearest users that day, nearest first, with their distances."""
+    images_versions: int
+    """How many versions (commits) the ``images`` table has."""
+    lake_url: str
+    images_uri: str
+    blobs_url: str
+
+
+def lake_contents(backends: Backends, day: date) -> LakeContents:
+    """The lake's images and rejects, and the median and nearest users of ``day``."""
+    lake = backends.lake
+    medians = lake.read("daily_median", [day]).column("histogram")
+    similar: dict[str, list[tuple[str, float]]] = {}
+    rows = lake.read("similar_users", [day]).sort_by([("user_id", "ascending"), ("rank", "ascending")])
+    for row in rows.to_pylist():
+        similar.setdefault(row["user_id"], []).append((row["neighbour_id"], row["distance"]))
+    return LakeContents(
+        images=pl.DataFrame(lake.read("images")),
+        rejects=pl.DataFrame(lake.read("rejects")),
+        median=medians[0].as_py() if len(medians) else None,
+        similar=similar,
+        images_versions=lake.version("images") + 1,
+        lake_url=lake.url,
+        images_uri=lake.uri("images"),
+        blobs_url=backends.blobs.url,
+    )
+
+
 class Operations:
     """What an operator asks of one deployment and does to its lake, built once from the settings and
     the backends they open (``Graywave.operations``)."""
@@ -106,6 +143,10 @@ class Operations:
     def rejects(self, day: date, reason: str | None = None, *, as_of: AsOf = None) -> pl.DataFrame:
         """The rejects that the waves of ``day`` recorded (``rejects_of``)."""
         return rejects_of(self.backends.lake, day, reason, as_of=as_of)
+
+    def lake_contents(self, day: date) -> LakeContents:
+        """What the lake holds, with the analytics of ``day`` (``lake_contents``)."""
+        return lake_contents(self.backends, day)
 
     def history(self, table: Table, limit: int) -> list[Commit]:
         """The latest ``limit`` commits to ``table``, newest first."""

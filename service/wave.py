@@ -173,6 +173,9 @@ class WavePlan:
     def __bool__(self) -> bool:
         return bool(self.pending or self.bad_keys)
 
+    def counts(self) -> str:
+        return f"{len(self.pending)} pending, {self.skipped} already handled, {len(self.bad_keys)} bad keys"
+
 
 @dataclass(frozen=True)
 class RoundSummary:
@@ -470,11 +473,7 @@ def run_wave(
     """
     started = time.perf_counter()
     with Backends.open(settings) if backends is None else contextlib.nullcontext(backends) as backends:
-        backends.blobs.check()  # a missing upload folder or bucket fails the wave: never "0 processed"
-        finished = backends.finish_deletions()  # deletes that stopped half-way: no record outlives its original
-        if finished:
-            log(f"wave {name} of {day}: finished {finished} deletes that had stopped half-way")
-        backends.catalog.prepare()
+        _prepare(backends, f"wave {name} of {day}", log)
         max_wait_s = math.inf if drain is None else drain.poll_s
         recorder = Recorder(
             backends, day, name, settings.lake_flush_rows, max_wait_s=max_wait_s, clock=clock, flow_run=flow_run
@@ -491,8 +490,7 @@ def run_wave(
         plan = list_pending()
         skipped = plan.skipped
         log(
-            f"wave {name} of {day}: {len(plan.pending)} pending, {plan.skipped} already handled, "
-            f"{len(plan.bad_keys)} bad keys"
+            f"wave {name} of {day}: {plan.counts()}"
             + (f"; collecting until nothing new for {drain.settle_s:g} s" if drain else "")
         )
         try:
@@ -502,26 +500,20 @@ def run_wave(
                 log(f"wave {name} of {day}: stopped collecting after {clock() - opened:.0f} s")
         finally:
             recorder.flush()
-    summary = WaveSummary(
-        date=day.isoformat(),
-        wave=name,
-        listed=sum(r.new for r in rounds.done) + skipped,
-        processed=sum(r.processed for r in rounds.done),
-        rejected=sum(r.rejected for r in rounds.done),
-        skipped=skipped,
-        seconds=time.perf_counter() - started,
-        megapixels=rounds.pixels / 1e6,
-        rounds=rounds.done,
-        latency=Latency.of(rounds.latencies),
-        reasons=dict(rounds.reasons),
-        rejects=rounds.rejects,
-        recorded=recorder.recorded,
-        commits=recorder.commits,
-        fallbacks=dict(rounds.fallbacks),
-        fell_back=rounds.fell_back,
-    )
+    summary = rounds.summary(skipped, time.perf_counter() - started)
     log(summary.line())
     return summary
+
+
+def _prepare(backends: Backends, label: str, log: Callable[[str], None]) -> None:
+    """What a wave checks and finishes before it lists: the uploads' store is there (a missing
+    folder or bucket fails the wave: never "0 processed"), deletes that stopped half-way are
+    finished (no record outlives its original), the catalog is ready."""
+    backends.blobs.check()
+    finished = backends.finish_deletions()
+    if finished:
+        log(f"{label}: finished {finished} deletes that had stopped half-way")
+    backends.catalog.prepare()
 
 
 def _collect(
@@ -611,6 +603,27 @@ class _Rounds:
         )
         if self.log_rounds:
             self.log(self.done[-1].line())
+
+    def summary(self, skipped: int, seconds: float) -> WaveSummary:
+        """The wave's summary over every round; ``skipped``: the uploads the first listing found handled."""
+        return WaveSummary(
+            date=self.day.isoformat(),
+            wave=self.name,
+            listed=sum(r.new for r in self.done) + skipped,
+            processed=sum(r.processed for r in self.done),
+            rejected=sum(r.rejected for r in self.done),
+            skipped=skipped,
+            seconds=seconds,
+            megapixels=self.pixels / 1e6,
+            rounds=self.done,
+            latency=Latency.of(self.latencies),
+            reasons=dict(self.reasons),
+            rejects=self.rejects,
+            recorded=self.recorder.recorded,
+            commits=self.recorder.commits,
+            fallbacks=dict(self.fallbacks),
+            fell_back=self.fell_back,
+        )
 
     def _handled(self, records: Sequence[ImageRecord | RejectRecord]) -> None:
         """What the next listing compares with: the versions these rows were made from. (Their rows

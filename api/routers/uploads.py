@@ -16,9 +16,10 @@ from graywave.records import image_id_for
 from graywave.service.images import UploadedNow
 from graywave.service.terms import parse_upload_key
 from graywave.service.tokens import (
-    IN_FLIGHT,
     MAX_IDEMPOTENCY_KEY_LENGTH,
     Claim,
+    KeyInFlight,
+    KeyReused,
     Replay,
     Resume,
     request_fingerprint,
@@ -83,18 +84,7 @@ async def upload(
         await run_in_threadpool(app.tokens.answered, begun, answer.status_code, bytes(answer.body))
         return answer
     if not isinstance(begun, Claim):
-        if begun is IN_FLIGHT:
-            raise ApiError(
-                409,
-                "a request with this Idempotency-Key is being answered now; retry in a moment",
-                "in_progress",
-                headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
-            )
-        raise ApiError(
-            422,
-            "this Idempotency-Key was used for another request (another file or other parameters)",
-            "idempotency_key_reused",
-        )
+        raise _refusal(begun)
     try:
         uploaded = await _store(app, user_id, data, content_type, file_name, wait)
     except BaseException:
@@ -109,6 +99,23 @@ async def upload(
 
 
 IN_FLIGHT_RETRY_AFTER_S = 1
+
+
+def _refusal(begun: KeyInFlight | KeyReused) -> ApiError:
+    """The answer to a request whose Idempotency-Key could not be claimed: the key's first request
+    is being answered now (409), or the key was used for another request (422)."""
+    if isinstance(begun, KeyInFlight):
+        return ApiError(
+            409,
+            "a request with this Idempotency-Key is being answered now; retry in a moment",
+            "in_progress",
+            headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER_S)},
+        )
+    return ApiError(
+        422,
+        "this Idempotency-Key was used for another request (another file or other parameters)",
+        "idempotency_key_reused",
+    )
 
 
 async def _upload(

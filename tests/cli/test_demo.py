@@ -28,7 +28,7 @@ def test_the_demos_polars_hint_reads_the_lake_on_s3_too(s3_settings):
 
     lake = lake_of(s3_settings)
     append_images(lake, s3_settings.today(), "morning", [image_record("uploads/x/alice/a.jpg", "alice")])
-    hint = polars_hint(s3_settings, lake)
+    hint = polars_hint(s3_settings, lake.uri("images"))
     assert s3_settings.s3_endpoint_url in hint
     frame = eval(hint, {"pl": pl})  # the line the demo prints, run as an analyst would
     assert frame["user_id"].to_list() == ["alice"]
