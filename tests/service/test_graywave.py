@@ -3,9 +3,13 @@ of backends; and the service's answer to "reprocess these images now or in a job
 
 from __future__ import annotations
 
+import pytest
+
+from graywave.errors import BadKey
 from graywave.service import Graywave
 from graywave.service.images import ReprocessLater, ReprocessNow
 from graywave.service.samples import encode, synthetic_photo
+from graywave.service.terms import upload_key
 from tests.helpers import DAY, put_uploads
 
 
@@ -43,3 +47,19 @@ def test_a_few_images_are_reprocessed_now_and_more_by_a_job(settings, monkeypatc
         assert isinstance(now, ReprocessNow) and len(now.entries) == 3
         report = now.run()
         assert (report.count, report.processed, report.rejected, report.failed) == (3, 3, 0, ())
+
+
+def test_an_upload_received_at_its_key_waits_for_its_wave_and_the_lake_contents_show_it(settings):
+    """``Images.receive``: an upload as a phone's direct upload lands (the demo's samples); a key that
+    is not an upload key is refused. ``Operations.lake_contents``: what the demo's report reads."""
+    key = upload_key(DAY, "carol", "a.jpg")
+    with Graywave(settings) as graywave:
+        graywave.images.receive(key, encode(synthetic_photo(32, 32, seed=3), "JPEG"))
+        with pytest.raises(BadKey):
+            graywave.images.receive("processed/elsewhere.jpg", b"x")
+        assert [upload.source_key for upload in graywave.waves.plan(DAY).pending] == [key]
+        graywave.waves.run(DAY, "morning", log=lambda _: None)
+        contents = graywave.operations.lake_contents(DAY)
+    assert contents.images["source_key"].to_list() == [key]
+    assert contents.rejects.height == 0 and contents.median is None and contents.similar == {}
+    assert contents.images_versions >= 1 and contents.images_uri.startswith(contents.lake_url)
