@@ -41,12 +41,10 @@ check: install
 
 # The GPU kernels under numba-cuda's simulator run in a pytest process of their own (the simulator
 # replaces numba.cuda for the whole process); the main run leaves their folder out. The main run
-# has four workers (pytest-xdist): its tests spend much of their time waiting on the servers and
-# processes they start, and four keep both cores busy (the figures: CONTRIBUTING.md). The
-# simulator's run after it, not beside it: beside it, it took 72 s in place of 14 and made the
-# whole longer.
+# has two workers (pytest-xdist): four were faster on an idle machine, but beside two busy
+# processes (load average 22 to 27) ten tests failed (CONTRIBUTING.md).
 test: check
-	$(VENV)/bin/python -m pytest -n 4 --dist worksteal
+	$(VENV)/bin/python -m pytest -n 2 --dist worksteal
 	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/python -m pytest tests/kernels/gpu_sim
 
 bench: install
