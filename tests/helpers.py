@@ -38,6 +38,12 @@ S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
 ``AWS_*``, which keeps boto3 away from real credentials."""
 
 
+SERVER_TIMEOUT_S = 120.0
+"""How long a test waits for one answer from a real server that the tests started (SeaweedFS, uvicorn, a
+Prefect server, Chromium's pages): never a library's default (httpx's 5 s, Playwright's 30 s), which a
+loaded machine exceeded. A test that means a shorter wait says so with its own figure and reason."""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -34,7 +34,7 @@ from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.storage.mongo import MongoCatalog
-from tests.helpers import api_app, free_port, in_process, in_process_client, png_header, serving
+from tests.helpers import SERVER_TIMEOUT_S, api_app, free_port, in_process, in_process_client, png_header, serving
 
 PHOTO = encode(synthetic_photo(320, 240, seed=1), "JPEG", quality=90)
 DARK = encode(synthetic_photo(320, 240, seed=2, brightness=-0.8), "JPEG", quality=90)
@@ -281,7 +281,9 @@ async def test_presigned_upload_urls_need_s3(api):
     assert post["key"].startswith(f"uploads/{api.settings.today().isoformat()}/alice/")
     assert post["image_id"] == image_id_for(post["key"])
 
-    sent = httpx.post(post["url"], data=post["fields"], files={"file": ("p.jpg", PHOTO, "image/jpeg")})
+    sent = httpx.post(
+        post["url"], data=post["fields"], files={"file": ("p.jpg", PHOTO, "image/jpeg")}, timeout=SERVER_TIMEOUT_S
+    )
     assert sent.status_code in (200, 204)
     assert (await alice.get(f"/images/alice/{post['image_id']}")).json()["status"] == "pending"
     assert error_of(await alice.post("/images/alice/upload-url", json={"content_type": "text/html"})) == (
@@ -683,7 +685,7 @@ def test_a_405_behind_a_root_path_still_names_the_documented_methods(live_api):
     admin = {"Authorization": f"Bearer {live_api.tokens['admin']}"}
     with (
         serving(create_app(live_api.settings), root_path="/graywave") as url,
-        httpx.Client(base_url=url, headers=admin) as client,
+        httpx.Client(base_url=url, headers=admin, timeout=SERVER_TIMEOUT_S) as client,
     ):
         refused = client.request("OPTIONS", "/images/alice")  # what the proxy passes on of /graywave/images/alice
         assert error_of(refused) == (405, "method_not_allowed")
@@ -707,7 +709,10 @@ def test_the_docs_pages_load_every_asset_from_the_api_itself(live_api):
             seen |= {kind for kind in ("javascript", "css", "png", "json") if kind in asset.headers["content-type"]}
         assert kinds <= seen, page
     # Behind a proxy prefix (uvicorn's --root-path) the pages name the prefixed URLs.
-    with serving(create_app(live_api.settings), root_path="/graywave") as url, httpx.Client(base_url=url) as client:
+    with (
+        serving(create_app(live_api.settings), root_path="/graywave") as url,
+        httpx.Client(base_url=url, timeout=SERVER_TIMEOUT_S) as client,
+    ):
         html = client.get("/docs").text
         assert '"/graywave/docs-assets/swagger-ui-bundle.js"' in html and "'/graywave/openapi.json'" in html
         assert '"/graywave/docs-assets/redoc.standalone.js"' in client.get("/redoc").text

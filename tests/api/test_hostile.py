@@ -27,6 +27,7 @@ from deltalake.exceptions import DeltaError
 from PIL import Image
 
 from tests.api.test_api import error_of, upload
+from tests.helpers import SERVER_TIMEOUT_S
 from tests.service.test_tokens import DAMAGED
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
@@ -271,7 +272,9 @@ def test_a_read_only_lake_under_a_real_api_answers_503s(settings, tmp_path, monk
             read_only(Path(settings.lake_url), GRAYWAVE, "api", "--port", str(port)), env=env, stdout=log, stderr=log
         )
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {alice}"})
+        client = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {alice}"}, timeout=SERVER_TIMEOUT_S
+        )
         deadline = time.monotonic() + 60
         while True:
             try:

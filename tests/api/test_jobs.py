@@ -22,7 +22,7 @@ from graywave.service.images import Images
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
-from tests.helpers import DAY, free_port, put_uploads, wait_for
+from tests.helpers import DAY, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
@@ -73,11 +73,18 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
         url = f"http://127.0.0.1:{port}"
 
         def served() -> bool:  # registered, and not left paused by another test's serve: this one runs it
-            found = httpx.get(f"{prefect_server}/deployments/name/graywave-reprocess/reprocess")
+            found = httpx.get(
+                f"{prefect_server}/deployments/name/graywave-reprocess/reprocess", timeout=SERVER_TIMEOUT_S
+            )
             return found.status_code == 200 and not found.json()["paused"] and found.json()["last_polled"]
 
         wait_for(served, "graywave serve registers and polls the reprocess deployment", 120, processes)
-        wait_for(lambda: httpx.get(f"{url}/openapi.json").status_code == 200, "the API starts", 60, processes)
+        wait_for(
+            lambda: httpx.get(f"{url}/openapi.json", timeout=SERVER_TIMEOUT_S).status_code == 200,
+            "the API starts",
+            60,
+            processes,
+        )
 
         answer = httpx.put(f"{url}/images/alice", headers={"Authorization": f"Bearer {alice}"}, timeout=60)
         assert answer.status_code == 202, answer.text  # 4 images > 2: not inside the request
@@ -86,17 +93,21 @@ def test_reprocessing_many_images_runs_as_a_prefect_flow_run_and_reports_each_im
         assert answer.headers["location"] == job["links"]["self"] == f"/jobs/{job['job_id']}"
 
         def finished() -> dict | None:
-            state = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {alice}"}).json()
+            state = httpx.get(
+                f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {alice}"}, timeout=SERVER_TIMEOUT_S
+            ).json()
             return state if state["state"] in ("COMPLETED", "FAILED", "CRASHED") else None
 
         done = wait_for(finished, "the reprocessing job finishes", 180, processes)
         assert done["state"] == "COMPLETED"
         assert done["count"] == 4  # the count of the PUT's answer, kept by the job (it was null)
-        run = httpx.get(f"{prefect_server}/flow_runs/{job['job_id']}").json()
+        run = httpx.get(f"{prefect_server}/flow_runs/{job['job_id']}", timeout=SERVER_TIMEOUT_S).json()
         assert run["name"] == "reprocess-alice"  # in the Prefect UI: whose images, not a random name
         [failure] = done["failed"]
         assert (failure["source_key"], failure["reason"]) == (keys[0], "vanished")
-        other = httpx.get(f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {bob}"})
+        other = httpx.get(
+            f"{url}{job['links']['self']}", headers={"Authorization": f"Bearer {bob}"}, timeout=SERVER_TIMEOUT_S
+        )
         assert other.status_code == 404  # another user's job is not shown to exist
 
         serve = processes[0]

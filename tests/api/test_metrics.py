@@ -24,7 +24,7 @@ from graywave.api.metrics import UNMATCHED
 from graywave.service.images import Images, UploadedNow
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
-from tests.helpers import free_port, in_process, in_process_client, wait_for
+from tests.helpers import SERVER_TIMEOUT_S, free_port, in_process, in_process_client, wait_for
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
 LIVE_EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
@@ -180,12 +180,17 @@ def test_two_workers_are_summed_whichever_answers_the_scrape(settings, tmp_path)
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: httpx.get(f"{url}/healthz").status_code == 200, "the API starts", 120, [process])
+        wait_for(
+            lambda: httpx.get(f"{url}/healthz", timeout=SERVER_TIMEOUT_S).status_code == 200,
+            "the API starts",
+            120,
+            [process],
+        )
         [folder] = temporary.glob("graywave-metrics-*")
         sent = 0
         while len(_workers_that_answered(folder)) < 2:  # fresh connections: the kernel spreads them
             assert sent < 2000, "one worker answered every request"
-            assert httpx.get(f"{url}/healthz").status_code == 200
+            assert httpx.get(f"{url}/healthz", timeout=SERVER_TIMEOUT_S).status_code == 200
             sent += 1
         counts = set()
         for _ in range(6):

@@ -30,7 +30,7 @@ from prefect.states import Scheduled
 from graywave.config import Settings
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, lake_of, put_uploads, wait_for
+from tests.helpers import DAY, SERVER_TIMEOUT_S, lake_of, put_uploads, wait_for
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 
@@ -60,7 +60,7 @@ def test_a_late_evening_wave_triggers_the_analytics_of_its_own_day(settings: Set
     try:
 
         def deployment_id(name: str):
-            found = httpx.get(f"{prefect_server}/deployments/name/{name}")
+            found = httpx.get(f"{prefect_server}/deployments/name/{name}", timeout=SERVER_TIMEOUT_S)
             return found.json()["id"] if found.is_success else None
 
         evening = wait_for(

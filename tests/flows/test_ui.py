@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import EXPECTED_REJECTS, free_port, put_uploads
+from tests.helpers import EXPECTED_REJECTS, SERVER_TIMEOUT_S, free_port, put_uploads
 
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 SCREENSHOTS = Path(__file__).parents[2] / "test-output" / "ui"
@@ -42,22 +42,23 @@ def test_a_waves_page_shows_its_counts_and_its_rejects_reasons(settings, phone_f
     try:
         wave = subprocess.run([GRAYWAVE, "wave", "run", "--name", "morning"], env=env, capture_output=True, text=True)
         assert wave.returncode == 0, wave.stdout + wave.stderr
-        [run] = httpx.post(f"{ui}/api/flow_runs/filter", json={}, timeout=10).json()
+        [run] = httpx.post(f"{ui}/api/flow_runs/filter", json={}, timeout=SERVER_TIMEOUT_S).json()
         assert run["name"] == f"wave-morning-{day}"
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.set_default_timeout(SERVER_TIMEOUT_S * 1000)  # each navigation and wait: not Playwright's 30 s
             page.goto(f"{ui}/runs/flow-run/{run['id']}", wait_until="networkidle")
             page.get_by_text("Artifacts", exact=True).first.click()
             summary = page.get_by_text(f"7 processed, {len(EXPECTED_REJECTS)} rejected").first
-            summary.wait_for(timeout=30_000)  # the summary artifact's card, on the run's page
-            page.get_by_text("over_decode_budget 1").first.wait_for(timeout=10_000)  # reasons, counted
+            summary.wait_for()  # the summary artifact's card, on the run's page
+            page.get_by_text("over_decode_budget 1").first.wait_for()  # reasons, counted
             page.screenshot(path=SCREENSHOTS / "wave-run-artifacts.png", full_page=True)
 
             page.get_by_text("wave-rejects", exact=True).first.click()  # the table, one row a reject
             page.wait_for_load_state("networkidle")
-            page.get_by_text("no known image format in the file header").first.wait_for(timeout=30_000)
+            page.get_by_text("no known image format in the file header").first.wait_for()
             page.screenshot(path=SCREENSHOTS / "wave-rejects.png", full_page=True)
             text = page.inner_text("body")
             browser.close()

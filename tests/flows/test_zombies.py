@@ -30,7 +30,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from graywave.flows.automations import ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, free_port, put_uploads, wait_for
+from tests.helpers import DAY, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
 
 pytestmark = pytest.mark.slow
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -156,7 +156,7 @@ def test_a_killed_served_wave_is_marked_crashed_within_two_heartbeats_and_the_al
             assert "heartbeat" in (found.state.message or "")
             alert = wait_for(lambda: webhook.received, "the failed-runs alert", 60, [])[0]
             [link] = re.findall(r"Its page: (\S+)", alert["body"])
-            page = httpx.get(link, headers={"Accept": "text/html"}, timeout=30)  # as a browser opens it
+            page = httpx.get(link, headers={"Accept": "text/html"}, timeout=SERVER_TIMEOUT_S)  # as a browser opens it
     finally:
         if serve is not None and serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)

@@ -21,7 +21,7 @@ from graywave.service.wave import Recorded, Recorder, run_wave
 from graywave.storage.layout import parse_upload_key
 from graywave.storage.s3 import S3BlobStore
 from graywave.storage.uploads import presign_upload
-from tests.helpers import DAY, blobs_of, decode_processed, lake_of, put_uploads
+from tests.helpers import DAY, SERVER_TIMEOUT_S, blobs_of, decode_processed, lake_of, put_uploads
 
 BLACK = encode(np.zeros((48, 64, 3), np.uint8), "JPEG")
 WHITE = encode(np.full((60, 80, 3), 255, np.uint8), "JPEG")
@@ -42,7 +42,12 @@ class Phone:
 
     def send(self, data: bytes) -> None:
         if isinstance(self.store, S3BlobStore):
-            sent = httpx.post(self.post.url, data=self.post.fields, files={"file": ("p.jpg", data, "image/jpeg")})
+            sent = httpx.post(
+                self.post.url,
+                data=self.post.fields,
+                files={"file": ("p.jpg", data, "image/jpeg")},
+                timeout=SERVER_TIMEOUT_S,
+            )
             assert sent.status_code == 204, sent.text
         else:
             self.store.write(self.key, data, "image/jpeg")
@@ -84,7 +89,11 @@ def test_an_original_overwritten_after_its_wave_is_processed_again_by_the_next(d
         served = Images(settings, backends).processed_image(
             entry
         )  # S3: the SigV4 presigned GET that the API redirects to
-        jpeg = served.data if served.url is None else httpx.get(served.url).raise_for_status().content
+        jpeg = (
+            served.data
+            if served.url is None
+            else httpx.get(served.url, timeout=SERVER_TIMEOUT_S).raise_for_status().content
+        )
         assert decode_processed(jpeg).getextrema() == (255, 255)
 
     unchanged = run_wave(settings, DAY, "night", log=logs.append)

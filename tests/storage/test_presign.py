@@ -19,7 +19,7 @@ from graywave.service.backends import Backends
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import DEFAULT_REGION, S3BlobStore
 from graywave.storage.uploads import presign_upload
-from tests.helpers import DAY
+from tests.helpers import DAY, SERVER_TIMEOUT_S
 
 PHOTO = b"\xff\xd8\xff\xe0 a photo"
 
@@ -31,7 +31,9 @@ def store(local_s3) -> S3BlobStore:
 
 def post_upload(post, data: bytes, **fields: str) -> httpx.Response:
     """The phone's upload: the signed fields, with ``fields`` in their place, and the file."""
-    return httpx.post(post.url, data=post.fields | fields, files={"file": ("photo.jpg", data, "image/jpeg")})
+    return httpx.post(
+        post.url, data=post.fields | fields, files={"file": ("photo.jpg", data, "image/jpeg")}, timeout=SERVER_TIMEOUT_S
+    )
 
 
 def policy_of(post) -> dict:
@@ -58,7 +60,7 @@ def test_presigned_posts_and_gets_are_signature_version_4_for_the_stores_region(
     assert query["X-Amz-Credential"][0].endswith("/eu-west-1/s3/aws4_request")
     assert query["X-Amz-Expires"] == ["60"]
     assert not {"AWSAccessKeyId", "Signature"} & set(query)
-    assert httpx.get(store.presigned_get(post.key, 60)).content == PHOTO
+    assert httpx.get(store.presigned_get(post.key, 60), timeout=SERVER_TIMEOUT_S).content == PHOTO
 
 
 def test_the_region_is_the_settings_else_the_aws_chains_else_us_east_1(local_s3, s3_settings, monkeypatch, tmp_path):
@@ -87,7 +89,7 @@ def test_the_store_accepts_the_signed_upload_and_serves_it_through_a_presigned_g
     sent = post_upload(post, PHOTO)
     assert sent.status_code == 204, sent.text
     assert store.read(post.key) == PHOTO
-    got = httpx.get(store.presigned_get(post.key, 60))
+    got = httpx.get(store.presigned_get(post.key, 60), timeout=SERVER_TIMEOUT_S)
     assert got.status_code == 200 and got.content == PHOTO
 
 
@@ -165,9 +167,9 @@ def test_the_store_refuses_an_edited_presigned_get(store):
     store.write("processed/2026-11-25/alice/a.jpg", PHOTO, "image/jpeg")
     store.write("processed/2026-11-25/bob/b.jpg", b"bob's", "image/jpeg")
     url = store.presigned_get("processed/2026-11-25/alice/a.jpg", 60)
-    assert httpx.get(url).content == PHOTO
+    assert httpx.get(url, timeout=SERVER_TIMEOUT_S).content == PHOTO
     for forged in (url.replace("/alice/a.jpg", "/bob/b.jpg"), url.replace("X-Amz-Expires=60", "X-Amz-Expires=600")):
-        refused = httpx.get(forged)
+        refused = httpx.get(forged, timeout=SERVER_TIMEOUT_S)
         assert refused.status_code == 403 and "SignatureDoesNotMatch" in refused.text, refused.text
 
 

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from graywave.errors import BackendUnavailable, BlobExists, BlobNotFound, Rejected, RejectReason
 from graywave.storage.blobs import open_blob_store
 from graywave.storage.s3 import S3BlobStore, split_s3_url
-from tests.helpers import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.helpers import S3_ACCESS_KEY, S3_SECRET_KEY, SERVER_TIMEOUT_S
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_the_server_refuses_wrong_credentials(local_s3, store, key_id, secret, c
     assert (answer["Error"]["Code"], answer["ResponseMetadata"]["HTTPStatusCode"]) == (code, 403)
     with pytest.raises(ClientError, match="Forbidden"):  # a HEAD's answer has no body: only its status
         wrong.head_bucket(Bucket=store.bucket)
-    unsigned = httpx.get(f"{local_s3.endpoint}/{store.bucket}/{store._key('a.jpg')}")
+    unsigned = httpx.get(f"{local_s3.endpoint}/{store.bucket}/{store._key('a.jpg')}", timeout=SERVER_TIMEOUT_S)
     assert unsigned.status_code == 403 and "AccessDenied" in unsigned.text
 
     mine = S3BlobStore(store.url, endpoint_url=local_s3.endpoint, client=wrong)
