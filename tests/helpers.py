@@ -4,6 +4,7 @@ imports a ``conftest`` module."""
 
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import subprocess
@@ -85,6 +86,14 @@ def sample_photo(width: int = 320, height: int = 240, seed: int = 7) -> np.ndarr
 def sample_jpeg(seed: int, width: int = 64, height: int = 48) -> bytes:
     """A small synthetic photo as a JPEG: ``seed`` makes each one different."""
     return encode(sample_photo(width, height, seed), "JPEG")
+
+
+@functools.cache
+def phone_jpeg(seed: int) -> bytes:
+    """A synthetic 1600 x 1200 photo as a JPEG (quality 90): a phone's size, whose processing takes
+    long enough for a test to stop a wave in the middle. Made once per test process: each costs a
+    quarter of a CPU-second, and the interrupted waves' tests used 150 of them."""
+    return encode(synthetic_photo(1600, 1200, seed=seed), "JPEG", quality=90)
 
 
 def rotated_jpeg(rgb: np.ndarray) -> bytes:

@@ -27,8 +27,7 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable, DeviceUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
-from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, EXPECTED_REJECTS, S3_SECRET_KEY, blobs_of, free_port, lake_of, put_uploads
+from tests.helpers import DAY, EXPECTED_REJECTS, S3_SECRET_KEY, blobs_of, free_port, lake_of, phone_jpeg, put_uploads
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +120,7 @@ def test_a_wave_on_dask_writes_the_rows_and_images_of_the_thread_runner(cluster,
 def test_a_worker_killed_mid_wave_loses_nothing(cluster, settings, monkeypatch):
     monkeypatch.setenv("GRAYWAVE_DASK_ADDRESS", cluster.address)
     monkeypatch.setenv("GRAYWAVE_BATCH_SIZE", "2")
-    photo = encode(synthetic_photo(1600, 1200, seed=5), "JPEG", quality=90)
+    photo = phone_jpeg(5)
     keys = put_uploads(settings.blob_url, DAY, {f"u{k:02d}/p.jpg": photo for k in range(40)})
     victim = cluster.workers[0]
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from graywave.config import Settings
-from graywave.service.samples import encode, synthetic_photo
 from graywave.service.wave import run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-from tests.helpers import DAY, put_uploads
+from tests.helpers import DAY, phone_jpeg, put_uploads
 
 pytestmark = pytest.mark.slow
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -29,12 +28,13 @@ def lake_files(lake: Path) -> int:
     return sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
 
 
-def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int) -> dict[str, str]:
+def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: str | None = None) -> dict[str, str]:
     """The environment of a ``graywave wave run`` subprocess: ``per_batch`` workers, uploads per
-    batch and rows per lake file, and a copy of the session's Prefect home of its own."""
+    batch and rows per lake file, a copy of the session's Prefect home of its own, and the Prefect
+    server at ``api_url`` if given (else the command starts a temporary one)."""
     prefect_home = tmp_path / "prefect"
     shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
-    return os.environ | {
+    env = os.environ | {
         "GRAYWAVE_BLOB_URL": str(blobs),
         "GRAYWAVE_LAKE_URL": str(lake),
         "GRAYWAVE_WORKERS": str(per_batch),
@@ -43,6 +43,9 @@ def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int) -> dict[st
         "GRAYWAVE_DEVICE": "cpu",
         "PREFECT_HOME": str(prefect_home),
     }
+    if api_url is not None:
+        env["PREFECT_API_URL"] = api_url
+    return env
 
 
 def run_in_background(command: list[str], env: dict[str, str], output: Path) -> subprocess.Popen:
@@ -72,16 +75,18 @@ def kill_after_new_lake_files(env: dict[str, str], lake: Path, new_files: int) -
         )
         assert time.monotonic() < deadline, "the wave made no progress"
         time.sleep(0.005)
-    os.killpg(process.pid, signal.SIGKILL)  # the wave and its Prefect server, as in a machine crash
+    os.killpg(process.pid, signal.SIGKILL)  # the wave and anything it started, as in a machine crash
     process.wait()
 
 
-def test_killed_waves_converge_to_exactly_once(tmp_path):
+def test_killed_waves_converge_to_exactly_once(tmp_path, prefect_server):
+    """On the session's Prefect server, as a deployment's waves run on ``graywave server``'s: the
+    temporary server of each command (seconds of CPU each) is the signal tests' subject, below."""
     blobs, lake = tmp_path / "blobs", tmp_path / "lake"
-    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(36)}
+    files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(36)}
     files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(4)}
     keys = put_uploads(blobs, DAY, files)
-    env = wave_env(tmp_path, blobs, lake, per_batch=2)
+    env = wave_env(tmp_path, blobs, lake, per_batch=2, api_url=prefect_server)
 
     kill_after_new_lake_files(env, lake, 1)
     kill_after_new_lake_files(env, lake, 4)
@@ -109,13 +114,14 @@ def test_killed_waves_converge_to_exactly_once(tmp_path):
 
 
 @pytest.mark.parametrize("when", ["while it collects", "while it processes"])
-def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(tmp_path, when):
-    """What a supervisor (systemd, Kubernetes) does to stop a wave: SIGTERM to its process."""
+def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(tmp_path, when, prefect_server):
+    """What a supervisor (systemd, Kubernetes) does to stop a wave: SIGTERM to its process, whose runs
+    are on a Prefect server (the session's)."""
     blobs, lake = tmp_path / "blobs", tmp_path / "lake"
     count = 4 if when == "while it collects" else 24
-    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(count)}
+    files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(count)}
     keys = put_uploads(blobs, DAY, files)
-    env = wave_env(tmp_path, blobs, lake, per_batch=1)
+    env = wave_env(tmp_path, blobs, lake, per_batch=1, api_url=prefect_server)
     output = tmp_path / "wave.log"
     process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, output)
     try:
@@ -171,7 +177,7 @@ def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in
     Prefect's temporary server included: the wave's client then retried against a dead server for
     144 s and its run stayed Running. The temporary server is graywave's now, out of the group."""
     blobs, lake = tmp_path / "blobs", tmp_path / "lake"
-    files = {f"user{i:02d}/IMG_{i}.jpg": encode(synthetic_photo(1600, 1200, seed=i), quality=90) for i in range(24)}
+    files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(24)}
     keys = put_uploads(blobs, DAY, files)
     env = {k: v for k, v in wave_env(tmp_path, blobs, lake, per_batch=1).items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-of-its-own")  # a database with this wave's run only
