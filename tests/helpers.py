@@ -92,7 +92,7 @@ def sample_jpeg(seed: int, width: int = 64, height: int = 48) -> bytes:
 def phone_jpeg(seed: int) -> bytes:
     """A synthetic 1600 x 1200 photo as a JPEG (quality 90): a phone's size, whose processing takes
     long enough for a test to stop a wave in the middle. Made once per test process: each costs a
-    quarter of a CPU-second, and the interrupted waves' tests used 150 of them."""
+    quarter of a CPU-second, and the interrupted-wave tests need about 150."""
     return encode(synthetic_photo(1600, 1200, seed=seed), "JPEG", quality=90)
 
 
