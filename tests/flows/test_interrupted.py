@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,12 +27,10 @@ def lake_files(lake: Path) -> int:
     return sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
 
 
-def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: str | None = None) -> dict[str, str]:
+def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: str | None) -> dict[str, str]:
     """The environment of a ``graywave wave run`` subprocess: ``per_batch`` workers, uploads per
-    batch and rows per lake file, a copy of the session's Prefect home of its own, and the Prefect
-    server at ``api_url`` if given (else the command starts a temporary one)."""
-    prefect_home = tmp_path / "prefect"
-    shutil.copytree(os.environ["PREFECT_HOME"], prefect_home, dirs_exist_ok=True)
+    batch and rows per lake file, a Prefect home of its own, and the Prefect server at ``api_url``;
+    with none, the command starts a temporary one, whose database then holds this command's runs only."""
     env = os.environ | {
         "GRAYWAVE_BLOB_URL": str(blobs),
         "GRAYWAVE_LAKE_URL": str(lake),
@@ -41,9 +38,11 @@ def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: s
         "GRAYWAVE_BATCH_SIZE": str(per_batch),
         "GRAYWAVE_LAKE_FLUSH_ROWS": str(per_batch),
         "GRAYWAVE_DEVICE": "cpu",
-        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_HOME": str(tmp_path / "prefect"),
     }
-    if api_url is not None:
+    if api_url is None:
+        env.pop("PREFECT_API_URL", None)
+    else:
         env["PREFECT_API_URL"] = api_url
     return env
 
@@ -179,8 +178,7 @@ def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in
     blobs, lake = tmp_path / "blobs", tmp_path / "lake"
     files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(24)}
     keys = put_uploads(blobs, DAY, files)
-    env = {k: v for k, v in wave_env(tmp_path, blobs, lake, per_batch=1).items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-of-its-own")  # a database with this wave's run only
+    env = wave_env(tmp_path, blobs, lake, per_batch=1, api_url=None)  # graywave's temporary server
     log = tmp_path / "wave.log"
     process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, log)
     try:
