@@ -39,13 +39,10 @@ demo: install
 check: install
 	scripts/check
 
-# The GPU kernels under numba-cuda's simulator run in a pytest process of their own (the simulator
-# replaces numba.cuda for the whole process); the main run leaves their folder out. The main run
-# has two workers (pytest-xdist): four were faster on an idle machine, but beside two busy
-# processes (load average 22 to 27) ten tests failed (CONTRIBUTING.md).
-test: check
-	$(VENV)/bin/python -m pytest -n 2 --dist worksteal
-	NUMBA_ENABLE_CUDASIM=1 $(VENV)/bin/python -m pytest tests/kernels/gpu_sim
+# scripts/check, the main run (pytest-xdist, three workers) and the GPU kernels under numba-cuda's
+# simulator, side by side: scripts/test says why, and CONTRIBUTING.md what it measured.
+test: install
+	scripts/test
 
 bench: install
 	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci --extra bench

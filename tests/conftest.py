@@ -256,12 +256,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     whole run (its own home and database, a startup wait of ``PREFECT_STARTUP_S``).
 
     Its state outlives each test: a test names what it created (its runs' ids, its own uploads'
-    days) rather than counting everything on the server, and leaves no run scheduled."""
+    days) rather than counting everything on the server, and leaves no run scheduled.
+
+    It is the server that Prefect's clients start in this process when they have no
+    ``PREFECT_API_URL`` (the instance of no port, as ``prefect_test_harness`` does): one server per
+    test process, not two (each about 11 CPU-seconds to start). Whichever starts it first, the other
+    finds it running."""
     from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
     from prefect.settings import PREFECT_HOME, temporary_settings
 
     home = tmp_path_factory.mktemp("prefect-server")
-    server = SubprocessASGIServer(port=free_port())
+    server = SubprocessASGIServer()
     with temporary_settings(updates={PREFECT_HOME: home}):  # the settings its process is started with
         server.start(timeout=PREFECT_STARTUP_S)
     yield server.api_url
