@@ -39,8 +39,8 @@ demo: install
 check: install
 	scripts/check
 
-# scripts/check, the main run (pytest-xdist, three workers) and the GPU kernels under numba-cuda's
-# simulator, side by side: scripts/test says why, and CONTRIBUTING.md what it measured.
+# scripts/check, the main run (pytest-xdist, two workers per idle core) and the GPU kernels under
+# numba-cuda's simulator, side by side: scripts/test says why, and CONTRIBUTING.md what it measured.
 test: install
 	scripts/test
 

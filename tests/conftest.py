@@ -39,7 +39,7 @@ from graywave.config import Settings, prepare_prefect_environment  # noqa: E402
 prepare_prefect_environment(Settings())
 
 # The GPU kernels under numba-cuda's simulator need a process of their own (NUMBA_ENABLE_CUDASIM=1
-# replaces numba.cuda for the whole process): ``make test`` runs that folder after this run.
+# replaces numba.cuda for the whole process): ``make test`` runs that folder beside this run.
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["kernels/gpu_sim"]
 
 
