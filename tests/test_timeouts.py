@@ -48,3 +48,14 @@ def test_every_browser_page_has_a_default_timeout_of_its_own():
         )
     ]
     assert without == []
+
+
+def test_every_schemathesis_run_names_its_request_timeout():
+    """Schemathesis's own is 10 s: beside two CPU hogs a GET of the live API exceeded it ("Network Error")."""
+    runs = [
+        path
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != Path(__file__) and 'with_name("schemathesis")' in path.read_text()
+    ]
+    assert runs, "the fuzz test runs Schemathesis's command"
+    assert [str(path.relative_to(TESTS)) for path in runs if '"--request-timeout"' not in path.read_text()] == []
