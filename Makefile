@@ -17,10 +17,13 @@ $(UV):
 # graywave's own modules are installed editable (from these folders), which uv does not compile:
 # compileall does (compiling the modules a query loads took 14 ms of its 0.45 s); a module edited
 # later is compiled in memory again, as before, until the next install.
+# The CPU kernels are compiled into Numba's cache once here (kernels/__main__.py says why): in a
+# fresh checkout each process would otherwise compile them again, 13 CPU-seconds each, until one wrote it.
 SOURCES := graywave kernels storage service flows api cli
 install: $(UV)
 	$(UV) sync --frozen --inexact --compile-bytecode --extra test --extra lint --extra gpu-ci
 	$(VENV)/bin/python -m compileall -q $(SOURCES)
+	$(VENV)/bin/python -m graywave.kernels
 
 # The demo's runs go to a local Prefect server, left running so that its UI shows them (graywave server stop);
 # `make demo PREFECT_PORT=4300` when port 4200 is taken. Without a server the demo still runs, on a

@@ -92,8 +92,12 @@ def histogram_batch(planes: Any | Sequence[Any], bins: int = 16) -> Any:
 
 
 def warm_up(device: Device) -> None:
-    """Load (or compile) the kernels for ``device`` now, so that the first batch does not wait for it."""
-    plane = device.put(np.zeros((2, 2), np.uint8))
-    histogram(plane)
-    histogram_batch(plane[None])
-    luma_from_rgb(device.put(np.zeros((2, 2, 3), np.uint8)))
+    """Load (or compile) the kernels for ``device`` now, so that the first batch does not wait for it:
+    on writable arrays and on read-only ones (a decoded image's pixels, Pillow's buffer), each a
+    kernel of its own to Numba."""
+    for writable in (True, False):
+        plane, rgb = np.zeros((2, 2), np.uint8), np.zeros((2, 2, 3), np.uint8)
+        plane.flags.writeable = rgb.flags.writeable = writable
+        histogram(device.put(plane))
+        histogram_batch(device.put(plane[None]))
+        luma_from_rgb(device.put(rgb))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +22,7 @@ import pytest
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="graywave-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
+atexit.register(shutil.rmtree, _PREFECT_HOME, ignore_errors=True)  # registered first: it runs after Prefect's own
 os.environ.pop("PREFECT_API_URL", None)
 PREFECT_STARTUP_S = 600
 """How long any Prefect server of the tests may take to start: never Prefect's default (20 s), which a

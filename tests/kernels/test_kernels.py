@@ -1,9 +1,14 @@
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from graywave.errors import DeviceUnavailable
 from graywave.kernels import gpu_available, histogram, histogram_batch, luma_from_rgb, select_device
+from tests.helpers import DAY, put_uploads
 
 
 def pillow_histogram(plane: np.ndarray, bins: int) -> np.ndarray:
@@ -99,3 +104,46 @@ def test_warm_up_runs_every_kernel_on_the_device(monkeypatch):
         monkeypatch.setattr(_cpu, name, lambda *args, _k=kernel, _n=name: calls.append(_n) or _k(*args))
     warm_up(select_device("cpu"))  # raises if any kernel fails to load
     assert sorted(set(calls)) == ["counts256", "counts256_batch", "luma_from_rgb"]
+
+
+COMPILED_AFTER_WARM_UP = """
+import json
+import numba
+from graywave.config import Settings
+from graywave.kernels import _cpu, _similarity_cpu
+from graywave.kernels.__main__ import main
+from graywave.kernels.similarity import METRICS
+from graywave.service.analytics import AnalyticsRequest, run_analytics
+from graywave.service.wave import run_wave
+from tests.helpers import DAY
+
+def compiled():
+    return {
+        f"{module.__name__}.{name}": sorted(map(str, dispatcher.signatures))
+        for module in (_cpu, _similarity_cpu)
+        for name, dispatcher in vars(module).items()
+        if isinstance(dispatcher, numba.core.dispatcher.Dispatcher)
+    }
+
+main()
+warmed = compiled()
+summary = run_wave(Settings(), DAY, "evening", log=lambda _: None)
+for metric in METRICS:
+    run_analytics(Settings(), DAY, AnalyticsRequest.of(2, metric))
+print(json.dumps({"warmed": warmed, "after": compiled(), "processed": summary.processed}))
+"""
+
+
+def test_python_m_kernels_compiles_every_kernel_that_a_wave_and_the_analytics_call(data_dir, phone_files):
+    """``make install`` runs ``python -m graywave.kernels`` so that no process compiles a kernel
+    again (Numba's cache): a wave of every upload kind, then the analytics of every metric, in a
+    fresh process after it, call no kernel with argument types that it did not compile."""
+    put_uploads(data_dir / "blobs", DAY, phone_files)
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILED_AFTER_WARM_UP], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["processed"] >= 6  # the photos of every kind the wave decodes
+    assert len(report["warmed"]["graywave.kernels._cpu._counts256"]) == 2  # writable and read-only planes
+    assert report["after"] == report["warmed"]
