@@ -41,6 +41,13 @@ from graywave.config import Settings, prepare_prefect_environment  # noqa: E402
 
 prepare_prefect_environment(Settings())
 
+# A command started in the background by a shell without job control (`make test &`, nohup, some CI
+# runners) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the tests
+# of Ctrl-C, in this process and in the commands it starts, would send it to processes deaf to it.
+# They get the disposition of a start from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # The GPU kernels under numba-cuda's simulator need a process of their own (NUMBA_ENABLE_CUDASIM=1
 # replaces numba.cuda for the whole process): ``make test`` runs that folder beside this run.
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["kernels/gpu_sim"]
@@ -60,6 +67,21 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
     return Settings()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_kept() -> Iterator[None]:
+    """A test leaves SIGINT's and SIGTERM's handlers as it found them (it fails otherwise): later
+    tests in the same process signal it and count on them. Prefect's ``Runner``, for one, installs
+    its own SIGTERM handler when it is created."""
+    found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    left = {signum: signal.getsignal(signum) for signum in found}
+    changed = [signal.Signals(signum).name for signum in found if left[signum] != found[signum]]
+    for signum, handler in found.items():
+        if handler is not None:  # None: installed by C code, which Python cannot set again
+            signal.signal(signum, handler)
+    assert not changed, f"the test left its own handlers of {', '.join(changed)} installed"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,6 +5,7 @@ upgrade removed them. The drain itself is tested end to end in ``test_served.py`
 from __future__ import annotations
 
 import asyncio
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -15,9 +16,13 @@ from graywave.flows.serving import _runner_internals, _runs_in_flight
 
 
 def test_the_runner_parts_that_the_drain_uses_are_in_this_prefect(prefect_server):
-    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-        runner = Runner(pause_on_shutdown=False)
-        asyncio.run(runner.start(run_once=True))  # makes its scheduled-run poller, polls once, ends
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+            runner = Runner(pause_on_shutdown=False)  # it installs its own SIGTERM handler
+            asyncio.run(runner.start(run_once=True))  # makes its scheduled-run poller, polls once, ends
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
     poller, processes = _runner_internals(runner)
     assert poller.stopping is False and processes.flow_run_count() == 0
     assert _runs_in_flight(runner) == 0
