@@ -134,6 +134,10 @@ def _on_the_cluster(settings: Settings) -> Settings:
         raise BackendUnavailable(f"the Dask scheduler at {where} cannot be reached: {error}") from error
     if not threads:
         raise BackendUnavailable(f"the Dask cluster at {where} has no workers")
+    if not settings.dask_address:  # the wave's own local cluster
+        from graywave.flows.dask_workers import QuietAtTheEnd
+
+        runner.client.register_plugin(QuietAtTheEnd())
     return settings.model_copy(update={"workers": threads})
 
 

@@ -258,3 +258,26 @@ def test_the_local_clusters_stop_warning_is_left_out_and_the_nannys_other_warnin
 
     assert not WORKERS_STOPPED.filter(record("Worker process still alive after 4.0 seconds, killing"))
     assert WORKERS_STOPPED.filter(record("Worker exceeded 95% memory budget. Restarting..."))
+
+
+def test_the_local_clusters_workers_leave_out_a_heartbeat_that_found_the_scheduler_gone_and_keep_other_errors():
+    """A local-cluster wave's output once ended with a worker's "Failed to communicate with scheduler
+    during heartbeat." and its traceback: the cluster had retired that worker at the wave's end.
+    The plugin the wave registers on its local cluster's workers installs the filter there."""
+    import logging
+
+    from graywave.flows.dask_workers import HEARTBEAT_LOST_FILTER, QuietAtTheEnd
+
+    worker_log = logging.getLogger("distributed.worker")
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    worker_log.addHandler(handler)
+    try:
+        QuietAtTheEnd().setup(worker=None)
+        worker_log.error("Failed to communicate with scheduler during heartbeat.")
+        worker_log.error("Compute Failed")
+    finally:
+        worker_log.removeHandler(handler)
+        worker_log.removeFilter(HEARTBEAT_LOST_FILTER)
+    assert seen == ["Compute Failed"]
