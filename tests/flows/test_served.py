@@ -73,15 +73,24 @@ def test_a_late_evening_wave_triggers_the_analytics_of_its_own_day(settings: Set
                 evening, parameters={"name": "evening", "settle_s": 1.0}, state=Scheduled(scheduled_time=scheduled)
             )
 
+            def wave_ended():
+                run = client.read_flow_run(wave_run.id)
+                return run if run.state and run.state.is_final() else None
+
+            wave = wait_for(wave_ended, "the evening wave's run ends", 240, [serve])
+            wave_state = wave.state
+
             def analytics_done():
+                """A final run of the analytics created after this wave ended: the server's earlier
+                tests' evening waves trigger analytics of their own, this test's run is not the only one."""
                 runs = client.read_flow_runs(
                     deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["analytics-daily"])),
                     flow_run_filter=FlowRunFilter(),
                 )
-                return next((run for run in runs if run.state and run.state.is_final()), None)
+                ours = (run for run in runs if wave.end_time is not None and run.created >= wave.end_time)
+                return next((run for run in ours if run.state and run.state.is_final()), None)
 
             analytics = wait_for(analytics_done, "the evening wave triggers the analytics", 240, [serve])
-            wave_state = client.read_flow_run(wave_run.id).state
     finally:
         serve.terminate()
         serve.wait(timeout=30)
