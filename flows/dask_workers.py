@@ -1,5 +1,5 @@
 """What graywave's local Dask cluster runs in its worker processes. Imported only by a wave that
-starts such a cluster (``flows.wave.task_runner``), and by those workers: distributed takes a
+runs on such a cluster (``flows.wave._on_the_cluster``), and by those workers: distributed takes a
 quarter of a second to import."""
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class QuietAtTheEnd(WorkerPlugin):
     """Leaves out ``HEARTBEAT_LOST`` in the local cluster's workers. At the wave's end the cluster
     retires its workers, and a heartbeat in flight at that moment fails: a race inside distributed,
     which ended a quiet wave's output with an error and its traceback. The scheduler lives in the
-    wave's own process, so a worker loses it only when the wave ends or dies, and the wave's own
-    outcome says which. A remote cluster's workers (``GRAYWAVE_DASK_ADDRESS``) are left alone."""
+    wave's own process. The price: a heartbeat that times out in the middle of a wave (a scheduler
+    starved of CPU) is not logged by the worker either; the wave's tasks then wait or fail, and the
+    wave reports that. A remote cluster's workers (``GRAYWAVE_DASK_ADDRESS``) are left alone."""
 
     name = "graywave-quiet-at-the-end"
 

@@ -73,7 +73,7 @@ def settings(data_dir: Path) -> Settings:
 def _signal_handlers_kept() -> Iterator[None]:
     """A test leaves SIGINT's and SIGTERM's handlers as it found them (it fails otherwise): later
     tests in the same process signal it and count on them. Prefect's ``Runner``, for one, installs
-    its own SIGTERM handler when it is created."""
+    its own SIGTERM handler when it starts."""
     found = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     yield
     left = {signum: signal.getsignal(signum) for signum in found}

@@ -260,6 +260,25 @@ def test_the_local_clusters_stop_warning_is_left_out_and_the_nannys_other_warnin
     assert WORKERS_STOPPED.filter(record("Worker exceeded 95% memory budget. Restarting..."))
 
 
+@pytest.mark.parametrize(
+    ("where", "registered"), [({"dask_workers": 2}, ["QuietAtTheEnd"]), ({"dask_address": "tcp://10.0.0.9:8786"}, [])]
+)
+def test_the_wave_registers_the_quiet_plugin_on_its_own_local_cluster_only(monkeypatch, where, registered):
+    from types import SimpleNamespace
+
+    import graywave.flows.wave as wave_module
+
+    plugins: list[str] = []
+    client = SimpleNamespace(
+        nthreads=lambda: {"tcp://127.0.0.1:1": 1, "tcp://127.0.0.1:2": 1},
+        register_plugin=lambda plugin: plugins.append(type(plugin).__name__),
+    )
+    context = SimpleNamespace(task_runner=SimpleNamespace(client=client))
+    monkeypatch.setattr(wave_module.FlowRunContext, "get", classmethod(lambda cls: context))
+    assert wave_module._on_the_cluster(Settings(**where)).workers == 2
+    assert plugins == registered
+
+
 def test_the_local_clusters_workers_leave_out_a_heartbeat_that_found_the_scheduler_gone_and_keep_other_errors():
     """A local-cluster wave's output once ended with a worker's "Failed to communicate with scheduler
     during heartbeat." and its traceback: the cluster had retired that worker at the wave's end.

@@ -79,6 +79,8 @@ def test_a_late_evening_wave_triggers_the_analytics_of_its_own_day(settings: Set
 
             wave = wait_for(wave_ended, "the evening wave's run ends", 240, [serve])
             wave_state = wave.state
+            serve_output = (tmp_path / "serve.log").read_text
+            assert wave_state.is_completed(), serve_output()[-3000:]  # only a Completed wave triggers them
 
             def analytics_done():
                 """A final run of the analytics created after this wave ended: the server's earlier
@@ -87,8 +89,9 @@ def test_a_late_evening_wave_triggers_the_analytics_of_its_own_day(settings: Set
                     deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["analytics-daily"])),
                     flow_run_filter=FlowRunFilter(),
                 )
-                ours = (run for run in runs if wave.end_time is not None and run.created >= wave.end_time)
-                return next((run for run in ours if run.state and run.state.is_final()), None)
+                ours = [run for run in runs if wave.end_time is not None and run.created >= wave.end_time]
+                first = min(ours, key=lambda run: run.created, default=None)
+                return first if first is not None and first.state and first.state.is_final() else None
 
             analytics = wait_for(analytics_done, "the evening wave triggers the analytics", 240, [serve])
     finally:

@@ -19,8 +19,8 @@ def test_the_runner_parts_that_the_drain_uses_are_in_this_prefect(prefect_server
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-            runner = Runner(pause_on_shutdown=False)  # it installs its own SIGTERM handler
-            asyncio.run(runner.start(run_once=True))  # makes its scheduled-run poller, polls once, ends
+            runner = Runner(pause_on_shutdown=False)
+            asyncio.run(runner.start(run_once=True))  # its poller polls once; start() installs a SIGTERM handler
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     poller, processes = _runner_internals(runner)
