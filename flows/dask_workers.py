@@ -1,6 +1,7 @@
-"""What graywave's local Dask cluster runs in its worker processes. Imported only by a wave that
-runs on such a cluster (``flows.wave._on_the_cluster``), and by those workers: distributed takes a
-quarter of a second to import."""
+"""What graywave's local Dask cluster leaves out of distributed's logs, in the wave's process and in
+the cluster's worker processes: the messages of the end that the wave itself asks for. Imported
+only by a wave that starts such a cluster (``flows.wave``), and by those workers: distributed
+takes a quarter of a second to import."""
 
 from __future__ import annotations
 
@@ -9,16 +10,26 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-HEARTBEAT_LOST = "Failed to communicate with scheduler during heartbeat"
-"""distributed's error (with a traceback) when a worker's heartbeat finds the scheduler gone."""
 
+class LeftOut(logging.Filter):
+    """Leaves out distributed's messages that contain ``text``; its others stay."""
 
-class _HeartbeatLost(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return HEARTBEAT_LOST not in record.getMessage()
+        return self.text not in record.getMessage()
 
 
-HEARTBEAT_LOST_FILTER = _HeartbeatLost()
+WORKERS_STOPPED = LeftOut("still alive after")
+"""The nanny's "Worker process still alive after ... seconds, killing" (on ``distributed.nanny``, in
+the wave's process): at the wave's end the cluster stops its workers, and on a loaded machine one
+may take over 4 s. Its other warnings (memory, restarts) stay."""
+
+HEARTBEAT_LOST = LeftOut("Failed to communicate with scheduler during heartbeat")
+"""A worker's error, with a traceback, when its heartbeat finds the scheduler gone (on
+``distributed.worker``, in the worker processes: ``QuietAtTheEnd``)."""
 
 
 class QuietAtTheEnd(WorkerPlugin):
@@ -32,4 +43,4 @@ class QuietAtTheEnd(WorkerPlugin):
     name = "graywave-quiet-at-the-end"
 
     def setup(self, worker: Any) -> None:
-        logging.getLogger("distributed.worker").addFilter(HEARTBEAT_LOST_FILTER)  # once per process
+        logging.getLogger("distributed.worker").addFilter(HEARTBEAT_LOST)  # once per process

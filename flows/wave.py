@@ -87,6 +87,8 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address, client_kwargs={"timeout": DASK_CONNECT_TIMEOUT_S})
     if settings.dask_workers:
+        from graywave.flows.dask_workers import WORKERS_STOPPED
+
         dask.config.set(WORKER_DASK_CONFIG)  # read when the runner starts the cluster, in this process
         # Quiet by default: distributed logs every start, connection and close at INFO (about 45
         # lines a wave), and its scheduler serves HTTP (the dashboard's port, 8787) even without
@@ -106,17 +108,6 @@ def task_runner(settings: Settings) -> DaskTaskRunner | None:
             }
         )
     return None
-
-
-class _WorkerStoppedByTheWave(logging.Filter):
-    """Leaves out distributed's "Worker process still alive after ... seconds, killing": the local
-    cluster's workers stopped at the wave's end. Its other warnings (memory, restarts) stay."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "still alive after" not in record.getMessage()
-
-
-WORKERS_STOPPED = _WorkerStoppedByTheWave()
 
 
 def _on_the_cluster(settings: Settings) -> Settings:

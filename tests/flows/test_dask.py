@@ -251,7 +251,7 @@ def test_the_local_clusters_stop_warning_is_left_out_and_the_nannys_other_warnin
     carried distributed's "still alive after 4.0 seconds, killing"."""
     import logging
 
-    from graywave.flows.wave import WORKERS_STOPPED
+    from graywave.flows.dask_workers import WORKERS_STOPPED
 
     def record(message: str) -> logging.LogRecord:
         return logging.LogRecord("distributed.nanny", logging.WARNING, __file__, 1, message, None, None)
@@ -285,7 +285,7 @@ def test_the_local_clusters_workers_leave_out_a_heartbeat_that_found_the_schedul
     The plugin the wave registers on its local cluster's workers installs the filter there."""
     import logging
 
-    from graywave.flows.dask_workers import HEARTBEAT_LOST_FILTER, QuietAtTheEnd
+    from graywave.flows.dask_workers import HEARTBEAT_LOST, QuietAtTheEnd
 
     worker_log = logging.getLogger("distributed.worker")
     seen: list[str] = []
@@ -298,5 +298,5 @@ def test_the_local_clusters_workers_leave_out_a_heartbeat_that_found_the_schedul
         worker_log.error("Compute Failed")
     finally:
         worker_log.removeHandler(handler)
-        worker_log.removeFilter(HEARTBEAT_LOST_FILTER)
+        worker_log.removeFilter(HEARTBEAT_LOST)
     assert seen == ["Compute Failed"]
