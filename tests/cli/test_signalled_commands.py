@@ -23,11 +23,11 @@ from tests.helpers import DAY, append_images, image_record, lake_of
 pytestmark = pytest.mark.slow
 
 
-def command_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """The environment of a command with no Prefect server to use: no ``PREFECT_API_URL``, a Prefect
-    home of its own (a database with this command's runs only)."""
+def command_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a command with no Prefect server to use: no ``PREFECT_API_URL``, the Prefect
+    home ``home`` of its own (a database with this command's runs only)."""
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    return env | {"PREFECT_HOME": str(tmp_path / "prefect-of-its-own")} | extra
+    return env | {"PREFECT_HOME": str(home)} | extra
 
 
 def flow_run_state(prefect_home: Path) -> str | None:
@@ -39,13 +39,15 @@ def flow_run_state(prefect_home: Path) -> str | None:
     return states[0][1] if states else None
 
 
-def test_a_signal_to_the_analytics_process_group_ends_it_within_30_s_with_its_run_crashed(settings, tmp_path):
+def test_a_signal_to_the_analytics_process_group_ends_it_within_30_s_with_its_run_crashed(
+    settings, tmp_path, prefect_home
+):
     users = 40_000  # the similar users of so many take seconds: the signal lands while the run computes
     rng = np.random.default_rng(7)
     histograms = rng.integers(0, 100, size=(users, 16))
     records = [image_record(user=f"u{i:05d}", histogram=tuple(map(int, h))) for i, h in enumerate(histograms)]
     append_images(lake_of(settings), DAY, "morning", records)
-    env = command_env(tmp_path)
+    env = command_env(prefect_home)
     log = tmp_path / "analytics.log"
     process = run_in_background([GRAYWAVE, "analytics", "run", "--date", DAY.isoformat()], env, log)
     try:
@@ -85,11 +87,11 @@ def test_a_signal_to_the_analytics_process_group_ends_it_within_30_s_with_its_ru
     ],
     ids=["lake optimize", "demo"],
 )
-def test_commands_that_run_flows_run_them_on_graywaves_temporary_server(settings, tmp_path, command, runs):
+def test_commands_that_run_flows_run_them_on_graywaves_temporary_server(settings, prefect_home, command, runs):
     """With Prefect's own temporary server refused (PREFECT_SERVER_EPHEMERAL_ENABLED=false), a flow
     run outside ``flows.temporary_server.prefect_api`` fails: "No Prefect API URL provided"."""
     append_images(lake_of(settings), DAY, "morning", [image_record(user="alice")])
-    env = command_env(tmp_path, PREFECT_SERVER_EPHEMERAL_ENABLED="false")
+    env = command_env(prefect_home, PREFECT_SERVER_EPHEMERAL_ENABLED="false")
     done = subprocess.run([GRAYWAVE, *command], env=env, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     today = Settings().today()

@@ -27,9 +27,9 @@ def lake_files(lake: Path) -> int:
     return sum(1 for _ in lake.rglob("*.parquet")) if lake.exists() else 0
 
 
-def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: str | None) -> dict[str, str]:
+def wave_env(home: Path, blobs: Path, lake: Path, per_batch: int, api_url: str | None) -> dict[str, str]:
     """The environment of a ``graywave wave run`` subprocess: ``per_batch`` workers, uploads per
-    batch and rows per lake file, a Prefect home of its own, and the Prefect server at ``api_url``;
+    batch and rows per lake file, the Prefect home ``home``, and the Prefect server at ``api_url``;
     with none, the command starts a temporary one, whose database then holds this command's runs only."""
     env = os.environ | {
         "GRAYWAVE_BLOB_URL": str(blobs),
@@ -38,7 +38,7 @@ def wave_env(tmp_path: Path, blobs: Path, lake: Path, per_batch: int, api_url: s
         "GRAYWAVE_BATCH_SIZE": str(per_batch),
         "GRAYWAVE_LAKE_FLUSH_ROWS": str(per_batch),
         "GRAYWAVE_DEVICE": "cpu",
-        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_HOME": str(home),
     }
     if api_url is None:
         env.pop("PREFECT_API_URL", None)
@@ -85,7 +85,7 @@ def test_killed_waves_converge_to_exactly_once(tmp_path, prefect_server):
     files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(36)}
     files |= {f"user{i:02d}/broken.jpg": b"\xff\xd8\xff\xe0 broken" for i in range(4)}
     keys = put_uploads(blobs, DAY, files)
-    env = wave_env(tmp_path, blobs, lake, per_batch=2, api_url=prefect_server)
+    env = wave_env(tmp_path / "prefect", blobs, lake, per_batch=2, api_url=prefect_server)
 
     kill_after_new_lake_files(env, lake, 1)
     kill_after_new_lake_files(env, lake, 4)
@@ -120,7 +120,7 @@ def test_a_wave_ends_within_30_s_of_sigterm_and_a_rerun_handles_everything_once(
     count = 4 if when == "while it collects" else 24
     files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(count)}
     keys = put_uploads(blobs, DAY, files)
-    env = wave_env(tmp_path, blobs, lake, per_batch=1, api_url=prefect_server)
+    env = wave_env(tmp_path / "prefect", blobs, lake, per_batch=1, api_url=prefect_server)
     output = tmp_path / "wave.log"
     process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, output)
     try:
@@ -171,14 +171,16 @@ def flow_run_states(prefect_home: Path) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in_a_final_state(tmp_path, signum):
+def test_a_signal_to_the_waves_process_group_ends_it_within_30_s_with_its_run_in_a_final_state(
+    tmp_path, prefect_home, signum
+):
     """`timeout`, cron, systemd's default KillMode and a Ctrl-C signal the whole process group,
     Prefect's temporary server included: the wave's client then retried against a dead server for
     144 s and its run stayed Running. The temporary server is graywave's now, out of the group."""
     blobs, lake = tmp_path / "blobs", tmp_path / "lake"
     files = {f"user{i:02d}/IMG_{i}.jpg": phone_jpeg(i) for i in range(24)}
     keys = put_uploads(blobs, DAY, files)
-    env = wave_env(tmp_path, blobs, lake, per_batch=1, api_url=None)  # graywave's temporary server
+    env = wave_env(prefect_home, blobs, lake, per_batch=1, api_url=None)  # graywave's temporary server
     log = tmp_path / "wave.log"
     process = run_in_background([GRAYWAVE, "wave", "run", "--date", DAY.isoformat(), "--settle", "600"], env, log)
     try:

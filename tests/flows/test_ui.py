@@ -27,12 +27,12 @@ if CHROMIUM is None and os.environ.get("GRAYWAVE_REQUIRE_CHROMIUM") != "1":
     pytest.skip("no chromium on this machine (apt-get install -y chromium)", allow_module_level=True)
 
 
-def test_a_waves_page_shows_its_counts_and_its_rejects_reasons(settings, phone_files, tmp_path):
+def test_a_waves_page_shows_its_counts_and_its_rejects_reasons(settings, phone_files, tmp_path, prefect_home):
     assert CHROMIUM is not None, "GRAYWAVE_REQUIRE_CHROMIUM=1 and no chromium: apt-get install -y chromium"
     from playwright.sync_api import sync_playwright
 
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    env["PREFECT_HOME"] = str(prefect_home)
     day = settings.today()
     put_uploads(settings.blob_url, day, phone_files)
     port = free_port()

@@ -93,11 +93,11 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
 
 @pytest.mark.timeout(600)  # a loaded machine: serve's start, the wave, then the server's evaluation
 def test_a_killed_served_wave_is_marked_crashed_within_two_heartbeats_and_the_alert_links_to_it(
-    settings, tmp_path: Path
+    settings, tmp_path: Path, prefect_home: Path
 ):
     photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
     put_uploads(settings.blob_url, DAY, photos)
-    home = tmp_path / "prefect"
+    home = prefect_home
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
         "PREFECT_HOME": str(home),
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
