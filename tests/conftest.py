@@ -85,6 +85,33 @@ def _signal_handlers_kept() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _graywaves_commands_share_the_processs_prefect_server() -> Iterator[None]:
+    """graywave's commands run inside a test process (``flows.temporary_server.prefect_api``: the CLI
+    through Typer's runner, ``run_wave_flow``) run their flows on the process's one Prefect server,
+    the one Prefect's own flows and ``prefect_server`` use, instead of starting graywave's temporary
+    server beside it: a second server per process cost 12 CPU-seconds to start and one a minute
+    idle. The commands that the tests start as processes still start graywave's temporary server,
+    which ``tests/cli/test_signalled_commands.py`` and ``tests/flows/test_interrupted.py`` test."""
+    from graywave.flows import temporary_server
+
+    class TheProcesssServer(temporary_server.TemporaryServer):
+        def start(self, timeout_s: float = PREFECT_STARTUP_S) -> None:
+            from prefect.server.api.server import SubprocessASGIServer
+
+            server = SubprocessASGIServer()  # Prefect's server of this process: started once, then found
+            server.start(timeout=int(timeout_s))
+            assert server.port is not None and server.server_process is not None
+            self.port, self.process = server.port, server.server_process
+
+        def stop(self) -> None:  # Prefect stops it at exit
+            self.process = None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(temporary_server, "TemporaryServer", TheProcesssServer)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _quiet_prefect_shutdown() -> Iterator[None]:
     """Prefect's temporary server logs as it stops at exit, after pytest has closed the streams."""
     yield
