@@ -85,7 +85,7 @@ def _signal_handlers_kept() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _graywaves_commands_share_the_processs_prefect_server() -> Iterator[None]:
+def _one_prefect_server_per_process() -> Iterator[None]:
     """graywave's commands run inside a test process (``flows.temporary_server.prefect_api``: the CLI
     through Typer's runner, ``run_wave_flow``) run their flows on the process's one Prefect server,
     the one Prefect's own flows and ``prefect_server`` use, instead of starting graywave's temporary
@@ -94,7 +94,7 @@ def _graywaves_commands_share_the_processs_prefect_server() -> Iterator[None]:
     which ``tests/cli/test_signalled_commands.py`` and ``tests/flows/test_interrupted.py`` test."""
     from graywave.flows import temporary_server
 
-    class TheProcesssServer(temporary_server.TemporaryServer):
+    class ProcessPrefectServer(temporary_server.TemporaryServer):
         def start(self, timeout_s: float = PREFECT_STARTUP_S) -> None:
             from prefect.server.api.server import SubprocessASGIServer
 
@@ -107,7 +107,7 @@ def _graywaves_commands_share_the_processs_prefect_server() -> Iterator[None]:
             self.process = None
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(temporary_server, "TemporaryServer", TheProcesssServer)
+        patch.setattr(temporary_server, "TemporaryServer", ProcessPrefectServer)
         yield
 
 
@@ -362,8 +362,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory, prefect_database: P
     It is the server that Prefect's clients start in this process when they have no
     ``PREFECT_API_URL`` (the instance of no port, as ``prefect_test_harness`` does): one server per
     test process, not two (each 6 CPU-seconds to start, 12 on a fresh database). Whichever starts it
-    first, the other finds it running. (graywave's commands run in this process start graywave's own
-    temporary server, ``flows.temporary_server``, in the process's Prefect home.)"""
+    first, the other finds it running; graywave's commands run in this process use it too
+    (``_one_prefect_server_per_process``)."""
     from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
     from prefect.settings import PREFECT_HOME, temporary_settings
 
