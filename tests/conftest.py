@@ -16,9 +16,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from prefect.server.api.server import SubprocessASGIServer
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="graywave-prefect-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
@@ -85,22 +89,19 @@ def _signal_handlers_kept() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _one_prefect_server_per_process() -> Iterator[None]:
+def _one_prefect_server_per_process(prefect_homes: PrefectHomes) -> Iterator[None]:
     """graywave's commands run inside a test process (``flows.temporary_server.prefect_api``: the CLI
-    through Typer's runner, ``run_wave_flow``) run their flows on the process's one Prefect server,
-    the one Prefect's own flows and ``prefect_server`` use, instead of starting graywave's temporary
-    server beside it: a second server per process cost 12 CPU-seconds to start and one a minute
-    idle. The commands that the tests start as processes still start graywave's temporary server,
-    which ``tests/cli/test_signalled_commands.py`` and ``tests/flows/test_interrupted.py`` test."""
+    through Typer's runner, ``run_wave_flow``) run their flows on the process's one Prefect server
+    (``PrefectHomes.process_server``), the one Prefect's own flows and ``prefect_server`` use, instead
+    of starting graywave's temporary server beside it: a second server per process cost 12
+    CPU-seconds to start and one a minute idle. The commands that the tests start as processes still
+    start graywave's temporary server, which ``tests/cli/test_signalled_commands.py`` and
+    ``tests/flows/test_interrupted.py`` test."""
     from graywave.flows import temporary_server
 
     class ProcessPrefectServer(temporary_server.TemporaryServer):
         def start(self, timeout_s: float = PREFECT_STARTUP_S) -> None:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            server = SubprocessASGIServer()  # Prefect's server of this process: started once, then found
-            server.start(timeout=int(timeout_s))
-            assert server.port is not None and server.server_process is not None
+            server = prefect_homes.process_server()
             self.port, self.process = server.port, server.server_process
 
         def stop(self) -> None:  # Prefect stops it at exit
@@ -310,68 +311,103 @@ _MIGRATE = (
 """What a Prefect server runs as it starts on a database (``create_app``'s ``run_migrations``)."""
 
 
-@pytest.fixture(scope="session")
-def prefect_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Prefect database with Prefect's migrations applied, made once per run for all its workers.
+class PrefectHomes:
+    """This run's migrated Prefect database, and this test process's one Prefect server, each made
+    when first asked for (a run of the kernels' tests alone makes neither).
 
     A Prefect server on a fresh home applies Prefect's whole history of migrations before it answers:
-    12 CPU-seconds to start, against 6 on a copy of this database. The tests that start servers in
-    homes of their own (``prefect_home``) copy it; those about a fresh checkout's first start do not.
-    The xdist workers share it through their run's folder, built by whichever asks first."""
-    from filelock import FileLock
+    12 CPU-seconds to start, against 6 on a copy of a database they were applied to. The database is
+    made once per run: pytest-xdist's workers share it through their run's folder, and whichever asks
+    first builds it. The servers the tests start in homes of their own (``prefect_home``) and the
+    process's server start on copies of it; the tests about a fresh checkout's first start do not."""
 
-    basetemp = tmp_path_factory.getbasetemp()
-    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp  # this run's, not another's
-    home = shared / "prefect-migrated"
-    with FileLock(shared / "prefect-migrated.lock"):
-        if not home.exists():
-            partial = shared / "prefect-migrated.partial"
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-            subprocess.run(
-                [sys.executable, "-c", _MIGRATE],
-                env=env | {"PREFECT_HOME": str(partial)},
-                check=True,
-                timeout=PREFECT_STARTUP_S,
-                capture_output=True,
-            )
-            assert sorted(p.name for p in partial.iterdir()) == ["prefect.db"]  # no write-ahead log left behind
-            partial.rename(home)
-    return home / "prefect.db"
+    def __init__(self, factory: pytest.TempPathFactory, config: pytest.Config) -> None:
+        self._factory = factory
+        self._in_xdist_worker = hasattr(config, "workerinput")
+        self._database: Path | None = None
+
+    @property
+    def database(self) -> Path:
+        """The migrated database, ``prefect.db`` (no flow runs, no deployments): copy it, never open it."""
+        if self._database is None:
+            self._database = self._build()
+        return self._database
+
+    def _build(self) -> Path:
+        from filelock import FileLock
+
+        basetemp = self._factory.getbasetemp()
+        shared = basetemp.parent if self._in_xdist_worker else basetemp  # this run's, not another's
+        home = shared / "prefect-migrated"
+        with FileLock(shared / "prefect-migrated.lock"):
+            if not home.exists():
+                partial = shared / "prefect-migrated.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir()
+                env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+                done = subprocess.run(
+                    [sys.executable, "-c", _MIGRATE],
+                    env=env | {"PREFECT_HOME": str(partial)},
+                    check=False,
+                    timeout=PREFECT_STARTUP_S,
+                    capture_output=True,
+                    text=True,
+                )
+                assert done.returncode == 0, f"Prefect's migrations failed:\n{done.stderr[-5000:]}"
+                assert sorted(p.name for p in partial.iterdir()) == ["prefect.db"]  # no write-ahead log left
+                partial.rename(home)
+        return home / "prefect.db"
+
+    def copy_into(self, home: Path) -> Path:
+        """``home`` (made if missing), holding a copy of the migrated database."""
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.database, home / "prefect.db")
+        return home
+
+    def process_server(self) -> SubprocessASGIServer:
+        """This process's Prefect server, started (in a home of its own, on a copy of the migrated
+        database, with a startup wait of ``PREFECT_STARTUP_S``) unless it runs: the server that
+        Prefect's clients start in this process when they have no ``PREFECT_API_URL`` (the instance
+        of no port, as ``prefect_test_harness`` does). One per process, shared by its tests."""
+        from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+        from prefect.settings import PREFECT_HOME, temporary_settings
+
+        server = SubprocessASGIServer()
+        if not server.running:
+            home = self.copy_into(self._factory.mktemp("prefect-server"))
+            with temporary_settings(updates={PREFECT_HOME: home}):  # the settings its process is started with
+                server.start(timeout=PREFECT_STARTUP_S)
+        assert server.port is not None and server.server_process is not None
+        return server
+
+
+@pytest.fixture(scope="session")
+def prefect_homes(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> PrefectHomes:
+    return PrefectHomes(tmp_path_factory, request.config)
+
+
+@pytest.fixture(scope="session")
+def prefect_database(prefect_homes: PrefectHomes) -> Path:
+    """A Prefect database with Prefect's migrations applied, made once per run (``PrefectHomes``)."""
+    return prefect_homes.database
 
 
 @pytest.fixture
-def prefect_home(tmp_path: Path, prefect_database: Path) -> Path:
+def prefect_home(tmp_path: Path, prefect_homes: PrefectHomes) -> Path:
     """``tmp_path/prefect``: a Prefect home of the test's own, holding a copy of ``prefect_database``
     (no flow runs, no deployments) for the servers started in it."""
-    home = tmp_path / "prefect"
-    home.mkdir()
-    shutil.copyfile(prefect_database, home / "prefect.db")
-    return home
+    return prefect_homes.copy_into(tmp_path / "prefect")
 
 
 @pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory, prefect_database: Path) -> Iterator[str]:
-    """The API URL of one real Prefect server that the tests needing one share, started once for the
-    test process (its own home, on a copy of ``prefect_database``; a startup wait of ``PREFECT_STARTUP_S``).
+def prefect_server(prefect_homes: PrefectHomes) -> Iterator[str]:
+    """The API URL of this test process's one Prefect server (``PrefectHomes.process_server``), which
+    the tests needing one share, and graywave's commands run in this process use too
+    (``_one_prefect_server_per_process``).
 
     Its state outlives each test: a test names what it created (its runs' ids, its own uploads'
-    days) rather than counting everything on the server, and leaves no run scheduled.
-
-    It is the server that Prefect's clients start in this process when they have no
-    ``PREFECT_API_URL`` (the instance of no port, as ``prefect_test_harness`` does): one server per
-    test process, not two (each 6 CPU-seconds to start, 12 on a fresh database). Whichever starts it
-    first, the other finds it running; graywave's commands run in this process use it too
-    (``_one_prefect_server_per_process``)."""
-    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
-    from prefect.settings import PREFECT_HOME, temporary_settings
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    shutil.copyfile(prefect_database, home / "prefect.db")
-    server = SubprocessASGIServer()
-    with temporary_settings(updates={PREFECT_HOME: home}):  # the settings its process is started with
-        server.start(timeout=PREFECT_STARTUP_S)
+    days) rather than counting everything on the server, and leaves no run scheduled."""
+    server = prefect_homes.process_server()
     yield server.api_url
     server.stop()
 

@@ -1,25 +1,64 @@
-"""The suite's own Prefect servers (``tests/conftest.py``): one per test process, and homes of the
-tests' own that start on a migrated database."""
+"""The suite's own Prefect servers (``tests/conftest.py``): one per test process, started on a copy of
+a migrated database, and homes of the tests' own that start on one too."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from pathlib import Path
 
-from prefect.server.api.server import SubprocessASGIServer
-from prefect.settings import PREFECT_API_URL
 
-from graywave.flows.temporary_server import prefect_api
+def alembic_version(database: Path) -> str:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        [(version,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    return str(version)
+
+
+def prefects_latest_migration() -> str:
+    """The head of Prefect's SQLite migrations, as its migration environment finds them."""
+    from alembic.script import ScriptDirectory
+    from prefect.server.database import provide_database_interface
+    from prefect.server.database.alembic_commands import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    script.version_locations = [str(provide_database_interface().orm.versions_dir)]
+    return str(script.get_current_head())
 
 
 def test_a_command_run_inside_a_test_process_uses_the_processs_one_prefect_server(prefect_server):
+    from prefect.server.api.server import SubprocessASGIServer  # Prefect's whole server: seconds to import
+    from prefect.settings import PREFECT_API_URL
+
+    from graywave.flows.temporary_server import prefect_api
+
     with prefect_api():
         used = PREFECT_API_URL.value()
     assert used == prefect_server == SubprocessASGIServer().api_url  # not a second server of graywave's
 
 
-def test_a_tests_prefect_home_starts_on_a_database_with_prefects_migrations_and_no_runs(prefect_home):
-    with sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True) as db:
-        [(version,)] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+def test_the_processs_prefect_server_runs_in_a_home_of_its_own_whichever_use_starts_it():
+    """A command run in-process may start it before ``prefect_server`` does: it is then not started on
+    the process's fresh Prefect home (a whole history of migrations, 12 CPU-seconds) either."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from graywave.flows.temporary_server import prefect_api
+
+    with prefect_api():
+        process = SubprocessASGIServer().server_process
+    assert process is not None
+    environment = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{process.pid}/environ").read_text().split("\0") if "=" in entry
+    )
+    home = Path(environment["PREFECT_HOME"])
+    assert home != Path(os.environ["PREFECT_HOME"])  # the test process's own, which nothing migrated
+    assert home.name.startswith("prefect-server")
+    assert alembic_version(home / "prefect.db") == prefects_latest_migration()
+
+
+def test_a_tests_prefect_home_starts_on_a_database_with_all_of_prefects_migrations_and_no_runs(prefect_home):
+    database = prefect_home / "prefect.db"
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
         runs = db.execute("SELECT count(*) FROM flow_run").fetchone()[0]
         deployments = db.execute("SELECT count(*) FROM deployment").fetchone()[0]
-    assert version and runs == 0 and deployments == 0
+    assert alembic_version(database) == prefects_latest_migration()
+    assert runs == 0 and deployments == 0

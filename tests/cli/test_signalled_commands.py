@@ -34,7 +34,7 @@ def flow_run_state(prefect_home: Path) -> str | None:
     """The state type of the one flow run in the database under ``prefect_home``, if it is there yet."""
     try:
         states = flow_run_states(prefect_home)
-    except sqlite3.Error:  # not created yet, or being migrated
+    except sqlite3.Error:  # busy: the server is writing it
         return None
     return states[0][1] if states else None
 
