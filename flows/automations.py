@@ -5,7 +5,10 @@ A flow run whose process dies without a word (``kill -9``, the machine or contai
 flows", Prefect >= 3.1.8): each flow run emits a ``prefect.flow-run.heartbeat`` event every
 ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds, and a proactive automation marks a run ``Crashed``
 when, after a heartbeat, neither another heartbeat nor a final state has come within two heartbeat
-periods. The ``Crashed`` state then fires the failed-runs alert of the runbook
+periods. graywave's automation also starts that window when a run turns ``Running``: Prefect's
+starts it at a heartbeat only, so a run whose process died before its first heartbeat reached the
+server (a machine lost as the run starts; on a loaded machine, seconds) stayed ``Running`` for good.
+The ``Crashed`` state then fires the failed-runs alert of the runbook
 (``docs/operations/graywave-failed-runs.yaml``), like any crash.
 
 The automation covers the runs tagged ``graywave``: the runs of the deployments that
@@ -65,11 +68,12 @@ def zombie_automation(heartbeat_s: int) -> AutomationCore:
         name=ZOMBIE_AUTOMATION,
         description=(
             f"A graywave run that sent no heartbeat for {within.total_seconds():.0f} s ({MISSED_HEARTBEATS} periods of"
-            f" {heartbeat_s} s) and did not end: its process is gone (killed, machine lost). Installed by graywave."
+            f" {heartbeat_s} s) since its last one or since it turned Running, and did not end: its process is gone"
+            " (killed, machine lost). Installed by graywave."
         ),
         enabled=True,
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
             expect={
                 "prefect.flow-run.heartbeat",
                 "prefect.flow-run.Completed",

@@ -18,17 +18,21 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import pytest
 import yaml
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Pending, Running
 
-from graywave.flows.automations import ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
+from graywave.flows.automations import RUN_TAG, ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
 from tests.helpers import DAY, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
 
@@ -56,6 +60,10 @@ class Webhook:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alert"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def about(self, run_name: str) -> list[dict]:
+        """The alerts received whose subject names the run ``run_name``."""
+        return [alert for alert in self.received if run_name in alert["subject"]]
+
 
 def install_the_runbooks_alert(webhook: Webhook) -> None:
     """docs/operations/graywave-failed-runs.yaml as the runbook says: a notification block (here a
@@ -76,6 +84,21 @@ def install_the_runbooks_alert(webhook: Webhook) -> None:
         client.create_automation(AutomationCore.model_validate(alert))
 
 
+@flow(name="graywave-lost-at-start")
+def lost_at_start() -> None:
+    """Never run: the flow of a run that a test sets Running by hand, as if its machine were lost."""
+
+
+def heartbeats(client, run_id: UUID) -> int:
+    """How many heartbeats of the flow run ``run_id`` the server has recorded."""
+    only = EventFilter(
+        event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+        resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
+    )
+    # A limit of ours: the client's default (100) is over what Prefect's server accepts (50), a 422.
+    return client.read_events(filter=only, limit=1).total
+
+
 def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefect_server):
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
@@ -92,7 +115,7 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
 
 
 @pytest.mark.timeout(600)  # a loaded machine: serve's start, the wave, then the server's evaluation
-def test_a_killed_served_wave_is_marked_crashed_within_two_heartbeats_and_the_alert_links_to_it(
+def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_marked_crashed_and_the_wave_alerts(
     settings, tmp_path: Path, prefect_home: Path
 ):
     photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
@@ -143,21 +166,29 @@ def test_a_killed_served_wave_is_marked_crashed_within_two_heartbeats_and_the_al
                 return found.state_type == StateType.RUNNING and "graywave" in found.tags
 
             wait_for(collecting, "the wave runs and collects", 180, [serve])
-            time.sleep(3)  # its first heartbeat has been sent
+            # Killed once the server has its first heartbeat, so that its window runs from a heartbeat (a
+            # run killed before that, which a loaded machine makes likely, is the lost run's case below).
+            wait_for(lambda: heartbeats(client, run.id), "the wave's first heartbeat", SERVER_TIMEOUT_S, [serve])
             os.killpg(serve.pid, signal.SIGKILL)  # serve and its wave, as a lost machine would
             killed = time.monotonic()
             serve.wait()
+            # A run whose machine was lost as it started: Running, and no heartbeat ever.
+            lost = client.create_flow_run(lost_at_start, tags=[RUN_TAG], state=Pending())
+            client.set_flow_run_state(lost.id, Running())
 
-            def crashed():
-                found = client.read_flow_run(run.id)
+            def crashed(run_id: UUID):
+                found = client.read_flow_run(run_id)
                 return found if found.state_type == StateType.CRASHED else None
 
             # Two periods and the server's evaluation (every 5 s): 60 to 80 s on an idle machine. Beside
             # two CPU hogs the server's triggers took over 120 s: the wait leaves a loaded server time.
-            found = wait_for(crashed, "the zombie run is marked Crashed", 2 * HEARTBEAT_S + SERVER_TIMEOUT_S, [])
+            zombie_s = 2 * HEARTBEAT_S + SERVER_TIMEOUT_S
+            found = wait_for(lambda: crashed(run.id), "the zombie run is marked Crashed", zombie_s, [])
             crash_s = time.monotonic() - killed
             assert "heartbeat" in (found.state.message or "")
-            alert = wait_for(lambda: webhook.received, "the failed-runs alert", SERVER_TIMEOUT_S, [])[0]
+            found_lost = wait_for(lambda: crashed(lost.id), "the run lost at its start is marked Crashed", zombie_s, [])
+            assert heartbeats(client, lost.id) == 0 and "heartbeat" in (found_lost.state.message or "")
+            alert = wait_for(lambda: webhook.about(found.name), "the wave's failed-runs alert", SERVER_TIMEOUT_S, [])[0]
             [link] = re.findall(r"Its page: (\S+)", alert["body"])
             page = httpx.get(link, headers={"Accept": "text/html"}, timeout=SERVER_TIMEOUT_S)  # as a browser opens it
     finally:
