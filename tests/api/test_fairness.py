@@ -32,7 +32,7 @@ from graywave.flows import job_runs as jobs
 from graywave.service.jobs import JobInProgress, JobsUnavailable
 from graywave.service.tokens import issue_token
 from tests.api.test_api import PHOTO, error_of, upload
-from tests.helpers import in_process, in_process_client
+from tests.helpers import SERVER_TIMEOUT_S, in_process, in_process_client, wait_for
 
 EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)  # the store plays no part here
 BURST = 150
@@ -200,7 +200,14 @@ def deployment(prefect_server: str) -> Iterator[str]:
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name(name)
         deployment_id = client.create_deployment(flow_id=flow_id, name="reprocess")
-        client.get_scheduled_flow_runs_for_deployments([deployment_id])  # as a runner polls: last_polled
+        client.get_scheduled_flow_runs_for_deployments([deployment_id])  # as a runner polls
+        # The server marks it polled (last_polled, READY) in a background task of its own, later.
+        wait_for(
+            lambda: jobs.not_served(client.read_deployment(deployment_id)) is None,
+            "the deployment is marked polled",
+            SERVER_TIMEOUT_S,
+            [],
+        )
         try:
             yield f"{name}/reprocess"
         finally:
