@@ -96,8 +96,13 @@ def _one_prefect_server_per_process(prefect_homes: PrefectHomes) -> Iterator[Non
     of starting graywave's temporary server beside it: a second server per process cost 12
     CPU-seconds to start and one a minute idle. The commands that the tests start as processes still
     start graywave's temporary server, which ``tests/cli/test_signalled_commands.py`` and
-    ``tests/flows/test_interrupted.py`` test."""
+    ``tests/flows/test_interrupted.py`` test. The process's own Prefect home gets a copy of the
+    migrated database first (``PrefectHomes``)."""
     from graywave.flows import temporary_server
+
+    # Whichever use starts the process's server, it starts on a migrated database: Prefect's own
+    # client starts it in this process's home when a test runs a flow with no PREFECT_API_URL.
+    prefect_homes.copy_into(Path(_PREFECT_HOME))
 
     class ProcessPrefectServer(temporary_server.TemporaryServer):
         def start(self, timeout_s: float = PREFECT_STARTUP_S) -> None:
@@ -312,8 +317,9 @@ _MIGRATE = (
 
 
 class PrefectHomes:
-    """This run's migrated Prefect database, and this test process's one Prefect server, each made
-    when first asked for (a run of the kernels' tests alone makes neither).
+    """This run's migrated Prefect database (made once per run, when a test process first asks for it:
+    at its start, to seed its own Prefect home), and this test process's one Prefect server (started
+    when first asked for).
 
     A Prefect server on a fresh home applies Prefect's whole history of migrations before it answers:
     12 CPU-seconds to start, against 6 on a copy of a database they were applied to. The database is
@@ -325,12 +331,19 @@ class PrefectHomes:
         self._factory = factory
         self._in_xdist_worker = hasattr(config, "workerinput")
         self._database: Path | None = None
+        self._failure: str | None = None  # a failed build fails every later ask at once, not after another
 
     @property
     def database(self) -> Path:
         """The migrated database, ``prefect.db`` (no flow runs, no deployments): copy it, never open it."""
+        if self._failure is not None:
+            pytest.fail(self._failure)
         if self._database is None:
-            self._database = self._build()
+            try:
+                self._database = self._build()
+            except (AssertionError, subprocess.TimeoutExpired) as error:
+                self._failure = f"Prefect's migrated database could not be made: {error}"
+                raise
         return self._database
 
     def _build(self) -> Path:
@@ -386,16 +399,10 @@ def prefect_homes(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixt
     return PrefectHomes(tmp_path_factory, request.config)
 
 
-@pytest.fixture(scope="session")
-def prefect_database(prefect_homes: PrefectHomes) -> Path:
-    """A Prefect database with Prefect's migrations applied, made once per run (``PrefectHomes``)."""
-    return prefect_homes.database
-
-
 @pytest.fixture
 def prefect_home(tmp_path: Path, prefect_homes: PrefectHomes) -> Path:
-    """``tmp_path/prefect``: a Prefect home of the test's own, holding a copy of ``prefect_database``
-    (no flow runs, no deployments) for the servers started in it."""
+    """``tmp_path/prefect``: a Prefect home of the test's own, holding a copy of the migrated database
+    (``PrefectHomes.database``: no flow runs, no deployments) for the servers started in it."""
     return prefect_homes.copy_into(tmp_path / "prefect")
 
 

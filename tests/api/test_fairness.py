@@ -200,14 +200,12 @@ def deployment(prefect_server: str) -> Iterator[str]:
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         flow_id = client.create_flow_from_name(name)
         deployment_id = client.create_deployment(flow_id=flow_id, name="reprocess")
-        client.get_scheduled_flow_runs_for_deployments([deployment_id])  # as a runner polls
-        # The server marks it polled (last_polled, READY) in a background task of its own, later.
-        wait_for(
-            lambda: jobs.not_served(client.read_deployment(deployment_id)) is None,
-            "the deployment is marked polled",
-            SERVER_TIMEOUT_S,
-            [],
-        )
+
+        def polled() -> bool:  # as a runner polls; the server marks it (last_polled, READY) in a task of its own, later
+            client.get_scheduled_flow_runs_for_deployments([deployment_id])
+            return jobs.not_served(client.read_deployment(deployment_id)) is None
+
+        wait_for(polled, "the deployment is marked polled", SERVER_TIMEOUT_S, [])
         try:
             yield f"{name}/reprocess"
         finally:

@@ -8,6 +8,7 @@ the alert's notification block posts to."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
@@ -26,6 +27,7 @@ import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
+from prefect.events import emit_event
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore
 from prefect.exceptions import ObjectNotFound
@@ -84,9 +86,33 @@ def install_the_runbooks_alert(webhook: Webhook) -> None:
         client.create_automation(AutomationCore.model_validate(alert))
 
 
-@flow(name="graywave-lost-at-start")
-def lost_at_start() -> None:
-    """Never run: the flow of a run that a test sets Running by hand, as if its machine were lost."""
+@flow(name="graywave-by-hand")
+def by_hand() -> None:
+    """Never run: the flow of the runs that a test sets Running by hand."""
+
+
+class Beating:
+    """Heartbeats of the flow run ``run_id`` (tagged ``graywave``), sent every ``period_s`` seconds from a
+    thread of this process, as a live run's process sends them, until ``stop``."""
+
+    def __init__(self, run_id: UUID, period_s: float) -> None:
+        self._stopped = threading.Event()
+        context = contextvars.copy_context()  # this thread's Prefect settings: the server's URL
+        self._thread = threading.Thread(target=context.run, args=(self._beat, run_id, period_s), daemon=True)
+        self._thread.start()
+
+    def _beat(self, run_id: UUID, period_s: float) -> None:
+        while not self._stopped.is_set():
+            emit_event(
+                event="prefect.flow-run.heartbeat",
+                resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+                related=[{"prefect.resource.id": f"prefect.tag.{RUN_TAG}", "prefect.resource.role": "tag"}],
+            )
+            self._stopped.wait(period_s)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def heartbeats(client, run_id: UUID) -> int:
@@ -134,7 +160,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
     )
     assert started.returncode == 0, started.stdout + started.stderr
     api = f"{ui}/api"
-    serve = None
+    serve = beating = None
     try:
         again = subprocess.run([GRAYWAVE, "server", "start"], env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0 and "already running" in again.stdout
@@ -172,9 +198,12 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             os.killpg(serve.pid, signal.SIGKILL)  # serve and its wave, as a lost machine would
             killed = time.monotonic()
             serve.wait()
-            # A run whose machine was lost as it started: Running, and no heartbeat ever.
-            lost = client.create_flow_run(lost_at_start, tags=[RUN_TAG], state=Pending())
+            # A run whose machine was lost as it started: Running, and no heartbeat ever. And a live one
+            # beside it, Running at the same moment and beating: its heartbeats, not Running, time it.
+            lost, alive = (client.create_flow_run(by_hand, tags=[RUN_TAG], state=Pending()) for _ in range(2))
             client.set_flow_run_state(lost.id, Running())
+            client.set_flow_run_state(alive.id, Running())
+            beating = Beating(alive.id, period_s=HEARTBEAT_S / 3)
 
             def crashed(run_id: UUID):
                 found = client.read_flow_run(run_id)
@@ -188,10 +217,15 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             assert "heartbeat" in (found.state.message or "")
             found_lost = wait_for(lambda: crashed(lost.id), "the run lost at its start is marked Crashed", zombie_s, [])
             assert heartbeats(client, lost.id) == 0 and "heartbeat" in (found_lost.state.message or "")
+            # The lost run's window from Running is over; the live run's, from the same moment, gave way
+            # to its heartbeats' windows.
+            assert client.read_flow_run(alive.id).state_type == StateType.RUNNING and heartbeats(client, alive.id)
             alert = wait_for(lambda: webhook.about(found.name), "the wave's failed-runs alert", SERVER_TIMEOUT_S, [])[0]
             [link] = re.findall(r"Its page: (\S+)", alert["body"])
             page = httpx.get(link, headers={"Accept": "text/html"}, timeout=SERVER_TIMEOUT_S)  # as a browser opens it
     finally:
+        if beating is not None:
+            beating.stop()
         if serve is not None and serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()

@@ -13,3 +13,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "tests/kernels/gpu_sim runs under numba-cuda's simulator: "
             "NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/kernels/gpu_sim"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_prefect_server_per_process() -> None:
+    """No Prefect here: the kernels' process neither seeds a Prefect home nor shares a server."""
