@@ -189,7 +189,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
 
             def collecting() -> bool:
                 found = client.read_flow_run(run.id)
-                return found.state_type == StateType.RUNNING and "graywave" in found.tags
+                return found.state_type == StateType.RUNNING and RUN_TAG in found.tags
 
             wait_for(collecting, "the wave runs and collects", 180, [serve])
             # Killed once the server has its first heartbeat, so that its window runs from a heartbeat (a
