@@ -85,9 +85,12 @@ def test_counts_and_ports_out_of_bounds_are_usage_errors(settings, args):
 
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("read_only_mounts")
-def test_a_wave_on_a_read_only_lake_says_in_a_line_that_it_could_not_run(settings, phone_files, tmp_path):
+def test_a_wave_on_a_read_only_lake_says_in_a_line_that_it_could_not_run(
+    settings, phone_files, tmp_path, prefect_server
+):
     """It printed delta-rs's error as a raw traceback. A real read-only mount of the lake, in a mount
-    namespace of the command's own: the processing runs, the commit is refused."""
+    namespace of the command's own: the processing runs, the commit is refused. The wave runs on the
+    test process's Prefect server: a temporary one of its own (seconds of CPU) is not this test's subject."""
     from graywave.service.wave import run_wave
     from tests.helpers import DAY, lake_of, put_uploads
 
@@ -100,7 +103,7 @@ def test_a_wave_on_a_read_only_lake_says_in_a_line_that_it_could_not_run(setting
         capture_output=True,
         text=True,
         timeout=240,
-        env={**os.environ, "COLUMNS": "400"},
+        env={**os.environ, "COLUMNS": "400", "PREFECT_API_URL": prefect_server},
         cwd=tmp_path,
     )
     assert done.returncode == 1, done.stdout + done.stderr

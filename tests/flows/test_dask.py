@@ -222,16 +222,22 @@ def test_workers_that_cannot_read_the_blob_store_fail_the_wave_naming_it_and_rec
     assert sorted(handled) == sorted(keys)  # every upload exactly once
 
 
-def test_a_wave_on_a_local_dask_cluster_is_quiet_and_serves_no_dashboard(settings, phone_files, prefect_home):
+def test_a_wave_on_a_local_dask_cluster_is_quiet_and_serves_no_dashboard(
+    settings, phone_files, tmp_path, prefect_server
+):
     """The prober found it: GRAYWAVE_DASK_WORKERS=2 printed about 45 lines of distributed's INFO, a
-    warning when port 8787 was taken, and a dashboard nobody asked for."""
+    warning when port 8787 was taken, and a dashboard nobody asked for. On the test process's Prefect
+    server: graywave's temporary one (seconds of CPU) is the signal tests' subject."""
     from tests.helpers import DAY, put_uploads
 
     put_uploads(settings.blob_url, DAY, {k: v for k, v in phone_files.items() if k.startswith("ann/")})
     taken = socket.socket()  # another wave's dashboard port, say
     taken.bind(("127.0.0.1", 8787)) if not _in_use(8787) else None
-    env = os.environ | {"GRAYWAVE_DASK_WORKERS": "2", "PREFECT_HOME": str(prefect_home)}
-    env.pop("PREFECT_API_URL", None)
+    env = os.environ | {
+        "GRAYWAVE_DASK_WORKERS": "2",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": prefect_server,
+    }
     command = [str(Path(sys.executable).with_name("graywave")), "wave", "run", "--date", DAY.isoformat()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     taken.close()
