@@ -1,22 +1,43 @@
-from graywave.cli.demo import DEMO_USERS, demo_report, run_demo
+"""``graywave demo`` as a new user runs it: a process of its own, with no Prefect server to use."""
+
+import sqlite3
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+from graywave.cli.demo import DEMO_USERS
 from graywave.flows.wave import wave_flow
+from tests.cli.test_signalled_commands import command_env
+from tests.flows.test_interrupted import GRAYWAVE
 from tests.helpers import lake_of
 
 
-def test_the_demo_processes_a_few_days_of_uploads_and_reports_them(settings):
-    summaries = run_demo(settings, days=3)
-    assert [getattr(s, "wave", "analytics") for s in summaries] == ["morning", "evening", "analytics"] * 3
+def test_the_demo_processes_a_few_days_of_uploads_on_graywaves_temporary_server_and_reports_them(
+    settings, prefect_home
+):
+    """Its flows run on graywave's temporary server (Prefect's own refused, as in
+    ``test_signalled_commands``), each day's two waves then its analytics, in that order."""
+    env = command_env(prefect_home, PREFECT_SERVER_EPHEMERAL_ENABLED="false", COLUMNS="400")  # lines unwrapped
+    done = subprocess.run([GRAYWAVE, "demo", "--days", "3"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    today = settings.today()
+    days = [today - timedelta(days=2), today - timedelta(days=1), today]
+    expected = [(f"{run}-{day}", "COMPLETED") for day in days for run in ("wave-morning", "wave-evening", "analytics")]
+    with sqlite3.connect(f"file:{Path(prefect_home) / 'prefect.db'}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT name, state_type FROM flow_run ORDER BY start_time").fetchall() == expected
+
     lake = lake_of(settings)
     images = lake.read("images")
     assert images.num_rows == 3 * 2 * len(DEMO_USERS)
     assert set(images.column("format").to_pylist()) == {"JPEG", "HEIF", "PNG", "WEBP"}
     assert sorted(lake.read("rejects").column("reason").to_pylist()) == ["empty", "not_an_image", "truncated"]
-    report = demo_report(settings)
+    report = done.stdout
     assert "30 images processed, 3 uploads rejected." in report
     assert "pl.scan_delta" in report and "graywave lake history" in report
-    assert f"Analytics of {settings.today()}" in report
+    assert f"Analytics of {today}" in report
     assert all(f"  {user}: " in report for user in DEMO_USERS)  # each user's nearest users
-    assert wave_flow(day=settings.today(), name="evening").processed == 0  # nothing left pending
+    assert "The runs went to a temporary Prefect server" in report
+    assert wave_flow(day=today, name="evening").processed == 0  # nothing left pending
 
 
 def test_the_demos_polars_hint_reads_the_lake_on_s3_too(s3_settings):
