@@ -8,7 +8,7 @@ the alert's notification block posts to."""
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import json
 import os
 import re
@@ -27,7 +27,8 @@ import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.events import emit_event
+from prefect.events import Event, RelatedResource, Resource, emit_event
+from prefect.events.clients import PrefectEventsClient
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore
 from prefect.exceptions import ObjectNotFound
@@ -92,23 +93,32 @@ def by_hand() -> None:
 
 
 class Beating:
-    """Heartbeats of the flow run ``run_id`` (tagged ``graywave``), sent every ``period_s`` seconds from a
-    thread of this process, as a live run's process sends them, until ``stop``."""
+    """Heartbeats of the flow run ``run_id`` (tagged ``graywave``), sent to the Prefect server at ``api_url``
+    every ``period_s`` seconds from a thread of this process, as a live run's process sends them, until
+    ``stop``. Through an events client of their own: ``emit_event`` goes through Prefect's one events
+    worker per process, which keeps the server that the process sent its first event to (this test
+    process's own, after an earlier test's flow), whatever ``PREFECT_API_URL`` says later."""
 
-    def __init__(self, run_id: UUID, period_s: float) -> None:
+    def __init__(self, api_url: str, run_id: UUID, period_s: float) -> None:
         self._stopped = threading.Event()
-        context = contextvars.copy_context()  # this thread's Prefect settings: the server's URL
-        self._thread = threading.Thread(target=context.run, args=(self._beat, run_id, period_s), daemon=True)
+        self._thread = threading.Thread(target=asyncio.run, args=(self._beat(api_url, run_id, period_s),), daemon=True)
         self._thread.start()
 
-    def _beat(self, run_id: UUID, period_s: float) -> None:
-        while not self._stopped.is_set():
-            emit_event(
-                event="prefect.flow-run.heartbeat",
-                resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
-                related=[{"prefect.resource.id": f"prefect.tag.{RUN_TAG}", "prefect.resource.role": "tag"}],
-            )
-            self._stopped.wait(period_s)
+    async def _beat(self, api_url: str, run_id: UUID, period_s: float) -> None:
+        async with PrefectEventsClient(api_url=api_url) as events:
+            while not self._stopped.is_set():
+                await events.emit(
+                    Event(
+                        event="prefect.flow-run.heartbeat",
+                        resource=Resource({"prefect.resource.id": f"prefect.flow-run.{run_id}"}),
+                        related=[
+                            RelatedResource(
+                                {"prefect.resource.id": f"prefect.tag.{RUN_TAG}", "prefect.resource.role": "tag"}
+                            )
+                        ],
+                    )
+                )
+                await asyncio.to_thread(self._stopped.wait, period_s)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -142,8 +152,12 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
 
 @pytest.mark.timeout(600)  # a loaded machine: serve's start, the wave, then the server's evaluation
 def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_marked_crashed_and_the_wave_alerts(
-    settings, tmp_path: Path, prefect_home: Path
+    settings, tmp_path: Path, prefect_home: Path, prefect_server: str
 ):
+    # As after an earlier test's flow in this process: Prefect's events worker is bound to this process's
+    # own server (the live run's heartbeats, below, went there, and it was marked Crashed).
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        emit_event("graywave.test.started", resource={"prefect.resource.id": "graywave.test.zombies"})
     photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
     put_uploads(settings.blob_url, DAY, photos)
     home = prefect_home
@@ -203,7 +217,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             lost, alive = (client.create_flow_run(by_hand, tags=[RUN_TAG], state=Pending()) for _ in range(2))
             client.set_flow_run_state(lost.id, Running())
             client.set_flow_run_state(alive.id, Running())
-            beating = Beating(alive.id, period_s=HEARTBEAT_S / 3)
+            beating = Beating(api, alive.id, period_s=HEARTBEAT_S / 3)
 
             def crashed(run_id: UUID):
                 found = client.read_flow_run(run_id)
