@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -309,3 +311,17 @@ def serving(app: FastAPI, root_path: str = "", http: str = "auto") -> Iterator[s
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def command_env(prefect_home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a graywave command with no Prefect server to use: no ``PREFECT_API_URL``, the
+    Prefect home ``prefect_home`` of its own (a database with this command's runs only)."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    return env | {"PREFECT_HOME": str(prefect_home)} | extra
+
+
+def flow_run_states(prefect_home: Path) -> list[tuple[str, str]]:
+    """Each flow run's (name, state type), in the order they started, from the Prefect database under
+    ``prefect_home``."""
+    with sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT name, state_type FROM flow_run ORDER BY start_time").fetchall()

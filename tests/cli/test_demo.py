@@ -1,30 +1,29 @@
 """``graywave demo`` as a new user runs it: a process of its own, with no Prefect server to use."""
 
-import sqlite3
 import subprocess
 from datetime import timedelta
-from pathlib import Path
+
+import pytest
 
 from graywave.cli.demo import DEMO_USERS
 from graywave.flows.wave import wave_flow
-from tests.cli.test_signalled_commands import command_env
 from tests.flows.test_interrupted import GRAYWAVE
-from tests.helpers import lake_of
+from tests.helpers import command_env, flow_run_states, lake_of
 
 
+@pytest.mark.timeout(600)  # three days of waves and a temporary server: minutes beside a CPU hog
 def test_the_demo_processes_a_few_days_of_uploads_on_graywaves_temporary_server_and_reports_them(
     settings, prefect_home
 ):
     """Its flows run on graywave's temporary server (Prefect's own refused, as in
     ``test_signalled_commands``), each day's two waves then its analytics, in that order."""
     env = command_env(prefect_home, PREFECT_SERVER_EPHEMERAL_ENABLED="false", COLUMNS="400")  # lines unwrapped
-    done = subprocess.run([GRAYWAVE, "demo", "--days", "3"], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([GRAYWAVE, "demo", "--days", "3"], env=env, capture_output=True, text=True, timeout=540)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     today = settings.today()
     days = [today - timedelta(days=2), today - timedelta(days=1), today]
     expected = [(f"{run}-{day}", "COMPLETED") for day in days for run in ("wave-morning", "wave-evening", "analytics")]
-    with sqlite3.connect(f"file:{Path(prefect_home) / 'prefect.db'}?mode=ro", uri=True) as db:
-        assert db.execute("SELECT name, state_type FROM flow_run ORDER BY start_time").fetchall() == expected
+    assert flow_run_states(prefect_home) == expected
 
     lake = lake_of(settings)
     images = lake.read("images")

@@ -16,17 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.flows.test_interrupted import GRAYWAVE, alive, children_of, flow_run_states, run_in_background
-from tests.helpers import DAY, append_images, image_record, lake_of
+from tests.flows.test_interrupted import GRAYWAVE, alive, children_of, run_in_background
+from tests.helpers import DAY, append_images, command_env, flow_run_states, image_record, lake_of
 
 pytestmark = pytest.mark.slow
-
-
-def command_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a command with no Prefect server to use: no ``PREFECT_API_URL``, the Prefect
-    home ``home`` of its own (a database with this command's runs only)."""
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    return env | {"PREFECT_HOME": str(home)} | extra
 
 
 def flow_run_state(prefect_home: Path) -> str | None:

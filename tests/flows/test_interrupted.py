@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from graywave.config import Settings
 from graywave.service.wave import run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-from tests.helpers import DAY, phone_jpeg, put_uploads
+from tests.helpers import DAY, flow_run_states, phone_jpeg, put_uploads
 
 pytestmark = pytest.mark.slow
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
@@ -162,12 +161,6 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
-
-
-def flow_run_states(prefect_home: Path) -> list[tuple[str, str]]:
-    """Each flow run's (name, state type), from the Prefect database under ``prefect_home``."""
-    with sqlite3.connect(f"file:{prefect_home / 'prefect.db'}?mode=ro", uri=True) as db:
-        return db.execute("SELECT name, state_type FROM flow_run").fetchall()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])

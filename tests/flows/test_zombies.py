@@ -101,10 +101,17 @@ class Beating:
 
     def __init__(self, api_url: str, run_id: UUID, period_s: float) -> None:
         self._stopped = threading.Event()
+        self.error: Exception | None = None  # why the heartbeats stopped before ``stop``, if they did
         self._thread = threading.Thread(target=asyncio.run, args=(self._beat(api_url, run_id, period_s),), daemon=True)
         self._thread.start()
 
     async def _beat(self, api_url: str, run_id: UUID, period_s: float) -> None:
+        try:
+            await self._send(api_url, run_id, period_s)
+        except Exception as error:  # noqa: BLE001 - whatever ended the thread, kept for the test to show
+            self.error = error
+
+    async def _send(self, api_url: str, run_id: UUID, period_s: float) -> None:
         async with PrefectEventsClient(api_url=api_url) as events:
             while not self._stopped.is_set():
                 await events.emit(
@@ -122,7 +129,7 @@ class Beating:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join()
+        self._thread.join(SERVER_TIMEOUT_S)
 
 
 def heartbeats(client, run_id: UUID) -> int:
@@ -154,8 +161,8 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
 def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_marked_crashed_and_the_wave_alerts(
     settings, tmp_path: Path, prefect_home: Path, prefect_server: str
 ):
-    # As after an earlier test's flow in this process: Prefect's events worker is bound to this process's
-    # own server (the live run's heartbeats, below, went there, and it was marked Crashed).
+    # Binds Prefect's one events worker of this process to the process's own server, as an earlier flow
+    # here does: heartbeats sent through emit_event would then miss the server this test starts.
     with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
         emit_event("graywave.test.started", resource={"prefect.resource.id": "graywave.test.zombies"})
     photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
@@ -233,6 +240,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             assert heartbeats(client, lost.id) == 0 and "heartbeat" in (found_lost.state.message or "")
             # The lost run's window from Running is over; the live run's, from the same moment, gave way
             # to its heartbeats' windows.
+            assert beating.error is None, repr(beating.error)
             assert client.read_flow_run(alive.id).state_type == StateType.RUNNING and heartbeats(client, alive.id)
             alert = wait_for(lambda: webhook.about(found.name), "the wave's failed-runs alert", SERVER_TIMEOUT_S, [])[0]
             [link] = re.findall(r"Its page: (\S+)", alert["body"])
