@@ -6,8 +6,9 @@ flows", Prefect >= 3.1.8): each flow run emits a ``prefect.flow-run.heartbeat`` 
 ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` seconds, and a proactive automation marks a run ``Crashed``
 when, after a heartbeat, neither another heartbeat nor a final state has come within two heartbeat
 periods. graywave's automation also starts that window when a run turns ``Running``: Prefect's
-starts it at a heartbeat only, so a run whose process died before its first heartbeat reached the
-server (a machine lost as the run starts; on a loaded machine, seconds) stayed ``Running`` for good.
+starts it at a heartbeat only, under which a run whose process dies before its first heartbeat
+reaches the server (a machine lost as the run starts; on a loaded machine, seconds) stays
+``Running`` for good.
 The ``Crashed`` state then fires the failed-runs alert of the runbook
 (``docs/operations/graywave-failed-runs.yaml``), like any crash.
 

@@ -10,6 +10,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 DAY = date(2026, 11, 25)
+GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+"""The graywave command of this environment, as the tests start it in a process of its own."""
 """The tests' upload day: a Wednesday of ISO week 2026-W48."""
 
 S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"

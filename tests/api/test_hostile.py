@@ -16,7 +16,6 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from deltalake.exceptions import DeltaError
 from PIL import Image
 
 from tests.api.test_api import error_of, upload
-from tests.helpers import SERVER_TIMEOUT_S
+from tests.helpers import GRAYWAVE, SERVER_TIMEOUT_S
 from tests.service.test_tokens import DAMAGED
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
@@ -222,9 +221,6 @@ async def test_a_blob_store_that_refuses_writes_is_a_503_never_a_500(api, monkey
     for response in (await upload(alice, "alice", name="IMG_0003.jpg"), await alice.delete(f"/images/alice/{kept}")):
         assert error_of(response) == (503, "unavailable"), response.text
         assert str(api.settings.blob_url) not in response.text
-
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 
 
 def read_only(folder: Path, *command: str) -> list[str]:

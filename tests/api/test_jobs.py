@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,14 +21,11 @@ from graywave.service.images import Images
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
 from graywave.service.wave import run_wave
-from tests.helpers import DAY, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
+from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
 
 
 def error_of(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json()["error"]["code"]
-
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 
 
 def test_serve_refuses_to_start_without_a_prefect_server_it_can_reach(settings):

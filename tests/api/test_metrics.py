@@ -24,12 +24,11 @@ from graywave.api.metrics import UNMATCHED
 from graywave.service.images import Images, UploadedNow
 from graywave.service.samples import encode, synthetic_photo
 from graywave.service.tokens import issue_token
-from tests.helpers import SERVER_TIMEOUT_S, free_port, in_process, in_process_client, wait_for
+from tests.helpers import GRAYWAVE, SERVER_TIMEOUT_S, free_port, in_process, in_process_client, wait_for
 
 EMBEDDED = pytest.mark.parametrize("api", ["embedded"], indirect=True)
 LIVE_EMBEDDED = pytest.mark.parametrize("live_api", ["embedded"], indirect=True)
 PHOTO = encode(synthetic_photo(64, 48, seed=1), "JPEG", quality=90)
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +16,7 @@ import httpx
 import pytest
 
 from graywave.service.identity import RECENT_S
-from tests.helpers import free_port
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+from tests.helpers import GRAYWAVE, free_port
 
 
 @contextmanager

@@ -8,8 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.api.test_hostile import GRAYWAVE
-from tests.helpers import free_port, wait_for
+from tests.helpers import GRAYWAVE, free_port, wait_for
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ import pytest
 
 from graywave.cli.demo import DEMO_USERS
 from graywave.flows.wave import wave_flow
-from tests.flows.test_interrupted import GRAYWAVE
-from tests.helpers import command_env, flow_run_states, lake_of
+from tests.helpers import GRAYWAVE, command_env, flow_run_states, lake_of
 
 
 @pytest.mark.timeout(600)  # three days of waves and a temporary server: minutes beside a CPU hog

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from graywave.cli.main import app
-from tests.api.test_hostile import GRAYWAVE, read_only, read_only_mounts  # noqa: F401 - a fixture
+from tests.api.test_hostile import read_only, read_only_mounts  # noqa: F401 - a fixture
+from tests.helpers import GRAYWAVE
 
 runner = CliRunner()
 

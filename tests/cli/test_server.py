@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
-from tests.helpers import DAY, free_port, put_uploads
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads
 
 
 def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.flows.test_interrupted import GRAYWAVE, alive, children_of, run_in_background
-from tests.helpers import DAY, append_images, command_env, flow_run_states, image_record, lake_of
+from tests.flows.test_interrupted import alive, children_of, run_in_background
+from tests.helpers import DAY, GRAYWAVE, append_images, command_env, flow_run_states, image_record, lake_of
 
 pytestmark = pytest.mark.slow
 

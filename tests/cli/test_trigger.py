@@ -7,19 +7,18 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from graywave.config import Settings
 from graywave.flows.schedule import wave_deployments
+from tests.helpers import GRAYWAVE
 
 
 def graywave(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [str(Path(sys.executable).with_name("graywave")), *arguments]
+    command = [GRAYWAVE, *arguments]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
 
 

@@ -27,7 +27,17 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable, DeviceUnavailable
 from graywave.flows.wave import run_wave_flow
 from graywave.records import ImageRecord, RejectRecord
-from tests.helpers import DAY, EXPECTED_REJECTS, S3_SECRET_KEY, blobs_of, free_port, lake_of, phone_jpeg, put_uploads
+from tests.helpers import (
+    DAY,
+    EXPECTED_REJECTS,
+    GRAYWAVE,
+    S3_SECRET_KEY,
+    blobs_of,
+    free_port,
+    lake_of,
+    phone_jpeg,
+    put_uploads,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -238,7 +248,7 @@ def test_a_wave_on_a_local_dask_cluster_is_quiet_and_serves_no_dashboard(
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_API_URL": prefect_server,
     }
-    command = [str(Path(sys.executable).with_name("graywave")), "wave", "run", "--date", DAY.isoformat()]
+    command = [GRAYWAVE, "wave", "run", "--date", DAY.isoformat()]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     taken.close()
     # Prefect's "View at http://127.0.0.1:<port>/..." lines: the server's port (8000 to 8999) may be 8787.

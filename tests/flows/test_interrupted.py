@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from graywave.config import Settings
 from graywave.service.wave import run_wave
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import Lake
-from tests.helpers import DAY, flow_run_states, phone_jpeg, put_uploads
+from tests.helpers import DAY, GRAYWAVE, flow_run_states, phone_jpeg, put_uploads
 
 pytestmark = pytest.mark.slow
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 
 
 def lake_files(lake: Path) -> int:

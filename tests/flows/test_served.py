@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time as clock
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -30,9 +29,7 @@ from prefect.states import Scheduled
 from graywave.config import Settings
 from graywave.service.backends import Backends
 from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, SERVER_TIMEOUT_S, lake_of, put_uploads, wait_for
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, lake_of, put_uploads, wait_for
 
 
 def test_a_late_evening_wave_triggers_the_analytics_of_its_own_day(settings: Settings, prefect_server: str, tmp_path):

@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import EXPECTED_REJECTS, SERVER_TIMEOUT_S, free_port, put_uploads
+from tests.helpers import EXPECTED_REJECTS, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads
 
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 SCREENSHOTS = Path(__file__).parents[2] / "test-output" / "ui"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

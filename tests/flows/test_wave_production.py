@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pymongo
 import pytest
@@ -17,9 +15,7 @@ from graywave.config import Settings
 from graywave.errors import BackendUnavailable
 from graywave.flows.wave import wave_flow
 from graywave.storage.s3 import S3BlobStore
-from tests.helpers import DAY, EXPECTED_REJECTS, blobs_of, lake_of, phone_jpeg, put_uploads
-
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
+from tests.helpers import DAY, EXPECTED_REJECTS, GRAYWAVE, blobs_of, lake_of, phone_jpeg, put_uploads
 
 
 def images_collection(settings: Settings):

@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,10 +36,9 @@ from prefect.states import Pending, Running
 
 from graywave.flows.automations import RUN_TAG, ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
+from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
 
 pytestmark = pytest.mark.slow
-GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 HEARTBEAT_S = 30  # Prefect's least
 
 

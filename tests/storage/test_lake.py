@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from graywave.records import ImageRecord, RejectRecord
 from graywave.storage.blobs import LocalBlobStore
 from graywave.storage.lake import TABLES, CommitInfo, Lake, table_schema
 from graywave.storage.s3 import S3BlobStore
-from tests.helpers import append_images, append_rejects, image_record, reject_record
+from tests.helpers import GRAYWAVE, append_images, append_rejects, image_record, reject_record
 
 D25, D26, D27 = date(2026, 11, 25), date(2026, 11, 26), date(2026, 11, 27)
 
@@ -272,13 +271,12 @@ def test_thirty_cli_queries_back_to_back_never_abort_at_exit(local_lake, tmp_pat
     """delta-rs #2184 / polars #24169: a short-lived process that read through delta-rs's Python file
     handler could abort at exit ("terminate called without an active exception", exit 134). The lake
     reads with Polars over the files delta-rs lists: 30 ``graywave query`` commands all exit 0."""
-    graywave = str(Path(sys.executable).with_name("graywave"))
     env = os.environ | {"GRAYWAVE_LAKE_URL": local_lake.url, "GRAYWAVE_BLOB_URL": str(tmp_path / "blobs")}
     for k in range(30):
         command = (
             ["query", "median", "--date", "2026-11-25", "--json"] if k % 2 else ["rejects", "--date", "2026-11-25"]
         )
-        done = subprocess.run([graywave, *command], env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([GRAYWAVE, *command], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (command, done.returncode, done.stderr)
         assert "terminate called" not in done.stderr
 
