@@ -2,37 +2,48 @@
 background, with graywave's ``PREFECT_HOME`` (so its runs are the ones the UI shows) and telemetry
 off; and the lookup that makes every other command use it.
 
-Prefect's own ``prefect server start --background`` does the starting and stopping (its PID file is
-in ``PREFECT_HOME``); graywave records the address it started it on in ``graywave-server.json``
-beside it, so that any command can find it without configuration. The server is told its UI's
-address (``PREFECT_UI_URL``), so that the links in its notifications open the run's page, and
-graywave's automations are installed on it (``flows.automations``: a run whose heartbeats stop is
-marked ``Crashed``).
+graywave starts ``prefect server start`` as a process of its own session, so that it outlives the
+terminal and the process group that started it, with its output in ``graywave-server.log`` in
+``PREFECT_HOME``, where an operator can read it. (Prefect's ``--background`` leaves its server writing
+into pipes that nobody reads once the command ends.) ``graywave-server.json`` beside it records the
+address and the process, so that any command finds the server without configuration, and a server is
+running while that process lives: the lookup does not rest on how fast a busy server answers. The
+server is told its UI's address (``PREFECT_UI_URL``), so that the links in its notifications open the
+run's page, and graywave's automations are installed on it (``flows.automations``: a run whose
+heartbeats stop is marked ``Crashed``).
 
 ``status`` and ``stop`` only read: they create no ``PREFECT_HOME``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 STATE_FILE = "graywave-server.json"
+LOG_FILE = "graywave-server.log"
 START_TIMEOUT_S = 90.0
-HEALTH_TIMEOUT_S = 1.0
+STOP_TIMEOUT_S = 30.0
+HEALTH_TIMEOUT_S = 5.0
+LOG_TAIL_CHARS = 2000
 
 
 @dataclass(frozen=True)
 class LocalServer:
     host: str
     port: int
+    pid: int
+    created: float  # the process's creation time: a PID that the system gave to another process is not the server
 
     @property
     def api_url(self) -> str:
@@ -43,10 +54,20 @@ class LocalServer:
         return f"http://{self.host}:{self.port}"
 
     def healthy(self) -> bool:
+        """Whether it answers its health check now."""
         try:
             return httpx.get(f"{self.api_url}/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def process(self) -> psutil.Process | None:
+        """The server's process, while it lives."""
+        try:
+            process = psutil.Process(self.pid)
+            alive = process.create_time() == self.created and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return None
+        return process if alive else None
 
 
 def use_prefect_home(default: Path) -> Path:
@@ -55,53 +76,74 @@ def use_prefect_home(default: Path) -> Path:
     return Path(os.environ.setdefault("PREFECT_HOME", str(default.resolve()))).expanduser()
 
 
-def _state_file() -> Path:
-    return Path(os.environ["PREFECT_HOME"]) / STATE_FILE
+def _home() -> Path:
+    return Path(os.environ["PREFECT_HOME"])
+
+
+def log_file() -> Path:
+    """Where the managed server writes its output."""
+    return _home() / LOG_FILE
 
 
 def recorded() -> LocalServer | None:
     """The server ``graywave server start`` started last with this ``PREFECT_HOME``, if any."""
     try:
-        data = json.loads(_state_file().read_text())
-        return LocalServer(str(data["host"]), int(data["port"]))
+        data = json.loads((_home() / STATE_FILE).read_text())
+        return LocalServer(str(data["host"]), int(data["port"]), int(data["pid"]), float(data["created"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
+def _record(server: LocalServer) -> None:
+    written = _home() / f".{STATE_FILE}.{os.getpid()}"
+    written.write_text(json.dumps(asdict(server)))
+    written.replace(_home() / STATE_FILE)  # whole or not at all, for the commands that read it
+
+
+def _forget(server: LocalServer) -> None:
+    if recorded() == server:  # not a record that another start wrote since
+        (_home() / STATE_FILE).unlink(missing_ok=True)
+
+
 def running() -> LocalServer | None:
-    """The managed local server, if it is up."""
+    """The managed local server, while its process lives."""
     server = recorded()
-    return server if server is not None and server.healthy() else None
+    return server if server is not None and server.process() is not None else None
 
 
-def _prefect(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    prefect = Path(sys.executable).with_name("prefect")
-    return subprocess.run([str(prefect), *arguments], capture_output=True, text=True, timeout=120, check=False, env=env)
+def _log_tail() -> str:
+    try:
+        return log_file().read_text(errors="replace").strip()[-LOG_TAIL_CHARS:]
+    except OSError:
+        return ""
 
 
 def start(host: str, port: int) -> LocalServer:
-    """Start Prefect's server in the background on ``host:port`` and wait until it answers."""
-    server = LocalServer(host, port)
-    if server.healthy():
-        raise RuntimeError(f"something already answers at {server.api_url}; stop it, or choose another --port")
+    """Start Prefect's server in the background on ``host:port`` and wait until it answers;
+    ``RuntimeError`` (with the end of its log) when it does not."""
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
     # The UI asks its API for data at PREFECT_UI_API_URL, which otherwise stays on port 4200.
-    env = os.environ | {
-        "PREFECT_SERVER_API_HOST": host,
-        "PREFECT_SERVER_API_PORT": str(port),
-        "PREFECT_UI_API_URL": server.api_url,
-        # The links of its notifications ({{ flow_run|ui_url }}): without it they read "None".
-        "PREFECT_UI_URL": server.ui_url,
-    }
-    done = _prefect("server", "start", "--background", "--host", host, "--port", str(port), "--analytics-off", env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"prefect server start failed: {(done.stdout + done.stderr).strip()[-2000:]}")
+    # PREFECT_UI_URL makes the links of its notifications ({{ flow_run|ui_url }}), which otherwise read "None".
+    url = f"http://{host}:{port}"
+    env = os.environ | {"PREFECT_UI_API_URL": f"{url}/api", "PREFECT_UI_URL": url}
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [str(prefect), "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
+    with log_file().open("wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    server = LocalServer(host, port, process.pid, psutil.Process(process.pid).create_time())
+    _record(server)
     deadline = time.monotonic() + START_TIMEOUT_S
     while not server.healthy():
+        if process.poll() is not None:
+            _forget(server)
+            raise RuntimeError(f"prefect server start exited with {process.returncode}: {_log_tail()}")
         if time.monotonic() > deadline:
-            _prefect("server", "stop")
+            stop()
             raise RuntimeError(f"the Prefect server did not answer at {server.api_url} within {START_TIMEOUT_S:.0f} s")
         time.sleep(0.5)
-    _state_file().write_text(json.dumps({"host": host, "port": port}))
     return server
 
 
@@ -120,16 +162,28 @@ def install_automations(api_url: str, heartbeat_s: int) -> str:
         raise RuntimeError(f"the zombie-run automation could not be installed on {api_url}: {error}") from None
 
 
+def _ended(server: LocalServer, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while server.process() is not None:  # not psutil's wait: a zombie that init has not reaped yet has ended
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def stop() -> bool:
-    """Stop the managed server; whether one was running. ``RuntimeError`` if it still answers after."""
+    """Stop the managed server and wait until its process has ended: whether one was running.
+    ``RuntimeError`` if it outlives ``SIGKILL``."""
     server = recorded()
-    was = server is not None and server.healthy()
-    if not Path(os.environ["PREFECT_HOME"]).is_dir():  # nothing was ever started there: create nothing
-        return was
-    done = _prefect("server", "stop")
-    if server is not None and server.healthy():
-        raise RuntimeError(
-            f"the server at {server.api_url} still answers: {(done.stdout + done.stderr).strip()[-500:]}"
-        )
-    _state_file().unlink(missing_ok=True)
-    return was
+    if server is None:
+        return False
+    if server.process() is None:
+        _forget(server)  # a server that ended by itself, or with its machine
+        return False
+    for sent in (signal.SIGTERM, signal.SIGKILL):  # Prefect's shutdown, then no choice
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sent)  # the session it leads: the server and anything it started
+        if _ended(server, STOP_TIMEOUT_S):
+            _forget(server)
+            return True
+    raise RuntimeError(f"the server's process {server.pid} still runs after SIGKILL")

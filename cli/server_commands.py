@@ -43,6 +43,7 @@ def server_start(
     console.print(
         f"Prefect server running: the UI at {local.ui_url}, the API at {local.api_url}\n"
         f"graywave commands on this machine use it; for other Prefect tools: export PREFECT_API_URL={local.api_url}\n"
+        f"its log: {server.log_file()}\n"
         f"stop it with: {me()} server stop",
         highlight=False,
     )
@@ -66,7 +67,7 @@ def server_stop() -> None:
 
 @server_app.command("status")
 def server_status() -> None:
-    """Whether the local Prefect server runs, and where its UI is (exit 1 when it does not run)."""
+    """Whether the local Prefect server runs, and where its UI is (exit 1 when it does not run or answer)."""
     from graywave.cli import server
 
     server.use_prefect_home(Settings().prefect_home)  # a read: it creates no Prefect home
@@ -74,5 +75,12 @@ def server_status() -> None:
     local = server.running()
     if local is None:
         console.print(f"no local Prefect server is running: {me()} server start", highlight=False)
+        raise typer.Exit(1)
+    if not local.healthy():
+        console.print(
+            f"the local Prefect server (process {local.pid}) does not answer at {local.api_url};"
+            f" its log: {server.log_file()}",
+            highlight=False,
+        )
         raise typer.Exit(1)
     console.print(f"running: the UI at {local.ui_url}, the API at {local.api_url}", highlight=False)

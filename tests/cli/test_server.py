@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import subprocess
 from pathlib import Path
 
 import httpx
+import psutil
 
-from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads
+from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads, wait_for
 
 
 def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([GRAYWAVE, *arguments], env=env, capture_output=True, text=True, timeout=240)
+
+
+def listening(port: int) -> psutil.Process:
+    """The process that listens on ``port``."""
+    [pid] = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+    return psutil.Process(pid)
+
+
+def pending(process: psutil.Process, sent: signal.Signals) -> bool:
+    """Whether ``sent`` waits, undelivered, for the (stopped) process."""
+    status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+    shared = next(line for line in status if line.startswith("ShdPnd:"))
+    return bool(int(shared.split()[1], 16) & (1 << (sent - 1)))
+
+
+def gone(process: psutil.Process) -> bool:
+    """Whether ``process`` has ended (a zombie that init has not reaped yet has)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings, phone_files, tmp_path):
@@ -20,10 +45,20 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
     put_uploads(settings.blob_url, DAY, phone_files)
     port = free_port()
-    started = graywave(env, "server", "start", "--port", str(port))
+    # In a process group of its own, as a terminal starts a command: closing the terminal hangs the group up.
+    starting = subprocess.Popen(
+        [GRAYWAVE, "server", "start", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    out, err = starting.communicate(timeout=240)
+    stopped = False
     try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert f"http://127.0.0.1:{port}" in started.stdout and "graywave server stop" in started.stdout
+        assert starting.returncode == 0, out + err
+        assert f"http://127.0.0.1:{port}" in out and "graywave server stop" in out
         status = graywave(env, "server", "status")
         assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
 
@@ -32,9 +67,32 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
         assert "temporary" not in wave.stderr  # it found the running server
         runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}, timeout=10).json()
         assert [run["name"] for run in runs] == [f"wave-morning-{DAY}"]  # the run is in the server's UI
+
+        # It outlives the terminal that started it, and its output goes to the log that start named
+        # (Prefect's --background left it in the starting command's group, writing into pipes that
+        # nobody read once the command ended).
+        server = listening(port)
+        with contextlib.suppress(ProcessLookupError):  # nothing is left in the group
+            os.killpg(starting.pid, signal.SIGHUP)
+        assert graywave(env, "server", "status").returncode == 0 and server.is_running()
+        [log] = re.findall(r"its log: (\S+)", out)
+        assert f"dashboard at http://127.0.0.1:{port}" in Path(log).read_text()
+
+        # A server too busy to answer (here: stopped) still runs: status says that it does not answer,
+        # not that none runs, and stop stops it (it said "no local Prefect server was running", exit 1).
+        server.suspend()
+        status = graywave(env, "server", "status")
+        assert status.returncode == 1 and f"(process {server.pid}) does not answer" in status.stdout
+        stopping = subprocess.Popen([GRAYWAVE, "server", "stop"], env=env, stdout=subprocess.PIPE, text=True)
+        wait_for(lambda: pending(server, signal.SIGTERM), "stop asks the server to end", 120, [stopping])
+        server.resume()
+        stopped_out, _ = stopping.communicate(timeout=240)
+        assert stopping.returncode == 0 and "stopped" in stopped_out
+        stopped = gone(server)
+        assert stopped
     finally:
-        stopped = graywave(env, "server", "stop")
-    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+        if not stopped:
+            graywave(env, "server", "stop")
     after = graywave(env, "server", "status")
     assert after.returncode == 1 and "graywave server start" in after.stdout
     assert graywave(env, "server", "stop").returncode == 1  # nothing was running

@@ -22,6 +22,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+import tenacity
 import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
@@ -30,7 +31,7 @@ from prefect.events import Event, RelatedResource, Resource, emit_event
 from prefect.events.clients import PrefectEventsClient
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending, Running
 
@@ -130,6 +131,19 @@ class Beating:
         self._thread.join(SERVER_TIMEOUT_S)
 
 
+def _server_error(error: BaseException) -> bool:
+    return isinstance(error, PrefectHTTPStatusError) and error.response.status_code >= 500
+
+
+# A read, retried on a 500: one CI run on a loaded machine met one here, whose cause went unrecorded
+# (the server's output then went into a pipe that nobody read; it now goes to the log printed below).
+# A Prefect server on SQLite answers 500 while its own writers hold the database (PrefectHQ/prefect#17473).
+@tenacity.retry(
+    retry=tenacity.retry_if_exception(_server_error),
+    stop=tenacity.stop_after_attempt(5),
+    wait=tenacity.wait_fixed(2),
+    reraise=True,
+)
 def heartbeats(client, run_id: UUID) -> int:
     """How many heartbeats of the flow run ``run_id`` the server has recorded."""
     only = EventFilter(
@@ -250,6 +264,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
         stopped = subprocess.run([GRAYWAVE, "server", "stop"], env=env, capture_output=True, text=True, timeout=120)
+        print("the server's log:", (home / "graywave-server.log").read_text()[-20_000:], sep="\n")  # shown on a failure
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     # Reported, not asserted (a heartbeat thread on a loaded machine runs late either way): the window
     # of two periods is asserted on the automation's trigger above, its work by the state's message.
