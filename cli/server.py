@@ -32,6 +32,7 @@ import psutil
 
 STATE_FILE = "graywave-server.json"
 LOG_FILE = "graywave-server.log"
+START_LOCK_FILE = "graywave-server.lock"
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 5.0
@@ -58,6 +59,16 @@ class LocalServer:
         try:
             return httpx.get(f"{self.api_url}/health", timeout=HEALTH_TIMEOUT_S).status_code == 200
         except httpx.HTTPError:
+            return False
+
+    def listens(self) -> bool:
+        """Whether its process listens on its port (not some other server that answers there)."""
+        process = self.process()
+        try:
+            return process is not None and any(
+                c.laddr.port == self.port and c.status == psutil.CONN_LISTEN for c in process.net_connections("tcp")
+            )
+        except psutil.Error:
             return False
 
     def process(self) -> psutil.Process | None:
@@ -118,9 +129,30 @@ def _log_tail() -> str:
         return ""
 
 
+def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
+    """The managed server that runs, or one started now on ``host:port`` (``start``), and whether
+    this call started it. Two calls at once start one server: the second waits for the first's start
+    (a file lock, which the system releases if its holder dies), then finds its server."""
+    from filelock import FileLock, Timeout
+
+    home = _home()
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(home / START_LOCK_FILE, timeout=2 * START_TIMEOUT_S):
+            if (local := running()) is not None:
+                return local, False
+            return start(host, port), True
+    except Timeout:
+        raise RuntimeError(
+            f"another graywave server start in {home} did not finish in {2 * START_TIMEOUT_S:.0f} s"
+        ) from None
+
+
 def start(host: str, port: int) -> LocalServer:
     """Start Prefect's server in the background on ``host:port`` and wait until it answers;
     ``RuntimeError`` (with the end of its log) when it does not."""
+    if LocalServer(host, port, 0, 0.0).healthy():
+        raise RuntimeError(f"something already answers at http://{host}:{port}; stop it, or choose another --port")
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
     # The UI asks its API for data at PREFECT_UI_API_URL, which otherwise stays on port 4200.
@@ -136,7 +168,7 @@ def start(host: str, port: int) -> LocalServer:
     server = LocalServer(host, port, process.pid, psutil.Process(process.pid).create_time())
     _record(server)
     deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.healthy():
+    while not (server.listens() and server.healthy()):
         if process.poll() is not None:
             _forget(server)
             raise RuntimeError(f"prefect server start exited with {process.returncode}: {_log_tail()}")

@@ -25,14 +25,10 @@ def server_start(
     settings_only()
     from graywave.cli import server
 
-    if (local := server.running()) is None:
-        try:
-            local = server.start(host, port)
-        except RuntimeError as error:
-            raise CommandFailed("the Prefect server did not start", str(error)) from None
-        started = True
-    else:
-        started = False
+    try:
+        local, started = server.start_once(host, port)
+    except RuntimeError as error:
+        raise CommandFailed("the Prefect server did not start", str(error)) from None
     try:
         server.install_automations(local.api_url, heartbeat_s)
     except RuntimeError as error:  # the server runs: say what it lacks, and go on

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
-    from prefect.events.schemas.automations import AutomationCore
+    from prefect.events.schemas.automations import Automation, AutomationCore
 
 HEARTBEAT_SETTING = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
 DEFAULT_HEARTBEAT_S = 60
@@ -102,18 +102,35 @@ def zombie_automation(heartbeat_s: int) -> AutomationCore:
 
 def install_zombie_detection(client: SyncPrefectClient, heartbeat_s: int) -> str:
     """Create the zombie automation on the client's server, or bring the one there up to date;
-    ``created``, ``updated`` or ``unchanged``. Copies left by an older install are removed."""
+    ``created``, ``updated`` or ``unchanged``. Copies, left by an older install or created by another
+    install at the same moment (``graywave serve`` and ``graywave server start``), are removed."""
     wanted = zombie_automation(heartbeat_s)
     found = client.read_automations_by_name(ZOMBIE_AUTOMATION)
     if not found:
         client.create_automation(wanted)
+        _keep_one(client, client.read_automations_by_name(ZOMBIE_AUTOMATION))
         return "created"
-    first, *extra = found
-    for duplicate in extra:
-        client.delete_automation(duplicate.id)
+    kept = _keep_one(client, found)
     # Compared as models, not as JSON: the trigger's event names are sets, whose JSON order depends
     # on the order the server listed them in and on the process's string hashing.
-    if type(wanted).model_validate(first.model_dump(include=set(type(wanted).model_fields))) == wanted and not extra:
+    if (
+        type(wanted).model_validate(kept.model_dump(include=set(type(wanted).model_fields))) == wanted
+        and len(found) == 1
+    ):
         return "unchanged"
-    client.update_automation(first.id, wanted)
+    client.update_automation(kept.id, wanted)
     return "updated"
+
+
+def _keep_one(client: SyncPrefectClient, found: list[Automation]) -> Automation:
+    """The copy with the least id, the others deleted: every install, at the same moment too, keeps the same one."""
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    kept, *others = sorted(found, key=lambda automation: str(automation.id))
+    for other in others:
+        try:
+            client.delete_automation(other.id)
+        except PrefectHTTPStatusError as error:  # another install deleted it first
+            if error.response.status_code != 404:
+                raise
+    return kept

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from graywave.flows.automations import ZOMBIE_AUTOMATION
 from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads, wait_for
 
 
@@ -45,22 +46,32 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
     put_uploads(settings.blob_url, DAY, phone_files)
     port = free_port()
-    # In a process group of its own, as a terminal starts a command: closing the terminal hangs the group up.
-    starting = subprocess.Popen(
-        [GRAYWAVE, "server", "start", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    out, err = starting.communicate(timeout=240)
+    # Two at once, each in a process group of its own, as a terminal starts a command (closing the
+    # terminal hangs its group up): one starts the server, the other finds it.
+    startings = [
+        subprocess.Popen(
+            [GRAYWAVE, "server", "start", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [starting.communicate(timeout=240) for starting in startings]
     stopped = False
     try:
-        assert starting.returncode == 0, out + err
+        assert [starting.returncode for starting in startings] == [0, 0], outputs
+        [out] = [out for out, _ in outputs if "Prefect server running" in out]
+        assert any("already running" in out for out, _ in outputs), outputs
         assert f"http://127.0.0.1:{port}" in out and "graywave server stop" in out
         status = graywave(env, "server", "status")
         assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
+        automations = httpx.post(f"http://127.0.0.1:{port}/api/automations/filter", json={}, timeout=10).json()
+        assert [automation["name"] for automation in automations] == [ZOMBIE_AUTOMATION]  # both installed it
+        elsewhere = graywave(env | {"PREFECT_HOME": str(tmp_path / "other")}, "server", "start", "--port", str(port))
+        assert elsewhere.returncode == 1 and f"something already answers at http://127.0.0.1:{port}" in elsewhere.stdout
 
         wave = graywave(env, "wave", "run", "--date", DAY.isoformat(), "--name", "morning")
         assert wave.returncode == 0, wave.stdout + wave.stderr
@@ -72,8 +83,9 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
         # (Prefect's --background left it in the starting command's group, writing into pipes that
         # nobody read once the command ended).
         server = listening(port)
-        with contextlib.suppress(ProcessLookupError):  # nothing is left in the group
-            os.killpg(starting.pid, signal.SIGHUP)
+        for starting in startings:
+            with contextlib.suppress(ProcessLookupError):  # nothing is left in the group
+                os.killpg(starting.pid, signal.SIGHUP)
         assert graywave(env, "server", "status").returncode == 0 and server.is_running()
         [log] = re.findall(r"its log: (\S+)", out)
         assert f"dashboard at http://127.0.0.1:{port}" in Path(log).read_text()

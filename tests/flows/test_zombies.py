@@ -169,6 +169,35 @@ def test_the_zombie_automation_is_installed_once_and_follows_the_heartbeat(prefe
     assert zombie_automation(60).trigger.within.total_seconds() == 120
 
 
+class Racing:
+    """A client whose first create lets another install (``graywave serve`` and ``graywave server
+    start`` at once) run between this install's read, which found none, and its create."""
+
+    def __init__(self, client) -> None:
+        self.client, self.raced = client, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def create_automation(self, automation):
+        if not self.raced:
+            self.raced = True
+            assert install_zombie_detection(self.client, 60) == "created"  # the other install
+        return self.client.create_automation(automation)
+
+
+def test_two_installs_at_once_leave_one_automation(prefect_server):
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
+        for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            client.delete_automation(existing.id)
+        racing = Racing(client)
+        assert install_zombie_detection(racing, 60) == "created" and racing.raced
+        found = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+        for automation in found:
+            client.delete_automation(automation.id)  # the shared server's runs are other tests'
+    assert len(found) == 1
+
+
 @pytest.mark.timeout(600)  # a loaded machine: serve's start, the wave, then the server's evaluation
 def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_marked_crashed_and_the_wave_alerts(
     settings, tmp_path: Path, prefect_home: Path, prefect_server: str
