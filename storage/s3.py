@@ -12,7 +12,8 @@ in the region it names: on AWS, set the bucket's region. Throttling and transien
 ``adaptive`` retry mode (exponential back-off with client-side rate limiting). A store that cannot
 be reached at all (connection refused while it restarts, a connection dropped, no answer to a
 connect) or that answers 5xx is waited for longer, up to ``retry_s`` seconds from a request's first
-try: botocore's own attempts (8, with a random back-off) gave up on a restarting server after 4 s.
+failure, and no longer: botocore's own attempts (8, with a random back-off) gave up on a restarting
+server after 4 s.
 delta-rs's requests get the same window (its ``retry_timeout``).
 """
 
@@ -110,17 +111,24 @@ class S3BlobStore:
         caught_exception: Exception | None = None,
         request_dict: dict[str, Any] | None = None,
         attempts: int = 1,
+        operation: Any = None,
         **_: Any,
     ) -> float | None:
         """botocore's ``needs-retry`` event: the seconds to wait before trying a request again whose
-        store was unreachable or answered 5xx, until ``retry_s`` after its first try; else None."""
+        store was unreachable or answered 5xx, until ``retry_s`` after its first failure; then the
+        failure itself, raised. (Answered None, botocore's own handler, asked next, would go on
+        retrying it: 8 attempts in all, with a random back-off, 4 to 9 s past a window of 4 s.)"""
         status = response[0].status_code if response is not None else None
         if not isinstance(caught_exception, UNREACHABLE) and not (status is not None and status >= 500):
             return None
         context = (request_dict or {}).setdefault("context", {})
-        first = context.setdefault("graywave_first_failure", time.monotonic())
-        wait = min(MAX_WAIT_S, 0.25 * 2 ** min(attempts, 8))
-        return wait if time.monotonic() + wait - first <= self.retry_s else None
+        first: float = context.setdefault("graywave_first_failure", time.monotonic())
+        left = first + self.retry_s - time.monotonic()
+        if left > 0:
+            return min(MAX_WAIT_S, 0.25 * 2.0 ** min(attempts, 8), left)
+        if caught_exception is not None:
+            raise caught_exception
+        raise ClientError(response[1], operation.name)  # what botocore raises for a 5xx it stops retrying
 
     def _key(self, key: str) -> str:
         if not key or key.startswith("/") or "//" in key:

@@ -1,6 +1,7 @@
 """The S3 blob store against SeaweedFS on 127.0.0.1 (``local_s3``: a real S3 server that checks credentials)."""
 
 import os
+import time
 from datetime import UTC, datetime
 
 import boto3
@@ -89,6 +90,26 @@ def test_throttling_and_server_errors_are_retried(store):
     finally:
         store.client.meta.events.unregister("before-send.s3.GetObject", throttle)
     assert failures["left"] == 0
+
+
+def test_a_store_that_answers_5xx_past_the_retry_window_fails_once_it_has_passed(store):
+    """Tried again through the window (GRAYWAVE_BACKEND_RETRY_S), and not after it: botocore's own
+    retries went on past it, up to 8 attempts with a random back-off."""
+    store.write("a.jpg", b"data", "image/jpeg")
+    store.retry_s = 2.0
+    tries: list[float] = []
+
+    def failing(request, **_):
+        tries.append(time.monotonic())
+        return AWSResponse(request.url, 503, {}, _Body(SLOW_DOWN))
+
+    store.client.meta.events.register("before-send.s3.GetObject", failing)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"S3 could not read a\.jpg .*SlowDown"):
+            store.read("a.jpg")
+    finally:
+        store.client.meta.events.unregister("before-send.s3.GetObject", failing)
+    assert len(tries) > 2 and 1 < tries[-1] - tries[0] < 2 + 1, tries  # the last try within a wake-up of the window
 
 
 def test_open_blob_store_shares_one_client_per_url(local_s3):
