@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -33,10 +33,26 @@ import psutil
 STATE_FILE = "graywave-server.json"
 LOG_FILE = "graywave-server.log"
 START_LOCK_FILE = "graywave-server.lock"
+PREFECT_PID_FILE = "server.pid"
+"""Where ``prefect server start --background`` (which graywave used before) keeps its server's PID."""
+PREFECT_SERVER_APP = "prefect.server.api.server:create_app"
+"""The application in the command line of the server that ``--background`` starts."""
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 5.0
 LOG_TAIL_CHARS = 2000
+
+
+def process_identity(pid: int) -> str | None:
+    """What tells this process from a later one that the system gives the same PID: the boot, and
+    the process's start in clock ticks since it (``/proc``; unlike psutil's ``create_time``, no step
+    of the wall clock moves it). None once the process is gone."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+    return f"{boot}:{started}"
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,8 @@ class LocalServer:
     host: str
     port: int
     pid: int
-    created: float  # the process's creation time: a PID that the system gave to another process is not the server
+    identity: str  # ``process_identity(pid)`` as it started
+    ready: bool = False  # it answered: until then, the commands do not use it
 
     @property
     def api_url(self) -> str:
@@ -75,7 +92,7 @@ class LocalServer:
         """The server's process, while it lives."""
         try:
             process = psutil.Process(self.pid)
-            alive = process.create_time() == self.created and process.status() != psutil.STATUS_ZOMBIE
+            alive = process_identity(self.pid) == self.identity and process.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return None
         return process if alive else None
@@ -97,11 +114,20 @@ def log_file() -> Path:
 
 
 def recorded() -> LocalServer | None:
-    """The server ``graywave server start`` started last with this ``PREFECT_HOME``, if any."""
+    """The server ``graywave server start`` started last with this ``PREFECT_HOME``, if any (ready
+    or not). A record of the graywave before this one (no process in it) names the process in
+    Prefect's own PID file."""
     try:
         data = json.loads((_home() / STATE_FILE).read_text())
-        return LocalServer(str(data["host"]), int(data["port"]), int(data["pid"]), float(data["created"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        host, port = str(data["host"]), int(data["port"])
+        if "pid" not in data:  # started with Prefect's --background
+            pid = int((_home() / PREFECT_PID_FILE).read_text())
+            identity = process_identity(pid)
+            if identity is None or PREFECT_SERVER_APP not in psutil.Process(pid).cmdline():  # a reused PID
+                return None
+            return LocalServer(host, port, pid, identity, ready=True)
+        return LocalServer(host, port, int(data["pid"]), str(data["identity"]), bool(data["ready"]))
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
         return None
 
 
@@ -114,12 +140,13 @@ def _record(server: LocalServer) -> None:
 def _forget(server: LocalServer) -> None:
     if recorded() == server:  # not a record that another start wrote since
         (_home() / STATE_FILE).unlink(missing_ok=True)
+        (_home() / PREFECT_PID_FILE).unlink(missing_ok=True)  # an older graywave's server's
 
 
 def running() -> LocalServer | None:
-    """The managed local server, while its process lives."""
+    """The managed local server, once it has answered and while its process lives."""
     server = recorded()
-    return server if server is not None and server.process() is not None else None
+    return server if server is not None and server.ready and server.process() is not None else None
 
 
 def _log_tail() -> str:
@@ -132,7 +159,8 @@ def _log_tail() -> str:
 def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
     """The managed server that runs, or one started now on ``host:port`` (``start``), and whether
     this call started it. Two calls at once start one server: the second waits for the first's start
-    (a file lock, which the system releases if its holder dies), then finds its server."""
+    (a file lock, which the system releases if its holder dies), then finds its server. A server
+    whose start was interrupted before it answered is stopped first."""
     from filelock import FileLock, Timeout
 
     home = _home()
@@ -141,6 +169,8 @@ def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
         with FileLock(home / START_LOCK_FILE, timeout=2 * START_TIMEOUT_S):
             if (local := running()) is not None:
                 return local, False
+            if (unfinished := recorded()) is not None:
+                _end(unfinished)
             return start(host, port), True
     except Timeout:
         raise RuntimeError(
@@ -151,7 +181,7 @@ def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
 def start(host: str, port: int) -> LocalServer:
     """Start Prefect's server in the background on ``host:port`` and wait until it answers;
     ``RuntimeError`` (with the end of its log) when it does not."""
-    if LocalServer(host, port, 0, 0.0).healthy():
+    if LocalServer(host, port, 0, "").healthy():
         raise RuntimeError(f"something already answers at http://{host}:{port}; stop it, or choose another --port")
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
@@ -161,22 +191,27 @@ def start(host: str, port: int) -> LocalServer:
     env = os.environ | {"PREFECT_UI_API_URL": f"{url}/api", "PREFECT_UI_URL": url}
     prefect = Path(sys.executable).with_name("prefect")
     command = [str(prefect), "server", "start", "--host", host, "--port", str(port), "--analytics-off"]
-    with log_file().open("wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    server = LocalServer(host, port, process.pid, psutil.Process(process.pid).create_time())
-    _record(server)
+    try:
+        with log_file().open("wb") as log:  # the last start's: an operator reads the running server's
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+    except OSError as error:
+        raise RuntimeError(f"prefect server start could not be run: {error}") from None
+    server = LocalServer(host, port, process.pid, process_identity(process.pid) or "")
+    _record(server)  # not ready yet: the commands do not use it, and a stop finds it
     deadline = time.monotonic() + START_TIMEOUT_S
     while not (server.listens() and server.healthy()):
         if process.poll() is not None:
             _forget(server)
             raise RuntimeError(f"prefect server start exited with {process.returncode}: {_log_tail()}")
         if time.monotonic() > deadline:
-            stop()
+            _end(server)
             raise RuntimeError(f"the Prefect server did not answer at {server.api_url} within {START_TIMEOUT_S:.0f} s")
         time.sleep(0.5)
-    return server
+    ready = replace(server, ready=True)
+    _record(ready)
+    return ready
 
 
 def install_automations(api_url: str, heartbeat_s: int) -> str:
@@ -203,19 +238,25 @@ def _ended(server: LocalServer, timeout_s: float) -> bool:
     return True
 
 
-def stop() -> bool:
-    """Stop the managed server and wait until its process has ended: whether one was running.
-    ``RuntimeError`` if it outlives ``SIGKILL``."""
-    server = recorded()
-    if server is None:
-        return False
+def _end(server: LocalServer) -> bool:
+    """End the server's process and forget it: whether it was running. ``RuntimeError`` if it outlives ``SIGKILL``."""
     if server.process() is None:
         _forget(server)  # a server that ended by itself, or with its machine
         return False
     for sent in (signal.SIGTERM, signal.SIGKILL):  # Prefect's shutdown, then no choice
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, sent)  # the session it leads: the server and anything it started
+            if os.getpgid(server.pid) == server.pid:
+                os.killpg(server.pid, sent)  # the session it leads: the server and anything it started
+            else:
+                os.kill(server.pid, sent)  # an older graywave's server, in its starting command's group
         if _ended(server, STOP_TIMEOUT_S):
             _forget(server)
             return True
     raise RuntimeError(f"the server's process {server.pid} still runs after SIGKILL")
+
+
+def stop() -> bool:
+    """Stop the managed server, ready or still starting, and wait until its process has ended:
+    whether one was running. ``RuntimeError`` if it outlives ``SIGKILL``."""
+    server = recorded()
+    return server is not None and _end(server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from graywave.cli.server import STATE_FILE
 from graywave.flows.automations import ZOMBIE_AUTOMATION
 from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads, wait_for
 
@@ -22,8 +24,15 @@ def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProces
 
 def listening(port: int) -> psutil.Process:
     """The process that listens on ``port``."""
-    [pid] = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
-    return psutil.Process(pid)
+    found = listening_or_none(port)
+    assert found is not None, f"nothing listens on {port}"
+    return found
+
+
+def listening_or_none(port: int) -> psutil.Process | None:
+    pids = {c.pid for c in psutil.net_connections("tcp") if c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+    [pid] = pids or {None}
+    return None if pid is None else psutil.Process(pid)
 
 
 def pending(process: psutil.Process, sent: signal.Signals) -> bool:
@@ -46,6 +55,22 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
     env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
     put_uploads(settings.blob_url, DAY, phone_files)
     port = free_port()
+    # A start killed before its server answered leaves a server that no command uses (until it
+    # answers, a command could not reach it); the next start ends it and starts one of its own.
+    interrupted = subprocess.Popen(
+        [GRAYWAVE, "server", "start", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    state = home / STATE_FILE
+    wait_for(state.exists, "the start records its server", 240, [interrupted])
+    leftover = psutil.Process(json.loads(state.read_text())["pid"])
+    os.killpg(interrupted.pid, signal.SIGKILL)
+    interrupted.wait()
+    assert json.loads(state.read_text())["ready"] is False and leftover.is_running()
+    assert graywave(env, "server", "status").returncode == 1
     # Two at once, each in a process group of its own, as a terminal starts a command (closing the
     # terminal hangs its group up): one starts the server, the other finds it.
     startings = [
@@ -66,6 +91,7 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
         [out] = [out for out, _ in outputs if "Prefect server running" in out]
         assert any("already running" in out for out, _ in outputs), outputs
         assert f"http://127.0.0.1:{port}" in out and "graywave server stop" in out
+        assert gone(leftover)
         status = graywave(env, "server", "status")
         assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
         automations = httpx.post(f"http://127.0.0.1:{port}/api/automations/filter", json={}, timeout=10).json()
@@ -115,6 +141,31 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
     assert f"is running: {GRAYWAVE} server start" in off_path.stdout
     on_path = graywave(env | {"PATH": f"{Path(GRAYWAVE).parent}:/usr/bin:/bin"}, "server", "status")
     assert "is running: graywave server start" in on_path.stdout
+
+
+def test_a_server_that_the_graywave_before_started_is_found_and_stopped(prefect_home):
+    """graywave started Prefect's server with ``prefect server start --background`` and recorded only
+    its address; after an upgrade, status and stop still find that server (by Prefect's PID file)."""
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(prefect_home)}
+    port = free_port()
+    prefect = str(Path(GRAYWAVE).with_name("prefect"))
+    background = ["server", "start", "--background", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"]
+    started = subprocess.run([prefect, *background], env=env, capture_output=True, text=True, timeout=240)
+    assert started.returncode == 0, started.stdout + started.stderr
+    (prefect_home / STATE_FILE).write_text(json.dumps({"host": "127.0.0.1", "port": port}))  # its record
+    server = None
+    try:
+        server = wait_for(lambda: listening_or_none(port), "the older graywave's server", 240, [])
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200, "", 240, [])
+        status = graywave(env, "server", "status")
+        assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
+        stopped = graywave(env, "server", "stop")
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert gone(server)
+    finally:
+        if server is not None and not gone(server):
+            server.kill()
 
 
 def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp_path):

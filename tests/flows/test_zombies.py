@@ -35,6 +35,7 @@ from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending, Running
 
+from graywave.cli.server import LOG_FILE
 from graywave.flows.automations import RUN_TAG, ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
 from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
@@ -293,7 +294,7 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
         stopped = subprocess.run([GRAYWAVE, "server", "stop"], env=env, capture_output=True, text=True, timeout=120)
-        print("the server's log:", (home / "graywave-server.log").read_text()[-20_000:], sep="\n")  # shown on a failure
+        print("the server's log:", (home / LOG_FILE).read_text()[-20_000:], sep="\n")  # shown on a failure
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     # Reported, not asserted (a heartbeat thread on a loaded machine runs late either way): the window
     # of two periods is asserted on the automation's trigger above, its work by the state's message.
