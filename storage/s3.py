@@ -12,9 +12,9 @@ in the region it names: on AWS, set the bucket's region. Throttling and transien
 ``adaptive`` retry mode (exponential back-off with client-side rate limiting). A store that cannot
 be reached at all (connection refused while it restarts, a connection dropped, no answer to a
 connect) or that answers 5xx is waited for longer, up to ``retry_s`` seconds from a request's first
-failure, and no longer: botocore's own attempts (8, with a random back-off) gave up on a restarting
-server after 4 s.
-delta-rs's requests get the same window (its ``retry_timeout``).
+failure, and no longer (a throttling answer, 503 SlowDown, may also wait for a token of the
+adaptive mode's rate limiter: up to about 2 s more): botocore's own attempts (8, with a random
+back-off) gave up on a restarting server after 4 s. delta-rs's requests get the same window (its ``retry_timeout``).
 """
 
 from __future__ import annotations
