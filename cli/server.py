@@ -138,7 +138,7 @@ def _record(server: LocalServer) -> None:
 
 
 def _forget(server: LocalServer) -> None:
-    if recorded() == server:  # not a record that another start wrote since
+    if (current := recorded()) is None or current == server:  # not a record that another start wrote since
         (_home() / STATE_FILE).unlink(missing_ok=True)
         (_home() / PREFECT_PID_FILE).unlink(missing_ok=True)  # an older graywave's server's
 

@@ -162,7 +162,7 @@ def test_a_server_that_the_graywave_before_started_is_found_and_stopped(prefect_
         assert status.returncode == 0 and f"the UI at http://127.0.0.1:{port}" in status.stdout
         stopped = graywave(env, "server", "stop")
         assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stdout + stopped.stderr
-        assert gone(server)
+        assert gone(server) and not (prefect_home / STATE_FILE).exists()
     finally:
         if server is not None and not gone(server):
             server.kill()
