@@ -157,7 +157,7 @@ def _log_tail() -> str:
 
 
 def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
-    """The managed server that runs, or one started now on ``host:port`` (``start``), and whether
+    """The managed server that runs, or one started now on ``host:port`` (``_start``), and whether
     this call started it. Two calls at once start one server: the second waits for the first's start
     (a file lock, which the system releases if its holder dies), then finds its server. A server
     whose start was interrupted before it answered is stopped first."""
@@ -171,20 +171,18 @@ def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
                 return local, False
             if (unfinished := recorded()) is not None:
                 _end(unfinished)
-            return start(host, port), True
+            return _start(host, port), True
     except Timeout:
         raise RuntimeError(
             f"another graywave server start in {home} did not finish in {2 * START_TIMEOUT_S:.0f} s"
         ) from None
 
 
-def start(host: str, port: int) -> LocalServer:
+def _start(host: str, port: int) -> LocalServer:
     """Start Prefect's server in the background on ``host:port`` and wait until it answers;
     ``RuntimeError`` (with the end of its log) when it does not."""
     if LocalServer(host, port, 0, "").healthy():
         raise RuntimeError(f"something already answers at http://{host}:{port}; stop it, or choose another --port")
-    home = _home()
-    home.mkdir(parents=True, exist_ok=True)
     # The UI asks its API for data at PREFECT_UI_API_URL, which otherwise stays on port 4200.
     # PREFECT_UI_URL makes the links of its notifications ({{ flow_run|ui_url }}), which otherwise read "None".
     url = f"http://{host}:{port}"

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
 DAY = date(2026, 11, 25)
+"""The tests' upload day: a Wednesday of ISO week 2026-W48."""
 GRAYWAVE = str(Path(sys.executable).with_name("graywave"))
 """The graywave command of this environment, as the tests start it in a process of its own."""
-"""The tests' upload day: a Wednesday of ISO week 2026-W48."""
 
 S3_ACCESS_KEY = S3_SECRET_KEY = "graywave-test"
 """The one identity that the tests' S3 server (SeaweedFS) accepts; ``tests/conftest.py`` also puts it in

@@ -15,7 +15,7 @@ import psutil
 
 from graywave.cli.server import STATE_FILE
 from graywave.flows.automations import ZOMBIE_AUTOMATION
-from tests.helpers import DAY, GRAYWAVE, free_port, put_uploads, wait_for
+from tests.helpers import DAY, GRAYWAVE, command_env, free_port, put_uploads, wait_for
 
 
 def graywave(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -52,7 +52,7 @@ def gone(process: psutil.Process) -> bool:
 
 def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings, phone_files, tmp_path):
     home = tmp_path / "data" / "prefect"  # does not exist yet, as on a fresh checkout
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"} | {"PREFECT_HOME": str(home)}
+    env = command_env(home)
     put_uploads(settings.blob_url, DAY, phone_files)
     port = free_port()
     # A start killed before its server answered leaves a server that no command uses (until it
@@ -146,8 +146,7 @@ def test_a_managed_local_server_is_used_by_every_command_until_it_stops(settings
 def test_a_server_that_the_graywave_before_started_is_found_and_stopped(prefect_home):
     """graywave started Prefect's server with ``prefect server start --background`` and recorded only
     its address; after an upgrade, status and stop still find that server (by Prefect's PID file)."""
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env |= {"PREFECT_HOME": str(prefect_home)}
+    env = command_env(prefect_home)
     port = free_port()
     prefect = str(Path(GRAYWAVE).with_name("prefect"))
     background = ["server", "start", "--background", "--host", "127.0.0.1", "--port", str(port), "--analytics-off"]
@@ -171,8 +170,7 @@ def test_a_server_that_the_graywave_before_started_is_found_and_stopped(prefect_
 def test_without_a_server_a_command_says_it_starts_a_temporary_one(settings, tmp_path):
     """From a fresh checkout: no data folder, so no PREFECT_HOME folder either (Prefect's temporary
     server could not create its database there, and the command ended in a thousand lines of traceback)."""
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "fresh" / "data" / "prefect")
+    env = command_env(tmp_path / "fresh" / "data" / "prefect")
     done = graywave(env, "analytics", "run", "--date", DAY.isoformat())
     assert done.returncode == 1
     assert f"no images were processed on {DAY}" in done.stdout, done.stdout + done.stderr[-3000:]

@@ -14,7 +14,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from graywave.config import Settings
 from graywave.flows.schedule import wave_deployments
-from tests.helpers import GRAYWAVE
+from tests.helpers import GRAYWAVE, command_env
 
 
 def graywave(*arguments: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -55,7 +55,7 @@ def test_a_wave_deployment_is_triggered_with_its_settle_window(settings: Setting
 
 
 def test_without_a_prefect_server_it_says_what_to_start(settings: Settings, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"PREFECT_HOME": str(tmp_path / "p")}
+    env = command_env(tmp_path / "p")
     done = graywave("wave", "trigger", "evening", env=env)
     assert done.returncode == 1
     assert "server start" in done.stdout and "Traceback" not in done.stdout + done.stderr

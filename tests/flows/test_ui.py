@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.helpers import EXPECTED_REJECTS, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads
+from tests.helpers import EXPECTED_REJECTS, GRAYWAVE, SERVER_TIMEOUT_S, command_env, free_port, put_uploads
 
 SCREENSHOTS = Path(__file__).parents[2] / "test-output" / "ui"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,8 +29,7 @@ def test_a_waves_page_shows_its_counts_and_its_rejects_reasons(settings, phone_f
     assert CHROMIUM is not None, "GRAYWAVE_REQUIRE_CHROMIUM=1 and no chromium: apt-get install -y chromium"
     from playwright.sync_api import sync_playwright
 
-    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(prefect_home)
+    env = command_env(prefect_home)
     day = settings.today()
     put_uploads(settings.blob_url, day, phone_files)
     port = free_port()

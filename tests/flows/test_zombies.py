@@ -38,7 +38,7 @@ from prefect.states import Pending, Running
 from graywave.cli.server import LOG_FILE
 from graywave.flows.automations import RUN_TAG, ZOMBIE_AUTOMATION, install_zombie_detection, zombie_automation
 from graywave.service.samples import encode, synthetic_photo
-from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, free_port, put_uploads, wait_for
+from tests.helpers import DAY, GRAYWAVE, SERVER_TIMEOUT_S, command_env, free_port, put_uploads, wait_for
 
 pytestmark = pytest.mark.slow
 HEARTBEAT_S = 30  # Prefect's least
@@ -210,12 +210,12 @@ def test_a_killed_served_wave_and_a_run_lost_before_its_first_heartbeat_are_mark
     photos = {f"u{i}/IMG_{i}.jpg": encode(synthetic_photo(320, 240, seed=i), "JPEG") for i in range(3)}
     put_uploads(settings.blob_url, DAY, photos)
     home = prefect_home
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S),
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "GRAYWAVE_WAVE_POLL_S": "0.5",
-    }
+    env = command_env(
+        home,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=str(HEARTBEAT_S),
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        GRAYWAVE_WAVE_POLL_S="0.5",
+    )
     port = free_port()
     ui = f"http://127.0.0.1:{port}"
     started = subprocess.run(
