@@ -30,6 +30,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from graywave.flows.temporary_server import STARTUP_TIMEOUT_S
+
 STATE_FILE = "graywave-server.json"
 LOG_FILE = "graywave-server.log"
 START_LOCK_FILE = "graywave-server.lock"
@@ -37,7 +39,6 @@ PREFECT_PID_FILE = "server.pid"
 """Where ``prefect server start --background`` (which graywave used before) keeps its server's PID."""
 PREFECT_SERVER_APP = "prefect.server.api.server:create_app"
 """The application in the command line of the server that ``--background`` starts."""
-START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 5.0
 LOG_TAIL_CHARS = 2000
@@ -166,7 +167,7 @@ def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
     home = _home()
     home.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(home / START_LOCK_FILE, timeout=2 * START_TIMEOUT_S):
+        with FileLock(home / START_LOCK_FILE, timeout=2 * STARTUP_TIMEOUT_S):
             if (local := running()) is not None:
                 return local, False
             if (unfinished := recorded()) is not None:
@@ -174,7 +175,7 @@ def start_once(host: str, port: int) -> tuple[LocalServer, bool]:
             return _start(host, port), True
     except Timeout:
         raise RuntimeError(
-            f"another graywave server start in {home} did not finish in {2 * START_TIMEOUT_S:.0f} s"
+            f"another graywave server start in {home} did not finish in {2 * STARTUP_TIMEOUT_S:.0f} s"
         ) from None
 
 
@@ -198,14 +199,16 @@ def _start(host: str, port: int) -> LocalServer:
         raise RuntimeError(f"prefect server start could not be run: {error}") from None
     server = LocalServer(host, port, process.pid, process_identity(process.pid) or "")
     _record(server)  # not ready yet: the commands do not use it, and a stop finds it
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not (server.listens() and server.healthy()):
         if process.poll() is not None:
             _forget(server)
             raise RuntimeError(f"prefect server start exited with {process.returncode}: {_log_tail()}")
         if time.monotonic() > deadline:
             _end(server)
-            raise RuntimeError(f"the Prefect server did not answer at {server.api_url} within {START_TIMEOUT_S:.0f} s")
+            raise RuntimeError(
+                f"the Prefect server did not answer at {server.api_url} within {STARTUP_TIMEOUT_S:.0f} s"
+            )
         time.sleep(0.5)
     ready = replace(server, ready=True)
     _record(ready)
