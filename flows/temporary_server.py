@@ -42,9 +42,9 @@ from graywave.errors import BackendUnavailable
 
 STARTUP_TIMEOUT_S = 300.0
 """How long graywave waits for a Prefect server it starts to answer: a command's temporary server,
-and ``graywave server start``'s. Never Prefect's 20 s, which a loaded machine (two cores running the
-test suite beside other work) exceeded; nor 90 s, which the first start of a managed server on a new
-home (its migrations and the UI's files) exceeded beside two busy processes."""
+and ``graywave server start``'s. A loaded machine (two cores running the test suite beside other
+work) needs far more than Prefect's 20 s, and a managed server's first start on a new home (its
+migrations and the UI's files) more than 90 s there."""
 STOP_TIMEOUT_S = 15.0
 """How long the server has to stop after it is asked to, before it is killed."""
 PARENT_POLL_S = 0.5
